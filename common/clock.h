@@ -1,0 +1,30 @@
+// Clocks: wall time for records, monotonic time for timeouts and measurements.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+
+namespace shoal {
+
+inline int64_t UnixMillis() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+inline double MonotonicSeconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// Measures elapsed seconds since construction or the last Reset().
+class Stopwatch {
+ public:
+  Stopwatch() : start_(MonotonicSeconds()) {}
+  double Seconds() const { return MonotonicSeconds() - start_; }
+  void Reset() { start_ = MonotonicSeconds(); }
+
+ private:
+  double start_;
+};
+
+}  // namespace shoal

@@ -1,0 +1,106 @@
+// Tests for common/: status plumbing, SHA-256 vectors, key files and DSSE signing.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <filesystem>
+
+#include "common/file_util.h"
+#include "common/sha256.h"
+#include "common/signing.h"
+#include "common/status.h"
+
+namespace shoal {
+namespace {
+
+StatusOr<int> Half(int x) {
+  if (x % 2) return InvalidArgument("odd");
+  return x / 2;
+}
+Status UseHalf(int x, int* out) {
+  ASSIGN_OR_RETURN(*out, Half(x));
+  return OkStatus();
+}
+
+TEST(Status, PropagatesThroughMacros) {
+  int v = 0;
+  EXPECT_TRUE(UseHalf(4, &v).ok());
+  EXPECT_EQ(v, 2);
+  Status s = UseHalf(3, &v);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.WithContext("ctx").ToString(), "INVALID_ARGUMENT: ctx: odd");
+}
+
+TEST(Sha256, KnownVectors) {
+  EXPECT_EQ(Sha256Hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(Sha256Hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  Sha256 h;
+  h.Update("a");
+  h.Update("bc");
+  EXPECT_EQ(ToHex(h.Finish()), Sha256Hex("abc"));
+  EXPECT_EQ(*FromHex("00ff10"), std::string("\x00\xff\x10", 3));
+  EXPECT_FALSE(FromHex("0g").ok());
+}
+
+class SigningTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() / ("shoal-sign-" + std::to_string(::getpid()));
+    std::filesystem::remove_all(dir_);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  std::filesystem::path dir_;
+};
+
+TEST_F(SigningTest, KeyFilesRoundTripAndRefuseLooseModes) {
+  KeyPair kp = GenerateKeyPair();
+  ASSERT_TRUE(WriteKeyPair(kp, dir_).ok());
+  EXPECT_EQ(WriteKeyPair(kp, dir_).code(), StatusCode::kAlreadyExists);
+  auto sk = LoadSecretKey((dir_ / "shoal.key").string());
+  ASSERT_TRUE(sk.ok()) << sk.status().ToString();
+  EXPECT_EQ(sk->public_key.key_id, kp.public_key.key_id);
+  auto pk = LoadPublicKey((dir_ / "shoal.pub").string());
+  ASSERT_TRUE(pk.ok());
+  EXPECT_EQ(pk->bytes, kp.public_key.bytes);
+  ::chmod((dir_ / "shoal.key").c_str(), 0644);
+  auto loose = LoadSecretKey((dir_ / "shoal.key").string());
+  EXPECT_EQ(loose.status().code(), StatusCode::kPermissionDenied);
+  EXPECT_NE(loose.status().message().find("chmod 600"), std::string::npos);
+}
+
+TEST(Signing, DsseSignVerifyAndTamper) {
+  KeyPair kp = GenerateKeyPair(), other = GenerateKeyPair();
+  std::string stmt = MakeStatement({{"manifest.pb", std::string(64, 'a')}}, "https://shoal.dev/checkpoint/v1");
+  std::string env = SignDsse(kInTotoPayloadType, stmt, kp);
+  TrustStore trust;
+  trust.Add(kp.public_key);
+  auto ok = VerifyDsse(env, trust);
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  EXPECT_EQ(ok->payload, stmt);
+  auto subjects = ParseStatementSubjects(ok->payload);
+  ASSERT_TRUE(subjects.ok());
+  EXPECT_EQ(subjects->at("manifest.pb"), std::string(64, 'a'));
+
+  TrustStore wrong;
+  wrong.Add(other.public_key);
+  EXPECT_EQ(VerifyDsse(env, wrong).status().code(), StatusCode::kPermissionDenied);
+
+  // Re-sign a different payload with the other key under the trusted key's id: refused.
+  std::string forged = SignDsse(kInTotoPayloadType, stmt + " ", other);
+  auto pos = forged.find(other.public_key.key_id);
+  forged.replace(pos, other.public_key.key_id.size(), kp.public_key.key_id);
+  EXPECT_EQ(VerifyDsse(forged, trust).status().code(), StatusCode::kPermissionDenied);
+  EXPECT_EQ(VerifyDsse("{not json", trust).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(VerifyDsse("{}", trust).status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST(FileUtil, AtomicWriteReplacesContent) {
+  std::string path = (std::filesystem::temp_directory_path() / ("shoal-fu-" + std::to_string(::getpid()))).string();
+  ASSERT_TRUE(WriteFileAtomic(path, "one").ok());
+  ASSERT_TRUE(WriteFileAtomic(path, "two").ok());
+  EXPECT_EQ(*ReadFile(path), "two");
+  EXPECT_EQ(ReadFile(path + ".missing").status().code(), StatusCode::kNotFound);
+  std::filesystem::remove(path);
+}
+
+}  // namespace
+}  // namespace shoal
