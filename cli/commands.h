@@ -1,0 +1,26 @@
+// shoalctl's subcommands. Each Register* adds its subcommand to the app; the chosen
+// command stores its process exit code in *exit_code.
+//   0 success · 1 the job failed or a runtime error · 2 bad input (spec, arguments)
+//   3 coordinator unreachable · 130 interrupted
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <string>
+
+#include "common/status.h"
+
+namespace shoal {
+
+constexpr int kExitOk = 0, kExitFailed = 1, kExitBadInput = 2, kExitUnreachable = 3, kExitInterrupted = 130;
+
+void RegisterRunCommand(CLI::App& app, int* exit_code);
+void RegisterClusterCommands(CLI::App& app, int* exit_code);  // submit, status, cancel
+void RegisterValidateCommand(CLI::App& app, int* exit_code);
+
+// Maps a Status to shoalctl's exit codes and prints it to stderr.
+int ReportError(const Status& status);
+// The coordinator to talk to: --coordinator, else $SHOAL_COORDINATOR, else the
+// endpoint a `shoalctl run` in this directory wrote to .shoal/endpoint, else :7400.
+std::string DefaultCoordinator();
+
+}  // namespace shoal

@@ -1,0 +1,129 @@
+// Human and JSON renderings of jobs and members.
+#include "cli/format.h"
+
+#include <cstdio>
+#include <sstream>
+
+#include "coordinator/coordinator.h"
+
+namespace shoal {
+
+namespace {
+std::string Fixed(double v, int digits) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.*f", digits, v);
+  return buf;
+}
+}  // namespace
+
+nlohmann::json JobToJson(const Job& job, const StatusResponse* status, int64_t now_ms) {
+  nlohmann::json j = {{"job", job.id()},
+                      {"name", job.spec().name()},
+                      {"state", JobStateName(job.state())},
+                      {"generation", job.generation()},
+                      {"world_size", job.world_size()},
+                      {"total_steps", job.total_steps()},
+                      {"spec_digest", job.spec_digest()}};
+  if (!job.failure_reason().empty()) j["failure_reason"] = job.failure_reason();
+  if (!status) return j;
+  nlohmann::json members = nlohmann::json::array();
+  int64_t step = 0;
+  double loss = 0, sps = 0;
+  for (const Member& m : status->members()) {
+    if (m.job_id() != job.id()) continue;
+    const WorkerMetrics& w = m.metrics();
+    members.push_back({{"member", m.id()},
+                       {"state", MemberStateName(m.state())},
+                       {"rank", m.rank()},
+                       {"host", m.host()},
+                       {"pid", m.pid()},
+                       {"step", w.step()},
+                       {"heartbeat_age_s", (now_ms - m.last_heartbeat_ms()) / 1000.0},
+                       {"step_seconds", w.step_seconds()},
+                       {"comm_seconds", w.comm_seconds()},
+                       {"loss", w.loss()},
+                       {"samples_per_second", w.samples_per_second()},
+                       {"bytes_sent", w.bytes_sent()},
+                       {"test_accuracy", w.test_accuracy()}});
+    if (m.rank() == 0) {
+      step = w.step();
+      loss = w.loss();
+      sps = w.samples_per_second();
+    }
+  }
+  j["step"] = step;
+  j["loss"] = loss;
+  j["samples_per_second"] = sps;
+  j["members"] = members;
+  return j;
+}
+
+nlohmann::json SummaryJson(const Job& job) {
+  const JobResult& r = job.result();
+  nlohmann::json acc = nlohmann::json::array();
+  for (double a : r.epoch_test_accuracy()) acc.push_back(a);
+  nlohmann::json j = {{"job", job.id()},
+                      {"state", JobStateName(job.state())},
+                      {"epochs", r.epochs()},
+                      {"steps", r.steps()},
+                      {"world_size", r.world_size() ? r.world_size() : job.world_size()},
+                      {"final_test_accuracy", r.final_test_accuracy()},
+                      {"epoch_test_accuracy", acc},
+                      {"final_loss", r.final_loss()},
+                      {"samples_per_second", r.samples_per_second()},
+                      {"wall_seconds", r.wall_seconds()},
+                      {"bytes_sent_per_worker", r.bytes_sent_per_worker()},
+                      {"backend", r.backend()},
+                      {"comm_seconds", r.comm_seconds()},
+                      {"compute_seconds", r.compute_seconds()},
+                      {"sgemm_seconds", r.sgemm_seconds()},
+                      {"loader_wait_seconds", r.loader_wait_seconds()},
+                      {"spec_digest", job.spec_digest()}};
+  if (!job.failure_reason().empty()) j["failure_reason"] = job.failure_reason();
+  return j;
+}
+
+std::string StatusTable(const StatusResponse& status) {
+  std::ostringstream out;
+  if (status.jobs_size() == 0) return "no jobs\n";
+  for (const Job& job : status.jobs()) {
+    nlohmann::json j = JobToJson(job, &status, status.now_ms());
+    out << "job " << job.id() << "  " << JobStateName(job.state()) << "  step " << j["step"].get<int64_t>() << "/"
+        << job.total_steps() << "  loss " << Fixed(j["loss"].get<double>(), 4) << "  "
+        << Fixed(j["samples_per_second"].get<double>(), 0) << " samples/s  generation " << job.generation()
+        << "  world " << job.world_size() << "\n";
+    if (!job.failure_reason().empty()) out << "  reason: " << job.failure_reason() << "\n";
+    if (job.state() == JOB_COMPLETED)
+      out << "  final test accuracy " << Fixed(job.result().final_test_accuracy(), 4) << "\n";
+    if (j["members"].empty()) continue;
+    char line[256];
+    std::snprintf(line, sizeof(line), "  %-4s %-10s %-16s %-8s %-8s %-8s %-9s %-9s\n", "rank", "state", "host", "pid",
+                  "step", "hb age", "step ms", "comm ms");
+    out << line;
+    for (const auto& m : j["members"]) {
+      std::snprintf(line, sizeof(line), "  %-4d %-10s %-16.16s %-8d %-8lld %-8s %-9s %-9s\n", m["rank"].get<int>(),
+                    m["state"].get<std::string>().c_str(), m["host"].get<std::string>().c_str(), m["pid"].get<int>(),
+                    static_cast<long long>(m["step"].get<int64_t>()), (Fixed(m["heartbeat_age_s"].get<double>(), 1) + "s").c_str(),
+                    Fixed(m["step_seconds"].get<double>() * 1000, 2).c_str(),
+                    Fixed(m["comm_seconds"].get<double>() * 1000, 2).c_str());
+      out << line;
+    }
+  }
+  return out.str();
+}
+
+std::string ProgressLine(const Job& job, const WorkerMetrics& m, int width) {
+  int epochs = job.spec().training().epochs();
+  int64_t total = job.total_steps() > 0 ? job.total_steps() : 1;
+  int64_t per_epoch = std::max<int64_t>(1, (total + epochs - 1) / epochs);
+  int64_t in_epoch = m.step() - int64_t{m.epoch()} * per_epoch;
+  int filled = static_cast<int>(std::clamp<double>(static_cast<double>(in_epoch) / per_epoch, 0, 1) * width);
+  std::string bar = std::string(filled, '#') + std::string(width - filled, '-');
+  std::ostringstream out;
+  out << "epoch " << (m.epoch() + 1) << "/" << epochs << " [" << bar << "] step " << m.step() << "/" << total
+      << "  loss " << Fixed(m.loss(), 3) << "  acc " << (m.test_accuracy() >= 0 ? Fixed(m.test_accuracy(), 3) : "-")
+      << "  " << Fixed(m.samples_per_second(), 0) << " samples/s";
+  return out.str();
+}
+
+}  // namespace shoal

@@ -1,0 +1,235 @@
+// `shoalctl run SPEC`: the embedded default. Starts a coordinator on loopback with its
+// state under ./.shoal/, spawns the workers as child processes, shows progress, prints
+// a summary, and exits 0 only if the job completed.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <thread>
+
+#include "cli/commands.h"
+#include "cli/format.h"
+#include "common/clock.h"
+#include "common/file_util.h"
+#include "common/log.h"
+#include "coordinator/client.h"
+#include "coordinator/coordinator.h"
+#include "coordinator/server.h"
+#include "spec/jobspec_loader.h"
+
+namespace shoal {
+
+namespace {
+
+std::atomic<bool> g_interrupted{false};
+
+struct RunOptions {
+  std::string spec_path;
+  int workers = 0;
+  std::string summary_path;
+  std::vector<std::string> overrides;
+  std::string state_dir = ".shoal";
+  bool json = false;
+  bool quiet = false;
+};
+
+// shoal-worker lives next to shoalctl (both in build/bin, or both installed together).
+std::string WorkerBinary() {
+  std::error_code ec;
+  auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    auto candidate = self.parent_path() / "shoal-worker";
+    if (std::filesystem::exists(candidate)) return candidate.string();
+  }
+  return "shoal-worker";  // from PATH
+}
+
+pid_t SpawnWorker(const std::string& binary, const std::string& endpoint, const std::string& job, int blas_threads) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    // Workers started by `run` must not think they run under an outer mpirun.
+    for (const char* v : {"OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_NTASKS", "SLURM_PROCID"})
+      ::unsetenv(v);
+    std::string threads = std::to_string(blas_threads);
+    ::execl(binary.c_str(), binary.c_str(), "--coordinator", endpoint.c_str(), "--job", job.c_str(), "--blas-threads",
+            threads.c_str(), static_cast<char*>(nullptr));
+    ::execlp("shoal-worker", "shoal-worker", "--coordinator", endpoint.c_str(), "--job", job.c_str(), "--blas-threads",
+             threads.c_str(), static_cast<char*>(nullptr));
+    std::fprintf(stderr, "shoalctl: cannot start %s: %s\n", binary.c_str(), std::strerror(errno));
+    ::_exit(127);
+  }
+  return pid;
+}
+
+StatusOr<Job> FetchJob(ControlClient& client, const std::string& job_id, StatusResponse* full) {
+  Request r;
+  r.mutable_status()->set_job_id(job_id);
+  ASSIGN_OR_RETURN(Response resp, client.Call(r, std::chrono::seconds(5)));
+  if (resp.status().jobs_size() != 1) return NotFound("job " + job_id + " vanished");
+  if (full) *full = resp.status();
+  return resp.status().jobs(0);
+}
+
+// Prints progress until the job ends; returns the final job record.
+StatusOr<Job> Watch(ControlClient& client, const std::string& job_id, const std::vector<pid_t>& pids, bool quiet) {
+  const bool tty = ::isatty(STDERR_FILENO);
+  int last_epoch_printed = -1;
+  double last_line = 0;
+  bool cancel_sent = false;
+  for (;;) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    if (g_interrupted && !cancel_sent) {
+      Request c;
+      c.mutable_cancel()->set_job_id(job_id);
+      c.mutable_cancel()->set_reason("interrupted (Ctrl-C)");
+      (void)client.Call(c, std::chrono::seconds(5));
+      cancel_sent = true;
+    }
+    StatusResponse status;
+    ASSIGN_OR_RETURN(Job job, FetchJob(client, job_id, &status));
+    WorkerMetrics rank0;
+    for (const Member& m : status.members())
+      if (m.rank() == 0) rank0 = m.metrics();
+    if (!quiet && job.state() == JOB_RUNNING && rank0.step() > 0) {
+      std::string line = ProgressLine(job, rank0);
+      if (tty) {
+        std::fprintf(stderr, "\r%s\033[K", line.c_str());
+      } else if (rank0.epoch() != last_epoch_printed || MonotonicSeconds() - last_line > 10) {
+        std::fprintf(stderr, "%s\n", line.c_str());
+        last_line = MonotonicSeconds();
+      }
+      if (tty && rank0.epoch() != last_epoch_printed && last_epoch_printed >= 0) std::fprintf(stderr, "\n");
+      last_epoch_printed = rank0.epoch();
+    }
+    if (IsTerminal(job.state())) {
+      if (!quiet && tty) std::fprintf(stderr, "\n");
+      return job;
+    }
+    // A worker that died before the job ended: the coordinator notices by heartbeat
+    // timeout; say so now so the user is not left guessing.
+    for (pid_t pid : pids) {
+      int st;
+      if (::waitpid(pid, &st, WNOHANG) == pid && (!WIFEXITED(st) || WEXITSTATUS(st) != 0)) {
+        std::string why = WIFSIGNALED(st) ? "killed by signal " + std::to_string(WTERMSIG(st))
+                                          : "exited with code " + std::to_string(WEXITSTATUS(st));
+        std::fprintf(stderr, "%sshoalctl: worker pid %d %s\n", tty ? "\n" : "", pid, why.c_str());
+      }
+    }
+  }
+}
+
+int DoRun(const RunOptions& o) {
+  auto spec = LoadJobSpecFile(o.spec_path, o.overrides);
+  if (!spec.ok()) return ReportError(spec.status());
+  if (o.workers > 0) {
+    WorkersSpec* w = spec->mutable_workers();
+    w->set_initial(o.workers);
+    w->set_min(std::min(w->min(), o.workers));
+    w->set_max(std::max(w->max(), o.workers));
+  }
+  if (!PathExists(spec->data().dataset()))
+    return ReportError(NotFound("data.dataset: folder " + spec->data().dataset() +
+                                " does not exist (on Debian: apt-get install dataset-fashion-mnist)"));
+
+  InitLogging("shoalctl");
+  spdlog::set_level(spdlog::level::warn);  // the progress bar is the user interface here
+  ServerOptions so;
+  so.bind = "tcp://127.0.0.1:*";
+  so.state_dir = o.state_dir + "/coordinator";
+  auto server = CoordinatorServer::Create(so);
+  if (!server.ok()) return ReportError(server.status());
+  (*server)->Start();
+  const std::string endpoint = (*server)->endpoint();
+  (void)WriteFileAtomic(o.state_dir + "/endpoint", endpoint + "\n");
+
+  ControlClient client(endpoint);
+  Request submit;
+  *submit.mutable_submit()->mutable_spec() = *spec;
+  auto submitted = client.Call(submit, std::chrono::seconds(10));
+  if (!submitted.ok()) return ReportError(submitted.status());
+  const std::string job_id = submitted->submit().job_id();
+  const int n = spec->workers().initial();
+  if (!o.quiet)
+    std::fprintf(stderr, "shoalctl: job %s, %d worker(s), backend %s, coordinator %s\n", job_id.c_str(), n,
+                 spec->collectives().backend().c_str(), endpoint.c_str());
+
+  int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  int blas_threads = std::max(1, cores / n);
+  std::vector<pid_t> pids;
+  std::string binary = WorkerBinary();
+  for (int i = 0; i < n; ++i) {
+    pid_t pid = SpawnWorker(binary, endpoint, job_id, blas_threads);
+    if (pid < 0) return ReportError(Internal("fork failed: " + std::string(std::strerror(errno))));
+    pids.push_back(pid);
+  }
+
+  auto job = Watch(client, job_id, pids, o.quiet);
+  // Workers exit on their own once the job ends; give them a moment, then insist.
+  double deadline = MonotonicSeconds() + 15;
+  for (pid_t pid : pids) {
+    int st;
+    while (::waitpid(pid, &st, WNOHANG) == 0) {
+      if (MonotonicSeconds() > deadline) {
+        ::kill(pid, SIGKILL);
+        ::waitpid(pid, &st, 0);
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+  if (!job.ok()) return ReportError(job.status());
+
+  nlohmann::json summary = SummaryJson(*job);
+  if (!o.summary_path.empty()) {
+    Status s = WriteFileAtomic(o.summary_path, summary.dump(2) + "\n");
+    if (!s.ok()) return ReportError(s);
+  }
+  if (o.json) {
+    std::cout << summary.dump(2) << std::endl;
+  } else {
+    std::printf("job %s %s\n", job->id().c_str(), JobStateName(job->state()).c_str());
+    if (!job->failure_reason().empty()) std::printf("  reason: %s\n", job->failure_reason().c_str());
+    if (job->state() == JOB_COMPLETED) {
+      const JobResult& r = job->result();
+      std::printf("  epochs %d, steps %lld, world size %d, backend %s\n", r.epochs(), static_cast<long long>(r.steps()),
+                  r.world_size(), r.backend().c_str());
+      std::printf("  final test accuracy %.4f, final loss %.4f\n", r.final_test_accuracy(), r.final_loss());
+      std::printf("  %.0f samples/s, %.1f s wall, %.1f MiB sent per worker\n", r.samples_per_second(), r.wall_seconds(),
+                  r.bytes_sent_per_worker() / 1048576.0);
+      double per_rank = r.wall_seconds() > 0 ? 1.0 / r.wall_seconds() : 0;
+      std::printf("  time share: sgemm %.0f%%, communication %.0f%%, rest of compute %.0f%%\n",
+                  100 * r.sgemm_seconds() * per_rank, 100 * r.comm_seconds() * per_rank,
+                  100 * (r.compute_seconds() - r.sgemm_seconds()) * per_rank);
+    }
+  }
+  if (g_interrupted) return kExitInterrupted;
+  return job->state() == JOB_COMPLETED ? kExitOk : kExitFailed;
+}
+
+}  // namespace
+
+void RegisterRunCommand(CLI::App& app, int* exit_code) {
+  auto opts = std::make_shared<RunOptions>();
+  CLI::App* run = app.add_subcommand("run", "Run a job here: embedded coordinator on loopback, workers as child processes");
+  run->add_option("spec", opts->spec_path, "job spec YAML file")->required();
+  run->add_option("--workers", opts->workers, "number of workers (overrides workers.initial)")->check(CLI::Range(1, 256));
+  run->add_option("--summary", opts->summary_path, "write the run summary as JSON to this file");
+  run->add_option("--set", opts->overrides, "override a spec field: path.to.field=value (repeatable)");
+  run->add_option("--state-dir", opts->state_dir, "where the embedded coordinator keeps its state")->capture_default_str();
+  run->add_flag("--json", opts->json, "print the summary as JSON on stdout");
+  run->add_flag("--quiet", opts->quiet, "no progress output");
+  run->callback([opts, exit_code] {
+    struct sigaction sa = {};
+    sa.sa_handler = [](int) { g_interrupted = true; };
+    ::sigaction(SIGINT, &sa, nullptr);
+    ::sigaction(SIGTERM, &sa, nullptr);
+    *exit_code = DoRun(*opts);
+  });
+}
+
+}  // namespace shoal

@@ -1,0 +1,59 @@
+// DEALER client: request/response matched by id, with a deadline on every call.
+#include "coordinator/client.h"
+
+#include <zmq.hpp>
+
+#include "common/clock.h"
+
+namespace shoal {
+
+struct ControlClient::Impl {
+  zmq::context_t context{1};
+  zmq::socket_t socket{context, zmq::socket_type::dealer};
+};
+
+ControlClient::ControlClient(std::string endpoint) : impl_(std::make_unique<Impl>()), endpoint_(std::move(endpoint)) {
+  impl_->socket.set(zmq::sockopt::linger, 0);
+  impl_->socket.set(zmq::sockopt::maxmsgsize, int64_t{64} << 20);
+  impl_->socket.set(zmq::sockopt::reconnect_ivl, 100);
+  impl_->socket.set(zmq::sockopt::reconnect_ivl_max, 1000);
+  try {
+    impl_->socket.connect(endpoint_);
+  } catch (const zmq::error_t&) {
+    // An invalid endpoint is reported by the first Call.
+  }
+}
+
+ControlClient::~ControlClient() = default;
+
+StatusOr<Response> ControlClient::Call(Request request, std::chrono::milliseconds timeout) {
+  uint64_t id = next_id_++;
+  request.set_id(id);
+  std::string bytes = request.SerializeAsString();
+  double deadline = MonotonicSeconds() + timeout.count() / 1000.0;
+  try {
+    if (!impl_->socket.send(zmq::buffer(bytes), zmq::send_flags::dontwait))
+      return Unavailable("cannot send to coordinator at " + endpoint_ + " (send queue full)");
+    for (;;) {
+      double left = deadline - MonotonicSeconds();
+      if (left <= 0) break;
+      zmq::pollitem_t items[] = {{impl_->socket.handle(), 0, ZMQ_POLLIN, 0}};
+      zmq::poll(items, 1, std::chrono::milliseconds(static_cast<int64_t>(left * 1000) + 1));
+      if (!(items[0].revents & ZMQ_POLLIN)) continue;
+      zmq::message_t msg;
+      if (!impl_->socket.recv(msg, zmq::recv_flags::dontwait)) continue;
+      Response resp;
+      if (!resp.ParseFromArray(msg.data(), static_cast<int>(msg.size())))
+        return Internal("coordinator at " + endpoint_ + " sent a malformed response");
+      if (resp.id() != id) continue;  // a late answer to an abandoned call
+      if (resp.code() != 0) return Status(static_cast<StatusCode>(resp.code()), resp.error());
+      return resp;
+    }
+  } catch (const zmq::error_t& e) {
+    return Unavailable("coordinator at " + endpoint_ + ": " + e.what());
+  }
+  return Unavailable("coordinator at " + endpoint_ + " did not answer within " +
+                     std::to_string(timeout.count() / 1000.0).substr(0, 4) + " s (is it running?)");
+}
+
+}  // namespace shoal

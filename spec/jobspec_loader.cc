@@ -1,0 +1,94 @@
+// Public entry points of the spec loader: defaults, then YAML, then --set overrides, then
+// validation, in that order, so the last word always belongs to the command line.
+#include "spec/jobspec_loader.h"
+
+#include "common/file_util.h"
+#include "spec/spec_internal.h"
+
+namespace shoal {
+
+JobSpec DefaultJobSpec() {
+  JobSpec s;
+  s.set_name("job");
+
+  ModelSpec* m = s.mutable_model();
+  m->set_kind("mlp");
+  for (int w : {784, 256, 128, 10}) m->add_layers(w);
+  m->set_device("cpu");
+
+  DataSpec* d = s.mutable_data();
+  d->set_dataset("/usr/share/datasets/fashion-mnist");
+  d->set_format("auto");
+  d->set_prefetch_batches(4);
+  d->set_allow_unsigned(false);
+  DataFilters* f = d->mutable_filters();
+  f->mutable_schema()->set_enabled(true);
+  f->mutable_schema()->set_threshold(0);
+  f->mutable_exact_duplicates()->set_enabled(true);
+  f->mutable_near_duplicates()->set_enabled(true);
+  f->mutable_outliers()->set_enabled(true);
+  f->mutable_outliers()->set_threshold(3.5);
+  f->mutable_label_consistency()->set_enabled(true);
+  f->mutable_label_consistency()->set_threshold(0.8);
+
+  TrainingSpec* t = s.mutable_training();
+  t->set_epochs(5);
+  t->set_batch_per_worker(64);
+  t->set_optimizer("sgd");
+  t->set_learning_rate(0.05);
+  t->set_momentum(0.9);
+  t->set_weight_decay(0.0);
+  t->set_warmup_steps(100);
+  t->set_schedule("cosine");
+  t->set_min_lr_ratio(0.01);
+  t->set_seed(42);
+  t->set_evaluate(true);
+  t->set_max_steps(0);
+
+  WorkersSpec* w = s.mutable_workers();
+  w->set_initial(2);
+  w->set_min(1);
+  w->set_max(8);
+  w->set_heartbeat_interval_s(0.5);
+  w->set_heartbeat_timeout_s(5);
+
+  CollectivesSpec* c = s.mutable_collectives();
+  c->set_backend("auto");
+  c->set_codec("none");
+  c->set_bucket_mib(4);
+  c->set_timeout_s(60);
+  c->set_overlap(true);
+
+  CheckpointSpec* k = s.mutable_checkpoint();
+  k->set_dir("");
+  k->set_every_steps(0);
+  k->set_keep_last(3);
+  k->set_keep_every(0);
+  k->set_sign_key("");
+  return s;
+}
+
+StatusOr<JobSpec> ParseJobSpec(const std::string& yaml_text, const std::vector<std::string>& overrides,
+                               const std::string& source_name) {
+  JobSpec spec = DefaultJobSpec();
+  spec_internal::FieldOrigins origins;
+  RETURN_IF_ERROR(spec_internal::ApplyYamlText(yaml_text, source_name, &spec, &origins));
+  for (const std::string& o : overrides) {
+    RETURN_IF_ERROR(spec_internal::ApplyOverride(o, &spec, &origins));
+  }
+  RETURN_IF_ERROR(spec_internal::Validate(spec, &origins));
+  return spec;
+}
+
+StatusOr<JobSpec> LoadJobSpecFile(const std::string& path, const std::vector<std::string>& overrides) {
+  StatusOr<std::string> text = ReadFile(path);
+  if (!text.ok()) {
+    if (text.status().code() == StatusCode::kNotFound) {
+      return NotFound("job spec file not found: " + path);
+    }
+    return text.status().WithContext("reading job spec " + path);
+  }
+  return ParseJobSpec(*text, overrides, path);
+}
+
+}  // namespace shoal

@@ -1,0 +1,182 @@
+// Semantic checks on a JobSpec: ranges, allowed names, cross-field rules. The first broken
+// rule is reported as "field.path: rule, got value (where)" so the message alone says
+// what to change and where; checks run in proto field order, so the report is stable.
+#include <cmath>
+#include <cstdint>
+#include <initializer_list>
+#include <string>
+
+#include "spec/jobspec_loader.h"
+#include "spec/spec_internal.h"
+
+namespace shoal::spec_internal {
+namespace {
+
+std::string Quote(const std::string& s) { return "'" + s + "'"; }
+
+class Checker {
+ public:
+  explicit Checker(const FieldOrigins* origins) : origins_(origins) {}
+
+  // Keeps only the first failure: later rules often follow from earlier ones
+  // (min > initial also breaks initial <= max), and one clear message beats a cascade.
+  // `related` is the other field of a cross-field rule: when only it was written in the
+  // spec (say workers.initial: 9 against the default max), its line is the one to cite.
+  void Check(bool ok, const std::string& path, const std::string& rule, const std::string& got,
+             const std::string& related = "") {
+    if (ok || !status_.ok()) return;
+    std::string msg = path + ": " + rule + ", got " + got;
+    if (origins_ != nullptr) {
+      std::string where = Exact(path);
+      if (where.empty() && !related.empty()) where = Exact(related);
+      if (where.empty()) where = FindOrigin(*origins_, path);
+      if (!where.empty()) msg += " (" + where + ")";
+    }
+    status_ = InvalidArgument(msg);
+  }
+
+  void IntIn(const std::string& path, int64_t v, int64_t lo, int64_t hi) {
+    Check(v >= lo && v <= hi, path, "must be in " + std::to_string(lo) + ".." + std::to_string(hi),
+          std::to_string(v));
+  }
+  void IntAtLeast(const std::string& path, int64_t v, int64_t lo) {
+    Check(v >= lo, path, lo == 1 ? "must be positive" : "must be >= " + std::to_string(lo),
+          std::to_string(v));
+  }
+  // isfinite first: NaN fails every comparison and would otherwise need care in each rule.
+  void Positive(const std::string& path, double v) {
+    Check(std::isfinite(v) && v > 0, path, "must be a positive finite number", FormatDouble(v));
+  }
+  void NonNegative(const std::string& path, double v) {
+    Check(std::isfinite(v) && v >= 0, path, "must be >= 0 and finite", FormatDouble(v));
+  }
+  void UnitInterval(const std::string& path, double v, bool include_one) {
+    const bool ok = std::isfinite(v) && v >= 0 && (include_one ? v <= 1 : v < 1);
+    Check(ok, path, include_one ? "must be in [0, 1]" : "must be in [0, 1)", FormatDouble(v));
+  }
+  void OneOf(const std::string& path, const std::string& v, std::initializer_list<const char*> allowed) {
+    std::string list;
+    bool ok = false;
+    for (const char* a : allowed) {
+      if (!list.empty()) list += '|';
+      list += a;
+      ok = ok || v == a;
+    }
+    Check(ok, path, "must be one of " + list, Quote(v));
+  }
+
+  Status status() const { return status_; }
+
+ private:
+  std::string Exact(const std::string& path) const {
+    auto it = origins_->find(path);
+    return it == origins_->end() ? "" : it->second;
+  }
+
+  const FieldOrigins* origins_;
+  Status status_;
+};
+
+bool NameCharsOk(const std::string& s) {
+  for (char c : s) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '.' || c == '_' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+void CheckModel(const ModelSpec& m, Checker& c) {
+  c.OneOf("model.kind", m.kind(), {"mlp"});
+  c.Check(m.layers_size() >= 2, "model.layers",
+          "must list at least 2 widths (input first, classes last)",
+          std::to_string(m.layers_size()) + (m.layers_size() == 1 ? " entry" : " entries"));
+  for (int i = 0; i < m.layers_size(); ++i) {
+    c.IntIn("model.layers[" + std::to_string(i) + "]", m.layers(i), 1, 65536);
+  }
+  c.OneOf("model.device", m.device(), {"cpu", "cuda", "auto"});
+}
+
+void CheckData(const DataSpec& d, Checker& c) {
+  c.Check(!d.dataset().empty(), "data.dataset", "must name the dataset folder", "''");
+  c.OneOf("data.format", d.format(), {"auto", "idx", "shards"});
+  c.IntIn("data.prefetch_batches", d.prefetch_batches(), 0, 64);
+  const DataFilters& f = d.filters();
+  c.NonNegative("data.filters.schema.threshold", f.schema().threshold());
+  c.NonNegative("data.filters.exact_duplicates.threshold", f.exact_duplicates().threshold());
+  c.NonNegative("data.filters.near_duplicates.threshold", f.near_duplicates().threshold());
+  // Outliers: 0 means "the filter's default", anything else is a z-score cut, so > 0.
+  c.NonNegative("data.filters.outliers.threshold", f.outliers().threshold());
+  c.UnitInterval("data.filters.label_consistency.threshold", f.label_consistency().threshold(), true);
+}
+
+void CheckTraining(const TrainingSpec& t, Checker& c) {
+  c.IntIn("training.epochs", t.epochs(), 1, 10000);
+  c.IntIn("training.batch_per_worker", t.batch_per_worker(), 1, 1000000);
+  c.OneOf("training.optimizer", t.optimizer(), {"sgd"});
+  c.Positive("training.learning_rate", t.learning_rate());
+  c.UnitInterval("training.momentum", t.momentum(), false);
+  c.NonNegative("training.weight_decay", t.weight_decay());
+  c.IntAtLeast("training.warmup_steps", t.warmup_steps(), 0);
+  c.OneOf("training.schedule", t.schedule(), {"cosine", "constant"});
+  c.UnitInterval("training.min_lr_ratio", t.min_lr_ratio(), true);
+  c.IntAtLeast("training.max_steps", t.max_steps(), 0);
+}
+
+void CheckWorkers(const WorkersSpec& w, Checker& c) {
+  c.IntAtLeast("workers.initial", w.initial(), 1);
+  c.IntAtLeast("workers.min", w.min(), 1);
+  c.Check(w.min() <= w.initial(), "workers.initial",
+          "must be >= workers.min (" + std::to_string(w.min()) + ")", std::to_string(w.initial()),
+          "workers.min");
+  c.Check(w.initial() <= w.max(), "workers.max",
+          "must be >= workers.initial (" + std::to_string(w.initial()) + ")", std::to_string(w.max()),
+          "workers.initial");
+  c.IntIn("workers.max", w.max(), 1, 4096);
+  c.Positive("workers.heartbeat_interval_s", w.heartbeat_interval_s());
+  // A timeout at or below the interval would declare healthy workers dead between beats.
+  c.Check(std::isfinite(w.heartbeat_timeout_s()) && w.heartbeat_timeout_s() > w.heartbeat_interval_s(),
+          "workers.heartbeat_timeout_s",
+          "must be finite and greater than workers.heartbeat_interval_s (" +
+              FormatDouble(w.heartbeat_interval_s()) + ")",
+          FormatDouble(w.heartbeat_timeout_s()), "workers.heartbeat_interval_s");
+}
+
+void CheckCollectives(const CollectivesSpec& k, Checker& c) {
+  c.OneOf("collectives.backend", k.backend(), {"auto", "gloo", "mpi", "nccl"});
+  c.OneOf("collectives.codec", k.codec(), {"none", "bf16", "fp16", "powersgd", "qblock", "topk"});
+  c.Positive("collectives.bucket_mib", k.bucket_mib());
+  c.Positive("collectives.timeout_s", k.timeout_s());
+}
+
+void CheckCheckpoint(const CheckpointSpec& k, Checker& c) {
+  c.IntAtLeast("checkpoint.every_steps", k.every_steps(), 0);
+  c.IntAtLeast("checkpoint.keep_last", k.keep_last(), 1);
+  c.IntAtLeast("checkpoint.keep_every", k.keep_every(), 0);
+}
+
+}  // namespace
+
+Status Validate(const JobSpec& spec, const FieldOrigins* origins) {
+  Checker c(origins);
+  c.Check(!spec.name().empty(), "name", "must not be empty", "''");
+  c.Check(NameCharsOk(spec.name()), "name", "may use only letters, digits, '.', '_' and '-'",
+          Quote(spec.name()));
+  c.Check(spec.name().size() <= 64, "name", "must be at most 64 characters",
+          std::to_string(spec.name().size()) + " characters");
+  CheckModel(spec.model(), c);
+  CheckData(spec.data(), c);
+  CheckTraining(spec.training(), c);
+  CheckWorkers(spec.workers(), c);
+  CheckCollectives(spec.collectives(), c);
+  CheckCheckpoint(spec.checkpoint(), c);
+  return c.status();
+}
+
+}  // namespace shoal::spec_internal
+
+namespace shoal {
+
+Status ValidateJobSpec(const JobSpec& spec) { return spec_internal::Validate(spec, nullptr); }
+
+}  // namespace shoal
