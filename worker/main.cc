@@ -11,6 +11,7 @@
 #include <memory>
 
 #include "collectives/factory.h"
+#include "collectives/mpi/mpi_communicator.h"
 #include "common/log.h"
 #include "coordinator/client.h"
 #include "datapipe/idx.h"

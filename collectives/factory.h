@@ -1,0 +1,43 @@
+// Picks and builds the data-plane backend at run time: an ordered list of backends,
+// each with an Enabled() check (Horovod's operation-manager pattern), no #if chains.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "collectives/communicator.h"
+
+namespace shoal {
+
+struct CommunicatorConfig {
+  std::string backend = "auto";  // "auto", "gloo", "mpi" or "nccl"
+  int rank = 0;
+  int size = 1;
+  KvStore* kv = nullptr;  // rendezvous store (gloo, later nccl); not owned
+  std::string prefix;     // rendezvous scope, unique per job generation
+  std::chrono::milliseconds timeout{60'000};
+  // Gloo only: interface name ("eth0") or host/address to bind to.
+  std::string interface_or_host = "127.0.0.1";
+};
+
+// "auto" becomes "mpi" when this process was started by an MPI launcher, else
+// "gloo"; any other name is returned as given (lower-cased).
+std::string ResolveBackend(const std::string& requested);
+
+// True when an MPI launcher started this process: OMPI_COMM_WORLD_SIZE (Open MPI),
+// PMI_RANK / PMIX_RANK (MPICH/Hydra, PMIx), or srun with an MPI plugin
+// (SLURM_PROCID and SLURM_MPI_TYPE other than "none").
+bool UnderMpiLauncher();
+
+// Names of the backends this build knows, in preference order.
+std::vector<std::string> KnownBackends();
+
+// Builds the resolved backend. kFailedPrecondition if it is known but not enabled
+// here (mpi outside mpirun), kUnimplemented for nccl, kInvalidArgument for an
+// unknown name or a bad config. For mpi, rank and size come from MPI; a config
+// whose size disagrees is rejected.
+StatusOr<std::unique_ptr<Communicator>> MakeCommunicator(const CommunicatorConfig& config);
+
+}  // namespace shoal

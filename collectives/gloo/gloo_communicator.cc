@@ -1,0 +1,495 @@
+// GlooCommunicator: ring allreduce/allgather, star or chain broadcast and a
+// dissemination barrier over Gloo unbound buffers, each wait bounded by what is
+// left of the operation's deadline and interruptible by Abort().
+#include "collectives/gloo/gloo_communicator.h"
+
+#include <net/if.h>
+
+#include <algorithm>
+#include <cstring>
+#include <utility>
+#include <vector>
+
+#include <fmt/format.h>
+#include <gloo/common/error.h>
+#include <gloo/common/logging.h>
+#include <gloo/rendezvous/context.h>
+#include <gloo/transport/tcp/device.h>
+#include <gloo/transport/unbound_buffer.h>
+
+#include "collectives/dtype.h"
+#include "collectives/gloo/kv_store_adapter.h"
+
+namespace shoal {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Slot prefixes (top byte of the 64-bit slot) above Gloo's own 0x01-0x08, so a
+// benchmark running gloo::allreduce on raw_context() cannot match our messages.
+constexpr uint8_t kAllReduceKind = 0x80;
+constexpr uint8_t kAllGatherKind = 0x81;
+constexpr uint8_t kBroadcastKind = 0x82;
+constexpr uint8_t kBarrierKind = 0x83;
+// Tag of the barrier that ends MakeGlooCommunicator, apart from callers' tags.
+constexpr uint32_t kSetupTag = 0xFFFFFFFFu;
+
+// The count split into n chunks whose lengths differ by at most one (the first
+// count % n chunks get the extra element); with count < n some are empty.
+struct Chunks {
+  std::vector<size_t> offset, length;
+  size_t max_length = 0;
+};
+
+Chunks SplitEvenly(size_t count, int n) {
+  Chunks c;
+  const size_t base = count / n, extra = count % n;
+  size_t at = 0;
+  for (int i = 0; i < n; ++i) {
+    const size_t len = base + (static_cast<size_t>(i) < extra ? 1 : 0);
+    c.offset.push_back(at);
+    c.length.push_back(len);
+    c.max_length = std::max(c.max_length, len);
+    at += len;
+  }
+  return c;
+}
+
+void Accumulate(float* acc, const void* wire, DType dtype, size_t n) {
+  switch (dtype) {
+    case DType::kF32: {
+      const auto* w = static_cast<const float*>(wire);
+      for (size_t i = 0; i < n; ++i) acc[i] += w[i];
+      return;
+    }
+    case DType::kBF16: {
+      const auto* w = static_cast<const uint16_t*>(wire);
+      for (size_t i = 0; i < n; ++i) acc[i] += BF16ToF32(w[i]);
+      return;
+    }
+    case DType::kF16: {
+      const auto* w = static_cast<const uint16_t*>(wire);
+      for (size_t i = 0; i < n; ++i) acc[i] += F16ToF32(w[i]);
+      return;
+    }
+  }
+}
+
+int Mod(int a, int n) { return ((a % n) + n) % n; }
+
+}  // namespace
+
+// An unbound buffer registered with the communicator for as long as it lives, so
+// that Abort() can wake its waits. It is unregistered before Gloo's destructor runs;
+// that destructor blocks until the I/O thread no longer touches the memory, and
+// leaves any still-posted operation pointing at nothing (hence "unusable after a
+// failure").
+class GlooCommunicator::Buffer {
+ public:
+  Buffer(GlooCommunicator* comm, void* ptr, size_t bytes)
+      : comm_(comm), buf_(comm->context_->createUnboundBuffer(ptr, bytes)) {
+    comm_->Track(buf_.get());
+  }
+  ~Buffer() { comm_->Untrack(buf_.get()); }
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+
+  gloo::transport::UnboundBuffer* get() { return buf_.get(); }
+
+ private:
+  GlooCommunicator* comm_;
+  std::unique_ptr<gloo::transport::UnboundBuffer> buf_;
+};
+
+// One collective call: its deadline, its slot, and waits that count bytes and turn
+// Gloo's outcomes (done, aborted, exception) into Status.
+class GlooCommunicator::Op {
+ public:
+  Op(GlooCommunicator* comm, const char* name, uint8_t kind, const CollectiveOptions& opts)
+      : comm_(comm),
+        name_(name),
+        tag_(opts.tag),
+        timeout_(opts.timeout),
+        deadline_(Clock::now() + opts.timeout),
+        // [kind:8][tag:32][sequence:24]: the sequence wraps after 16M calls on one
+        // tag, long after any earlier call with the same value has finished.
+        slot_((static_cast<uint64_t>(kind) << 56) | (static_cast<uint64_t>(opts.tag) << 24) |
+              (comm->NextSequence(opts.tag) & 0xFFFFFFu)) {}
+
+  void PostSend(Buffer& b, int to, size_t offset, size_t bytes) {
+    b.get()->send(to, slot_, offset, bytes);
+  }
+  void PostRecv(Buffer& b, int from, size_t offset, size_t bytes) {
+    b.get()->recv(from, slot_, offset, bytes);
+  }
+  Status WaitSend(Buffer& b, int to, size_t bytes) { return Wait(b, true, to, bytes); }
+  Status WaitRecv(Buffer& b, int from, size_t bytes) { return Wait(b, false, from, bytes); }
+
+  // Receives `rbytes` from `from` while sending `sbytes` to `to`; empty sides are
+  // skipped (both ends compute the same chunk lengths, so they skip together).
+  Status Exchange(Buffer& sbuf, int to, size_t soffset, size_t sbytes, Buffer& rbuf, int from,
+                  size_t roffset, size_t rbytes) {
+    if (rbytes > 0) PostRecv(rbuf, from, roffset, rbytes);
+    if (sbytes > 0) PostSend(sbuf, to, soffset, sbytes);
+    if (rbytes > 0) RETURN_IF_ERROR(WaitRecv(rbuf, from, rbytes));
+    if (sbytes > 0) RETURN_IF_ERROR(WaitSend(sbuf, to, sbytes));
+    return OkStatus();
+  }
+
+ private:
+  Status Wait(Buffer& b, bool send, int peer, size_t bytes) {
+    const char* verb = send ? "send to" : "receive from";
+    const auto left = std::max(std::chrono::ceil<std::chrono::milliseconds>(deadline_ - Clock::now()),
+                               std::chrono::milliseconds(0));
+    bool done = false;
+    try {
+      // Gloo reports an abortWait*() by returning false, and a timeout or a broken
+      // connection by throwing (after closing every pair on a timeout).
+      done = send ? b.get()->waitSend(left) : b.get()->waitRecv(left);
+    } catch (const std::exception& e) {
+      if (comm_->aborted_.load()) return Aborted(Describe("aborted while waiting to", verb, peer));
+      const bool timed_out = Clock::now() >= deadline_ ||
+                             std::strstr(e.what(), "Timed out") != nullptr;
+      if (timed_out) {
+        return comm_->MarkBroken(DeadlineExceeded(
+            fmt::format("{} timed out after {} ms waiting to {} rank {} ({} bytes)", Name(),
+                        timeout_.count(), verb, peer, bytes)));
+      }
+      return comm_->MarkBroken(Aborted(fmt::format(
+          "{} lost the connection while waiting to {} rank {}: {}", Name(), verb, peer, e.what())));
+    }
+    if (!done) return Aborted(Describe("aborted while waiting to", verb, peer));
+    (send ? comm_->counters_.sent : comm_->counters_.received) += static_cast<int64_t>(bytes);
+    if (comm_->aborted_.load()) return Aborted(Describe("aborted after it finished waiting to", verb, peer));
+    return OkStatus();
+  }
+
+  std::string Name() const { return fmt::format("{}(tag={})", name_, tag_); }
+  std::string Describe(const char* what, const char* verb, int peer) const {
+    return fmt::format("{} {} {} rank {}", Name(), what, verb, peer);
+  }
+
+  GlooCommunicator* comm_;
+  const char* name_;
+  uint32_t tag_;
+  std::chrono::milliseconds timeout_;
+  Clock::time_point deadline_;
+  uint64_t slot_;
+};
+
+GlooCommunicator::GlooCommunicator(std::shared_ptr<gloo::Context> context)
+    : context_(std::move(context)), rank_(context_->rank), size_(context_->size) {}
+
+GlooCommunicator::~GlooCommunicator() {
+  try {
+    context_.reset();  // closes the pairs; peers still waiting on us see a closed connection
+  } catch (...) {
+  }
+}
+
+template <typename Body>
+Status GlooCommunicator::Run(const char* name, uint8_t kind, const CollectiveOptions& opts,
+                             Body&& body) {
+  // Checked before anything is posted: a zero wait would make Gloo close every pair.
+  if (opts.timeout.count() <= 0) {
+    return InvalidArgument(fmt::format("{}(tag={}): timeout must be positive", name, opts.tag));
+  }
+  RETURN_IF_ERROR(Usable(name));
+  try {
+    Op op(this, name, kind, opts);
+    return body(op);
+  } catch (const gloo::IoException& e) {
+    return MarkBroken(Aborted(fmt::format("{}(tag={}): gloo I/O error: {}", name, opts.tag, e.what())));
+  } catch (const gloo::EnforceNotMet& e) {
+    return MarkBroken(Internal(fmt::format("{}(tag={}): gloo check failed: {}", name, opts.tag, e.what())));
+  } catch (const std::exception& e) {
+    return MarkBroken(Internal(fmt::format("{}(tag={}): {}", name, opts.tag, e.what())));
+  } catch (...) {
+    return MarkBroken(Internal(fmt::format("{}(tag={}): unknown exception", name, opts.tag)));
+  }
+}
+
+Status GlooCommunicator::AllReduce(void* data, size_t count, DType dtype, ReduceOp reduce,
+                                   const CollectiveOptions& opts) {
+  if (DTypeSize(dtype) == 0) return InvalidArgument("AllReduce: unknown dtype");
+  if (count > 0 && data == nullptr) return InvalidArgument("AllReduce: data is null");
+  return Run("AllReduce", kAllReduceKind, opts, [&](Op& op) -> Status {
+    // Nothing to exchange; the average over one rank is the value itself.
+    if (count == 0 || size_ == 1) return OkStatus();
+    return AllReduceRing(op, data, count, dtype, reduce);
+  });
+}
+
+Status GlooCommunicator::AllReduceRing(Op& op, void* data, size_t count, DType dtype,
+                                       ReduceOp reduce) {
+  const int n = size_, r = rank_;
+  const int next = Mod(r + 1, n), prev = Mod(r - 1, n);
+  const size_t es = DTypeSize(dtype);
+  const Chunks chunks = SplitEvenly(count, n);
+  auto* wire = static_cast<char*>(data);
+
+  // f32 accumulates in place; 16-bit dtypes accumulate in an f32 copy while the
+  // caller's buffer doubles as the 16-bit staging area for what goes on the wire.
+  std::vector<float> acc_copy;
+  float* acc = static_cast<float*>(data);
+  if (dtype != DType::kF32) {
+    acc_copy.resize(count);
+    ToF32(data, dtype, acc_copy.data(), count);
+    acc = acc_copy.data();
+  }
+  std::vector<char> inbox(chunks.max_length * es);
+  Buffer sendbuf(this, data, count * es);
+  Buffer recvbuf(this, inbox.data(), inbox.size());
+
+  // Reduce-scatter: at step s rank r passes chunk r-s on and adds chunk r-s-1 from
+  // its left neighbour; after n-1 steps it holds the full sum of chunk r+1.
+  for (int s = 0; s < n - 1; ++s) {
+    const int out = Mod(r - s, n), in = Mod(r - s - 1, n);
+    // Step 0 sends the caller's own input, which is already in wire format.
+    if (dtype != DType::kF32 && s > 0) {
+      FromF32(acc + chunks.offset[out], dtype, wire + chunks.offset[out] * es, chunks.length[out]);
+    }
+    RETURN_IF_ERROR(op.Exchange(sendbuf, next, chunks.offset[out] * es, chunks.length[out] * es,
+                                recvbuf, prev, 0, chunks.length[in] * es));
+    Accumulate(acc + chunks.offset[in], inbox.data(), dtype, chunks.length[in]);
+  }
+
+  // The owner finishes its chunk once (average included) so that every rank ends up
+  // with the same bits: the allgather copies, it does not recompute.
+  const int own = Mod(r + 1, n);
+  float* mine = acc + chunks.offset[own];
+  if (reduce == ReduceOp::kAverage) {
+    for (size_t i = 0; i < chunks.length[own]; ++i) mine[i] /= static_cast<float>(n);
+  }
+  if (dtype != DType::kF32) {
+    FromF32(mine, dtype, wire + chunks.offset[own] * es, chunks.length[own]);
+  }
+
+  // Allgather: finished chunks go around the ring straight into the caller's buffer.
+  Buffer gatherbuf(this, data, count * es);
+  for (int s = 0; s < n - 1; ++s) {
+    const int out = Mod(r + 1 - s, n), in = Mod(r - s, n);
+    RETURN_IF_ERROR(op.Exchange(sendbuf, next, chunks.offset[out] * es, chunks.length[out] * es,
+                                gatherbuf, prev, chunks.offset[in] * es, chunks.length[in] * es));
+  }
+  return OkStatus();
+}
+
+Status GlooCommunicator::AllGather(const void* send, void* recv, size_t bytes_per_rank,
+                                   const CollectiveOptions& opts) {
+  if (bytes_per_rank > 0 && (send == nullptr || recv == nullptr)) {
+    return InvalidArgument("AllGather: null buffer");
+  }
+  return Run("AllGather", kAllGatherKind, opts, [&](Op& op) -> Status {
+    if (bytes_per_rank == 0) return OkStatus();
+    auto* out = static_cast<char*>(recv);
+    // memmove: the caller may pass its slot of `recv` as `send`.
+    std::memmove(out + rank_ * bytes_per_rank, send, bytes_per_rank);
+    if (size_ == 1) return OkStatus();
+    const int next = Mod(rank_ + 1, size_), prev = Mod(rank_ - 1, size_);
+    Buffer sendbuf(this, out, size_ * bytes_per_rank);
+    Buffer recvbuf(this, out, size_ * bytes_per_rank);
+    // At step s rank r forwards block r-s (its own first) and receives block r-s-1.
+    for (int s = 0; s < size_ - 1; ++s) {
+      const size_t out_block = Mod(rank_ - s, size_), in_block = Mod(rank_ - s - 1, size_);
+      RETURN_IF_ERROR(op.Exchange(sendbuf, next, out_block * bytes_per_rank, bytes_per_rank,
+                                  recvbuf, prev, in_block * bytes_per_rank, bytes_per_rank));
+    }
+    return OkStatus();
+  });
+}
+
+Status GlooCommunicator::Broadcast(void* data, size_t bytes, int root,
+                                   const CollectiveOptions& opts) {
+  if (root < 0 || root >= size_) {
+    return InvalidArgument(fmt::format("Broadcast: root {} outside [0, {})", root, size_));
+  }
+  if (bytes > 0 && data == nullptr) return InvalidArgument("Broadcast: data is null");
+  return Run("Broadcast", kBroadcastKind, opts, [&](Op& op) -> Status {
+    if (bytes == 0 || size_ == 1) return OkStatus();
+    if (bytes >= kChainThreshold && size_ > 2) return BroadcastChain(op, data, bytes, root);
+    return BroadcastStar(op, data, bytes, root);
+  });
+}
+
+Status GlooCommunicator::BroadcastStar(Op& op, void* data, size_t bytes, int root) {
+  Buffer buf(this, data, bytes);
+  if (rank_ != root) {
+    op.PostRecv(buf, root, 0, bytes);
+    return op.WaitRecv(buf, root, bytes);
+  }
+  for (int p = 0; p < size_; ++p) {
+    if (p != root) op.PostSend(buf, p, 0, bytes);
+  }
+  // Completions arrive in any order; each wait consumes one. The peer named in an
+  // error is the first one still counted as pending, a best guess.
+  for (int p = 0; p < size_; ++p) {
+    if (p != root) RETURN_IF_ERROR(op.WaitSend(buf, p, bytes));
+  }
+  return OkStatus();
+}
+
+Status GlooCommunicator::BroadcastChain(Op& op, void* data, size_t bytes, int root) {
+  const int pos = Mod(rank_ - root, size_);
+  const int next = Mod(rank_ + 1, size_), prev = Mod(rank_ - 1, size_);
+  const bool forwards = pos < size_ - 1;
+  const size_t segments = (bytes + kChainSegment - 1) / kChainSegment;
+  auto offset = [](size_t k) { return k * kChainSegment; };
+  auto length = [&](size_t k) { return std::min(kChainSegment, bytes - k * kChainSegment); };
+
+  Buffer sendbuf(this, data, bytes);
+  if (pos == 0) {
+    for (size_t k = 0; k < segments; ++k) op.PostSend(sendbuf, next, offset(k), length(k));
+    for (size_t k = 0; k < segments; ++k) RETURN_IF_ERROR(op.WaitSend(sendbuf, next, length(k)));
+    return OkStatus();
+  }
+  // Two receives stay posted so the next segment is already flowing while this one
+  // is forwarded (Gloo's TCP sender waits for the receiver's "ready" before sending).
+  Buffer recvbuf(this, data, bytes);
+  constexpr size_t kWindow = 2;
+  size_t posted = 0;
+  for (; posted < std::min(kWindow, segments); ++posted) {
+    op.PostRecv(recvbuf, prev, offset(posted), length(posted));
+  }
+  for (size_t k = 0; k < segments; ++k) {
+    // Receives on one pair and slot complete in posting order.
+    RETURN_IF_ERROR(op.WaitRecv(recvbuf, prev, length(k)));
+    if (posted < segments) {
+      op.PostRecv(recvbuf, prev, offset(posted), length(posted));
+      ++posted;
+    }
+    if (forwards) op.PostSend(sendbuf, next, offset(k), length(k));
+  }
+  if (forwards) {
+    for (size_t k = 0; k < segments; ++k) RETURN_IF_ERROR(op.WaitSend(sendbuf, next, length(k)));
+  }
+  return OkStatus();
+}
+
+Status GlooCommunicator::Barrier(const CollectiveOptions& opts) {
+  return Run("Barrier", kBarrierKind, opts, [&](Op& op) -> Status {
+    if (size_ == 1) return OkStatus();
+    // Round i: tell rank r+2^i we arrived, hear from rank r-2^i. After ceil(log2 n)
+    // rounds every rank has (transitively) heard from all others.
+    char token = 1;
+    std::vector<char> inbox(32);
+    Buffer sendbuf(this, &token, 1);
+    Buffer recvbuf(this, inbox.data(), inbox.size());
+    for (int k = 1, round = 0; k < size_; k <<= 1, ++round) {
+      RETURN_IF_ERROR(op.Exchange(sendbuf, Mod(rank_ + k, size_), 0, 1, recvbuf,
+                                  Mod(rank_ - k, size_), round, 1));
+    }
+    return OkStatus();
+  });
+}
+
+Status GlooCommunicator::Handshake(std::chrono::milliseconds timeout) {
+  CollectiveOptions opts;
+  opts.timeout = timeout;
+  opts.tag = kSetupTag;
+  RETURN_IF_ERROR(Barrier(opts));
+  // The counters describe the caller's collectives, not connection set-up.
+  counters_.sent = 0;
+  counters_.received = 0;
+  return OkStatus();
+}
+
+void GlooCommunicator::Abort() {
+  aborted_.store(true);
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto* buf : inflight_) {
+    try {
+      // Sticky flags: a wait that starts after this returns false at once.
+      buf->abortWaitSend();
+      buf->abortWaitRecv();
+    } catch (...) {
+    }
+  }
+}
+
+Status GlooCommunicator::Usable(const char* name) {
+  if (aborted_.load()) return Aborted(fmt::format("{}: communicator was aborted", name));
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!broken_.empty()) {
+    return Aborted(fmt::format("{}: communicator unusable after an earlier failure ({}); "
+                               "build a new one", name, broken_));
+  }
+  return OkStatus();
+}
+
+Status GlooCommunicator::MarkBroken(Status status) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (broken_.empty()) broken_ = status.ToString();
+  return status;
+}
+
+uint32_t GlooCommunicator::NextSequence(uint32_t tag) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return sequence_[tag]++;
+}
+
+void GlooCommunicator::Track(gloo::transport::UnboundBuffer* buf) {
+  std::lock_guard<std::mutex> lock(mu_);
+  inflight_.insert(buf);
+  // Abort() may have run before this buffer existed; flag it now so its first wait
+  // returns at once instead of waiting for the deadline.
+  if (aborted_.load()) {
+    buf->abortWaitSend();
+    buf->abortWaitRecv();
+  }
+}
+
+void GlooCommunicator::Untrack(gloo::transport::UnboundBuffer* buf) {
+  std::lock_guard<std::mutex> lock(mu_);
+  inflight_.erase(buf);
+}
+
+StatusOr<std::unique_ptr<Communicator>> MakeGlooCommunicator(
+    int rank, int size, KvStore* kv, const std::string& prefix, std::chrono::milliseconds timeout,
+    const std::string& interface_or_host) {
+  if (kv == nullptr) return InvalidArgument("MakeGlooCommunicator: kv store is null");
+  if (size < 1 || rank < 0 || rank >= size) {
+    return InvalidArgument(fmt::format("MakeGlooCommunicator: rank {} outside [0, {})", rank, size));
+  }
+  if (timeout.count() <= 0) return InvalidArgument("MakeGlooCommunicator: timeout must be positive");
+  const std::string where =
+      fmt::format("gloo rendezvous of rank {} of {} under '{}'", rank, size, prefix);
+  const auto deadline = Clock::now() + timeout;
+  KvStoreAdapter store(kv, prefix, timeout);
+  try {
+    gloo::transport::tcp::attr attr;
+    if (!interface_or_host.empty() && if_nametoindex(interface_or_host.c_str()) != 0) {
+      attr.iface = interface_or_host;
+    } else {
+      attr.hostname = interface_or_host;
+    }
+    auto device = gloo::transport::tcp::CreateDevice(attr);
+    auto context = std::make_shared<gloo::rendezvous::Context>(rank, size);
+    // Gloo lets a pair take 5x the context timeout to connect; a fifth keeps the
+    // connect phase within `timeout`. Our collectives pass their own timeouts, so
+    // the context timeout only matters again for raw_context() users: restore it.
+    context->setTimeout(std::max(timeout / 5, std::chrono::milliseconds(1)));
+    context->connectFullMesh(store, device);
+    context->setTimeout(timeout);
+    auto comm = std::make_unique<GlooCommunicator>(std::move(context));
+    // connectFullMesh returns once this rank's pairs are up, possibly before a peer
+    // has finished its side of the handshake; a rank that then closed its
+    // communicator at once would fail that peer's rendezvous. The barrier returns
+    // only once every rank is through connectFullMesh.
+    RETURN_IF_ERROR(comm->Handshake(std::max(
+        std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now()),
+        std::chrono::milliseconds(1))).WithContext(where));
+    return std::unique_ptr<Communicator>(std::move(comm));
+  } catch (const gloo::EnforceNotMet& e) {
+    return Internal(fmt::format("{}: gloo check failed: {}", where, e.what()));
+  } catch (const std::exception& e) {
+    // A store failure carries the better Status (which key, which deadline).
+    const Status recorded = store.error();
+    if (!recorded.ok()) return recorded.WithContext(where);
+    return Unavailable(fmt::format("{}: {}", where, e.what()));
+  } catch (...) {
+    return Internal(where + ": unknown exception");
+  }
+}
+
+}  // namespace shoal

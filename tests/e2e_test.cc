@@ -1,0 +1,203 @@
+// End-to-end tests with real processes over real sockets: the cluster path
+// (shoal-coordinator + shoalctl submit + workers by hand or by mpirun), `shoalctl run`,
+// a coordinator restart, and bad input that must get a clear error, never a crash.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "tests/process_util.h"
+
+namespace shoal::testing {
+namespace {
+
+const std::string kBin = SHOAL_BIN_DIR;
+const std::string kSpec = std::string(SHOAL_SOURCE_DIR) + "/examples/fashion-mnist.yaml";
+const std::string kDataset = "/usr/share/datasets/fashion-mnist";
+
+bool HaveDataset() { return std::filesystem::exists(kDataset); }
+
+// A coordinator process on a free port; its endpoint comes from --endpoint-file.
+class CoordinatorProcess {
+ public:
+  explicit CoordinatorProcess(const std::string& state_dir) : dir_(state_dir) { Start(); }
+  void Start() {
+    std::string ep_file = dir_ + "/endpoint";
+    std::filesystem::remove(ep_file);
+    proc_ = std::make_unique<BackgroundProcess>(
+        std::vector<std::string>{kBin + "/shoal-coordinator", "--bind", "tcp://127.0.0.1:*", "--state-dir",
+                                 dir_ + "/state", "--endpoint-file", ep_file},
+        dir_ + "/coordinator.log");
+    for (int i = 0; i < 200 && ReadText(ep_file).empty(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    endpoint_ = ReadText(ep_file);
+    if (!endpoint_.empty()) endpoint_.pop_back();  // newline
+  }
+  void Stop() {
+    proc_->Kill(SIGTERM);
+    proc_->Wait(10);
+  }
+  const std::string& endpoint() const { return endpoint_; }
+  std::string log() const { return ReadText(dir_ + "/coordinator.log"); }
+
+ private:
+  std::string dir_, endpoint_;
+  std::unique_ptr<BackgroundProcess> proc_;
+};
+
+// A short job: 150 steps of 2 x 64 records then an evaluation on the full test set.
+std::vector<std::string> ShortJobArgs(const std::string& backend) {
+  return {"--set", "training.max_steps=150", "--set", "collectives.backend=" + backend, "--set", "workers.initial=2"};
+}
+
+nlohmann::json StatusJson(const std::string& endpoint, const std::string& job) {
+  auto r = RunCommand({kBin + "/shoalctl", "status", job, "--coordinator", endpoint, "--json"}, 20);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  return nlohmann::json::parse(r.out, nullptr, false);
+}
+
+void SubmitJob(const std::string& endpoint, const std::string& job, const std::string& backend) {
+  std::vector<std::string> argv = {kBin + "/shoalctl", "submit", kSpec, "--coordinator", endpoint, "--job-id", job};
+  for (auto& a : ShortJobArgs(backend)) argv.push_back(a);
+  auto r = RunCommand(argv, 20);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, job + "\n");
+}
+
+TEST(ClusterPath, CoordinatorSubmitAndTwoWorkersByHandTrainAboveChance) {
+  if (!HaveDataset()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
+  std::string dir = TempDir("cluster");
+  CoordinatorProcess coord(dir);
+  ASSERT_FALSE(coord.endpoint().empty()) << coord.log();
+  SubmitJob(coord.endpoint(), "byhand", "gloo");
+  BackgroundProcess w0({kBin + "/shoal-worker", "--coordinator", coord.endpoint(), "--job", "byhand"}, dir + "/w0.log");
+  BackgroundProcess w1({kBin + "/shoal-worker", "--coordinator", coord.endpoint(), "--job", "byhand"}, dir + "/w1.log");
+  EXPECT_EQ(w0.Wait(240), 0) << ReadText(dir + "/w0.log");
+  EXPECT_EQ(w1.Wait(60), 0) << ReadText(dir + "/w1.log");
+  auto st = StatusJson(coord.endpoint(), "byhand");
+  EXPECT_EQ(st["state"], "completed") << st.dump(2);
+  EXPECT_EQ(st["world_size"], 2);
+  ASSERT_EQ(st["members"].size(), 2u);
+  for (auto& m : st["members"]) {
+    EXPECT_EQ(m["step"], 150);
+    EXPECT_GT(m["test_accuracy"].get<double>(), 0.5) << "chance is 0.1";
+    EXPECT_GT(m["bytes_sent"].get<int64_t>(), 0);
+  }
+}
+
+TEST(ClusterPath, MpirunLaunchesWorkersThatReduceWithMpi) {
+  if (!HaveDataset()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
+  std::string dir = TempDir("mpirun");
+  CoordinatorProcess coord(dir);
+  ASSERT_FALSE(coord.endpoint().empty()) << coord.log();
+  SubmitJob(coord.endpoint(), "viampi", "mpi");
+  auto r = RunCommand({SHOAL_MPIEXEC, "--allow-run-as-root", "--oversubscribe", "-np", "2", kBin + "/shoal-worker",
+                       "--coordinator", coord.endpoint(), "--job", "viampi"},
+                      240);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  auto st = StatusJson(coord.endpoint(), "viampi");
+  EXPECT_EQ(st["state"], "completed") << st.dump(2);
+  for (auto& m : st["members"]) EXPECT_GT(m["test_accuracy"].get<double>(), 0.5);
+  EXPECT_NE(r.err.find("backend mpi"), std::string::npos) << r.err;
+}
+
+TEST(ClusterPath, RestartedCoordinatorProcessStillListsTheJob) {
+  std::string dir = TempDir("restart");
+  CoordinatorProcess coord(dir);
+  ASSERT_FALSE(coord.endpoint().empty()) << coord.log();
+  SubmitJob(coord.endpoint(), "survivor", "gloo");
+  coord.Stop();
+  coord.Start();
+  auto st = StatusJson(coord.endpoint(), "survivor");
+  EXPECT_EQ(st["job"], "survivor");
+  EXPECT_EQ(st["state"], "pending");
+}
+
+TEST(ShoalctlRun, TrainsTwoWorkersAndWritesTheSummary) {
+  if (!HaveDataset()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
+  std::string dir = TempDir("run");
+  std::vector<std::string> argv = {kBin + "/shoalctl", "run", kSpec, "--workers", "2", "--summary", dir + "/summary.json",
+                                   "--set", "training.max_steps=150"};
+  auto r = RunCommand(argv, 240, dir);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  auto s = nlohmann::json::parse(ReadText(dir + "/summary.json"), nullptr, false);
+  ASSERT_FALSE(s.is_discarded());
+  for (const char* key : {"job", "state", "epochs", "steps", "world_size", "final_test_accuracy", "samples_per_second",
+                          "wall_seconds", "bytes_sent_per_worker"})
+    EXPECT_TRUE(s.contains(key)) << key;
+  EXPECT_EQ(s["state"], "completed");
+  EXPECT_EQ(s["steps"], 150);
+  EXPECT_EQ(s["world_size"], 2);
+  EXPECT_GT(s["final_test_accuracy"].get<double>(), 0.5);
+  EXPECT_TRUE(std::filesystem::exists(dir + "/.shoal/coordinator")) << "state under ./.shoal/";
+}
+
+// ---- bad input: a clear error and a non-zero exit, never a crash --------------------
+
+std::string WriteSpec(const std::string& dir, const std::string& text) {
+  std::string p = dir + "/spec.yaml";
+  FILE* f = std::fopen(p.c_str(), "w");
+  std::fputs(text.c_str(), f);
+  std::fclose(f);
+  return p;
+}
+
+TEST(BadInput, MalformedYamlUnknownFieldNegativeBatch) {
+  std::string dir = TempDir("bad");
+  struct Case {
+    std::string yaml, must_mention;
+  } cases[] = {
+      {"name: x\ntraining: {epochs: 2\n", "line"},
+      {"name: x\ntrainng:\n  epochs: 2\n", "trainng"},
+      {"name: x\ntraining:\n  batch_per_worker: -4\n", "training.batch_per_worker"},
+  };
+  for (const auto& c : cases) {
+    std::string spec = WriteSpec(dir, c.yaml);
+    for (const char* cmd : {"validate", "run"}) {
+      auto r = RunCommand({kBin + "/shoalctl", cmd, spec}, 30, dir);
+      EXPECT_EQ(r.exit_code, 2) << cmd << " " << c.yaml << r.err;
+      EXPECT_NE(r.err.find(c.must_mention), std::string::npos) << r.err;
+    }
+  }
+  auto neg = RunCommand({kBin + "/shoalctl", "validate", WriteSpec(dir, "training:\n  batch_per_worker: -4\n")}, 30);
+  EXPECT_NE(neg.err.find("line 2"), std::string::npos) << neg.err;
+}
+
+TEST(BadInput, MissingDatasetFolder) {
+  std::string dir = TempDir("nodata");
+  auto r = RunCommand({kBin + "/shoalctl", "run", kSpec, "--set", "data.dataset=/nonexistent/fmnist"}, 30, dir);
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("/nonexistent/fmnist"), std::string::npos) << r.err;
+}
+
+TEST(BadInput, UnreachableCoordinator) {
+  auto r = RunCommand({kBin + "/shoalctl", "status", "--coordinator", "tcp://127.0.0.1:1", "--timeout", "0.5"}, 30);
+  EXPECT_EQ(r.exit_code, 3);
+  EXPECT_NE(r.err.find("did not answer"), std::string::npos) << r.err;
+  auto s = RunCommand({kBin + "/shoalctl", "submit", kSpec, "--coordinator", "tcp://127.0.0.1:1", "--timeout", "0.5"}, 30);
+  EXPECT_EQ(s.exit_code, 3);
+}
+
+TEST(BadInput, WorkerPointedAtUnknownJob) {
+  std::string dir = TempDir("unknownjob");
+  CoordinatorProcess coord(dir);
+  ASSERT_FALSE(coord.endpoint().empty());
+  auto r = RunCommand({kBin + "/shoal-worker", "--coordinator", coord.endpoint(), "--job", "no-such-job"}, 30);
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("unknown job 'no-such-job'"), std::string::npos) << r.err;
+}
+
+TEST(BadInput, HostileBytesDoNotCrashTheCoordinator) {
+  std::string dir = TempDir("hostile");
+  CoordinatorProcess coord(dir);
+  ASSERT_FALSE(coord.endpoint().empty());
+  // Raw TCP garbage at the ZeroMQ port: the ZMTP handshake fails, the peer is dropped.
+  std::string port = coord.endpoint().substr(coord.endpoint().rfind(':') + 1);
+  RunCommand({"bash", "-c", "head -c 100000 /dev/urandom > /dev/tcp/127.0.0.1/" + port}, 10);
+  auto st = RunCommand({kBin + "/shoalctl", "status", "--coordinator", coord.endpoint()}, 10);
+  EXPECT_EQ(st.exit_code, 0) << "coordinator survived: " << st.err << coord.log();
+}
+
+}  // namespace
+}  // namespace shoal::testing
