@@ -58,7 +58,16 @@ void ReportFinish(ControlClient& client, const std::string& member_id, const Sta
   if (!resp.ok()) SHOAL_LOG_WARN("could not report the result: {}", resp.status().ToString());
 }
 
-int Run(const std::string& endpoint, const std::string& job_id, int blas_threads) {
+// The address peers use to reach this worker's data-plane sockets: loopback when the
+// coordinator is on loopback (one machine), else this host's name, unless overridden.
+std::string ListenHost(const std::string& endpoint, const std::string& flag) {
+  if (!flag.empty()) return flag;
+  if (const char* env = std::getenv("SHOAL_LISTEN_HOST"); env && *env) return env;
+  if (endpoint.find("127.0.0.1") != std::string::npos || endpoint.find("localhost") != std::string::npos) return "127.0.0.1";
+  return HostName();
+}
+
+int Run(const std::string& endpoint, const std::string& job_id, int blas_threads, const std::string& listen_flag) {
   LauncherEnv launcher = DetectLauncher();
   InitLogging(launcher.rank >= 0 ? "worker[" + std::to_string(launcher.rank) + "]" : "worker");
   ControlClient client(endpoint);
@@ -119,6 +128,7 @@ int Run(const std::string& endpoint, const std::string& job_id, int blas_threads
   cc.kv = &kv;
   cc.prefix = assignment->kv_prefix();
   cc.timeout = std::chrono::milliseconds(static_cast<int64_t>(spec.collectives().timeout_s() * 1000));
+  cc.interface_or_host = ListenHost(endpoint, listen_flag);
   auto made = MakeCommunicator(cc);
   if (!made.ok()) return fail(made.status().WithContext("building the " + cc.backend + " communicator"));
   {
@@ -155,11 +165,15 @@ int main(int argc, char** argv) {
   CLI::App app{"shoal-worker: one Shoal training process (usually started by shoalctl run, mpirun or srun)"};
   std::string endpoint, job;
   int blas_threads = 1;
+  std::string listen_host;
   app.add_option("--coordinator", endpoint, "coordinator endpoint, tcp://HOST:PORT")->required();
   app.add_option("--job", job, "job id to join (shoalctl submit prints it)")->required();
   app.add_option("--blas-threads", blas_threads, "OpenBLAS threads for this worker")->capture_default_str()->check(CLI::Range(1, 256));
+  app.add_option("--listen-host", listen_host,
+                 "address peers reach this worker on for the data plane (default: $SHOAL_LISTEN_HOST, loopback "
+                 "if the coordinator is on loopback, else the host name)");
   CLI11_PARSE(app, argc, argv);
   std::signal(SIGINT, [](int) { shoal::g_signalled = true; });
   std::signal(SIGTERM, [](int) { shoal::g_signalled = true; });
-  return shoal::Run(endpoint, job, blas_threads);
+  return shoal::Run(endpoint, job, blas_threads, listen_host);
 }

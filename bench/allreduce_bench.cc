@@ -1,0 +1,121 @@
+// Allreduce throughput through Shoal's communicators against calling the backends
+// directly, on the same connections, in one run:
+//   shoal gloo  vs  gloo::allreduce (ring) on the same gloo::Context
+//   shoal mpi   vs  MPI_Allreduce on MPI_COMM_WORLD
+// Launch: mpirun --allow-run-as-root -np 2 build/bin/allreduce_bench [--json]
+// Sizes: the example model's gradient (235,146 floats) and a large 64 MiB buffer.
+#include <gloo/allreduce.h>
+#include <gloo/math.h>
+#include <mpi.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <vector>
+
+#include "bench/file_kv_store.h"
+#include "collectives/gloo/gloo_communicator.h"
+#include "collectives/mpi/mpi_communicator.h"
+#include "common/clock.h"
+
+namespace shoal {
+namespace {
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Median over `repeats` of the mean time of `iters` calls, after warm-up; every
+// repeat starts with a barrier so the ranks are aligned.
+double TimeIt(const std::function<void()>& op, int iters, int repeats) {
+  for (int i = 0; i < 3; ++i) op();
+  std::vector<double> means;
+  for (int r = 0; r < repeats; ++r) {
+    MPI_Barrier(MPI_COMM_WORLD);
+    Stopwatch sw;
+    for (int i = 0; i < iters; ++i) op();
+    double t = sw.Seconds() / iters, tmax = 0;
+    MPI_Allreduce(&t, &tmax, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);  // the slowest rank decides
+    means.push_back(tmax);
+  }
+  return Median(means);
+}
+
+int Main(int argc, char** argv) {
+  bool json = argc > 1 && std::strcmp(argv[1], "--json") == 0;
+  auto mpi = MakeMpiCommunicator();
+  if (!mpi.ok()) {
+    std::fprintf(stderr, "%s\n", mpi.status().ToString().c_str());
+    return 1;
+  }
+  int rank = (*mpi)->rank(), world = (*mpi)->size();
+  // A per-run directory for the Gloo rendezvous, agreed through MPI.
+  long long stamp = rank == 0 ? static_cast<long long>(UnixMillis()) : 0;
+  MPI_Bcast(&stamp, 1, MPI_LONG_LONG, 0, MPI_COMM_WORLD);
+  FileKvStore kv("/tmp/shoal-allreduce-bench-" + std::to_string(stamp));
+  auto gloo_comm = MakeGlooCommunicator(rank, world, &kv, "bench/", std::chrono::seconds(60));
+  if (!gloo_comm.ok()) {
+    std::fprintf(stderr, "%s\n", gloo_comm.status().ToString().c_str());
+    return 1;
+  }
+  auto* gloo = static_cast<GlooCommunicator*>(gloo_comm->get());
+  CollectiveOptions opts;
+
+  nlohmann::json results = nlohmann::json::array();
+  for (size_t count : {size_t{235146}, size_t{16} << 20}) {
+    std::vector<float> buf(count, 1.0f / world);
+    int iters = count > (1 << 20) ? 5 : 50, repeats = 7;
+    double bytes = count * sizeof(float);
+    double shoal_gloo = TimeIt([&] { (void)gloo->AllReduce(buf.data(), count, DType::kF32, ReduceOp::kSum, opts); }, iters, repeats);
+    double raw_gloo = TimeIt([&] {
+      gloo::AllreduceOptions o(gloo->shared_context());
+      o.setInput(buf.data(), count);
+      o.setOutput(buf.data(), count);
+      o.setAlgorithm(gloo::AllreduceOptions::Algorithm::RING);
+      o.setReduceFunction(static_cast<void (*)(void*, const void*, const void*, size_t)>(&gloo::sum<float>));
+      o.setTag(7);
+      gloo::allreduce(o);
+    }, iters, repeats);
+    double shoal_mpi = TimeIt([&] { (void)(*mpi)->AllReduce(buf.data(), count, DType::kF32, ReduceOp::kSum, opts); }, iters, repeats);
+    double raw_mpi = TimeIt([&] { MPI_Allreduce(MPI_IN_PLACE, buf.data(), static_cast<int>(count), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD); }, iters, repeats);
+    results.push_back({{"floats", count},
+                       {"bytes", bytes},
+                       {"shoal_gloo_ms", shoal_gloo * 1e3},
+                       {"raw_gloo_ms", raw_gloo * 1e3},
+                       {"shoal_mpi_ms", shoal_mpi * 1e3},
+                       {"raw_mpi_ms", raw_mpi * 1e3},
+                       {"shoal_gloo_GBps", bytes / shoal_gloo / 1e9},
+                       {"raw_gloo_GBps", bytes / raw_gloo / 1e9},
+                       {"shoal_mpi_GBps", bytes / shoal_mpi / 1e9},
+                       {"raw_mpi_GBps", bytes / raw_mpi / 1e9},
+                       {"gloo_time_ratio_shoal_over_raw", shoal_gloo / raw_gloo},
+                       {"mpi_time_ratio_shoal_over_raw", shoal_mpi / raw_mpi}});
+  }
+  if (rank == 0) {
+    if (json) {
+      std::printf("%s\n", nlohmann::json{{"world", world}, {"results", results}}.dump(2).c_str());
+    } else {
+      std::printf("allreduce, %d ranks, median of 7 repeats (time of the slowest rank)\n", world);
+      std::printf("%10s %11s %11s %7s %11s %11s %7s\n", "floats", "shoal-gloo", "raw-gloo", "ratio", "shoal-mpi",
+                  "raw-mpi", "ratio");
+      for (auto& r : results)
+        std::printf("%10zu %8.3f ms %8.3f ms %7.3f %8.3f ms %8.3f ms %7.3f\n", r["floats"].get<size_t>(),
+                    r["shoal_gloo_ms"].get<double>(), r["raw_gloo_ms"].get<double>(),
+                    r["gloo_time_ratio_shoal_over_raw"].get<double>(), r["shoal_mpi_ms"].get<double>(),
+                    r["raw_mpi_ms"].get<double>(), r["mpi_time_ratio_shoal_over_raw"].get<double>());
+      std::printf("ratio = Shoal time / direct backend time (1.00 = no overhead)\n");
+    }
+  }
+  gloo_comm->reset();
+  mpi->reset();
+  FinalizeMpiIfInitialized();
+  return 0;
+}
+
+}  // namespace
+}  // namespace shoal
+
+int main(int argc, char** argv) { return shoal::Main(argc, argv); }

@@ -1,0 +1,140 @@
+// Planting, in a fixed order from one seeded generator so a seed always gives the same
+// poisoned set: pick disjoint victims for (a), (b), (d) and sources for (c), modify or
+// copy them, then shuffle everything.
+#include "bench/poison/plant.h"
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+
+#include "datapipe/partition.h"
+
+namespace shoal::poison {
+
+const char* KindName(Kind k) {
+  switch (k) {
+    case kClean: return "clean";
+    case kFlip: return "flip";
+    case kBackdoor: return "backdoor";
+    case kDupCopy: return "dup-copy";
+    case kDupSource: return "dup-source";
+    case kCorrupt: return "corrupt";
+  }
+  return "?";
+}
+
+void StampPatch(float* image, int side, int patch) {
+  for (int r = side - patch; r < side; ++r)
+    for (int c = side - patch; c < side; ++c) image[r * side + c] = 1.0f;
+}
+
+PlantedSet Plant(const InMemoryDataset& clean, const PlantConfig& cfg) {
+  const int64_t n = clean.n;
+  const int dim = clean.dim;
+  std::mt19937_64 rng(cfg.seed);
+  auto uniform = [&](int64_t bound) { return static_cast<int64_t>(rng() % static_cast<uint64_t>(bound)); };
+
+  std::vector<uint8_t> kind(n, kClean);
+  std::vector<int32_t> y(clean.y.begin(), clean.y.end());
+  std::vector<float> x(clean.x.begin(), clean.x.end());
+  // Victims are drawn from a seeded order of the clean records, each used once.
+  std::vector<uint32_t> order = EpochPermutation(static_cast<uint64_t>(n), cfg.seed, 0);
+  size_t next = 0;
+  auto take = [&](auto pred) -> int64_t {
+    while (next < order.size()) {
+      int64_t i = order[next++];
+      if (kind[i] == kClean && pred(i)) return i;
+    }
+    return -1;
+  };
+
+  // (a) symmetric flips: half the budget from each class of the pair. Victims come from
+  // the front of the order; a record of the wrong class is skipped for good, which is
+  // fine because every kind below draws from the remaining order.
+  const int64_t flips = std::llround(cfg.flip_fraction * n);
+  int64_t got_a = 0, got_b = 0;
+  for (size_t k = 0; k < order.size() && got_a + got_b < flips; ++k) {
+    int64_t i = order[k];
+    if (kind[i] != kClean) continue;
+    if (y[i] == cfg.flip_a && got_a < flips / 2) {
+      y[i] = cfg.flip_b, kind[i] = kFlip, ++got_a;
+    } else if (y[i] == cfg.flip_b && got_b < flips - flips / 2) {
+      y[i] = cfg.flip_a, kind[i] = kFlip, ++got_b;
+    }
+  }
+  const int side = static_cast<int>(std::lround(std::sqrt(dim)));
+  // (b) backdoor: images of other classes, patched and relabelled to the target.
+  const int64_t backdoors = std::llround(cfg.backdoor_fraction * n);
+  for (int64_t k = 0; k < backdoors; ++k) {
+    int64_t i = take([&](int64_t r) { return y[r] != cfg.target; });
+    if (i < 0) break;
+    StampPatch(x.data() + i * dim, side, cfg.patch);
+    y[i] = cfg.target, kind[i] = kBackdoor;
+  }
+  // (d) corrupt records, in three equal groups.
+  const int64_t corrupt = std::llround(cfg.corrupt_fraction * n);
+  for (int64_t k = 0; k < corrupt; ++k) {
+    int64_t i = take([](int64_t) { return true; });
+    if (i < 0) break;
+    float* r = x.data() + i * dim;
+    kind[i] = kCorrupt;
+    switch (k % 3) {
+      case 0:  // a few non-finite features (NaN, or Inf for every other one)
+        for (int j = 0; j < 1 + static_cast<int>(k % 4); ++j)
+          r[uniform(dim)] = (k % 2) ? INFINITY : NAN;
+        break;
+      case 1:  // values outside [0, 1]: one blown-up region or a negative pixel
+        if (k % 2) {
+          for (int j = 0; j < dim; ++j) r[j] *= 3.0f;
+          r[uniform(dim)] = 2.5f;  // at least one pixel out of range even for a dark image
+        } else {
+          r[uniform(dim)] = -0.5f;
+        }
+        break;
+      default:  // labels outside [0, classes)
+        y[i] = (k % 2) ? -1 : clean.num_classes + static_cast<int32_t>(uniform(200));
+    }
+  }
+  // (c) conflicting copies: half exact, half near; sources keep their label.
+  const int64_t dups = std::llround(cfg.dup_fraction * n);
+  std::vector<float> add_x;
+  std::vector<int32_t> add_y;
+  std::vector<int64_t> add_origin;
+  std::uniform_real_distribution<float> noise(-static_cast<float>(cfg.near_noise), static_cast<float>(cfg.near_noise));
+  for (int64_t k = 0; k < dups; ++k) {
+    int64_t i = take([](int64_t) { return true; });
+    if (i < 0) break;
+    kind[i] = kDupSource;
+    int32_t other = static_cast<int32_t>((y[i] + 1 + uniform(clean.num_classes - 1)) % clean.num_classes);
+    const float* src = x.data() + i * dim;
+    for (int j = 0; j < dim; ++j) {
+      float v = src[j];
+      if (k % 2) v = std::clamp(v + noise(rng), 0.0f, 1.0f);
+      add_x.push_back(v);
+    }
+    add_y.push_back(other);
+    add_origin.push_back(i);
+  }
+
+  // Assemble and shuffle.
+  const int64_t total = n + static_cast<int64_t>(add_y.size());
+  std::vector<uint32_t> shuffle = EpochPermutation(static_cast<uint64_t>(total), cfg.seed, 1);
+  PlantedSet out;
+  out.dim = dim;
+  out.side = side;
+  out.x.resize(static_cast<size_t>(total) * dim);
+  out.y.resize(total);
+  out.kind.resize(total);
+  out.origin.resize(total);
+  for (int64_t k = 0; k < total; ++k) {
+    int64_t s = shuffle[k];
+    const float* src = s < n ? x.data() + s * dim : add_x.data() + (s - n) * dim;
+    std::copy(src, src + dim, out.x.data() + k * dim);
+    out.y[k] = s < n ? y[s] : add_y[s - n];
+    out.kind[k] = s < n ? kind[s] : kDupCopy;
+    out.origin[k] = s < n ? s : add_origin[s - n];
+  }
+  return out;
+}
+
+}  // namespace shoal::poison

@@ -1,0 +1,53 @@
+// Planting poison into a clean training set with a fixed seed, keeping the truth: label
+// flips between one pair of classes, backdoor patches relabelled to a target, exact and
+// near copies under conflicting labels, and corrupt records.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "datapipe/idx.h"
+
+namespace shoal::poison {
+
+enum Kind : uint8_t {
+  kClean = 0,
+  kFlip = 1,       // (a) label moved to the other class of the pair
+  kBackdoor = 2,   // (b) patched and relabelled to the target class
+  kDupCopy = 3,    // (c) added copy (exact or near) under a different label
+  kDupSource = 4,  // (c) the original that a conflicting copy duplicates
+  kCorrupt = 5,    // (d) NaN/Inf feature, out-of-range values or a bad label
+};
+const char* KindName(Kind k);
+
+struct PlantConfig {
+  uint64_t seed = 20240917;
+  int flip_a = 5, flip_b = 7;   // (a) sandal <-> sneaker
+  double flip_fraction = 0.05;  // of the training set, half from each class
+  int target = 0;               // (b) backdoor target class
+  double backdoor_fraction = 0.01;
+  double dup_fraction = 0.02;   // (c) added records, half exact copies, half near copies
+  double near_noise = 0.03;     // near copies: uniform noise of this amplitude per feature
+  double corrupt_fraction = 0.005;
+  int patch = 4;                // backdoor patch side, bottom-right corner, value 1.0
+};
+
+struct PlantedSet {
+  int dim = 0;
+  int side = 0;                // image side (dim = side * side)
+  std::vector<float> x;        // n x dim, f32 (corrupt records carry NaN/Inf/out-of-range)
+  std::vector<int32_t> y;
+  std::vector<uint8_t> kind;   // Kind per record
+  std::vector<int64_t> origin; // index in the clean set the record came from
+  int64_t n() const { return static_cast<int64_t>(y.size()); }
+};
+
+// The clean set is not modified. The result is shuffled with the seed, so planted
+// records are spread over every shard.
+PlantedSet Plant(const InMemoryDataset& clean, const PlantConfig& config);
+
+// Stamps the backdoor patch into one image (dim = side * side) in place.
+void StampPatch(float* image, int side, int patch);
+
+}  // namespace shoal::poison

@@ -1,0 +1,44 @@
+// End-to-end check of what poisoning does to a model: trains the CPU MLP (worker/models)
+// with SGD + momentum (worker/optim) on chosen records, then measures clean test accuracy
+// and the backdoor's attack success rate.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "common/status.h"
+
+namespace shoal::poison {
+
+struct TrainConfig {
+  std::vector<int> layers = {784, 256, 128, 10};
+  int epochs = 5;
+  int batch = 128;
+  float lr = 0.05f;
+  float momentum = 0.9f;
+  uint64_t seed = 7;
+};
+
+struct TrainResult {
+  int64_t train_records = 0;
+  int64_t steps = 0;
+  bool diverged = false;       // a non-finite loss stopped training
+  int64_t diverged_at_step = -1;
+  double test_accuracy = 0;    // clean test set
+  double attack_success = 0;   // patched non-target test images predicted as the target
+  double seconds = 0;
+};
+
+struct EvalSet {
+  const float* x = nullptr;
+  const int32_t* y = nullptr;
+  int64_t n = 0;
+};
+
+// Trains on rows `use` of (x, y) (dim features each), evaluates on `test`, and on
+// `patched` (the test images of non-target classes with the patch, labelled with the
+// target) to get the attack success rate. A non-finite loss ends training early.
+StatusOr<TrainResult> TrainAndEvaluate(const float* x, const int32_t* y, int dim, const std::vector<int64_t>& use,
+                                       const EvalSet& test, const EvalSet& patched, const TrainConfig& config);
+
+}  // namespace shoal::poison
