@@ -16,7 +16,8 @@ Status MemoryKvStore::Set(const std::string& key, const std::string& value) {
 StatusOr<std::string> MemoryKvStore::Get(const std::string& key,
                                          std::chrono::milliseconds timeout) {
   std::unique_lock<std::mutex> lock(mu_);
-  const auto deadline = std::chrono::steady_clock::now() + std::max(timeout, std::chrono::milliseconds(0));
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::max(timeout, std::chrono::milliseconds(0));
   const bool found = cv_.wait_until(lock, deadline, [&] { return values_.count(key) > 0; });
   if (!found) {
     return DeadlineExceeded("key '" + key + "' not set within " +

@@ -139,8 +139,9 @@ class GlooCommunicator::Op {
  private:
   Status Wait(Buffer& b, bool send, int peer, size_t bytes) {
     const char* verb = send ? "send to" : "receive from";
-    const auto left = std::max(std::chrono::ceil<std::chrono::milliseconds>(deadline_ - Clock::now()),
-                               std::chrono::milliseconds(0));
+    const auto left = std::max(
+        std::chrono::ceil<std::chrono::milliseconds>(deadline_ - Clock::now()),
+        std::chrono::milliseconds(0));
     bool done = false;
     try {
       // Gloo reports an abortWait*() by returning false, and a timeout or a broken
@@ -160,7 +161,9 @@ class GlooCommunicator::Op {
     }
     if (!done) return Aborted(Describe("aborted while waiting to", verb, peer));
     (send ? comm_->counters_.sent : comm_->counters_.received) += static_cast<int64_t>(bytes);
-    if (comm_->aborted_.load()) return Aborted(Describe("aborted after it finished waiting to", verb, peer));
+    if (comm_->aborted_.load()) {
+      return Aborted(Describe("aborted after it finished waiting to", verb, peer));
+    }
     return OkStatus();
   }
 
@@ -199,9 +202,11 @@ Status GlooCommunicator::Run(const char* name, uint8_t kind, const CollectiveOpt
     Op op(this, name, kind, opts);
     return body(op);
   } catch (const gloo::IoException& e) {
-    return MarkBroken(Aborted(fmt::format("{}(tag={}): gloo I/O error: {}", name, opts.tag, e.what())));
+    return MarkBroken(
+        Aborted(fmt::format("{}(tag={}): gloo I/O error: {}", name, opts.tag, e.what())));
   } catch (const gloo::EnforceNotMet& e) {
-    return MarkBroken(Internal(fmt::format("{}(tag={}): gloo check failed: {}", name, opts.tag, e.what())));
+    return MarkBroken(
+        Internal(fmt::format("{}(tag={}): gloo check failed: {}", name, opts.tag, e.what())));
   } catch (const std::exception& e) {
     return MarkBroken(Internal(fmt::format("{}(tag={}): {}", name, opts.tag, e.what())));
   } catch (...) {
@@ -449,9 +454,12 @@ StatusOr<std::unique_ptr<Communicator>> MakeGlooCommunicator(
     const std::string& interface_or_host) {
   if (kv == nullptr) return InvalidArgument("MakeGlooCommunicator: kv store is null");
   if (size < 1 || rank < 0 || rank >= size) {
-    return InvalidArgument(fmt::format("MakeGlooCommunicator: rank {} outside [0, {})", rank, size));
+    return InvalidArgument(
+        fmt::format("MakeGlooCommunicator: rank {} outside [0, {})", rank, size));
   }
-  if (timeout.count() <= 0) return InvalidArgument("MakeGlooCommunicator: timeout must be positive");
+  if (timeout.count() <= 0) {
+    return InvalidArgument("MakeGlooCommunicator: timeout must be positive");
+  }
   const std::string where =
       fmt::format("gloo rendezvous of rank {} of {} under '{}'", rank, size, prefix);
   const auto deadline = Clock::now() + timeout;

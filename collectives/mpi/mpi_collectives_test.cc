@@ -70,7 +70,9 @@ TEST(MpiCollectivesTest, AllGatherBroadcastBarrierAreExact) {
     for (size_t i = 0; i < bytes; ++i) mine[i] = static_cast<char>(r * 31 + i);
     ASSERT_TRUE(comm->AllGather(mine.data(), all.data(), bytes, {}).ok());
     for (int p = 0; p < n; ++p) {
-      for (size_t i = 0; i < bytes; ++i) ASSERT_EQ(all[p * bytes + i], static_cast<char>(p * 31 + i));
+      for (size_t i = 0; i < bytes; ++i) {
+        ASSERT_EQ(all[p * bytes + i], static_cast<char>(p * 31 + i));
+      }
     }
     for (int root : {0, n - 1}) {
       std::vector<char> data(bytes, r == root ? 0 : 1);

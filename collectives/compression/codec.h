@@ -1,0 +1,67 @@
+// Gradient codecs: how a fusion bucket of f32 gradients is reduced across ranks, with
+// or without compression. Lossy codecs keep an error-feedback residual per bucket, so
+// what is not sent this step is added to the next step's gradient and never lost.
+// Codec state belongs to the worker's state: checkpoints save it, and a change of
+// membership resets or re-slices it (see ResetState / SaveState / LoadState).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "collectives/communicator.h"
+
+namespace shoal {
+
+// One parameter tensor inside a bucket: `rows x cols` floats at `offset` (in floats).
+// 1-D tensors (biases) have rows == 1.
+struct TensorSlice {
+  std::string name;
+  size_t offset = 0;
+  size_t rows = 0;
+  size_t cols = 0;
+  size_t numel() const { return rows * cols; }
+};
+
+struct CodecOptions {
+  std::string name = "none";         // none | bf16 | fp16 | powersgd | qblock | topk
+  int powersgd_rank = 4;
+  int powersgd_warmup_steps = 10;    // uncompressed steps before compression starts
+  int qblock_bits = 8;               // 8 or 4
+  size_t qblock_block = 512;
+  double topk_ratio = 0.01;          // fraction of elements kept
+  uint64_t seed = 0;                 // shared by all ranks (PowerSGD's Q, stochastic rounding)
+};
+
+struct CodecStats {
+  int64_t bytes_uncompressed = 0;    // what an uncompressed f32 allreduce would have sent
+};
+
+class GradientCodec {
+ public:
+  virtual ~GradientCodec() = default;
+  virtual std::string name() const = 0;
+
+  // Replaces `bucket` (count floats, the concatenation of `tensors`) on every rank with
+  // the SUM over ranks of every rank's bucket (compressed codecs: an approximation of
+  // it, plus error feedback kept locally). `bucket_id` identifies the bucket across
+  // steps (for residuals and warm starts); `step` drives warm-up and shared seeds.
+  virtual Status Reduce(float* bucket, size_t count, const std::vector<TensorSlice>& tensors, uint64_t bucket_id,
+                        int64_t step, Communicator* comm, const CollectiveOptions& opts) = 0;
+
+  // Codec state (residuals, PowerSGD's Q) for checkpoints.
+  virtual std::string SaveState() const { return ""; }
+  virtual Status LoadState(const std::string& bytes) { return bytes.empty() ? OkStatus() : InvalidArgument("codec " + name() + " has no state"); }
+  // Called when membership changes: residuals are per-rank and are dropped.
+  virtual void ResetState() {}
+
+  const CodecStats& stats() const { return stats_; }
+
+ protected:
+  CodecStats stats_;
+};
+
+StatusOr<std::unique_ptr<GradientCodec>> MakeCodec(const CodecOptions& options);
+
+}  // namespace shoal
