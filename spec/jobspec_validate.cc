@@ -35,9 +35,10 @@ class Checker {
     status_ = InvalidArgument(msg);
   }
 
+  // The message states the side that was crossed ("must be positive, got -4").
   void IntIn(const std::string& path, int64_t v, int64_t lo, int64_t hi) {
-    Check(v >= lo && v <= hi, path, "must be in " + std::to_string(lo) + ".." + std::to_string(hi),
-          std::to_string(v));
+    IntAtLeast(path, v, lo);
+    Check(v <= hi, path, "must be at most " + std::to_string(hi), std::to_string(v));
   }
   void IntAtLeast(const std::string& path, int64_t v, int64_t lo) {
     Check(v >= lo, path, lo == 1 ? "must be positive" : "must be >= " + std::to_string(lo),

@@ -127,15 +127,24 @@ TEST(Malformed, YamlSyntaxErrorsCiteLine) {
   ExpectRefused(ParseJobSpec("name: x\ntraining: {epochs: 5\n", {}, "f.yaml"), {"malformed YAML (f.yaml line"});
   ExpectRefused(ParseJobSpec("model:\n  layers: [784, 10\n", {}, "f.yaml"), {"malformed YAML (f.yaml line"});
   ExpectRefused(ParseJobSpec("name: x\n  bad indent: 1\n", {}, "f.yaml"), {"malformed YAML (f.yaml line 2"});
-  ExpectRefused(ParseJobSpec("a: \"unterminated\n"), {"malformed YAML"});
+  ExpectRefused(ParseJobSpec("name: \"unterminated"), {"malformed YAML", "illegal EOF in scalar"});
+  ExpectRefused(ParseJobSpec("name: a: b\n", {}, "f.yaml"), {"malformed YAML (f.yaml line 1, column 8)"});
   ExpectRefused(ParseJobSpec("name: *nosuchanchor\n"), {"malformed YAML"});
+  // These made yaml-cpp 0.7's LoadAll allocate until the OOM killer came (yaml-cpp#1040).
+  ExpectRefused(ParseJobSpec(",\n"), {"malformed YAML (<spec> line 1, column 1): unexpected ','"});
+  ExpectRefused(ParseJobSpec("# comment\n, x\nname: a\n", {}, "f.yaml"), {"malformed YAML (f.yaml line 2"});
+  ExpectRefused(ParseJobSpec("&x ,\n"), {"malformed YAML"});
+  ExpectRefused(ParseJobSpec("", {"checkpoint.dir=,"}), {"override 'checkpoint.dir=,'", "malformed YAML"});
 }
 
 TEST(Malformed, WrongShapeAtTopOrManyDocuments) {
   ExpectRefused(ParseJobSpec("- a\n- b\n"), {"top level: expected a map, got a list"});
   ExpectRefused(ParseJobSpec("just a string"), {"top level: expected a map"});
-  ExpectRefused(ParseJobSpec("name: a\n---\nname: b\n"), {"expected one YAML document", "found 2"});
+  ExpectRefused(ParseJobSpec("name: a\n---\nname: b\n"), {"expected one YAML document", "found more than one", "line 2"});
   ExpectRefused(ParseJobSpec("? [a, b]\n: 1\n"), {"field names must be plain words"});
+  // An alias to an enclosing node makes a cycle; reading must stop, not recurse.
+  ExpectRefused(ParseJobSpec("&a {model: *a}\n"), {"unknown field 'model.model'"});
+  ExpectRefused(ParseJobSpec("model: {layers: &l [1, *l]}\n"), {"model.layers[1]: expected an integer"});
 }
 
 TEST(Malformed, DeepNestingIsAnErrorNotACrash) {
@@ -151,9 +160,9 @@ TEST(Types, WrongTypesRefusedWithFieldAndLine) {
       {"training:\n  epochs: five\n", "training.epochs", "expected an integer, got 'five'"},
       {"training:\n  epochs: 2.5\n", "training.epochs", "expected an integer"},
       {"training:\n  epochs: 1e3\n", "training.epochs", "expected an integer"},
-      {"training:\n  epochs: \"5\"\n", "training.epochs", "got quoted string '5'"},
+      {"training:\n  epochs: \"5\"\n", "training.epochs", "expected an integer, got quoted string '5'"},
       {"training:\n  epochs: 99999999999\n", "training.epochs", "expected an integer"},
-      {"training:\n  epochs: [5]\n", "training.epochs", "got a list"},
+      {"training:\n  epochs: [5]\n", "training.epochs", "expected an integer, got a list"},
       {"training:\n  seed: -1\n", "training.seed", "expected a non-negative integer"},
       {"training:\n  learning_rate: fast\n", "training.learning_rate", "expected a number"},
       {"training:\n  learning_rate: inf\n", "training.learning_rate", "expected a number"},
@@ -233,6 +242,8 @@ TEST(Overrides, RefusedNamingTheOverride) {
   ExpectRefused(ParseJobSpec("", {"training.epochs.x=1"}), {"'training.epochs' is a value, not a section"});
   ExpectRefused(ParseJobSpec("", {"training=5"}), {"training: expected a map, got '5'", "--set training=5"});
   ExpectRefused(ParseJobSpec("", {"training.evaluate=maybe"}), {"training.evaluate:", "--set"});
+  ExpectRefused(ParseJobSpec("", {"workers={initial: 3, initial: 4}"}),
+                {"workers.initial: set twice (--set workers={initial: 3, initial: 4})"});
 }
 
 // A spec with awkward values in every string field: quotes, escapes, YAML keywords.

@@ -1,6 +1,7 @@
 // YAML -> JobSpec through protobuf reflection: YAML keys are the proto field names, so the
 // proto is the one schema (a new proto field is readable, writable and overridable at once).
 // yaml-cpp reports errors by throwing; every call into it is caught here and becomes a Status.
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <google/protobuf/descriptor.h>
@@ -12,6 +13,7 @@
 #include <cstdlib>
 #include <limits>
 #include <map>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -156,7 +158,9 @@ class Applier {
       int line = key.Mark().line + 1;
       auto [prev, inserted] = seen.emplace(name, line);
       if (!inserted) {
-        return Error(path, "set twice, first on line " + std::to_string(prev->second), key);
+        return Error(path, override_mode_ ? std::string("set twice")
+                                          : "set twice, first on line " + std::to_string(prev->second),
+                     key);
       }
       RETURN_IF_ERROR(ApplyField(value, msg, f, path, key));
     }
@@ -300,33 +304,75 @@ std::string Trim(const std::string& s) {
   return s.substr(b, e - b + 1);
 }
 
+// yaml-cpp 0.7 loops forever, allocating, when a stray ',' (or similar) stands where a
+// document should start: the parser reports the same empty document again and again and
+// LoadAll collects them until memory runs out (jbeder/yaml-cpp#1040, fixed upstream by
+// PR #1319). So documents are first counted by a bounded event pass that notices when
+// the parser stops advancing; only a spec that passes it is loaded with YAML::Load.
+class DocumentScan : public YAML::EventHandler {
+ public:
+  std::vector<YAML::Mark> starts;  // where each document began
+  void OnDocumentStart(const YAML::Mark& m) override { starts.push_back(m); }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t, const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+};
+
+std::string MarkText(const std::string& source, const YAML::Mark& m) {
+  if (m.line < 0) return source;
+  return source + " line " + std::to_string(m.line + 1) + ", column " + std::to_string(m.column + 1);
+}
+
+// Fails unless `text` holds at most one YAML document; sets *empty when it holds none.
+Status CheckSingleDocument(const std::string& text, const std::string& source, bool* empty) {
+  std::istringstream in(text);
+  YAML::Parser parser(in);
+  DocumentScan scan;
+  // Three documents are enough to tell a second real document from a stalled parser,
+  // whose repeated documents all start at the same place.
+  int docs = 0;
+  while (docs < 3 && parser.HandleNextDocument(scan)) ++docs;
+  *empty = docs == 0;
+  if (docs < 2) return OkStatus();
+  for (size_t i = 1; i < scan.starts.size(); ++i) {
+    const YAML::Mark& m = scan.starts[i];
+    if (m.pos != scan.starts[i - 1].pos) continue;
+    const char c = m.pos >= 0 && static_cast<size_t>(m.pos) < text.size() ? text[m.pos] : '?';
+    return InvalidArgument("malformed YAML (" + MarkText(source, m) + "): unexpected '" +
+                           std::string(1, c) + "' where a value should start");
+  }
+  const YAML::Mark& second = scan.starts[1];
+  return InvalidArgument("expected one YAML document in " + source +
+                         ", found more than one (remove the '---' on line " +
+                         std::to_string(second.line + 1) + ")");
+}
+
 }  // namespace
 
 Status ApplyYamlText(const std::string& yaml_text, const std::string& source_name,
                      JobSpec* spec, FieldOrigins* origins) {
-  std::vector<YAML::Node> docs;
+  YAML::Node root;
   try {
-    docs = YAML::LoadAll(yaml_text);
+    bool empty = false;
+    RETURN_IF_ERROR(CheckSingleDocument(yaml_text, source_name, &empty));
+    // An empty file (or a file of comments) means "all defaults".
+    if (empty) return OkStatus();
+    root = YAML::Load(yaml_text);
   } catch (const YAML::Exception& e) {
     // e.mark is where the parser gave up; e.msg is yaml-cpp's own words.
-    std::string where = source_name;
-    if (e.mark.line >= 0) {
-      where += " line " + std::to_string(e.mark.line + 1) + ", column " +
-               std::to_string(e.mark.column + 1);
-    }
-    return InvalidArgument("malformed YAML (" + where + "): " + e.msg);
+    return InvalidArgument("malformed YAML (" + MarkText(source_name, e.mark) + "): " + e.msg);
   } catch (const std::exception& e) {
     return InvalidArgument("malformed YAML (" + source_name + "): " + e.what());
   }
-  if (docs.size() > 1) {
-    return InvalidArgument("expected one YAML document in " + source_name + ", found " +
-                           std::to_string(docs.size()) + " (remove the extra '---')");
-  }
-  // An empty file (or a file of comments) means "all defaults".
-  if (docs.empty() || docs[0].IsNull()) return OkStatus();
+  if (root.IsNull()) return OkStatus();
   try {
     Applier applier(source_name, /*override_mode=*/false, origins);
-    return applier.ApplyMessage(docs[0], spec, "");
+    return applier.ApplyMessage(root, spec, "");
   } catch (const std::exception& e) {
     return InvalidArgument("cannot read " + source_name + ": " + e.what());
   }
@@ -365,7 +411,12 @@ Status ApplyOverride(const std::string& text, JobSpec* spec, FieldOrigins* origi
   }
 
   try {
-    YAML::Node value = YAML::Load(text.substr(eq + 1));
+    const std::string value_text = text.substr(eq + 1);
+    bool empty = false;
+    Status single = CheckSingleDocument(value_text, "the value", &empty);
+    if (!single.ok()) return InvalidArgument(named + ": " + single.message());
+    // "checkpoint.dir=" has no document at all; read it as null, which a string takes as "".
+    YAML::Node value = empty ? YAML::Node(YAML::NodeType::Null) : YAML::Load(value_text);
     Applier applier(text, /*override_mode=*/true, origins);
     return applier.ApplyField(value, msg, field, path, YAML::Node());
   } catch (const YAML::Exception& e) {
