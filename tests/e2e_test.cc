@@ -133,6 +133,37 @@ TEST(ShoalctlRun, TrainsTwoWorkersAndWritesTheSummary) {
   EXPECT_TRUE(std::filesystem::exists(dir + "/.shoal/coordinator")) << "state under ./.shoal/";
 }
 
+TEST(ClusterPath, KilledWorkerIsDetectedAndTheSurvivorStopsInSeconds) {
+  if (!HaveDataset()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
+  std::string dir = TempDir("kill");
+  CoordinatorProcess coord(dir);
+  ASSERT_FALSE(coord.endpoint().empty());
+  auto r = RunCommand({kBin + "/shoalctl", "submit", kSpec, "--coordinator", coord.endpoint(), "--job-id", "victim",
+                       "--set", "workers.initial=2", "--set", "collectives.backend=gloo", "--set",
+                       "workers.heartbeat_timeout_s=2"},
+                      20);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  BackgroundProcess w0({kBin + "/shoal-worker", "--coordinator", coord.endpoint(), "--job", "victim"}, dir + "/w0.log");
+  BackgroundProcess w1({kBin + "/shoal-worker", "--coordinator", coord.endpoint(), "--job", "victim"}, dir + "/w1.log");
+  for (int i = 0; i < 600; ++i) {  // until training is under way
+    auto st = StatusJson(coord.endpoint(), "victim");
+    if (st.contains("step") && st["step"].get<int64_t>() > 20) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  auto t0 = std::chrono::steady_clock::now();
+  w1.Kill(SIGKILL);
+  int rc = w0.Wait(30);
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(rc, 1) << "the survivor reports failure and exits: " << ReadText(dir + "/w0.log");
+  // Detection: the survivor's collective fails as soon as the TCP peer is gone, or the
+  // coordinator's heartbeat timeout (2 s) fails the job; either way, well under the
+  // 60 s collective timeout.
+  EXPECT_LT(seconds, 20);
+  auto st = StatusJson(coord.endpoint(), "victim");
+  EXPECT_EQ(st["state"], "failed") << st.dump(2);
+  EXPECT_FALSE(st["failure_reason"].get<std::string>().empty());
+}
+
 // ---- bad input: a clear error and a non-zero exit, never a crash --------------------
 
 std::string WriteSpec(const std::string& dir, const std::string& text) {
