@@ -2,6 +2,8 @@
 // validation, in that order, so the last word always belongs to the command line.
 #include "spec/jobspec_loader.h"
 
+#include <filesystem>
+
 #include "common/file_util.h"
 #include "spec/spec_internal.h"
 
@@ -68,16 +70,41 @@ JobSpec DefaultJobSpec() {
   return s;
 }
 
-StatusOr<JobSpec> ParseJobSpec(const std::string& yaml_text, const std::vector<std::string>& overrides,
-                               const std::string& source_name) {
+namespace {
+
+// Makes every relative path field absolute against `base`. Paths written in a spec
+// file are relative to the file's folder (so a spec and its keys can travel together);
+// paths given with --set are relative to the working directory, as on any command line.
+void ResolvePaths(JobSpec* spec, const std::filesystem::path& base) {
+  auto fix = [&](std::string* p) {
+    if (!p->empty() && !std::filesystem::path(*p).is_absolute()) *p = (base / *p).lexically_normal().string();
+  };
+  fix(spec->mutable_data()->mutable_dataset());
+  for (auto& t : *spec->mutable_data()->mutable_trust()) fix(&t);
+  fix(spec->mutable_checkpoint()->mutable_dir());
+  fix(spec->mutable_checkpoint()->mutable_sign_key());
+  for (auto& t : *spec->mutable_checkpoint()->mutable_trust()) fix(&t);
+}
+
+StatusOr<JobSpec> Parse(const std::string& yaml_text, const std::vector<std::string>& overrides,
+                        const std::string& source_name, const std::filesystem::path* spec_dir) {
   JobSpec spec = DefaultJobSpec();
   spec_internal::FieldOrigins origins;
   RETURN_IF_ERROR(spec_internal::ApplyYamlText(yaml_text, source_name, &spec, &origins));
+  if (spec_dir) ResolvePaths(&spec, *spec_dir);
   for (const std::string& o : overrides) {
     RETURN_IF_ERROR(spec_internal::ApplyOverride(o, &spec, &origins));
   }
+  if (spec_dir) ResolvePaths(&spec, std::filesystem::current_path());
   RETURN_IF_ERROR(spec_internal::Validate(spec, &origins));
   return spec;
+}
+
+}  // namespace
+
+StatusOr<JobSpec> ParseJobSpec(const std::string& yaml_text, const std::vector<std::string>& overrides,
+                               const std::string& source_name) {
+  return Parse(yaml_text, overrides, source_name, nullptr);
 }
 
 StatusOr<JobSpec> LoadJobSpecFile(const std::string& path, const std::vector<std::string>& overrides) {
@@ -88,7 +115,8 @@ StatusOr<JobSpec> LoadJobSpecFile(const std::string& path, const std::vector<std
     }
     return text.status().WithContext("reading job spec " + path);
   }
-  return ParseJobSpec(*text, overrides, path);
+  std::filesystem::path dir = std::filesystem::absolute(path).parent_path();
+  return Parse(*text, overrides, path, &dir);
 }
 
 }  // namespace shoal

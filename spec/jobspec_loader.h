@@ -14,6 +14,9 @@ namespace shoal {
 // Fills every field with its default, then applies the YAML, then the overrides, then
 // validates. A missing file is NotFound naming the path; every other problem is
 // InvalidArgument. The dataset folder is not checked here (the caller does that).
+// Relative paths (data.dataset, data.trust, checkpoint.dir/sign_key/trust) written in
+// the file are made absolute against the file's folder; those given in overrides
+// against the working directory. ParseJobSpec leaves paths as written.
 StatusOr<JobSpec> LoadJobSpecFile(const std::string& path,
                                   const std::vector<std::string>& overrides = {});
 

@@ -11,6 +11,9 @@
 #include <vector>
 
 #include "spec/jobspec_loader.h"
+#include "common/file_util.h"
+#include <filesystem>
+#include <unistd.h>
 
 namespace shoal {
 namespace {
@@ -329,5 +332,23 @@ TEST(Robustness, TruncatedAndMutatedExampleNeverThrows) {
   }
 }
 
+}  // namespace
+}  // namespace shoal
+
+namespace shoal {
+namespace {
+TEST(SpecPaths, FileRelativeAndOverrideRelativePathsBecomeAbsolute) {
+  auto dir = std::filesystem::temp_directory_path() / ("shoal-spec-paths-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir / "sub");
+  std::string spec_path = (dir / "sub" / "job.yaml").string();
+  ASSERT_TRUE(WriteFileAtomic(spec_path, "data:\n  dataset: ../data\n  trust: [keys/owner.pub]\n").ok());
+  auto spec = LoadJobSpecFile(spec_path, {"checkpoint.dir=ckpts"});
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  EXPECT_EQ(spec->data().dataset(), (dir / "data").string());
+  EXPECT_EQ(spec->data().trust(0), (dir / "sub" / "keys" / "owner.pub").string());
+  EXPECT_EQ(spec->checkpoint().dir(), (std::filesystem::current_path() / "ckpts").string());
+  EXPECT_EQ(spec->data().allow_unsigned(), false);
+  std::filesystem::remove_all(dir);
+}
 }  // namespace
 }  // namespace shoal
