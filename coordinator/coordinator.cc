@@ -148,6 +148,10 @@ void Coordinator::Handle(const Request& req, int64_t now_ms, Responder respond) 
       });
       return;
     }
+    case Request::kCheckpointCommit: s = CommitCheckpoint(req.checkpoint_commit().record(), now_ms); resp.mutable_checkpoint_commit(); break;
+    case Request::kCheckpointList:
+      for (auto& rec : CheckpointsOf(req.checkpoint_list().job_id())) *resp.mutable_checkpoint_list()->add_records() = rec;
+      break;
     case Request::kEvents:
       for (const Event& e : EventsOf(req.events().job_id()))
         if (e.seq() > req.events().after_seq()) *resp.mutable_events()->add_events() = e;
@@ -192,11 +196,38 @@ Status Coordinator::Cancel(const CancelRequest& req, int64_t now_ms, CancelRespo
   return OkStatus();
 }
 
+Status Coordinator::CommitCheckpoint(const CheckpointRecord& rec, int64_t now_ms) {
+  if (!jobs_.count(rec.job_id())) return NotFound("unknown job " + rec.job_id());
+  if (rec.step() < 0 || rec.manifest_digest().size() != 64) return InvalidArgument("malformed checkpoint record");
+  CheckpointRecord stored = rec;
+  stored.set_committed_ms(now_ms);
+  char step[24];
+  std::snprintf(step, sizeof(step), "%012lld", static_cast<long long>(rec.step()));
+  RETURN_IF_ERROR(store_->Put("ckpt/" + rec.job_id() + "/" + step, stored.SerializeAsString()));
+  AddEvent(rec.job_id(), "checkpoint", "step " + std::to_string(rec.step()) + " " + rec.manifest_digest().substr(0, 12) +
+                                           (rec.signer_key_id().empty() ? " unsigned" : " signed by " + rec.signer_key_id()),
+           now_ms);
+  return OkStatus();
+}
+
+std::vector<CheckpointRecord> Coordinator::CheckpointsOf(const std::string& job_id) const {
+  std::vector<CheckpointRecord> out;
+  auto entries = store_->Scan("ckpt/" + job_id + "/");
+  if (!entries.ok()) return out;
+  for (auto& [k, v] : *entries) {
+    CheckpointRecord r;
+    if (r.ParseFromString(v)) out.push_back(r);
+  }
+  return out;
+}
+
 void Coordinator::FillStatus(const StatusRequest& req, int64_t now_ms, StatusResponse* out) const {
   out->set_now_ms(now_ms);
   for (const auto& [id, job] : jobs_) {
     if (!req.job_id().empty() && id != req.job_id()) continue;
     *out->add_jobs() = job;
+    auto ckpts = CheckpointsOf(id);
+    if (!ckpts.empty()) *out->add_latest_checkpoints() = ckpts.back();
     for (const auto& [mid, rec] : members_)
       if (rec.member.job_id() == id) *out->add_members() = rec.member;
   }

@@ -27,7 +27,10 @@
 //  6. Finish. Each worker sends FinishRequest{success, result}. Rank 0's result becomes
 //     the job's; when every active member has finished the job is COMPLETED (FAILED if
 //     any reported failure).
-//  7. Observe and control. StatusRequest lists jobs and their members (shoalctl status);
+//  7. Checkpoints. After committing a checkpoint, rank 0 sends CheckpointCommitRequest
+//     {step, path, manifest digest, signer}; the registry keeps it (ckpt/<job>/<step>)
+//     and StatusResponse carries each job's latest.
+//  8. Observe and control. StatusRequest lists jobs and their members (shoalctl status);
 //     CancelRequest moves a job to CANCELLED; EventsRequest reads the job's event log.
 //
 // The server loop is single-threaded: handlers never block. Long polls are parked and
@@ -63,6 +66,8 @@ class Coordinator {
   // For tests and shoalctl run.
   const Job* FindJob(const std::string& id) const;
   std::vector<Event> EventsOf(const std::string& job_id) const;
+  // The checkpoint registry: committed checkpoints of a job, oldest first.
+  std::vector<CheckpointRecord> CheckpointsOf(const std::string& job_id) const;
 
  private:
   struct MemberRecord {
@@ -78,6 +83,7 @@ class Coordinator {
   void AwaitAssignment(const Request& req, int64_t now_ms, Responder respond);
   Status Heartbeat(const HeartbeatRequest& req, int64_t now_ms, HeartbeatResponse* out);
   Status Finish(const FinishRequest& req, int64_t now_ms);
+  Status CommitCheckpoint(const CheckpointRecord& rec, int64_t now_ms);
 
   void MaybeFormGeneration(Job& job, int64_t now_ms);
   void AnswerAssignment(MemberRecord& rec);

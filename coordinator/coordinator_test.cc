@@ -227,3 +227,32 @@ TEST(ControlClientTest, UnreachableCoordinatorTimesOutWithAClearError) {
 
 }  // namespace
 }  // namespace shoal
+
+namespace shoal {
+namespace {
+TEST_F(CoordinatorCoreTest, CheckpointRegistryRecordsCommitsAndStatusShowsTheLatest) {
+  std::string job = Submit(TwoWorkerSpec());
+  for (int step : {100, 200}) {
+    Request r;
+    CheckpointRecord* rec = r.mutable_checkpoint_commit()->mutable_record();
+    rec->set_job_id(job);
+    rec->set_step(step);
+    rec->set_path("/ck/" + job + "/step-" + std::to_string(step));
+    rec->set_manifest_digest(std::string(64, 'a' + step / 100));
+    rec->set_signer_key_id("k1");
+    EXPECT_EQ(Call(r).code(), 0);
+  }
+  Request bad;
+  bad.mutable_checkpoint_commit()->mutable_record()->set_job_id(job);
+  EXPECT_EQ(Call(bad).code(), static_cast<int>(StatusCode::kInvalidArgument));
+  Request st;
+  st.mutable_status()->set_job_id(job);
+  Response resp = Call(st);
+  ASSERT_EQ(resp.status().latest_checkpoints_size(), 1);
+  EXPECT_EQ(resp.status().latest_checkpoints(0).step(), 200);
+  Request list;
+  list.mutable_checkpoint_list()->set_job_id(job);
+  EXPECT_EQ(Call(list).checkpoint_list().records_size(), 2);
+}
+}  // namespace
+}  // namespace shoal

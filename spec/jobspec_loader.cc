@@ -67,6 +67,8 @@ JobSpec DefaultJobSpec() {
   k->set_keep_last(3);
   k->set_keep_every(0);
   k->set_sign_key("");
+  k->set_resume("");
+  k->set_allow_unsigned(false);
   return s;
 }
 

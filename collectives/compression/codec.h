@@ -32,6 +32,13 @@ struct CodecOptions {
   size_t qblock_block = 512;
   double topk_ratio = 0.01;          // fraction of elements kept
   uint64_t seed = 0;                 // shared by all ranks (PowerSGD's Q, stochastic rounding)
+  // top-k: how many |values| are sampled to estimate the threshold; buckets no larger
+  // than this are selected exactly.
+  size_t topk_sample = 8192;
+  // Tests and benchmarks: keep, per bucket, the decoded contribution of this rank to
+  // the last Reduce (what the others received from it), so that error-feedback
+  // conservation (input == contribution + residual) can be checked. Costs a copy.
+  bool record_contributions = false;
 };
 
 struct CodecStats {

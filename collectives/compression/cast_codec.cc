@@ -1,0 +1,84 @@
+// Codecs `bf16` and `fp16`: the bucket travels as 16-bit floats, summed in f32 by the
+// backend, half the bytes of `none`. Error feedback keeps each element's rounding
+// error (and fp16 underflow) locally and adds it to the next step's gradient.
+#include <algorithm>
+#include <limits>
+#include <vector>
+
+#include "collectives/compression/codec_internal.h"
+#include "collectives/dtype.h"
+
+namespace shoal::compression {
+namespace {
+
+class CastCodec : public FeedbackCodec {
+ public:
+  CastCodec(CodecOptions options, DType wire) : FeedbackCodec(std::move(options)), wire_type_(wire) {}
+
+ protected:
+  // Each rank sends x/n rounded to the wire type; the backend sums those (partial sums
+  // rounded to the wire type again on Gloo's ring) and the result is scaled back by n.
+  // Dividing first means the sum of n values never exceeds the largest |x| a rank
+  // holds, so fp16 (max 65504) cannot overflow in the reduction where the inputs
+  // themselves fit (and larger inputs saturate, below). Multiplying by n afterwards
+  // is in f32.
+  //
+  // Residual: x - n * decode(encode(x / n)), i.e. exactly what this rank failed to
+  // contribute. The roundings inside the reduction (ring partial sums) are not any
+  // rank's local error and are not fed back; they are bounded by (n-1)*u*sum|x|. With
+  // a constant gradient they repeat (ties round to even) instead of averaging out, so
+  // the running mean converges to within that bound rather than to zero.
+  Status DoReduce(float* bucket, size_t count, const std::vector<TensorSlice>& /*tensors*/,
+                  uint64_t bucket_id, int64_t /*step*/, Communicator* comm,
+                  const CollectiveOptions& opts, Update* update) override {
+    const float fn = static_cast<float>(comm->size()), inv = 1.0f / fn;
+    const float* old;
+    RETURN_IF_ERROR(Residual(bucket_id, count, &old));
+    std::vector<float> residual = Borrow(count);
+    wire_.resize(count);
+    const bool record = options_.record_contributions;
+    if (record) update->contribution.resize(count);
+    // fp16 saturates instead of overflowing: |x/n| is held to 65504 / (n (1 + n 2^-10)),
+    // so that n such values and the n-1 roundings (2^-11 each) of the ring's partial
+    // sums stay below the largest half, 65504. The excess stays in the residual and
+    // goes out in later steps. bf16 has f32's range.
+    const float limit = wire_type_ == DType::kF16
+                            ? static_cast<float>(65504.0 / (fn * (1.0 + fn / 1024.0)))
+                            : std::numeric_limits<float>::infinity();
+    // Chunks small enough to stay in L1, converted with dtype.h's bulk functions: one
+    // call per chunk rather than one per element.
+    constexpr size_t kChunk = 1024;
+    float xs[kChunk], sent[kChunk];
+    for (size_t c0 = 0; c0 < count; c0 += kChunk) {
+      const size_t len = std::min(kChunk, count - c0);
+      for (size_t i = 0; i < len; ++i) {
+        xs[i] = old ? bucket[c0 + i] + old[c0 + i] : bucket[c0 + i];
+        sent[i] = std::clamp(xs[i] * inv, -limit, limit);  // NaN passes through
+      }
+      FromF32(sent, wire_type_, wire_.data() + c0, len);
+      ToF32(wire_.data() + c0, wire_type_, sent, len);
+      for (size_t i = 0; i < len; ++i) {
+        sent[i] *= fn;  // what this rank actually contributes
+        residual[c0 + i] = xs[i] - sent[i];
+      }
+      if (record) std::copy(sent, sent + len, update->contribution.begin() + c0);
+    }
+    RETURN_IF_ERROR(comm->AllReduce(wire_.data(), count, wire_type_, ReduceOp::kSum, opts));
+    ToF32(wire_.data(), wire_type_, bucket, count);
+    for (size_t i = 0; i < count; ++i) bucket[i] *= fn;
+    update->set[{StateKind::kResidual, bucket_id, 0}] = std::move(residual);
+    return OkStatus();
+  }
+
+ private:
+  const DType wire_type_;
+  std::vector<uint16_t> wire_;  // reused across steps (under the base class's lock)
+};
+
+}  // namespace
+
+std::unique_ptr<GradientCodec> MakeCastCodec(const CodecOptions& options, DType wire) {
+  return std::make_unique<CastCodec>(options, wire);
+}
+
+}  // namespace shoal::compression

@@ -1,0 +1,214 @@
+// codec_bench: per codec, on one bucket shaped like an MLP 784-2048-2048-10's
+// gradients, the bytes each rank puts on the wire per step against an f32 allreduce,
+// encode+decode time on one thread, and the relative error. Not a test; prints a table.
+//
+//   codec_bench [--world N] [--steps S] [--codecs none,bf16,...]
+//
+// Gradients are synthetic (see Gradient below): shared low-rank directions plus
+// per-rank noise, as data-parallel workers' gradients are; "err 1 step" is the
+// relative L2 error of one Reduce from fresh state, "err mean" that of the mean output
+// over all steps with the same gradients (error feedback at work). "codec ms" is Reduce at world size 1, where every collective is a
+// no-op or a copy, so it is the codec's own compute (OpenBLAS held to one thread), in
+// thread CPU time; "GB/s" is the f32 bucket size over it. "step ms" is the wall time
+// of Reduce at the given world size over loopback Gloo (ranks are threads).
+#include <cblas.h>
+#include <fmt/format.h>
+
+#include <chrono>
+#include <ctime>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <sstream>
+#include <thread>
+
+#include "collectives/compression/codec_internal.h"
+#include "collectives/gloo/gloo_communicator.h"
+#include "collectives/memory_kv_store.h"
+
+extern "C" void openblas_set_num_threads(int);
+
+namespace shoal::compression {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+double Seconds(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// CPU time of the calling thread: the machine this runs on is shared, and wall time
+// would charge the codec for other processes' time slices.
+double ThreadCpuSeconds() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+struct Model {
+  std::vector<TensorSlice> tensors;
+  size_t count = 0;
+  void Add(const char* name, size_t rows, size_t cols) {
+    tensors.push_back({name, count, rows, cols});
+    count += rows * cols;
+  }
+};
+
+// Data-parallel workers see noisy estimates of the same gradient: each matrix is a
+// rank-8 product shared by all ranks, singular values falling as 1/(j+1), plus noise
+// of rms 0.1 drawn per rank; biases are shared 0.5 plus the noise.
+std::vector<float> Gradient(const Model& m, int rank) {
+  std::vector<float> g(m.count);
+  const uint64_t key = StreamKey({42, static_cast<uint64_t>(rank)});
+  for (size_t i = 0; i < m.count; ++i) g[i] = 0.1f * NormalAt(key, i);
+  for (uint32_t t = 0; t < m.tensors.size(); ++t) {
+    const TensorSlice& s = m.tensors[t];
+    if (s.rows < 2) {
+      for (size_t i = 0; i < s.numel(); ++i) g[s.offset + i] += 0.5f;
+      continue;
+    }
+    const int k = 8;
+    std::vector<float> u(s.rows * k), v(s.cols * k);
+    const uint64_t ku = StreamKey({43, t});  // not the rank: shared directions
+    for (size_t i = 0; i < u.size(); ++i) u[i] = NormalAt(ku, i) / float(i % k + 1);
+    for (size_t i = 0; i < v.size(); ++i) v[i] = NormalAt(ku + 1, i) / std::sqrt(float(k));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s.rows, s.cols, k, 1.0f, u.data(), k,
+                v.data(), k, 1.0f, g.data() + s.offset, s.cols);
+  }
+  return g;
+}
+
+CodecOptions OptionsFor(const std::string& label) {
+  CodecOptions o;
+  o.name = label;
+  o.powersgd_warmup_steps = 0;
+  if (label == "qblock8") o.name = "qblock";
+  if (label == "qblock4") {
+    o.name = "qblock";
+    o.qblock_bits = 4;
+  }
+  return o;
+}
+
+double RelError(const std::vector<float>& got, const std::vector<double>& truth) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < truth.size(); ++i) {
+    num += (got[i] - truth[i]) * (got[i] - truth[i]);
+    den += truth[i] * truth[i];
+  }
+  return std::sqrt(num / den);
+}
+
+int Main(int argc, char** argv) {
+  int world = 2, steps = 5;
+  std::string codecs = "none,bf16,fp16,powersgd,qblock8,qblock4,topk";
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string flag = argv[i];
+    if (flag == "--world") world = std::atoi(argv[i + 1]);
+    else if (flag == "--steps") steps = std::atoi(argv[i + 1]);
+    else if (flag == "--codecs") codecs = argv[i + 1];
+    else {
+      std::fprintf(stderr, "unknown flag %s\n", argv[i]);
+      return 2;
+    }
+  }
+  if (world < 1 || steps < 1) return 2;
+  openblas_set_num_threads(1);
+
+  Model m;
+  m.Add("fc1.w", 784, 2048);
+  m.Add("fc1.b", 1, 2048);
+  m.Add("fc2.w", 2048, 2048);
+  m.Add("fc2.b", 1, 2048);
+  m.Add("fc3.w", 2048, 10);
+  m.Add("fc3.b", 1, 10);
+  std::vector<std::vector<float>> grads;
+  std::vector<double> truth(m.count, 0.0);
+  for (int r = 0; r < world; ++r) {
+    grads.push_back(Gradient(m, r));
+    for (size_t i = 0; i < m.count; ++i) truth[i] += grads[r][i];
+  }
+  const double mb = m.count * 4.0 / 1e6;
+  {  // memcpy bandwidth, the yardstick for codec speed
+    std::vector<float> a = grads[0], b(m.count);
+    std::memcpy(b.data(), a.data(), m.count * 4);
+    const double t0 = ThreadCpuSeconds();
+    for (int i = 0; i < 10; ++i) std::memcpy(b.data(), a.data(), m.count * 4);
+    std::printf("bucket: %zu floats (%.1f MB), world %d, %d steps; memcpy %.1f GB/s (thread CPU time)\n",
+                m.count, mb, world, steps, 10 * mb / 1e3 / (ThreadCpuSeconds() - t0));
+  }
+  std::printf("%-9s %14s %14s %8s %9s %9s %11s %11s %10s\n", "codec", "sent B/step", "f32 ring B",
+              "ratio", "codec ms", "GB/s", "err 1 step", "err mean", "step ms");
+
+  std::stringstream list(codecs);
+  std::string label;
+  while (std::getline(list, label, ',')) {
+    // Codec compute alone: world size 1.
+    double codec_s = 0;
+    {
+      MemoryKvStore kv;
+      auto comm = MakeGlooCommunicator(0, 1, &kv, "bench1/" + label, 10s);
+      auto codec = MakeCodec(OptionsFor(label));
+      if (!comm.ok() || !codec.ok()) {
+        std::fprintf(stderr, "%s: %s %s\n", label.c_str(), comm.status().ToString().c_str(),
+                     codec.status().ToString().c_str());
+        return 1;
+      }
+      for (int s = 0; s <= steps; ++s) {
+        auto g = grads[0];
+        const double t0 = ThreadCpuSeconds();
+        const Status st = (*codec)->Reduce(g.data(), m.count, m.tensors, 0, s, comm->get(), {});
+        if (s > 0) codec_s += ThreadCpuSeconds() - t0;  // step 0 warms caches and the buffer pool
+        if (!st.ok()) {
+          std::fprintf(stderr, "%s: %s\n", label.c_str(), st.ToString().c_str());
+          return 1;
+        }
+      }
+      codec_s /= steps;
+    }
+    // The real reduction over `world` ranks on loopback.
+    MemoryKvStore kv;
+    std::vector<int64_t> sent(world, 0), uncompressed(world, 0);
+    std::vector<double> step_s(world, 0);
+    double err1 = 0, err_mean = 0;
+    std::vector<std::thread> threads;
+    for (int r = 0; r < world; ++r) {
+      threads.emplace_back([&, r] {
+        auto comm = MakeGlooCommunicator(r, world, &kv, "bench/" + label, 30s);
+        auto codec = MakeCodec(OptionsFor(label));
+        if (!comm.ok() || !codec.ok()) return;
+        std::vector<double> total(m.count, 0.0);
+        const int64_t sent0 = (*comm)->bytes_sent();
+        for (int s = 0; s < steps; ++s) {
+          auto g = grads[r];
+          const auto t0 = Clock::now();
+          const Status st = (*codec)->Reduce(g.data(), m.count, m.tensors, 0, s, comm->get(), {});
+          step_s[r] += Seconds(t0);
+          if (!st.ok()) {
+            std::fprintf(stderr, "%s rank %d: %s\n", label.c_str(), r, st.ToString().c_str());
+            return;
+          }
+          if (r == 0 && s == 0) err1 = RelError(g, truth);
+          for (size_t i = 0; r == 0 && i < m.count; ++i) total[i] += g[i];
+        }
+        sent[r] = (*comm)->bytes_sent() - sent0;
+        uncompressed[r] = (*codec)->stats().bytes_uncompressed;
+        if (r == 0) {
+          std::vector<float> mean(m.count);
+          for (size_t i = 0; i < m.count; ++i) mean[i] = static_cast<float>(total[i] / steps);
+          err_mean = RelError(mean, truth);
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+    const double per_step = double(sent[0]) / steps, base = double(uncompressed[0]) / steps;
+    std::printf("%-9s %14.0f %14.0f %7.1fx %9.2f %9.2f %11.2e %11.2e %10.1f\n", label.c_str(),
+                per_step, base, per_step > 0 ? base / per_step : 0.0, codec_s * 1e3,
+                mb / 1e3 / codec_s, err1, err_mean, step_s[0] / steps * 1e3);
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace shoal::compression
+
+int main(int argc, char** argv) { return shoal::compression::Main(argc, argv); }

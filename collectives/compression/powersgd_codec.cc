@@ -1,0 +1,183 @@
+// Codec `powersgd` (Vogels et al., 2019): each large matrix gradient M (rows x cols)
+// travels as two thin factors P (rows x r) and Q (cols x r), one power iteration per
+// step warm-started from the previous Q, with error feedback of what rank r missed.
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "collectives/compression/codec_internal.h"
+
+namespace shoal::compression {
+namespace {
+
+// Columns whose length after removing the earlier columns falls below this fraction of
+// their original length are (numerically) in the span of the earlier ones; they are
+// zeroed rather than normalised, since normalising rounding noise gives a direction
+// that is not orthogonal to the rest.
+constexpr double kDependentColumn = 1e-6;
+
+// Gram-Schmidt on the columns of p (rows x r, row-major), in place: the columns
+// become orthonormal or zero. Modified Gram-Schmidt run twice per column ("twice is
+// enough", Giraud et al.), with double accumulators, keeps P^T P = I to f32 precision
+// even for nearly dependent columns. Deterministic, so every rank gets the same P.
+void Orthogonalise(float* p, size_t rows, int r) {
+  for (int j = 0; j < r; ++j) {
+    double original = 0;
+    for (size_t i = 0; i < rows; ++i) original += double(p[i * r + j]) * p[i * r + j];
+    for (int pass = 0; pass < 2; ++pass) {
+      for (int k = 0; k < j; ++k) {
+        double dot = 0;
+        for (size_t i = 0; i < rows; ++i) dot += double(p[i * r + k]) * p[i * r + j];
+        const float d = static_cast<float>(dot);
+        for (size_t i = 0; i < rows; ++i) p[i * r + j] -= d * p[i * r + k];
+      }
+    }
+    double norm = 0;
+    for (size_t i = 0; i < rows; ++i) norm += double(p[i * r + j]) * p[i * r + j];
+    norm = std::sqrt(norm);
+    const bool keep = std::isfinite(norm) && norm > 0 && norm > kDependentColumn * std::sqrt(original);
+    const float scale = keep ? static_cast<float>(1.0 / norm) : 0.0f;
+    for (size_t i = 0; i < rows; ++i) p[i * r + j] *= scale;
+  }
+}
+
+struct Compressed {
+  uint32_t index;  // in the bucket's tensor list (the Q state key)
+  size_t offset, rows, cols;
+  size_t p_at, q_at;  // offsets of its P in the first message and its Q in the second
+};
+
+class PowerSgdCodec : public FeedbackCodec {
+ public:
+  using FeedbackCodec::FeedbackCodec;
+
+ protected:
+  // Per bucket, two sum-allreduces:
+  //   1. [P_1 .. P_k | every uncompressed element], P_i = M_i Q_i with M = grad +
+  //      residual. The uncompressed part (1-D tensors, matrices compressing under 2x,
+  //      gaps between tensors) is final after this message.
+  //   2. [Q_1 .. Q_k] with Q_i = M_i^T P^_i, P^_i = Gram-Schmidt(sum of P_i).
+  // Result: P^ (sum_r Q_r)^T = P^ P^^T (sum_r M_r), the projection of the SUM onto the
+  // r directions found; allreducing with kSum (not average) keeps that a sum.
+  // Error feedback (our choice, as in the paper's Algorithm 2 applied per worker):
+  // residual_r = M_r - P^ Q_r^T, the local M minus its local approximation, computed
+  // before the Q allreduce. Then input_r = contribution_r + residual_r exactly, and the
+  // contributions P^ Q_r^T sum to the output. The allreduced Q is the next warm start
+  // (identical on every rank, as P^ is).
+  Status DoReduce(float* bucket, size_t count, const std::vector<TensorSlice>& tensors,
+                  uint64_t bucket_id, int64_t step, Communicator* comm,
+                  const CollectiveOptions& opts, Update* update) override {
+    std::vector<float> m;
+    RETURN_IF_ERROR(WithResidual(bucket, count, bucket_id, &m));
+    const StateKey residual_key{StateKind::kResidual, bucket_id, 0};
+    if (step < options_.powersgd_warmup_steps) {
+      // Uncompressed warm-up: everything is sent, nothing is left over.
+      std::copy(m.begin(), m.end(), bucket);
+      if (options_.record_contributions) update->contribution.assign(m.begin(), m.end());
+      GiveBack(std::move(m));
+      update->erase.push_back(residual_key);
+      return comm->AllReduce(bucket, count, DType::kF32, ReduceOp::kSum, opts);
+    }
+
+    const int r = options_.powersgd_rank;
+    std::vector<Compressed> big;
+    std::vector<bool> compressed(count, false);
+    size_t p_total = 0, q_total = 0;
+    for (uint32_t t = 0; t < tensors.size(); ++t) {
+      const TensorSlice& s = tensors[t];
+      if (s.rows < 2 || s.cols < 2) continue;
+      // Compression ratio rows*cols / (r*(rows+cols)) >= 2, in integers.
+      if (s.rows * s.cols < 2 * static_cast<size_t>(r) * (s.rows + s.cols)) continue;
+      big.push_back({t, s.offset, s.rows, s.cols, p_total, q_total});
+      p_total += s.rows * r;
+      q_total += s.cols * r;
+      std::fill(compressed.begin() + s.offset, compressed.begin() + s.offset + s.numel(), true);
+    }
+    std::vector<size_t> plain;  // positions sent uncompressed, in bucket order
+    for (size_t i = 0; i < count; ++i) {
+      if (!compressed[i]) plain.push_back(i);
+    }
+
+    // Message 1: P factors, then the uncompressed elements.
+    std::vector<float> msg1(p_total + plain.size());
+    std::vector<std::vector<float>> qs(big.size());
+    for (size_t b = 0; b < big.size(); ++b) {
+      const Compressed& c = big[b];
+      qs[b] = WarmStart(bucket_id, c, step, r);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, c.rows, r, c.cols, 1.0f,
+                  m.data() + c.offset, c.cols, qs[b].data(), r, 0.0f, msg1.data() + c.p_at, r);
+    }
+    for (size_t j = 0; j < plain.size(); ++j) msg1[p_total + j] = m[plain[j]];
+    RETURN_IF_ERROR(comm->AllReduce(msg1.data(), msg1.size(), DType::kF32, ReduceOp::kSum, opts));
+    for (size_t j = 0; j < plain.size(); ++j) bucket[plain[j]] = msg1[p_total + j];
+
+    // Message 2: local Q = M^T P^, and the residual M - P^ Q^T before Q is summed.
+    std::vector<float> residual = Borrow(count);
+    for (size_t i : plain) residual[i] = 0.0f;  // compressed spans are written below
+    std::vector<float> msg2(q_total);
+    for (const Compressed& c : big) {
+      float* p = msg1.data() + c.p_at;
+      Orthogonalise(p, c.rows, r);
+      const float* mi = m.data() + c.offset;
+      float* q = msg2.data() + c.q_at;
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, c.cols, r, c.rows, 1.0f, mi, c.cols,
+                  p, r, 0.0f, q, r);
+      float* res = residual.data() + c.offset;
+      std::copy(mi, mi + c.rows * c.cols, res);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, c.rows, c.cols, r, -1.0f, p, r, q, r,
+                  1.0f, res, c.cols);
+    }
+    if (options_.record_contributions) {
+      update->contribution.resize(count);
+      for (size_t i = 0; i < count; ++i) update->contribution[i] = m[i] - residual[i];
+    }
+    RETURN_IF_ERROR(comm->AllReduce(msg2.data(), msg2.size(), DType::kF32, ReduceOp::kSum, opts));
+
+    // Decode: M_sum ~ P^ Q_sum^T, straight into the bucket.
+    for (const Compressed& c : big) {
+      const float* p = msg1.data() + c.p_at;
+      const float* q = msg2.data() + c.q_at;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, c.rows, c.cols, r, 1.0f, p, r, q, r,
+                  0.0f, bucket + c.offset, c.cols);
+      update->set[{StateKind::kPowerSgdQ, bucket_id, c.index}].assign(q, q + c.cols * r);
+    }
+    GiveBack(std::move(m));
+    if (big.empty()) {
+      GiveBack(std::move(residual));
+      update->erase.push_back(residual_key);  // everything went out exactly
+    } else {
+      update->set[residual_key] = std::move(residual);
+    }
+    return OkStatus();
+  }
+
+ private:
+  // The previous step's summed Q, or a fresh Gaussian one from the shared seed and
+  // (bucket, tensor, step), the same on every rank. A column that came back zero or
+  // non-finite (a zero gradient, or a direction Gram-Schmidt dropped) is redrawn, or
+  // the power iteration could never leave it.
+  std::vector<float> WarmStart(uint64_t bucket_id, const Compressed& c, int64_t step, int r) const {
+    const std::vector<float>* prev = Find({StateKind::kPowerSgdQ, bucket_id, c.index});
+    std::vector<float> q;
+    if (prev != nullptr && prev->size() == c.cols * r) q = *prev;
+    else q.assign(c.cols * r, 0.0f);
+    const uint64_t key = StreamKey({options_.seed, bucket_id, c.index, static_cast<uint64_t>(step)});
+    for (int j = 0; j < r; ++j) {
+      double norm = 0;
+      for (size_t i = 0; i < c.cols; ++i) norm += double(q[i * r + j]) * q[i * r + j];
+      if (std::isfinite(norm) && norm > 0) continue;
+      for (size_t i = 0; i < c.cols; ++i) q[i * r + j] = NormalAt(key, i * r + j);
+    }
+    return q;
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<GradientCodec> MakePowerSgdCodec(const CodecOptions& options) {
+  return std::make_unique<PowerSgdCodec>(options);
+}
+
+}  // namespace shoal::compression

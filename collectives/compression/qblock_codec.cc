@@ -1,0 +1,201 @@
+// Codec `qblock`: 8- or 4-bit min-max quantisation in blocks of 512 values with
+// stochastic rounding, reduced as scatter-reduce then allgather with requantisation,
+// and error feedback of both quantisation stages.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "collectives/compression/codec_internal.h"
+
+namespace shoal::compression {
+namespace {
+
+// A block on the wire: f32 minimum, f32 step, then one code per value (8-bit) or two
+// per byte (4-bit, even index in the low nibble). Decoded value = min + code * step.
+constexpr size_t kHeader = 2 * sizeof(float);
+
+size_t BlockBytes(size_t len, int bits) { return kHeader + (len * bits + 7) / 8; }
+
+size_t QuantBytes(size_t count, size_t block, int bits) {
+  const size_t full = count / block, rest = count % block;
+  return full * BlockBytes(block, bits) + (rest ? BlockBytes(rest, bits) : 0);
+}
+
+// Quantises x[0..count) into `out`; code = floor((x - min)/step + u), u uniform from
+// the stream `key`, which makes the code unbiased: E[decode] = x (up to f32 rounding).
+void Quantize(const float* x, size_t count, size_t block, int bits, uint64_t key, uint8_t* out) {
+  const float levels = static_cast<float>((1 << bits) - 1);
+  for (size_t b0 = 0; b0 < count; b0 += block) {
+    const size_t len = std::min(block, count - b0);
+    float lo = x[b0], hi = x[b0];
+    for (size_t i = 1; i < len; ++i) {
+      lo = std::min(lo, x[b0 + i]);
+      hi = std::max(hi, x[b0 + i]);
+    }
+    float step = (hi - lo) / levels;
+    // A constant block (or a non-finite range) sends its minimum only.
+    const float inv = (step > 0 && std::isfinite(step)) ? 1.0f / step : 0.0f;
+    if (inv == 0.0f) step = 0.0f;
+    std::memcpy(out, &lo, sizeof(float));
+    std::memcpy(out + sizeof(float), &step, sizeof(float));
+    uint8_t* codes = out + kHeader;
+    auto code = [&](size_t i, float u) -> uint32_t {
+      const float v = (x[b0 + i] - lo) * inv + u;
+      // Truncation is floor for v >= 0; through int32, which converts in one instruction.
+      return static_cast<uint32_t>(static_cast<int32_t>(std::clamp(v, 0.0f, levels)));
+    };
+    // One 64-bit draw gives the dither of two neighbours (24 bits each): the draw is
+    // most of the cost of a code. Counter-based on the pair's index in the bucket.
+    for (size_t i = 0; i < len; i += 2) {
+      const uint64_t r = Mix64(key + ((b0 + i) / 2) * 0xD1B54A32D192ED03ull);
+      // 24-bit integers convert exactly; int32 (not uint64) converts in one instruction.
+      const float u0 = static_cast<float>(static_cast<int32_t>(r >> 40)) * 0x1.0p-24f;
+      const float u1 = static_cast<float>(static_cast<int32_t>((r >> 16) & 0xFFFFFFu)) * 0x1.0p-24f;
+      const uint32_t c0 = code(i, u0), c1 = i + 1 < len ? code(i + 1, u1) : 0;
+      if (bits == 8) {
+        codes[i] = static_cast<uint8_t>(c0);
+        if (i + 1 < len) codes[i + 1] = static_cast<uint8_t>(c1);
+      } else {
+        codes[i / 2] = static_cast<uint8_t>(c0 | (c1 << 4));
+      }
+    }
+    out += BlockBytes(len, bits);
+  }
+}
+
+// out[i] (+)= decode(in)[i]; `add` selects accumulation.
+void Dequantize(const uint8_t* in, size_t count, size_t block, int bits, float* out, bool add) {
+  for (size_t b0 = 0; b0 < count; b0 += block) {
+    const size_t len = std::min(block, count - b0);
+    float lo, step;
+    std::memcpy(&lo, in, sizeof(float));
+    std::memcpy(&step, in + sizeof(float), sizeof(float));
+    const uint8_t* codes = in + kHeader;
+    float* o = out + b0;
+    // Four loops rather than per-element branches, so that each one vectorises.
+    auto decode = [&](auto code_at) {
+      if (add) {
+        for (size_t i = 0; i < len; ++i) o[i] += lo + static_cast<float>(code_at(i)) * step;
+      } else {
+        for (size_t i = 0; i < len; ++i) o[i] = lo + static_cast<float>(code_at(i)) * step;
+      }
+    };
+    if (bits == 8) {
+      decode([codes](size_t i) -> uint32_t { return codes[i]; });
+    } else {
+      decode([codes](size_t i) -> uint32_t { return (codes[i / 2] >> ((i & 1) * 4)) & 0xF; });
+    }
+    in += BlockBytes(len, bits);
+  }
+}
+
+class QBlockCodec : public FeedbackCodec {
+ public:
+  using FeedbackCodec::FeedbackCodec;
+
+ protected:
+  // Ownership: the bucket's blocks are split into n contiguous runs of whole blocks;
+  // rank s owns run s. The Communicator has no point-to-point send nor a reduce-scatter
+  // of bytes, so both stages are built from allgathers of runs padded to the largest
+  // run's size, S = Q(largest run) bytes (Q = QuantBytes, about Q(count)/n):
+  //   1. scatter-reduce: every rank quantises its whole x = grad + residual (key: seed,
+  //      rank, step, bucket, 1). In round j = 1..n-1 each rank allgathers its copy of
+  //      run (rank + j) mod n, so owner s receives run s from rank s - j. The owner
+  //      adds the others' decoded runs and its own exact x (its part need not travel)
+  //      in rank order, so its sum is reproducible;
+  //   2. allgather: owner s requantises that sum (key: seed, s, step, bucket, 2) and
+  //      the owners' runs are allgathered; every rank decodes all runs into the bucket.
+  // Bytes sent per rank over Gloo's ring allgather: (n-1)^2 * S + (n-1) * S =
+  // n(n-1) * S, about (n-1) * Q(count). A point-to-point scatter-reduce would send
+  // 2(n-1) * S: the same at n = 2, and n/2 times less beyond (the allgather also
+  // delivers each round's runs to the ranks that do not need them).
+  // Residual: x - decode(own quantisation) outside the owned run; inside it, the
+  // requantisation error sum - decode(requant(sum)). Feeding the owner the stage-2
+  // error means nothing is lost globally either: sum_r residual_r + output = sum_r x_r.
+  Status DoReduce(float* bucket, size_t count, const std::vector<TensorSlice>& /*tensors*/,
+                  uint64_t bucket_id, int64_t step, Communicator* comm,
+                  const CollectiveOptions& opts, Update* update) override {
+    const int n = comm->size(), me = comm->rank(), bits = options_.qblock_bits;
+    const size_t block = options_.qblock_block;
+    std::vector<float> x;
+    RETURN_IF_ERROR(WithResidual(bucket, count, bucket_id, &x));
+    if (count == 0) return OkStatus();  // every rank has the same count: no messages
+
+    const size_t blocks = (count + block - 1) / block;
+    std::vector<size_t> begin(n + 1);
+    for (int s = 0; s <= n; ++s) begin[s] = std::min(count, blocks * s / n * block);
+    size_t largest = 0;
+    for (int s = 0; s < n; ++s) largest = std::max(largest, begin[s + 1] - begin[s]);
+    const size_t slot = QuantBytes(largest, block, bits);
+    const uint64_t ustep = static_cast<uint64_t>(step);
+
+    // Stage 1. Runs start on block boundaries, so run s of the whole quantisation
+    // starts at byte Q(begin[s]) and is itself a valid quantisation of the run.
+    mine_.resize(QuantBytes(count, block, bits));
+    Quantize(x.data(), count, block, bits,
+             StreamKey({options_.seed, static_cast<uint64_t>(me), ustep, bucket_id, 1}), mine_.data());
+    std::vector<float> residual = Borrow(count);
+    Dequantize(mine_.data(), count, block, bits, residual.data(), /*add=*/false);
+    for (size_t i = 0; i < count; ++i) residual[i] = x[i] - residual[i];
+
+    send_.resize(slot);
+    all_.resize(slot * n);
+    from_.resize(slot * n);  // from_[p]: rank p's quantisation of my run
+    for (int j = 1; j < n; ++j) {
+      const int to = (me + j) % n;
+      const size_t at = QuantBytes(begin[to], block, bits);
+      const size_t len = QuantBytes(begin[to + 1] - begin[to], block, bits);
+      std::fill(std::copy(mine_.begin() + at, mine_.begin() + at + len, send_.begin()), send_.end(), 0);
+      RETURN_IF_ERROR(comm->AllGather(send_.data(), all_.data(), slot, opts));
+      const int from = (me - j + n) % n;
+      std::copy(all_.begin() + from * slot, all_.begin() + (from + 1) * slot, from_.begin() + from * slot);
+    }
+    const size_t own0 = begin[me], own_len = begin[me + 1] - begin[me];
+    std::vector<float> sum = Borrow(own_len);
+    std::fill(sum.begin(), sum.end(), 0.0f);
+    for (int p = 0; p < n; ++p) {  // fixed order: the owner's sum is reproducible
+      if (p == me) {
+        for (size_t i = 0; i < own_len; ++i) sum[i] += x[own0 + i];
+      } else {
+        Dequantize(from_.data() + p * slot, own_len, block, bits, sum.data(), true);
+      }
+    }
+
+    // Stage 2: requantise the owned sum; every run padded to the slot size.
+    const size_t run_bytes = slot;
+    runs_.resize(run_bytes * n);
+    requant_.assign(run_bytes, 0);
+    Quantize(sum.data(), own_len, block, bits,
+             StreamKey({options_.seed, static_cast<uint64_t>(me), ustep, bucket_id, 2}),
+             requant_.data());
+    RETURN_IF_ERROR(comm->AllGather(requant_.data(), runs_.data(), run_bytes, opts));
+    for (int s = 0; s < n; ++s) {
+      Dequantize(runs_.data() + s * run_bytes, begin[s + 1] - begin[s], block, bits,
+                 bucket + begin[s], false);
+    }
+    // The owned run of the result is decode(requant(sum)); its error is this rank's.
+    for (size_t i = 0; i < own_len; ++i) residual[own0 + i] = sum[i] - bucket[own0 + i];
+
+    if (options_.record_contributions) {
+      update->contribution.resize(count);
+      for (size_t i = 0; i < count; ++i) update->contribution[i] = x[i] - residual[i];
+    }
+    GiveBack(std::move(x));
+    GiveBack(std::move(sum));
+    update->set[{StateKind::kResidual, bucket_id, 0}] = std::move(residual);
+    return OkStatus();
+  }
+
+ private:
+  // Wire buffers reused across steps (under the base class's lock).
+  std::vector<uint8_t> mine_, send_, all_, from_, runs_, requant_;
+};
+
+}  // namespace
+
+std::unique_ptr<GradientCodec> MakeQBlockCodec(const CodecOptions& options) {
+  return std::make_unique<QBlockCodec>(options);
+}
+
+}  // namespace shoal::compression
