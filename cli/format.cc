@@ -45,6 +45,14 @@ nlohmann::json JobToJson(const Job& job, const StatusResponse* status, int64_t n
                        {"samples_per_second", w.samples_per_second()},
                        {"bytes_sent", w.bytes_sent()},
                        {"test_accuracy", w.test_accuracy()}});
+    if (w.has_gpu())
+      members.back()["gpu"] = {{"device", w.gpu_device()},
+                               {"utilization_pct", w.gpu_utilization_pct()},
+                               {"memory_used_bytes", w.gpu_memory_used_bytes()},
+                               {"memory_total_bytes", w.gpu_memory_total_bytes()},
+                               {"power_watts", w.gpu_power_watts()},
+                               {"temperature_c", w.gpu_temperature_c()},
+                               {"energy_joules", w.gpu_energy_joules()}};
     if (m.rank() == 0) {
       step = w.step();
       loss = w.loss();
@@ -55,6 +63,10 @@ nlohmann::json JobToJson(const Job& job, const StatusResponse* status, int64_t n
   j["loss"] = loss;
   j["samples_per_second"] = sps;
   j["members"] = members;
+  for (const CheckpointRecord& c : status->latest_checkpoints())
+    if (c.job_id() == job.id())
+      j["latest_checkpoint"] = {{"step", c.step()}, {"path", c.path()}, {"manifest_digest", c.manifest_digest()},
+                                {"signer", c.signer_key_id()}};
   return j;
 }
 
@@ -78,6 +90,16 @@ nlohmann::json SummaryJson(const Job& job) {
                       {"compute_seconds", r.compute_seconds()},
                       {"sgemm_seconds", r.sgemm_seconds()},
                       {"loader_wait_seconds", r.loader_wait_seconds()},
+                      {"codec", r.codec()},
+                      {"bytes_uncompressed_per_worker", r.bytes_uncompressed_per_worker()},
+                      {"exposed_comm_seconds", r.exposed_comm_seconds()},
+                      {"resumed_from_step", r.resumed_from_step()},
+                      {"checkpoints_saved", r.checkpoints_saved()},
+                      {"checkpoint_stall_seconds", r.checkpoint_stall_seconds()},
+                      {"records_admitted", r.records_admitted()},
+                      {"records_quarantined", r.records_quarantined()},
+                      {"gpu_seconds", r.gpu_seconds()},
+                      {"energy_joules", r.energy_joules()},
                       {"spec_digest", job.spec_digest()}};
   if (!job.failure_reason().empty()) j["failure_reason"] = job.failure_reason();
   return j;
@@ -95,6 +117,12 @@ std::string StatusTable(const StatusResponse& status) {
     if (!job.failure_reason().empty()) out << "  reason: " << job.failure_reason() << "\n";
     if (job.state() == JOB_COMPLETED)
       out << "  final test accuracy " << Fixed(job.result().final_test_accuracy(), 4) << "\n";
+    if (j.contains("latest_checkpoint"))
+      out << "  latest checkpoint: step " << j["latest_checkpoint"]["step"].get<int64_t>() << "  "
+          << j["latest_checkpoint"]["path"].get<std::string>() << "  "
+          << (j["latest_checkpoint"]["signer"].get<std::string>().empty() ? "unsigned"
+                                                                          : "signed by " + j["latest_checkpoint"]["signer"].get<std::string>())
+          << "\n";
     if (j["members"].empty()) continue;
     char line[256];
     std::snprintf(line, sizeof(line), "  %-4s %-10s %-16s %-8s %-8s %-8s %-9s %-9s\n", "rank", "state", "host", "pid",
@@ -107,6 +135,14 @@ std::string StatusTable(const StatusResponse& status) {
                     Fixed(m["step_seconds"].get<double>() * 1000, 2).c_str(),
                     Fixed(m["comm_seconds"].get<double>() * 1000, 2).c_str());
       out << line;
+      if (m.contains("gpu")) {
+        const auto& g = m["gpu"];
+        std::snprintf(line, sizeof(line), "       gpu %d: %.0f%% busy, %.1f/%.1f GiB, %.0f W, %.0f C, %.0f J\n", g["device"].get<int>(),
+                      g["utilization_pct"].get<double>(), g["memory_used_bytes"].get<int64_t>() / 1073741824.0,
+                      g["memory_total_bytes"].get<int64_t>() / 1073741824.0, g["power_watts"].get<double>(),
+                      g["temperature_c"].get<double>(), g["energy_joules"].get<double>());
+        out << line;
+      }
     }
   }
   return out.str();

@@ -1,6 +1,7 @@
 // shoalctl: the user's tool for Shoal. `shoalctl --help` lists the commands.
 #include <CLI/CLI.hpp>
 
+#include "checkpoint/commands.h"
 #include "cli/commands.h"
 #include "shoal/config.h"
 
@@ -15,6 +16,7 @@ int main(int argc, char** argv) {
   shoal::RegisterRunCommand(app, &exit_code);
   shoal::RegisterClusterCommands(app, &exit_code);
   shoal::RegisterValidateCommand(app, &exit_code);
+  shoal::RegisterCheckpointCommands(app, &exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -36,7 +36,34 @@ struct RunOptions {
   std::string state_dir = ".shoal";
   bool json = false;
   bool quiet = false;
+  std::string resume;
+  bool allow_unsigned = false;
 };
+
+// "--resume latest": the newest committed checkpoint of any earlier job with this spec's
+// name under checkpoint.dir (job ids are "<name>-<random>"). The worker then follows
+// that job directory's `latest` pointer and verifies what it finds.
+StatusOr<std::string> ResolveResume(const JobSpec& spec, const std::string& resume) {
+  if (resume != "latest") return resume;
+  const std::string& dir = spec.checkpoint().dir();
+  if (dir.empty()) return InvalidArgument("--resume latest needs checkpoint.dir in the spec");
+  std::error_code ec;
+  std::filesystem::path best;
+  std::filesystem::file_time_type best_time;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    std::string name = entry.path().filename().string();
+    if (!entry.is_directory() || name.rfind(spec.name() + "-", 0) != 0) continue;
+    auto latest = entry.path() / "latest";
+    if (!std::filesystem::exists(latest)) continue;
+    auto t = std::filesystem::last_write_time(latest, ec);
+    if (best.empty() || t > best_time) {
+      best = entry.path();
+      best_time = t;
+    }
+  }
+  if (best.empty()) return NotFound("--resume latest: no checkpoint of a job named " + spec.name() + " under " + dir);
+  return best.string();
+}
 
 // shoal-worker lives next to shoalctl (both in build/bin, or both installed together).
 std::string WorkerBinary() {
@@ -132,6 +159,12 @@ int DoRun(const RunOptions& o) {
     w->set_min(std::min(w->min(), o.workers));
     w->set_max(std::max(w->max(), o.workers));
   }
+  if (!o.resume.empty()) {
+    auto resume = ResolveResume(*spec, o.resume);
+    if (!resume.ok()) return ReportError(resume.status());
+    spec->mutable_checkpoint()->set_resume(std::filesystem::absolute(*resume).string());
+  }
+  if (o.allow_unsigned) spec->mutable_checkpoint()->set_allow_unsigned(true);
   if (!PathExists(spec->data().dataset()))
     return ReportError(NotFound("data.dataset: folder " + spec->data().dataset() +
                                 " does not exist (on Debian: apt-get install dataset-fashion-mnist)"));
@@ -182,6 +215,8 @@ int DoRun(const RunOptions& o) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
   }
+  // The embedded coordinator stops with us: do not point later `status` calls at it.
+  std::filesystem::remove(o.state_dir + "/endpoint");
   if (!job.ok()) return ReportError(job.status());
 
   nlohmann::json summary = SummaryJson(*job);
@@ -202,6 +237,13 @@ int DoRun(const RunOptions& o) {
       std::printf("  %.0f samples/s, %.1f s wall, %.1f MiB sent per worker\n", r.samples_per_second(), r.wall_seconds(),
                   r.bytes_sent_per_worker() / 1048576.0);
       double per_rank = r.wall_seconds() > 0 ? 1.0 / r.wall_seconds() : 0;
+      if (r.resumed_from_step() > 0) std::printf("  resumed from step %lld\n", static_cast<long long>(r.resumed_from_step()));
+      if (r.checkpoints_saved() > 0)
+        std::printf("  %lld checkpoint(s) saved, training stalled %.3f s for them\n", static_cast<long long>(r.checkpoints_saved()),
+                    r.checkpoint_stall_seconds());
+      if (r.codec() != "none" && r.bytes_uncompressed_per_worker() > 0)
+        std::printf("  codec %s: %.1fx fewer bytes than uncompressed\n", r.codec().c_str(),
+                    static_cast<double>(r.bytes_uncompressed_per_worker()) / std::max<int64_t>(1, r.bytes_sent_per_worker()));
       std::printf("  time share: sgemm %.0f%%, communication %.0f%%, rest of compute %.0f%%\n",
                   100 * r.sgemm_seconds() * per_rank, 100 * r.comm_seconds() * per_rank,
                   100 * (r.compute_seconds() - r.sgemm_seconds()) * per_rank);
@@ -221,6 +263,8 @@ void RegisterRunCommand(CLI::App& app, int* exit_code) {
   run->add_option("--summary", opts->summary_path, "write the run summary as JSON to this file");
   run->add_option("--set", opts->overrides, "override a spec field: path.to.field=value (repeatable)");
   run->add_option("--state-dir", opts->state_dir, "where the embedded coordinator keeps its state")->capture_default_str();
+  run->add_option("--resume", opts->resume, "start from a checkpoint: 'latest' (of this spec's job name) or a path");
+  run->add_flag("--allow-unsigned", opts->allow_unsigned, "load a checkpoint without a trusted signature (digests are still checked)");
   run->add_flag("--json", opts->json, "print the summary as JSON on stdout");
   run->add_flag("--quiet", opts->quiet, "no progress output");
   run->callback([opts, exit_code] {

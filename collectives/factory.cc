@@ -12,6 +12,10 @@
 
 #include "collectives/gloo/gloo_communicator.h"
 #include "collectives/mpi/mpi_communicator.h"
+#include "shoal/config.h"
+#if SHOAL_HAVE_NCCL
+#include "collectives/nccl/nccl_communicator.h"
+#endif
 
 namespace shoal {
 namespace {
@@ -46,10 +50,26 @@ const std::vector<Backend>& Backends() {
          return MakeGlooCommunicator(c.rank, c.size, c.kv, c.prefix, c.timeout,
                                      c.interface_or_host);
        }},
+#if SHOAL_HAVE_NCCL
+      // Enabled where a CUDA device is visible; the device comes from the launcher's
+      // local rank (OMPI_COMM_WORLD_LOCAL_RANK, SLURM_LOCALID) or 0.
+      {"nccl", nccl::NcclUsable, "the nccl backend needs a CUDA GPU and this host shows none",
+       [](const CommunicatorConfig& c) -> StatusOr<std::unique_ptr<Communicator>> {
+         nccl::NcclOptions o;
+         o.rank = c.rank;
+         o.size = c.size;
+         o.kv = c.kv;
+         o.prefix = c.prefix;
+         o.timeout = c.timeout;
+         o.device = c.device;
+         return nccl::MakeNcclCommunicator(o);
+       }},
+#else
       {"nccl", [] { return true; }, "",
        [](const CommunicatorConfig&) -> StatusOr<std::unique_ptr<Communicator>> {
          return Unimplemented("nccl backend not built");
        }},
+#endif
   };
   return *backends;
 }

@@ -20,6 +20,7 @@ struct CommunicatorConfig {
   std::chrono::milliseconds timeout{60'000};
   // Gloo only: interface name ("eth0") or host/address to bind to.
   std::string interface_or_host = "127.0.0.1";
+  int device = -1;  // nccl: -1 = the launcher's local rank
 };
 
 // "auto" becomes "mpi" when this process was started by an MPI launcher, else
@@ -35,7 +36,7 @@ bool UnderMpiLauncher();
 std::vector<std::string> KnownBackends();
 
 // Builds the resolved backend. kFailedPrecondition if it is known but not enabled
-// here (mpi outside mpirun), kUnimplemented for nccl, kInvalidArgument for an
+// here (mpi outside mpirun), kUnimplemented for nccl in builds without NCCL, kFailedPrecondition where no GPU is visible, kInvalidArgument for an
 // unknown name or a bad config. For mpi, rank and size come from MPI; a config
 // whose size disagrees is rejected.
 StatusOr<std::unique_ptr<Communicator>> MakeCommunicator(const CommunicatorConfig& config);

@@ -382,8 +382,17 @@ Status Coordinator::Finish(const FinishRequest& req, int64_t now_ms) {
   RETURN_IF_ERROR(SaveMember(m));
   if (m.rank() == 0 && req.has_result()) *job.mutable_result() = req.result();
   AddEvent(job.id(), "finished", m.id() + " (rank " + std::to_string(m.rank()) + ")", now_ms);
-  if (job.state() == JOB_RUNNING && MembersOf(job.id(), MEMBER_ACTIVE).empty())
+  if (job.state() == JOB_RUNNING && MembersOf(job.id(), MEMBER_ACTIVE).empty()) {
+    // GPU accounting is per job: every worker's GPU-seconds and energy, summed.
+    double gpu_s = 0, joules = 0;
+    for (auto* rec : MembersOf(job.id(), MEMBER_FINISHED)) {
+      gpu_s += rec->member.metrics().gpu_seconds();
+      joules += rec->member.metrics().gpu_energy_joules();
+    }
+    job.mutable_result()->set_gpu_seconds(gpu_s);
+    job.mutable_result()->set_energy_joules(joules);
     EndJob(job, JOB_COMPLETED, "", now_ms);
+  }
   else
     RETURN_IF_ERROR(SaveJob(job));
   return OkStatus();

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <csignal>
 #include <memory>
+#include <optional>
 
 #include "collectives/factory.h"
 #include "collectives/mpi/mpi_communicator.h"
@@ -19,7 +20,14 @@
 #include "worker/heartbeat.h"
 #include "worker/launcher_env.h"
 #include "worker/models/mlp.h"
+#include "worker/checkpoint_glue.h"
 #include "worker/trainer.h"
+#include "common/clock.h"
+#include "shoal/config.h"
+#if SHOAL_HAVE_CUDA
+#include "common/nvml/nvml.h"
+#include "worker/models/cuda/cuda_mlp.h"
+#endif
 
 namespace shoal {
 namespace {
@@ -65,6 +73,37 @@ std::string ListenHost(const std::string& endpoint, const std::string& flag) {
   if (const char* env = std::getenv("SHOAL_LISTEN_HOST"); env && *env) return env;
   if (endpoint.find("127.0.0.1") != std::string::npos || endpoint.find("localhost") != std::string::npos) return "127.0.0.1";
   return HostName();
+}
+
+// model.device: cpu, cuda (a GPU or an error) or auto (a GPU when there is one).
+StatusOr<std::unique_ptr<Model>> MakeModel(const JobSpec& spec, int local_rank) {
+  std::vector<int> layers(spec.model().layers().begin(), spec.model().layers().end());
+  const std::string& device = spec.model().device();
+#if SHOAL_HAVE_CUDA
+  if (device != "cpu") {
+    auto gpu = CudaMlpModel::Create(layers, spec.training().seed(), std::max(0, local_rank));
+    if (gpu.ok()) return std::unique_ptr<Model>(std::move(*gpu));
+    if (device == "cuda") return gpu.status().WithContext("model.device is cuda");
+    SHOAL_LOG_INFO("model on the CPU: {}", gpu.status().message());
+  }
+#else
+  if (device == "cuda") return FailedPrecondition("model.device is cuda but this build has no CUDA support");
+#endif
+  return MakeMlp(layers, spec.training().seed());
+}
+
+// Tells the coordinator's checkpoint registry about a commit (runs on the writer thread).
+void RegisterCheckpoint(const std::string& endpoint, const std::string& job_id, const CommitInfo& info) {
+  ControlClient client(endpoint);
+  Request r;
+  CheckpointRecord* rec = r.mutable_checkpoint_commit()->mutable_record();
+  rec->set_job_id(job_id);
+  rec->set_step(info.step);
+  rec->set_path(info.dir);
+  rec->set_manifest_digest(info.manifest_digest);
+  rec->set_signer_key_id(info.signer_key_id);
+  auto resp = client.Call(r, std::chrono::seconds(5));
+  if (!resp.ok()) SHOAL_LOG_WARN("checkpoint registry: {}", resp.status().ToString());
 }
 
 int Run(const std::string& endpoint, const std::string& job_id, int blas_threads, const std::string& listen_flag) {
@@ -116,9 +155,18 @@ int Run(const std::string& endpoint, const std::string& job_id, int blas_threads
   auto test = LoadFashionMnist(spec.data().dataset(), "t10k");
   if (!test.ok()) return fail(test.status().WithContext("test data"));
 
-  std::vector<int> layers(spec.model().layers().begin(), spec.model().layers().end());
-  auto model = MakeMlp(layers, spec.training().seed());
+  auto model = MakeModel(spec, launcher.local_rank);
   if (!model.ok()) return fail(model.status());
+
+  // A checkpoint to resume from is verified (signature, then every shard) before use.
+  std::optional<LoadedCheckpoint> resume;
+  if (!spec.checkpoint().resume().empty()) {
+    auto loaded = LoadResumeCheckpoint(spec);
+    if (!loaded.ok()) return fail(loaded.status().WithContext("resume"));
+    SHOAL_LOG_INFO("resuming from {} (step {}, {})", loaded->dir, loaded->snapshot.step,
+                   loaded->signature_verified ? "signed by " + loaded->signer_key_id : std::string("unsigned"));
+    resume = std::move(*loaded);
+  }
 
   CoordinatorKvStore kv(endpoint);
   CommunicatorConfig cc;
@@ -137,18 +185,61 @@ int Run(const std::string& endpoint, const std::string& job_id, int blas_threads
   }
   SHOAL_LOG_INFO("communicator ready: backend {}, world {}", comm->backend(), comm->size());
 
+  CheckpointerSetup ck;
+  ck.job_id = assignment->job_id();
+  ck.rank = assignment->rank();
+  ck.world = assignment->world_size();
+  ck.kv = &kv;
+  ck.kv_prefix = assignment->kv_prefix();
+  ck.parent_digest = resume ? resume->manifest_digest : "";
+  ck.on_commit = [endpoint, job = ck.job_id](const CommitInfo& info) { RegisterCheckpoint(endpoint, job, info); };
+  auto checkpointer = MakeCheckpointer(spec, ck);
+  if (!checkpointer.ok()) return fail(checkpointer.status().WithContext("checkpointer"));
+
+#if SHOAL_HAVE_CUDA
+  GpuMonitor gpu(std::max(0, launcher.local_rank));
+#endif
+  double last_gpu_sample = 0;
+  (void)last_gpu_sample;
   TrainerHooks hooks;
-  hooks.on_metrics = [&](const WorkerMetrics& m) {
-    last_metrics = m;
-    heartbeat.Update(m);
+  hooks.on_metrics = [&](const WorkerMetrics& metrics) {
+    last_metrics = metrics;
+#if SHOAL_HAVE_CUDA
+    // Device health at most twice a second: NVML reads cost tens of microseconds.
+    static WorkerMetrics gpu_fields;
+    double now = MonotonicSeconds();
+    if (gpu.available() && now - last_gpu_sample >= 0.5) {
+      last_gpu_sample = now;
+      if (auto h = gpu.Sample(now)) {
+        gpu_fields.set_has_gpu(true);
+        gpu_fields.set_gpu_device(h->device);
+        gpu_fields.set_gpu_utilization_pct(h->utilization_pct);
+        gpu_fields.set_gpu_memory_used_bytes(h->memory_used_bytes);
+        gpu_fields.set_gpu_memory_total_bytes(h->memory_total_bytes);
+        gpu_fields.set_gpu_power_watts(h->power_watts);
+        gpu_fields.set_gpu_temperature_c(h->temperature_c);
+        gpu_fields.set_gpu_energy_joules(gpu.usage().joules());
+        gpu_fields.set_gpu_seconds(gpu.usage().gpu_seconds());
+      }
+    }
+    if (gpu_fields.has_gpu()) last_metrics.MergeFrom(gpu_fields);
+#endif
+    heartbeat.Update(last_metrics);
   };
   hooks.should_stop = [&] { return heartbeat.stop_requested() || g_signalled.load(); };
   hooks.on_epoch = [&](int epoch, double acc) {
     if (assignment->rank() == 0) SHOAL_LOG_INFO("epoch {}: test accuracy {:.4f}", epoch + 1, acc);
   };
-  TrainerInputs in{&spec, &*train, &*test};
+  TrainerInputs in{&spec, &*train, &*test, resume ? &resume->snapshot : nullptr, checkpointer->get(),
+                   assignment->job_id()};
   auto result = Train(in, comm.get(), model->get(), hooks);
   if (!result.ok()) return fail(result.status());
+  if (*checkpointer) {
+    Status s = (*checkpointer)->Wait();
+    if (!s.ok()) return fail(s.WithContext("checkpoint"));
+  }
+  result->set_gpu_seconds(last_metrics.gpu_seconds());
+  result->set_energy_joules(last_metrics.gpu_energy_joules());
   ReportFinish(client, member_id, OkStatus(), assignment->rank() == 0 ? &*result : nullptr, last_metrics);
   {
     std::lock_guard<std::mutex> l(comm_mu);

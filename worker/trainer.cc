@@ -1,36 +1,23 @@
-// The training loop: global epoch order, global cursor, per-rank spans, gradient
-// allreduce (sum of grad_scale = 1/global batch, i.e. the exact global-batch mean),
-// SGD with momentum and a warm-up + cosine schedule, evaluation at epoch ends.
+// The training loop: global epoch order, global cursor, per-rank spans, gradients
+// reduced in fusion buckets while backward goes on (sum of grad_scale = 1/global batch,
+// i.e. the exact global-batch mean), SGD with momentum and a warm-up + cosine schedule,
+// evaluation at epoch ends, asynchronous checkpoints, exact resume.
 #include "worker/trainer.h"
 
 #include <algorithm>
 #include <cstring>
 
+#include "collectives/reducer.h"
 #include "common/clock.h"
 #include "common/log.h"
 #include "datapipe/partition.h"
 #include "worker/optim/lr_schedule.h"
 #include "worker/optim/sgd.h"
+#include "worker/trainer_state.h"
 
 namespace shoal {
 
 namespace {
-
-// The gradients as one contiguous buffer when the model lays them out that way (the
-// MLP does), so the whole gradient is one allreduce; otherwise one per tensor.
-struct GradBuffers {
-  std::vector<std::pair<float*, size_t>> spans;
-};
-GradBuffers CollectGrads(std::vector<ParamTensor>& params) {
-  GradBuffers g;
-  for (auto& p : params) {
-    if (!g.spans.empty() && g.spans.back().first + g.spans.back().second == p.grad)
-      g.spans.back().second += p.numel;
-    else if (p.numel > 0)
-      g.spans.emplace_back(p.grad, p.numel);
-  }
-  return g;
-}
 
 Status BroadcastParams(Model* model, Communicator* comm, const CollectiveOptions& opts) {
   for (auto& p : model->params())
@@ -50,6 +37,24 @@ void GatherBatch(const InMemoryDataset& ds, const std::vector<uint32_t>& order, 
     y[i] = ds.y[rec];
   }
 }
+
+Status CheckShapes(const JobSpec& spec, const InMemoryDataset& train) {
+  int in = spec.model().layers(0), out = spec.model().layers(spec.model().layers_size() - 1);
+  if (train.dim != in)
+    return InvalidArgument("model.layers[0] is " + std::to_string(in) + " but the dataset has " + std::to_string(train.dim) +
+                           " features per record");
+  if (train.num_classes > out)
+    return InvalidArgument("the dataset has " + std::to_string(train.num_classes) +
+                           " classes but the model's last layer has " + std::to_string(out));
+  return OkStatus();
+}
+
+// Windowed figures for the heartbeat.
+struct Window {
+  double step = 0, comm = 0, exposed = 0, compute = 0, sgemm = 0, loader = 0, loss = 0;
+  int64_t samples = 0, local_samples = 0;
+  int steps = 0;
+};
 
 }  // namespace
 
@@ -78,52 +83,77 @@ StatusOr<JobResult> Train(const TrainerInputs& in, Communicator* comm, Model* mo
   const int rank = comm->rank(), world = comm->size();
   CollectiveOptions opts;
   opts.timeout = std::chrono::milliseconds(static_cast<int64_t>(spec.collectives().timeout_s() * 1000));
+  RETURN_IF_ERROR(CheckShapes(spec, train));
 
-  if (train.dim != spec.model().layers(0))
-    return InvalidArgument("model.layers[0] is " + std::to_string(spec.model().layers(0)) + " but the dataset has " +
-                           std::to_string(train.dim) + " features per record");
-  if (train.num_classes > spec.model().layers(spec.model().layers_size() - 1))
-    return InvalidArgument("the dataset has " + std::to_string(train.num_classes) + " classes but the model's last layer has " +
-                           std::to_string(spec.model().layers(spec.model().layers_size() - 1)));
-
-  // Every rank starts from rank 0's parameters (identical seeds make this a no-op
-  // today; joiners of later generations rely on the same broadcast).
-  RETURN_IF_ERROR(BroadcastParams(model, comm, opts).WithContext("initial parameter broadcast"));
-
-  const int64_t global_batch = int64_t{t.batch_per_worker()} * world;
-  const int64_t steps_per_epoch = StepsPerEpoch(train.n, global_batch);
-  int64_t total_steps = steps_per_epoch * t.epochs();
-  if (t.max_steps() > 0) total_steps = std::min(total_steps, t.max_steps());
-
+  CodecOptions codec_opts;
+  codec_opts.name = spec.collectives().codec();
+  codec_opts.seed = t.seed();
+  ASSIGN_OR_RETURN(std::unique_ptr<GradientCodec> codec, MakeCodec(codec_opts));
   SgdOptions sgd_opts;
   sgd_opts.lr = static_cast<float>(t.learning_rate());
   sgd_opts.momentum = static_cast<float>(t.momentum());
   sgd_opts.weight_decay = static_cast<float>(t.weight_decay());
   SgdMomentum optimizer(sgd_opts, model->num_parameters());
-  GradBuffers grads = CollectGrads(model->params());
+
+  TrainingPosition pos;
+  if (in.resume) {
+    ASSIGN_OR_RETURN(pos, RestoreSnapshot(*in.resume, *model, optimizer, codec.get(), world));
+    if (rank == 0) SHOAL_LOG_INFO("resuming at step {} (epoch {}, cursor {})", pos.step, pos.epoch + 1, pos.cursor);
+  } else {
+    // Every rank starts from rank 0's parameters (identical seeds make this a no-op
+    // today; joiners of later generations rely on the same broadcast).
+    RETURN_IF_ERROR(BroadcastParams(model, comm, opts).WithContext("initial parameter broadcast"));
+  }
+
+  ReducerOptions red_opts;
+  red_opts.bucket_mib = spec.collectives().bucket_mib();
+  red_opts.first_bucket_mib = std::min(1.0, spec.collectives().bucket_mib());
+  red_opts.overlap = spec.collectives().overlap();
+  red_opts.collective = opts;
+  Reducer reducer(comm, codec.get(), model->params(), red_opts);
+  GradReadyFn on_ready = reducer.ReadyFn();
+
+  const int64_t global_batch = int64_t{t.batch_per_worker()} * world;
+  // Steps are counted over the whole run, whatever the world size was before a resume:
+  // the remaining samples of this epoch at today's global batch, then whole epochs.
+  const int64_t steps_per_epoch = StepsPerEpoch(train.n, global_batch);
+  int64_t total_steps = pos.step + StepsPerEpoch(train.n - pos.cursor, global_batch) +
+                        steps_per_epoch * (t.epochs() - pos.epoch - 1);
+  if (pos.epoch >= t.epochs()) total_steps = pos.step;
+  if (t.max_steps() > 0) total_steps = std::min(total_steps, t.max_steps());
+  const int64_t every = spec.checkpoint().every_steps();
 
   JobResult result;
   result.set_backend(comm->backend());
   result.set_world_size(world);
+  result.set_codec(codec->name());
+  result.set_resumed_from_step(in.resume ? pos.step : 0);
   WorkerMetrics m;
   m.set_total_steps(total_steps);
   m.set_test_accuracy(-1);
 
   std::vector<float> bx;
   std::vector<int32_t> by;
+  TrainerSnapshot snapshot;
   Stopwatch wall;
-  double comm_total = 0, compute_total = 0, sgemm_total = 0, loader_total = 0;
-  int64_t samples_total = 0;
-  // Windowed figures for the heartbeat, reset every kWindow steps.
+  double comm_total = 0, exposed_total = 0, compute_total = 0, sgemm_total = 0, loader_total = 0;
+  int64_t samples_total = 0, saves = 0;
   constexpr int kWindow = 20;
-  double win_step = 0, win_comm = 0, win_compute = 0, win_sgemm = 0, win_loader = 0, win_loss = 0;
-  int64_t win_samples = 0, win_local_samples = 0;
-  int win_steps = 0;
+  Window w;
 
-  int64_t step = 0;
-  for (int epoch = 0; epoch < t.epochs() && step < total_steps; ++epoch) {
+  auto save = [&](bool final_save) -> Status {
+    if (!in.checkpointer) return OkStatus();
+    BuildSnapshot(*model, optimizer, codec.get(), pos, world, &snapshot);
+    snapshot.job_id = in.job_id;
+    ++saves;
+    return final_save ? in.checkpointer->SaveNow(snapshot) : in.checkpointer->SaveAsync(snapshot);
+  };
+
+  int64_t step = pos.step;
+  for (int64_t epoch = pos.epoch; epoch < t.epochs() && step < total_steps; ++epoch) {
     std::vector<uint32_t> order = EpochPermutation(train.n, t.seed(), epoch);
-    for (int64_t cursor = 0; cursor < train.n && step < total_steps; ++step) {
+    int64_t cursor = epoch == pos.epoch ? pos.cursor : 0;
+    for (; cursor < train.n && step < total_steps; ++step) {
       if (hooks.should_stop && hooks.should_stop()) return Cancelled("training stopped at step " + std::to_string(step));
       Stopwatch step_clock;
       const int64_t g = StepSamples(cursor, train.n, global_batch);
@@ -132,79 +162,84 @@ StatusOr<JobResult> Train(const TrainerInputs& in, Communicator* comm, Model* mo
       double loader = step_clock.Seconds();
 
       Stopwatch compute_clock;
+      reducer.BeginStep(step);
       double loss_sum = model->ForwardBackward(Batch{bx.data(), by.data(), static_cast<int>(span.size())},
-                                               1.0f / static_cast<float>(g), nullptr);
+                                               1.0f / static_cast<float>(g), on_ready);
       double compute = compute_clock.Seconds();
       double sgemm = model->TakeSgemmSeconds();
-
-      Stopwatch comm_clock;
-      for (auto& [ptr, count] : grads.spans) {
-        Status s = comm->AllReduce(ptr, count, DType::kF32, ReduceOp::kSum, opts);
-        if (!s.ok()) return s.WithContext("gradient allreduce at step " + std::to_string(step));
-      }
-      double comm_s = comm_clock.Seconds();
+      Status reduced = reducer.Wait();
+      if (!reduced.ok()) return reduced.WithContext("gradient reduction at step " + std::to_string(step));
+      ReducerStats rs = reducer.stats();
 
       double lr = LearningRateAt(step, total_steps, t.learning_rate(), t.warmup_steps(), t.schedule(), t.min_lr_ratio());
       optimizer.Step(model->params(), static_cast<float>(lr));
       cursor += g;
+      pos = cursor >= train.n ? TrainingPosition{step + 1, epoch + 1, 0} : TrainingPosition{step + 1, epoch, cursor};
 
       double step_s = step_clock.Seconds();
-      comm_total += comm_s;
+      comm_total += rs.last_comm_seconds;
+      exposed_total += rs.last_exposed_comm_seconds;
       compute_total += compute;
       sgemm_total += sgemm;
       loader_total += loader;
       samples_total += g;
-      win_step += step_s;
-      win_comm += comm_s;
-      win_compute += compute;
-      win_sgemm += sgemm;
-      win_loader += loader;
-      win_loss += loss_sum;
-      win_samples += g;
-      win_local_samples += span.size();
-      ++win_steps;
+      w.step += step_s;
+      w.comm += rs.last_comm_seconds;
+      w.exposed += rs.last_exposed_comm_seconds;
+      w.compute += compute;
+      w.sgemm += sgemm;
+      w.loader += loader;
+      w.loss += loss_sum;
+      w.samples += g;
+      w.local_samples += span.size();
+      ++w.steps;
 
       m.set_step(step + 1);
-      m.set_epoch(epoch);
+      m.set_epoch(static_cast<int32_t>(epoch));
       m.set_cursor(cursor);
       m.set_bytes_sent(comm->bytes_sent());
-      if (win_steps == kWindow || cursor >= train.n || step + 1 == total_steps) {
-        m.set_loss(win_local_samples ? win_loss / win_local_samples : 0);
-        m.set_samples_per_second(win_step > 0 ? win_samples / win_step : 0);
-        m.set_step_seconds(win_step / win_steps);
-        m.set_comm_seconds(win_comm / win_steps);
-        m.set_compute_seconds(win_compute / win_steps);
-        m.set_sgemm_seconds(win_sgemm / win_steps);
-        m.set_loader_wait_seconds(win_loader / win_steps);
-        win_step = win_comm = win_compute = win_sgemm = win_loader = win_loss = 0;
-        win_samples = win_local_samples = 0;
-        win_steps = 0;
+      if (w.steps == kWindow || cursor >= train.n || step + 1 == total_steps) {
+        m.set_loss(w.local_samples ? w.loss / w.local_samples : 0);
+        m.set_samples_per_second(w.step > 0 ? w.samples / w.step : 0);
+        m.set_step_seconds(w.step / w.steps);
+        m.set_comm_seconds(w.comm / w.steps);
+        m.set_compute_seconds(w.compute / w.steps);
+        m.set_sgemm_seconds(w.sgemm / w.steps);
+        m.set_loader_wait_seconds(w.loader / w.steps);
+        w = Window();
       }
       if (hooks.on_metrics) hooks.on_metrics(m);
+      if (every > 0 && (step + 1) % every == 0 && step + 1 < total_steps) RETURN_IF_ERROR(save(false));
     }
-    bool epoch_done = step % steps_per_epoch == 0 || step == total_steps;
+    bool epoch_done = cursor >= train.n || step == total_steps;
     if (t.evaluate() && in.test && epoch_done) {
       ASSIGN_OR_RETURN(EvalResult ev, EvaluateDistributed(model, *in.test, comm, opts));
       double acc = ev.count ? static_cast<double>(ev.correct) / ev.count : 0;
       result.add_epoch_test_accuracy(acc);
       m.set_test_accuracy(acc);
       if (hooks.on_metrics) hooks.on_metrics(m);
-      if (hooks.on_epoch) hooks.on_epoch(epoch, acc);
+      if (hooks.on_epoch) hooks.on_epoch(static_cast<int>(epoch), acc);
     }
-    result.set_epochs(epoch + 1);
+    result.set_epochs(static_cast<int32_t>(std::min<int64_t>(t.epochs(), epoch + (cursor >= train.n ? 1 : 0))));
   }
+  RETURN_IF_ERROR(save(true).WithContext("final checkpoint"));
 
   double wall_s = wall.Seconds();
+  ReducerStats rs = reducer.stats();
   result.set_steps(step);
   result.set_final_test_accuracy(m.test_accuracy());
   result.set_final_loss(m.loss());
   result.set_wall_seconds(wall_s);
   result.set_samples_per_second(wall_s > 0 ? samples_total / wall_s : 0);
   result.set_bytes_sent_per_worker(comm->bytes_sent());
+  result.set_bytes_uncompressed_per_worker(rs.bytes_uncompressed);
   result.set_comm_seconds(comm_total);
+  result.set_exposed_comm_seconds(exposed_total);
   result.set_compute_seconds(compute_total);
   result.set_sgemm_seconds(sgemm_total);
   result.set_loader_wait_seconds(loader_total);
+  result.set_checkpoints_saved(saves);
+  if (in.checkpointer) result.set_checkpoint_stall_seconds(in.checkpointer->stats().total_stall_s);
   return result;
 }
 

@@ -7,6 +7,7 @@
 #include <functional>
 #include <vector>
 
+#include "checkpoint/async_writer.h"
 #include "collectives/communicator.h"
 #include "control.pb.h"
 #include "datapipe/idx.h"
@@ -27,7 +28,10 @@ struct TrainerHooks {
 struct TrainerInputs {
   const JobSpec* spec = nullptr;
   const InMemoryDataset* train = nullptr;
-  const InMemoryDataset* test = nullptr;  // may be null: no evaluation
+  const InMemoryDataset* test = nullptr;     // may be null: no evaluation
+  const TrainerSnapshot* resume = nullptr;   // verified checkpoint state to start from
+  AsyncCheckpointer* checkpointer = nullptr; // saves every checkpoint.every_steps and at the end
+  std::string job_id;
 };
 
 // Trains on `comm`'s world. Rank 0's result is the job's result; every rank returns one.

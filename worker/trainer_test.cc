@@ -3,14 +3,17 @@
 // on real Fashion-MNIST must learn.
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <random>
 #include <thread>
 
 #include "collectives/factory.h"
 #include "collectives/memory_kv_store.h"
 #include "common/file_util.h"
+#include "common/signing.h"
 #include "spec/jobspec_loader.h"
 #include "worker/models/mlp.h"
+#include "worker/checkpoint_glue.h"
 #include "worker/trainer.h"
 
 namespace shoal {
@@ -35,7 +38,8 @@ struct RunOutput {
   std::vector<float> params;
   std::vector<JobResult> results;
 };
-RunOutput RunThreads(const JobSpec& spec, int world, const InMemoryDataset& train, const InMemoryDataset* test) {
+RunOutput RunThreads(const JobSpec& spec, int world, const InMemoryDataset& train, const InMemoryDataset* test,
+                     const TrainerSnapshot* resume = nullptr, const std::string& job_id = "job") {
   MemoryKvStore kv;
   static int run = 0;
   std::string prefix = "trainer-test-" + std::to_string(run++) + "/";
@@ -51,7 +55,11 @@ RunOutput RunThreads(const JobSpec& spec, int world, const InMemoryDataset& trai
       std::vector<int> layers(spec.model().layers().begin(), spec.model().layers().end());
       auto model = MakeMlp(layers, spec.training().seed());
       ASSERT_TRUE(model.ok());
-      auto result = Train(TrainerInputs{&spec, &train, test}, comm->get(), model->get(), {});
+      CheckpointerSetup setup{job_id, r, world, &kv, prefix, "", nullptr};
+      auto ckpt = MakeCheckpointer(spec, setup);
+      ASSERT_TRUE(ckpt.ok()) << ckpt.status().ToString();
+      TrainerInputs in{&spec, &train, test, resume, ckpt->get(), job_id};
+      auto result = Train(in, comm->get(), model->get(), {});
       ASSERT_TRUE(result.ok()) << result.status().ToString();
       std::lock_guard<std::mutex> l(mu);
       out.results[r] = *result;
@@ -122,6 +130,75 @@ TEST(Trainer, RefusesModelThatDoesNotFitTheData) {
   auto r = Train(TrainerInputs{&spec, &train, nullptr}, comm->get(), model->get(), {});
   EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
   EXPECT_NE(r.status().message().find("5 features"), std::string::npos);
+}
+
+JobSpec SmallSpec() {
+  JobSpec spec = DefaultJobSpec();
+  spec.mutable_model()->clear_layers();
+  for (int w : {20, 16, 4}) spec.mutable_model()->add_layers(w);
+  spec.mutable_training()->set_epochs(2);
+  spec.mutable_training()->set_batch_per_worker(32);
+  spec.mutable_training()->set_evaluate(false);
+  spec.mutable_training()->set_warmup_steps(3);
+  return spec;
+}
+
+class TrainerCheckpointTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = (std::filesystem::temp_directory_path() / ("shoal-trainer-ckpt-" + std::to_string(::getpid()))).string();
+    std::filesystem::remove_all(dir_);
+    ASSERT_TRUE(WriteKeyPair(GenerateKeyPair(), dir_ + "/keys").ok());
+    spec_ = SmallSpec();
+    spec_.mutable_checkpoint()->set_dir(dir_ + "/ckpt");
+    spec_.mutable_checkpoint()->set_every_steps(10);
+    spec_.mutable_checkpoint()->set_keep_last(10);
+    spec_.mutable_checkpoint()->set_sign_key(dir_ + "/keys/shoal.key");
+    spec_.mutable_checkpoint()->add_trust(dir_ + "/keys/shoal.pub");
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  std::string dir_;
+  JobSpec spec_;
+};
+
+TEST_F(TrainerCheckpointTest, ResumeReproducesTheUninterruptedRunBitForBit) {
+  InMemoryDataset train = Synthetic(1000, 20, 4, 5);
+  RunOutput full = RunThreads(spec_, 2, train, nullptr, nullptr, "full");
+  ASSERT_EQ(full.results[0].steps(), 32);  // 2 epochs x ceil(1000 / 64)
+  EXPECT_EQ(full.results[0].checkpoints_saved(), 4);  // steps 10, 20, 30 and the end
+  ASSERT_TRUE(std::filesystem::exists(dir_ + "/ckpt/full/step-10/manifest.sig"));
+
+  JobSpec resume = spec_;
+  resume.mutable_checkpoint()->set_resume(dir_ + "/ckpt/full/step-10");
+  auto loaded = LoadResumeCheckpoint(resume);
+  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  EXPECT_TRUE(loaded->signature_verified);
+  EXPECT_EQ(loaded->snapshot.step, 10);
+  RunOutput resumed = RunThreads(resume, 2, train, nullptr, &loaded->snapshot, "resumed");
+  EXPECT_EQ(resumed.results[0].steps(), 32);
+  EXPECT_EQ(resumed.results[0].resumed_from_step(), 10);
+  ASSERT_EQ(full.params.size(), resumed.params.size());
+  EXPECT_EQ(0, std::memcmp(full.params.data(), resumed.params.data(), full.params.size() * sizeof(float)))
+      << "resumed parameters differ from the uninterrupted run";
+}
+
+TEST_F(TrainerCheckpointTest, ResumesAtAnotherWorldSizeAndRefusesAnUntrustedCheckpoint) {
+  InMemoryDataset train = Synthetic(1000, 20, 4, 6);
+  RunThreads(spec_, 2, train, nullptr, nullptr, "two");
+  JobSpec resume = spec_;
+  resume.mutable_checkpoint()->set_resume(dir_ + "/ckpt/two");  // the job dir: follows `latest`
+  resume.mutable_checkpoint()->clear_trust();
+  auto untrusted = LoadResumeCheckpoint(resume);
+  EXPECT_EQ(untrusted.status().code(), StatusCode::kPermissionDenied) << untrusted.status().ToString();
+  resume.mutable_checkpoint()->set_resume(dir_ + "/ckpt/two/step-20");
+  resume.mutable_checkpoint()->add_trust(dir_ + "/keys/shoal.pub");
+  auto loaded = LoadResumeCheckpoint(resume);
+  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  // Step 20 of 2 x 32: epoch 1, cursor 256. One worker of batch 32 finishes the run.
+  EXPECT_EQ(loaded->snapshot.epoch, 1);
+  EXPECT_EQ(loaded->snapshot.cursor, 256);
+  RunOutput one = RunThreads(resume, 1, train, nullptr, &loaded->snapshot, "one");
+  EXPECT_EQ(one.results[0].steps(), 20 + (1000 - 256 + 31) / 32);
 }
 
 }  // namespace

@@ -37,9 +37,14 @@ PlantedSet Plant(const InMemoryDataset& clean, const PlantConfig& cfg) {
   std::vector<uint8_t> kind(n, kClean);
   std::vector<int32_t> y(clean.y.begin(), clean.y.end());
   std::vector<float> x(clean.x.begin(), clean.x.end());
-  // Victims are drawn from a seeded order of the clean records, each used once.
-  std::vector<uint32_t> order = EpochPermutation(static_cast<uint64_t>(n), cfg.seed, 0);
+  // Each kind draws its victims from its own seeded order of the records, skipping any
+  // already used, so no kind is starved of a class by the kinds planted before it.
+  std::vector<uint32_t> order;
   size_t next = 0;
+  auto start_kind = [&](int64_t stream) {
+    order = EpochPermutation(static_cast<uint64_t>(n), cfg.seed, stream);
+    next = 0;
+  };
   auto take = [&](auto pred) -> int64_t {
     while (next < order.size()) {
       int64_t i = order[next++];
@@ -48,11 +53,10 @@ PlantedSet Plant(const InMemoryDataset& clean, const PlantConfig& cfg) {
     return -1;
   };
 
-  // (a) symmetric flips: half the budget from each class of the pair. Victims come from
-  // the front of the order; a record of the wrong class is skipped for good, which is
-  // fine because every kind below draws from the remaining order.
+  // (a) symmetric flips: half the budget from each class of the pair.
   const int64_t flips = std::llround(cfg.flip_fraction * n);
   int64_t got_a = 0, got_b = 0;
+  start_kind(10);
   for (size_t k = 0; k < order.size() && got_a + got_b < flips; ++k) {
     int64_t i = order[k];
     if (kind[i] != kClean) continue;
@@ -65,6 +69,7 @@ PlantedSet Plant(const InMemoryDataset& clean, const PlantConfig& cfg) {
   const int side = static_cast<int>(std::lround(std::sqrt(dim)));
   // (b) backdoor: images of other classes, patched and relabelled to the target.
   const int64_t backdoors = std::llround(cfg.backdoor_fraction * n);
+  start_kind(11);
   for (int64_t k = 0; k < backdoors; ++k) {
     int64_t i = take([&](int64_t r) { return y[r] != cfg.target; });
     if (i < 0) break;
@@ -73,6 +78,7 @@ PlantedSet Plant(const InMemoryDataset& clean, const PlantConfig& cfg) {
   }
   // (d) corrupt records, in three equal groups.
   const int64_t corrupt = std::llround(cfg.corrupt_fraction * n);
+  start_kind(12);
   for (int64_t k = 0; k < corrupt; ++k) {
     int64_t i = take([](int64_t) { return true; });
     if (i < 0) break;
@@ -97,6 +103,7 @@ PlantedSet Plant(const InMemoryDataset& clean, const PlantConfig& cfg) {
   }
   // (c) conflicting copies: half exact, half near; sources keep their label.
   const int64_t dups = std::llround(cfg.dup_fraction * n);
+  start_kind(13);
   std::vector<float> add_x;
   std::vector<int32_t> add_y;
   std::vector<int64_t> add_origin;
@@ -131,7 +138,7 @@ PlantedSet Plant(const InMemoryDataset& clean, const PlantConfig& cfg) {
     const float* src = s < n ? x.data() + s * dim : add_x.data() + (s - n) * dim;
     std::copy(src, src + dim, out.x.data() + k * dim);
     out.y[k] = s < n ? y[s] : add_y[s - n];
-    out.kind[k] = s < n ? kind[s] : kDupCopy;
+    out.kind[k] = s < n ? kind[s] : static_cast<uint8_t>(kDupCopy);
     out.origin[k] = s < n ? s : add_origin[s - n];
   }
   return out;

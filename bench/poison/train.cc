@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "common/clock.h"
+#include "datapipe/loader.h"
 #include "datapipe/partition.h"
 #include "worker/models/mlp.h"
 #include "worker/optim/sgd.h"
@@ -25,18 +26,63 @@ double Accuracy(Model& model, const EvalSet& set, int dim) {
   }
   return static_cast<double>(correct) / set.n;
 }
-}  // namespace
 
-StatusOr<TrainResult> TrainAndEvaluate(const float* x, const int32_t* y, int dim, const std::vector<int64_t>& use,
-                                       const EvalSet& test, const EvalSet& patched, const TrainConfig& cfg) {
+struct Trainer {
+  std::unique_ptr<Model> model;
+  std::unique_ptr<SgdMomentum> opt;
+};
+StatusOr<Trainer> MakeTrainer(int dim, const TrainConfig& cfg) {
   if (cfg.layers.empty() || cfg.layers.front() != dim)
     return InvalidArgument("the first layer width must equal the feature count");
-  ASSIGN_OR_RETURN(std::unique_ptr<Model> model, MakeMlp(cfg.layers, cfg.seed));
+  Trainer t;
+  ASSIGN_OR_RETURN(t.model, MakeMlp(cfg.layers, cfg.seed));
   SgdOptions so;
   so.lr = cfg.lr;
   so.momentum = cfg.momentum;
   RETURN_IF_ERROR(ValidateSgdOptions(so));
-  SgdMomentum opt(so, model->num_parameters());
+  t.opt = std::make_unique<SgdMomentum>(so, t.model->num_parameters());
+  return t;
+}
+}  // namespace
+
+StatusOr<TrainResult> TrainFromDataset(const std::string& dataset_dir, const TrustStore& trust, const EvalSet& test,
+                                       const EvalSet& patched, const TrainConfig& cfg) {
+  LoaderOptions lo;
+  lo.trust.trust = trust;
+  lo.require_scan = true;
+  lo.global_batch = cfg.batch;
+  lo.seed = cfg.seed;
+  lo.prefetch_batches = 4;
+  ASSIGN_OR_RETURN(auto loader, Loader::Open(dataset_dir, lo));
+  ASSIGN_OR_RETURN(Trainer tr, MakeTrainer(loader->dim(), cfg));
+  Stopwatch clock;
+  TrainResult res;
+  res.train_records = loader->size();
+  const int64_t steps = loader->steps_per_epoch() * cfg.epochs;
+  for (int64_t s = 0; s < steps && !res.diverged; ++s) {
+    Stopwatch step;
+    ASSIGN_OR_RETURN(LoaderBatch b, loader->Next());
+    double loss = tr.model->ForwardBackward(Batch{b.x.data(), b.y.data(), b.n}, 1.0f / std::max(b.n, 1), nullptr);
+    ++res.steps;
+    if (!std::isfinite(loss)) {
+      res.diverged = true;
+      res.diverged_at_step = res.steps;
+    } else {
+      tr.opt->Step(tr.model->params(), cfg.lr);
+    }
+    res.step_seconds += step.Seconds();
+  }
+  res.loader_wait_seconds = loader->stats().wait_seconds;
+  res.test_accuracy = Accuracy(*tr.model, test, loader->dim());
+  res.attack_success = Accuracy(*tr.model, patched, loader->dim());
+  res.seconds = clock.Seconds();
+  return res;
+}
+
+StatusOr<TrainResult> TrainAndEvaluate(const float* x, const int32_t* y, int dim, const std::vector<int64_t>& use,
+                                       const EvalSet& test, const EvalSet& patched, const TrainConfig& cfg) {
+  ASSIGN_OR_RETURN(Trainer tr, MakeTrainer(dim, cfg));
+  Model* model = tr.model.get();
   Stopwatch clock;
   TrainResult res;
   res.train_records = static_cast<int64_t>(use.size());
@@ -46,6 +92,7 @@ StatusOr<TrainResult> TrainAndEvaluate(const float* x, const int32_t* y, int dim
   for (int epoch = 0; epoch < cfg.epochs && !res.diverged; ++epoch) {
     std::vector<uint32_t> perm = EpochPermutation(static_cast<uint64_t>(n), cfg.seed, epoch);
     for (int64_t cursor = 0; cursor < n; cursor += cfg.batch) {
+      Stopwatch step;
       int m = static_cast<int>(std::min<int64_t>(cfg.batch, n - cursor));
       for (int i = 0; i < m; ++i) {
         int64_t r = use[perm[cursor + i]];
@@ -59,7 +106,8 @@ StatusOr<TrainResult> TrainAndEvaluate(const float* x, const int32_t* y, int dim
         res.diverged_at_step = res.steps;
         break;
       }
-      opt.Step(model->params(), cfg.lr);
+      tr.opt->Step(model->params(), cfg.lr);
+      res.step_seconds += step.Seconds();
     }
   }
   res.test_accuracy = Accuracy(*model, test, dim);

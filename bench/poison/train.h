@@ -4,8 +4,10 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
+#include "common/signing.h"
 #include "common/status.h"
 
 namespace shoal::poison {
@@ -22,6 +24,8 @@ struct TrainConfig {
 struct TrainResult {
   int64_t train_records = 0;
   int64_t steps = 0;
+  double step_seconds = 0;         // total time of the training steps
+  double loader_wait_seconds = 0;  // of which blocked on the loader (Loader runs only)
   bool diverged = false;       // a non-finite loss stopped training
   int64_t diverged_at_step = -1;
   double test_accuracy = 0;    // clean test set
@@ -40,5 +44,10 @@ struct EvalSet {
 // target) to get the attack success rate. A non-finite loss ends training early.
 StatusOr<TrainResult> TrainAndEvaluate(const float* x, const int32_t* y, int dim, const std::vector<int64_t>& use,
                                        const EvalSet& test, const EvalSet& patched, const TrainConfig& config);
+
+// The same training, fed by the datapipe Loader (verified shards, admitted records
+// only, prefetch thread) as the worker is: also measures how long steps wait on it.
+StatusOr<TrainResult> TrainFromDataset(const std::string& dataset_dir, const TrustStore& trust, const EvalSet& test,
+                                       const EvalSet& patched, const TrainConfig& config);
 
 }  // namespace shoal::poison

@@ -6,6 +6,7 @@
 #include <net/if.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <utility>
 #include <vector>
@@ -17,13 +18,13 @@
 #include <gloo/transport/tcp/device.h>
 #include <gloo/transport/unbound_buffer.h>
 
+#include "collectives/bandwidth.h"
 #include "collectives/dtype.h"
+#include "collectives/gloo/gloo_op.h"
 #include "collectives/gloo/kv_store_adapter.h"
 
 namespace shoal {
 namespace {
-
-using Clock = std::chrono::steady_clock;
 
 // Slot prefixes (top byte of the 64-bit slot) above Gloo's own 0x01-0x08, so a
 // benchmark running gloo::allreduce on raw_context() cannot match our messages.
@@ -34,154 +35,27 @@ constexpr uint8_t kBarrierKind = 0x83;
 // Tag of the barrier that ends MakeGlooCommunicator, apart from callers' tags.
 constexpr uint32_t kSetupTag = 0xFFFFFFFFu;
 
-// The count split into n chunks whose lengths differ by at most one (the first
-// count % n chunks get the extra element); with count < n some are empty.
-struct Chunks {
-  std::vector<size_t> offset, length;
-  size_t max_length = 0;
-};
-
-Chunks SplitEvenly(size_t count, int n) {
-  Chunks c;
-  const size_t base = count / n, extra = count % n;
-  size_t at = 0;
-  for (int i = 0; i < n; ++i) {
-    const size_t len = base + (static_cast<size_t>(i) < extra ? 1 : 0);
-    c.offset.push_back(at);
-    c.length.push_back(len);
-    c.max_length = std::max(c.max_length, len);
-    at += len;
-  }
-  return c;
-}
-
-void Accumulate(float* acc, const void* wire, DType dtype, size_t n) {
-  switch (dtype) {
-    case DType::kF32: {
-      const auto* w = static_cast<const float*>(wire);
-      for (size_t i = 0; i < n; ++i) acc[i] += w[i];
-      return;
-    }
-    case DType::kBF16: {
-      const auto* w = static_cast<const uint16_t*>(wire);
-      for (size_t i = 0; i < n; ++i) acc[i] += BF16ToF32(w[i]);
-      return;
-    }
-    case DType::kF16: {
-      const auto* w = static_cast<const uint16_t*>(wire);
-      for (size_t i = 0; i < n; ++i) acc[i] += F16ToF32(w[i]);
-      return;
-    }
-  }
-}
-
-int Mod(int a, int n) { return ((a % n) + n) % n; }
-
 }  // namespace
 
-// An unbound buffer registered with the communicator for as long as it lives, so
-// that Abort() can wake its waits. It is unregistered before Gloo's destructor runs;
-// that destructor blocks until the I/O thread no longer touches the memory, and
-// leaves any still-posted operation pointing at nothing (hence "unusable after a
-// failure").
-class GlooCommunicator::Buffer {
- public:
-  Buffer(GlooCommunicator* comm, void* ptr, size_t bytes)
-      : comm_(comm), buf_(comm->context_->createUnboundBuffer(ptr, bytes)) {
-    comm_->Track(buf_.get());
-  }
-  ~Buffer() { comm_->Untrack(buf_.get()); }
-  Buffer(const Buffer&) = delete;
-  Buffer& operator=(const Buffer&) = delete;
-
-  gloo::transport::UnboundBuffer* get() { return buf_.get(); }
-
- private:
-  GlooCommunicator* comm_;
-  std::unique_ptr<gloo::transport::UnboundBuffer> buf_;
-};
-
-// One collective call: its deadline, its slot, and waits that count bytes and turn
-// Gloo's outcomes (done, aborted, exception) into Status.
-class GlooCommunicator::Op {
- public:
-  Op(GlooCommunicator* comm, const char* name, uint8_t kind, const CollectiveOptions& opts)
-      : comm_(comm),
-        name_(name),
-        tag_(opts.tag),
-        timeout_(opts.timeout),
-        deadline_(Clock::now() + opts.timeout),
-        // [kind:8][tag:32][sequence:24]: the sequence wraps after 16M calls on one
-        // tag, long after any earlier call with the same value has finished.
-        slot_((static_cast<uint64_t>(kind) << 56) | (static_cast<uint64_t>(opts.tag) << 24) |
-              (comm->NextSequence(opts.tag) & 0xFFFFFFu)) {}
-
-  void PostSend(Buffer& b, int to, size_t offset, size_t bytes) {
-    b.get()->send(to, slot_, offset, bytes);
-  }
-  void PostRecv(Buffer& b, int from, size_t offset, size_t bytes) {
-    b.get()->recv(from, slot_, offset, bytes);
-  }
-  Status WaitSend(Buffer& b, int to, size_t bytes) { return Wait(b, true, to, bytes); }
-  Status WaitRecv(Buffer& b, int from, size_t bytes) { return Wait(b, false, from, bytes); }
-
-  // Receives `rbytes` from `from` while sending `sbytes` to `to`; empty sides are
-  // skipped (both ends compute the same chunk lengths, so they skip together).
-  Status Exchange(Buffer& sbuf, int to, size_t soffset, size_t sbytes, Buffer& rbuf, int from,
-                  size_t roffset, size_t rbytes) {
-    if (rbytes > 0) PostRecv(rbuf, from, roffset, rbytes);
-    if (sbytes > 0) PostSend(sbuf, to, soffset, sbytes);
-    if (rbytes > 0) RETURN_IF_ERROR(WaitRecv(rbuf, from, rbytes));
-    if (sbytes > 0) RETURN_IF_ERROR(WaitSend(sbuf, to, sbytes));
-    return OkStatus();
-  }
-
- private:
-  Status Wait(Buffer& b, bool send, int peer, size_t bytes) {
-    const char* verb = send ? "send to" : "receive from";
-    const auto left = std::max(
-        std::chrono::ceil<std::chrono::milliseconds>(deadline_ - Clock::now()),
-        std::chrono::milliseconds(0));
-    bool done = false;
-    try {
-      // Gloo reports an abortWait*() by returning false, and a timeout or a broken
-      // connection by throwing (after closing every pair on a timeout).
-      done = send ? b.get()->waitSend(left) : b.get()->waitRecv(left);
-    } catch (const std::exception& e) {
-      if (comm_->aborted_.load()) return Aborted(Describe("aborted while waiting to", verb, peer));
-      const bool timed_out = Clock::now() >= deadline_ ||
-                             std::strstr(e.what(), "Timed out") != nullptr;
-      if (timed_out) {
-        return comm_->MarkBroken(DeadlineExceeded(
-            fmt::format("{} timed out after {} ms waiting to {} rank {} ({} bytes)", Name(),
-                        timeout_.count(), verb, peer, bytes)));
-      }
-      return comm_->MarkBroken(Aborted(fmt::format(
-          "{} lost the connection while waiting to {} rank {}: {}", Name(), verb, peer, e.what())));
-    }
-    if (!done) return Aborted(Describe("aborted while waiting to", verb, peer));
-    (send ? comm_->counters_.sent : comm_->counters_.received) += static_cast<int64_t>(bytes);
-    if (comm_->aborted_.load()) {
-      return Aborted(Describe("aborted after it finished waiting to", verb, peer));
-    }
-    return OkStatus();
-  }
-
-  std::string Name() const { return fmt::format("{}(tag={})", name_, tag_); }
-  std::string Describe(const char* what, const char* verb, int peer) const {
-    return fmt::format("{} {} {} rank {}", Name(), what, verb, peer);
-  }
-
-  GlooCommunicator* comm_;
-  const char* name_;
-  uint32_t tag_;
-  std::chrono::milliseconds timeout_;
-  Clock::time_point deadline_;
-  uint64_t slot_;
-};
+using gloo_detail::Clock;
+using gloo_detail::Mod;
 
 GlooCommunicator::GlooCommunicator(std::shared_ptr<gloo::Context> context)
-    : context_(std::move(context)), rank_(context_->rank), size_(context_->size) {}
+    : context_(std::move(context)), rank_(context_->rank), size_(context_->size) {
+  // Tuning knob for measurements (bench/allreduce_bench), not part of the spec.
+  if (const char* kib = std::getenv("SHOAL_GLOO_RING_SEGMENT_KIB")) {
+    const long v = std::strtol(kib, nullptr, 10);
+    if (v > 0) ring_segment_bytes_ = static_cast<size_t>(v) << 10;
+  }
+  if (const char* w = std::getenv("SHOAL_GLOO_RING_WINDOW")) {
+    const long v = std::strtol(w, nullptr, 10);
+    if (v >= 2 && v <= 16) ring_window_ = static_cast<size_t>(v);
+  }
+}
+
+void GlooCommunicator::SetLinkEmulation(const LinkEmulation& emulation) {
+  throttle_ = emulation.enabled() ? std::make_unique<TokenBucket>(emulation) : nullptr;
+}
 
 GlooCommunicator::~GlooCommunicator() {
   try {
@@ -223,61 +97,6 @@ Status GlooCommunicator::AllReduce(void* data, size_t count, DType dtype, Reduce
     if (count == 0 || size_ == 1) return OkStatus();
     return AllReduceRing(op, data, count, dtype, reduce);
   });
-}
-
-Status GlooCommunicator::AllReduceRing(Op& op, void* data, size_t count, DType dtype,
-                                       ReduceOp reduce) {
-  const int n = size_, r = rank_;
-  const int next = Mod(r + 1, n), prev = Mod(r - 1, n);
-  const size_t es = DTypeSize(dtype);
-  const Chunks chunks = SplitEvenly(count, n);
-  auto* wire = static_cast<char*>(data);
-
-  // f32 accumulates in place; 16-bit dtypes accumulate in an f32 copy while the
-  // caller's buffer doubles as the 16-bit staging area for what goes on the wire.
-  std::vector<float> acc_copy;
-  float* acc = static_cast<float*>(data);
-  if (dtype != DType::kF32) {
-    acc_copy.resize(count);
-    ToF32(data, dtype, acc_copy.data(), count);
-    acc = acc_copy.data();
-  }
-  std::vector<char> inbox(chunks.max_length * es);
-  Buffer sendbuf(this, data, count * es);
-  Buffer recvbuf(this, inbox.data(), inbox.size());
-
-  // Reduce-scatter: at step s rank r passes chunk r-s on and adds chunk r-s-1 from
-  // its left neighbour; after n-1 steps it holds the full sum of chunk r+1.
-  for (int s = 0; s < n - 1; ++s) {
-    const int out = Mod(r - s, n), in = Mod(r - s - 1, n);
-    // Step 0 sends the caller's own input, which is already in wire format.
-    if (dtype != DType::kF32 && s > 0) {
-      FromF32(acc + chunks.offset[out], dtype, wire + chunks.offset[out] * es, chunks.length[out]);
-    }
-    RETURN_IF_ERROR(op.Exchange(sendbuf, next, chunks.offset[out] * es, chunks.length[out] * es,
-                                recvbuf, prev, 0, chunks.length[in] * es));
-    Accumulate(acc + chunks.offset[in], inbox.data(), dtype, chunks.length[in]);
-  }
-
-  // The owner finishes its chunk once (average included) so that every rank ends up
-  // with the same bits: the allgather copies, it does not recompute.
-  const int own = Mod(r + 1, n);
-  float* mine = acc + chunks.offset[own];
-  if (reduce == ReduceOp::kAverage) {
-    for (size_t i = 0; i < chunks.length[own]; ++i) mine[i] /= static_cast<float>(n);
-  }
-  if (dtype != DType::kF32) {
-    FromF32(mine, dtype, wire + chunks.offset[own] * es, chunks.length[own]);
-  }
-
-  // Allgather: finished chunks go around the ring straight into the caller's buffer.
-  Buffer gatherbuf(this, data, count * es);
-  for (int s = 0; s < n - 1; ++s) {
-    const int out = Mod(r + 1 - s, n), in = Mod(r - s, n);
-    RETURN_IF_ERROR(op.Exchange(sendbuf, next, chunks.offset[out] * es, chunks.length[out] * es,
-                                gatherbuf, prev, chunks.offset[in] * es, chunks.length[in] * es));
-  }
-  return OkStatus();
 }
 
 Status GlooCommunicator::AllGather(const void* send, void* recv, size_t bytes_per_rank,
@@ -460,6 +279,9 @@ StatusOr<std::unique_ptr<Communicator>> MakeGlooCommunicator(
   if (timeout.count() <= 0) {
     return InvalidArgument("MakeGlooCommunicator: timeout must be positive");
   }
+  auto emulation_or = LinkEmulationFromEnv();
+  if (!emulation_or.ok()) return emulation_or.status().WithContext("MakeGlooCommunicator");
+  const LinkEmulation emulation = *emulation_or;
   const std::string where =
       fmt::format("gloo rendezvous of rank {} of {} under '{}'", rank, size, prefix);
   const auto deadline = Clock::now() + timeout;
@@ -480,6 +302,10 @@ StatusOr<std::unique_ptr<Communicator>> MakeGlooCommunicator(
     context->connectFullMesh(store, device);
     context->setTimeout(timeout);
     auto comm = std::make_unique<GlooCommunicator>(std::move(context));
+    // After the handshake would be more precise, but the handshake's 1-byte
+    // messages cost nothing; setting it first keeps the communicator immutable once
+    // handed out.
+    comm->SetLinkEmulation(emulation);
     // connectFullMesh returns once this rank's pairs are up, possibly before a peer
     // has finished its side of the handshake; a rank that then closed its
     // communicator at once would fail that peer's rendezvous. The barrier returns

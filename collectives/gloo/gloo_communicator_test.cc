@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <tuple>
 
 #include "collectives/memory_kv_store.h"
@@ -228,6 +229,18 @@ TEST_P(GlooWorldTest, ConcurrentTagsDoNotMix) {
     a.join();
     b.join();
   });
+}
+
+// The ring is pipelined in segments of kRingSegmentBytes, more than the grid's
+// buffers hold per chunk; a 1 KiB segment makes every chunk many segments (and an
+// odd count a short last one), with the same results and the same bytes.
+TEST_P(GlooWorldTest, ManySegmentsPerChunkMatchReference) {
+  setenv("SHOAL_GLOO_RING_SEGMENT_KIB", "1", 1);
+  CheckAllReduce(GetParam(), 65537, DType::kF32, ReduceOp::kSum, true);
+  CheckAllReduce(GetParam(), 65537, DType::kF32, ReduceOp::kAverage, false);
+  CheckAllReduce(GetParam(), 10007, DType::kBF16, ReduceOp::kAverage, false);
+  CheckAllReduce(GetParam(), 10007, DType::kF16, ReduceOp::kSum, true);
+  unsetenv("SHOAL_GLOO_RING_SEGMENT_KIB");
 }
 
 INSTANTIATE_TEST_SUITE_P(World, GlooWorldTest, ::testing::Values(1, 2, 3, 4),

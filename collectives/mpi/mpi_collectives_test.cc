@@ -88,10 +88,12 @@ TEST(MpiCollectivesTest, AllGatherBroadcastBarrierAreExact) {
 // Rank 0 gives up after 500 ms while the others arrive a second late; they then
 // complete the abandoned collective (MPI cannot cancel it) so nothing is left hanging.
 TEST(MpiCollectivesTest, LatePeerTimesOutAndBreaksTheCommunicator) {
+  // Declared before the communicator: MPI may write it until the communicator is
+  // torn down after rank 0 gives up (see MpiCommunicator's failure model).
+  std::vector<float> v(1000, 1.0f);
   auto comm = Make();
   ASSERT_TRUE(comm);
   if (comm->size() < 2) GTEST_SKIP() << "needs two ranks";
-  std::vector<float> v(1000, 1.0f);
   CollectiveOptions opts;
   WorldBarrier();
   if (comm->rank() == 0) {
@@ -110,10 +112,12 @@ TEST(MpiCollectivesTest, LatePeerTimesOutAndBreaksTheCommunicator) {
 }
 
 TEST(MpiCollectivesTest, AbortFromAnotherThreadEndsWaitPromptly) {
+  // Declared before the communicator: MPI may write it until the communicator is
+  // torn down after rank 0 gives up (see MpiCommunicator's failure model).
+  std::vector<float> v(1000, 1.0f);
   auto comm = Make();
   ASSERT_TRUE(comm);
   if (comm->size() < 2) GTEST_SKIP() << "needs two ranks";
-  std::vector<float> v(1000, 1.0f);
   CollectiveOptions opts;
   opts.timeout = 20s;
   WorldBarrier();

@@ -1,12 +1,14 @@
-// MpiCommunicator: every collective is a non-blocking MPI call on communicator-owned
-// scratch memory, polled with MPI_Test so that a deadline or Abort() can end the
-// wait. Every MPI call is checked and turned into a Status with file:line.
+// MpiCommunicator: blocking MPI collectives on a progress thread the caller waits on
+// with a deadline (MPI_THREAD_MULTIPLE), else non-blocking ones polled with MPI_Test.
+// Every MPI call is checked and turned into a Status with file:line.
 #include "collectives/mpi/mpi_communicator.h"
 
 #include <mpi.h>
 
 #include <algorithm>
 #include <climits>
+#include <condition_variable>
+#include <deque>
 #include <cstring>
 #include <thread>
 #include <utility>
@@ -15,9 +17,14 @@
 #include <fmt/format.h>
 
 #include "collectives/dtype.h"
+#include "collectives/mpi/mpi_progress.h"
 #include "common/log.h"
 
 namespace shoal {
+
+using mpi_detail::Job;
+using mpi_detail::Progress;
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -67,6 +74,10 @@ const char* ThreadLevelName(int level) {
   return "uninitialized";
 }
 
+// How long the destructor waits for a collective still running on the progress
+// thread (one the caller gave up on) before detaching it.
+constexpr std::chrono::seconds kTeardownGrace{10};
+
 // Memory an unfinished MPI request may still write is never freed: a leak is the
 // only safe outcome once the communicator (or MPI) is gone.
 void LeakForever(std::shared_ptr<void> memory) { new std::shared_ptr<void>(std::move(memory)); }
@@ -79,6 +90,7 @@ struct MpiCommunicator::State {
   int size = 1;
   std::mutex abandoned_mu;
   std::vector<std::pair<MPI_Request, std::shared_ptr<void>>> abandoned;
+  std::shared_ptr<Progress> progress;  // set at construction under MPI_THREAD_MULTIPLE
 };
 
 std::string MpiThreadLevel() { return ThreadLevelName(g_thread_level.load()); }
@@ -114,6 +126,10 @@ StatusOr<std::unique_ptr<Communicator>> MakeMpiCommunicator() {
     SHOAL_MPI_CHECK(MPI_Comm_rank(state->comm, &state->rank));
     SHOAL_MPI_CHECK(MPI_Comm_size(state->comm, &state->size));
   }
+  if (provided >= MPI_THREAD_MULTIPLE && state->size > 1) {
+    state->progress = std::make_shared<Progress>();
+    state->progress->thread = std::thread(&Progress::Loop, state->progress);
+  }
   return std::unique_ptr<Communicator>(std::make_unique<MpiCommunicator>(std::move(state)));
 }
 
@@ -130,6 +146,29 @@ void FinalizeMpiIfInitialized() {
 MpiCommunicator::MpiCommunicator(std::unique_ptr<State> state) : state_(std::move(state)) {}
 
 MpiCommunicator::~MpiCommunicator() {
+  if (auto progress = state_->progress) {
+    bool stuck = false;
+    {
+      std::unique_lock<std::mutex> lock(progress->mu);
+      progress->stop = true;
+      progress->queue.clear();  // queued behind a failure: never issued, never run
+      progress->work_cv.notify_all();
+      // A job still running belongs to a collective that timed out or was aborted
+      // here; it may be writing the caller's buffer, so give the other ranks a grace
+      // period to complete it before giving up on the thread.
+      stuck = !progress->done_cv.wait_for(lock, kTeardownGrace, [&] { return !progress->busy; });
+    }
+    if (stuck) {
+      progress->thread.detach();
+      // Freeing the communicator under a running blocking collective is erroneous.
+      SHOAL_LOG_WARN("MpiCommunicator destroyed with a collective still blocked in MPI after "
+                     "{} s; its progress thread is detached and the MPI communicator leaked",
+                     kTeardownGrace.count());
+      for (auto& entry : state_->abandoned) LeakForever(std::move(entry.second));
+      return;
+    }
+    progress->thread.join();
+  }
   int finalized = 1;
   if (MPI_Finalized(&finalized) != MPI_SUCCESS || finalized) {
     for (auto& entry : state_->abandoned) LeakForever(std::move(entry.second));
@@ -198,6 +237,35 @@ Status MpiCommunicator::Complete(const char* name, const CollectiveOptions& opts
   }
 }
 
+bool MpiCommunicator::UseProgressThread() const { return state_->progress != nullptr; }
+
+Status MpiCommunicator::RunBlocking(const char* name, const CollectiveOptions& opts,
+                                    Clock::time_point deadline, std::function<Status()> body) {
+  auto& progress = state_->progress;  // made with the communicator (MULTIPLE only)
+  auto job = std::make_shared<Job>();
+  job->body = std::move(body);
+  std::unique_lock<std::mutex> lock(progress->mu);
+  progress->queue.push_back(job);
+  progress->work_cv.notify_one();
+  // Abort() notifies done_cv under the same mutex, so a flag set before this wait
+  // starts is seen by the predicate and one set later wakes it.
+  const bool finished = progress->done_cv.wait_until(
+      lock, deadline, [&] { return job->done || aborted_.load(); });
+  if (job->done) {
+    lock.unlock();
+    if (!job->result.ok()) return MarkBroken(job->result.WithContext(name));
+    return OkStatus();
+  }
+  lock.unlock();
+  if (finished) return Aborted(fmt::format("{}(tag={}) aborted", name, opts.tag));
+  return MarkBroken(DeadlineExceeded(fmt::format(
+      "{}(tag={}) timed out after {} ms waiting for the other ranks of the MPI "
+      "communicator; MPI cannot cancel a collective, so this communicator is now "
+      "unusable and must be torn down (the caller's buffer may still be written until "
+      "the other ranks complete the collective)",
+      name, opts.tag, opts.timeout.count())));
+}
+
 Status MpiCommunicator::AllReduce(void* data, size_t count, DType dtype, ReduceOp reduce,
                                   const CollectiveOptions& opts) {
   if (DTypeSize(dtype) == 0) return InvalidArgument("AllReduce: unknown dtype");
@@ -206,6 +274,37 @@ Status MpiCommunicator::AllReduce(void* data, size_t count, DType dtype, ReduceO
   if (count == 0) return OkStatus();
   const auto deadline = Clock::now() + opts.timeout;
   const int n = size();
+  // MPI does not report wire bytes. We count what a ring allreduce of the f32 buffer
+  // moves, 2*(n-1)/n of it each way, so numbers compare with the Gloo backend.
+  const int64_t moved = 2 * static_cast<int64_t>(n - 1) * static_cast<int64_t>(count * 4) / n;
+  if (UseProgressThread()) {
+    // f32 is reduced in the caller's buffer; 16-bit through an f32 copy the job owns.
+    std::shared_ptr<std::vector<float>> scratch;
+    float* target = static_cast<float*>(data);
+    if (dtype != DType::kF32) {
+      scratch = std::make_shared<std::vector<float>>(count);
+      ToF32(data, dtype, scratch->data(), count);
+      target = scratch->data();
+    }
+    if (n > 1) {
+      MPI_Comm comm = state_->comm;
+      RETURN_IF_ERROR(RunBlocking("AllReduce", opts, deadline, [=]() -> Status {
+        for (size_t off = 0; off < count; off += kMaxPiece) {
+          const int len = static_cast<int>(std::min(kMaxPiece, count - off));
+          SHOAL_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, target + off, len, MPI_FLOAT, MPI_SUM, comm));
+        }
+        (void)scratch;  // held by the job until MPI is done with it
+        return OkStatus();
+      }));
+    }
+    if (reduce == ReduceOp::kAverage) {
+      for (size_t i = 0; i < count; ++i) target[i] /= static_cast<float>(n);
+    }
+    if (dtype != DType::kF32) FromF32(target, dtype, data, count);
+    counters_.sent += moved;
+    counters_.received += moved;
+    return OkStatus();
+  }
   // MPI works on our f32 copy, never on the caller's buffer, so abandoning a request
   // cannot leave MPI writing into memory the caller has reused.
   auto scratch = std::make_shared<std::vector<float>>(count);
@@ -225,9 +324,6 @@ Status MpiCommunicator::AllReduce(void* data, size_t count, DType dtype, ReduceO
     for (float& v : *scratch) v /= static_cast<float>(n);
   }
   FromF32(scratch->data(), dtype, data, count);
-  // MPI does not report wire bytes. We count what a ring allreduce of the f32 buffer
-  // moves, 2*(n-1)/n of it each way, so numbers compare with the Gloo backend.
-  const int64_t moved = 2 * static_cast<int64_t>(n - 1) * static_cast<int64_t>(count * 4) / n;
   counters_.sent += moved;
   counters_.received += moved;
   return OkStatus();
@@ -246,6 +342,30 @@ Status MpiCommunicator::AllGather(const void* send, void* recv, size_t bytes_per
   if (bytes_per_rank == 0) return OkStatus();
   const auto deadline = Clock::now() + opts.timeout;
   const int n = size();
+  if (UseProgressThread()) {
+    // In place in the caller's buffer; memmove since `send` may be its own slot.
+    std::memmove(static_cast<char*>(recv) + rank() * bytes_per_rank, send, bytes_per_rank);
+    if (n > 1) {
+      MPI_Comm comm = state_->comm;
+      const int len = static_cast<int>(bytes_per_rank);
+      RETURN_IF_ERROR(RunBlocking("AllGather", opts, deadline, [=]() -> Status {
+        SHOAL_MPI_CHECK(MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, recv, len, MPI_BYTE, comm));
+        return OkStatus();
+      }));
+    }
+  } else {
+    RETURN_IF_ERROR(AllGatherPolled(send, recv, bytes_per_rank, opts, deadline));
+  }
+  // Ring model (MPI does not report wire bytes): n-1 blocks each way.
+  counters_.sent += static_cast<int64_t>((n - 1) * bytes_per_rank);
+  counters_.received += static_cast<int64_t>((n - 1) * bytes_per_rank);
+  return OkStatus();
+}
+
+Status MpiCommunicator::AllGatherPolled(const void* send, void* recv, size_t bytes_per_rank,
+                                        const CollectiveOptions& opts,
+                                        Clock::time_point deadline) {
+  const int n = size();
   const size_t total = bytes_per_rank * n;
   auto scratch = std::make_shared<std::vector<char>>(total);
   std::memcpy(scratch->data() + rank() * bytes_per_rank, send, bytes_per_rank);
@@ -258,9 +378,6 @@ Status MpiCommunicator::AllGather(const void* send, void* recv, size_t bytes_per
     }, scratch));
   }
   std::memcpy(recv, scratch->data(), total);
-  // Ring model (MPI does not report wire bytes): n-1 blocks each way.
-  counters_.sent += static_cast<int64_t>((n - 1) * bytes_per_rank);
-  counters_.received += static_cast<int64_t>((n - 1) * bytes_per_rank);
   return OkStatus();
 }
 
@@ -274,6 +391,29 @@ Status MpiCommunicator::Broadcast(void* data, size_t bytes, int root,
   RETURN_IF_ERROR(Usable("Broadcast", opts));
   if (bytes == 0 || n == 1) return OkStatus();
   const auto deadline = Clock::now() + opts.timeout;
+  if (UseProgressThread()) {
+    MPI_Comm comm = state_->comm;
+    RETURN_IF_ERROR(RunBlocking("Broadcast", opts, deadline, [=]() -> Status {
+      for (size_t off = 0; off < bytes; off += kMaxPiece) {
+        const int len = static_cast<int>(std::min(kMaxPiece, bytes - off));
+        SHOAL_MPI_CHECK(MPI_Bcast(static_cast<char*>(data) + off, len, MPI_BYTE, root, comm));
+      }
+      return OkStatus();
+    }));
+  } else {
+    RETURN_IF_ERROR(BroadcastPolled(data, bytes, root, opts, deadline));
+  }
+  // Chain model (MPI does not report wire bytes): everyone but the root receives the
+  // buffer once, everyone but the last in the chain root, root+1, ... sends it once.
+  const int pos = (rank() - root + n) % n;
+  if (pos > 0) counters_.received += static_cast<int64_t>(bytes);
+  if (pos < n - 1) counters_.sent += static_cast<int64_t>(bytes);
+  return OkStatus();
+}
+
+Status MpiCommunicator::BroadcastPolled(void* data, size_t bytes, int root,
+                                        const CollectiveOptions& opts,
+                                        Clock::time_point deadline) {
   auto scratch = std::make_shared<std::vector<char>>(bytes);
   if (rank() == root) std::memcpy(scratch->data(), data, bytes);
   for (size_t off = 0; off < bytes; off += kMaxPiece) {
@@ -286,11 +426,6 @@ Status MpiCommunicator::Broadcast(void* data, size_t bytes, int root,
     }, scratch));
   }
   if (rank() != root) std::memcpy(data, scratch->data(), bytes);
-  // Chain model (MPI does not report wire bytes): everyone but the root receives the
-  // buffer once, everyone but the last in the chain root, root+1, ... sends it once.
-  const int pos = (rank() - root + n) % n;
-  if (pos > 0) counters_.received += static_cast<int64_t>(bytes);
-  if (pos < n - 1) counters_.sent += static_cast<int64_t>(bytes);
   return OkStatus();
 }
 
@@ -298,13 +433,27 @@ Status MpiCommunicator::Barrier(const CollectiveOptions& opts) {
   RETURN_IF_ERROR(Usable("Barrier", opts));
   if (size() == 1) return OkStatus();
   const auto deadline = Clock::now() + opts.timeout;
+  if (UseProgressThread()) {
+    MPI_Comm comm = state_->comm;
+    return RunBlocking("Barrier", opts, deadline, [=]() -> Status {
+      SHOAL_MPI_CHECK(MPI_Barrier(comm));
+      return OkStatus();
+    });
+  }
   return Complete("Barrier", opts, deadline, [&](void* req) -> Status {
     SHOAL_MPI_CHECK(MPI_Ibarrier(state_->comm, static_cast<MPI_Request*>(req)));
     return OkStatus();
   }, nullptr);
 }
 
-void MpiCommunicator::Abort() { aborted_.store(true); }
+void MpiCommunicator::Abort() {
+  aborted_.store(true);
+  // Wake callers waiting on the progress thread (set once at construction).
+  if (auto& progress = state_->progress) {
+    std::lock_guard<std::mutex> lock(progress->mu);
+    progress->done_cv.notify_all();
+  }
+}
 
 Status MpiCommunicator::Usable(const char* name, const CollectiveOptions& opts) {
   // Checked before anything is issued: a request cannot be taken back.

@@ -1,6 +1,6 @@
 // Communicator over MPI (a duplicate of MPI_COMM_WORLD), for jobs launched with
-// mpirun/srun. Non-blocking collectives polled against the deadline and Abort(),
-// since a blocking MPI collective cannot be interrupted.
+// mpirun/srun. Blocking MPI collectives run on a per-communicator progress thread
+// (MPI_THREAD_MULTIPLE) while the caller waits against the deadline and Abort().
 #pragma once
 
 #include <atomic>
@@ -23,10 +23,27 @@ void FinalizeMpiIfInitialized();
 // The thread level MPI provided ("MPI_THREAD_MULTIPLE", ...), "uninitialized" before.
 std::string MpiThreadLevel();
 
+// Why a progress thread: Open MPI's non-blocking collectives (libnbc) polled with
+// MPI_Test ran 3x slower than the blocking, tuned ones (MPI_Allreduce), and a
+// blocking call cannot be interrupted. So with MPI_THREAD_MULTIPLE each call is
+// handed to one thread per communicator that makes the blocking call, while the
+// caller waits on a condition variable until it finishes, the deadline passes or
+// Abort() is called. One thread keeps MPI's issue order equal to the call order.
+// Below MPI_THREAD_MULTIPLE the old path is used: MPI_I* requests on scratch memory
+// polled with MPI_Test under a process-wide lock.
+//
 // Failure model: MPI cannot cancel a collective once issued. On a timeout or Abort()
-// the request is abandoned together with the communicator-owned scratch memory it
-// uses (the caller's buffers are never handed to MPI, so returning is safe), and
-// every later call returns kAborted: tear the communicator down and build another.
+// the caller gets kDeadlineExceeded / kAborted and every later call returns kAborted:
+// tear the communicator down and build another. The progress thread stays blocked in
+// MPI until the other ranks complete the collective (or the process exits).
+// f32 AllReduce, AllGather and Broadcast hand the CALLER'S buffers to MPI (no scratch
+// copy: copying in and out would cost more than the 2% the backend may add), so after
+// a timeout or abort the caller's buffer may still be written by MPI until the
+// communicator is torn down: keep the buffer alive until then (declare it before the
+// communicator). The destructor waits up to 10 s for such a collective to complete;
+// past that it detaches the thread, leaks the MPI communicator rather than free it
+// under a running collective, and logs a warning (the buffer is then unsafe to free
+// until the process exits). 16-bit allreduce works on an f32 copy the job owns.
 //
 // Ordering: MPI matches collectives on a communicator by issue order and ignores
 // CollectiveOptions::tag, so callers issuing from several threads must issue in the
@@ -60,6 +77,18 @@ class MpiCommunicator : public Communicator {
                   std::chrono::steady_clock::time_point deadline,
                   const std::function<Status(void* request)>& start,
                   std::shared_ptr<void> scratch);
+  // Runs `body` (blocking MPI calls, returns a Status) on the progress thread and
+  // waits until it is done, the deadline passes or Abort() is called.
+  Status RunBlocking(const char* name, const CollectiveOptions& opts,
+                     std::chrono::steady_clock::time_point deadline,
+                     std::function<Status()> body);
+  bool UseProgressThread() const;
+  // The MPI_I* + MPI_Test paths used below MPI_THREAD_MULTIPLE.
+  Status AllGatherPolled(const void* send, void* recv, size_t bytes_per_rank,
+                         const CollectiveOptions& opts,
+                         std::chrono::steady_clock::time_point deadline);
+  Status BroadcastPolled(void* data, size_t bytes, int root, const CollectiveOptions& opts,
+                         std::chrono::steady_clock::time_point deadline);
   Status Usable(const char* name, const CollectiveOptions& opts);
   Status MarkBroken(Status status);
 

@@ -7,12 +7,16 @@
 #include <string_view>
 #include <vector>
 
+#include <google/protobuf/stubs/logging.h>
+
 #include "checkpoint/format.h"
 #include "checkpoint/test_util.h"
 
 extern const char kShoalFuzzTarget[] = "manifest";
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  // protobuf logs every string field with invalid UTF-8; millions of lines help nobody.
+  static google::protobuf::LogSilencer silence;
   std::string_view in(reinterpret_cast<const char*>(data), size);
   auto m = shoal::ParseManifest(in);
   if (m.ok()) {

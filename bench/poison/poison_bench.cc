@@ -1,0 +1,278 @@
+// poison_bench: plants poison into Fashion-MNIST with a fixed seed, ingests it as a
+// signed dataset, scans it, scores every filter against the planted truth, and trains
+// the MLP with and without the filters (clean accuracy, backdoor attack success rate).
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "bench/poison/metrics.h"
+#include "bench/poison/plant.h"
+#include "bench/poison/train.h"
+#include "common/file_util.h"
+#include "common/signing.h"
+#include "datapipe/idx.h"
+#include "datapipe/ingest.h"
+#include "datapipe/loader.h"
+#include "datapipe/scan.h"
+
+namespace shoal::poison {
+namespace {
+
+struct Args {
+  std::string data = "/usr/share/datasets/fashion-mnist", work, filters = "all";
+  std::vector<std::string> thresholds;
+  std::vector<int> flip_pair = {5, 7};
+  PlantConfig plant;
+  TrainConfig train;
+  bool no_train = false, json = false, keep = false, no_clean_scan = false, compare_in_memory = false;
+};
+
+struct Run {
+  std::string name;
+  TrainResult result;
+};
+
+int Fail(const Status& s) {
+  std::fprintf(stderr, "poison_bench: %s\n", s.ToString().c_str());
+  return 1;
+}
+
+std::map<std::string, std::set<int64_t>> FlagsByFilter(const std::vector<QuarantineEntry>& entries) {
+  std::map<std::string, std::set<int64_t>> out;
+  for (const auto& e : entries) out[e.filter].insert(e.record_id);
+  return out;
+}
+
+int Main(const Args& a) {
+  auto train = LoadFashionMnist(a.data, "train");
+  if (!train.ok()) return Fail(train.status());
+  auto test = LoadFashionMnist(a.data, "t10k");
+  if (!test.ok()) return Fail(test.status());
+  PlantConfig pc = a.plant;
+  pc.flip_a = a.flip_pair.at(0);
+  pc.flip_b = a.flip_pair.at(1);
+  PlantedSet set = Plant(*train, pc);
+  std::fprintf(stderr, "planted %lld records (from %lld clean)\n", static_cast<long long>(set.n()),
+               static_cast<long long>(train->n));
+
+  // Ingest exactly as a data owner would: raw records, signed by the owner's key.
+  std::string work = a.work.empty() ? "/tmp/poison-bench-" + std::to_string(::getpid()) : a.work;
+  std::error_code ec;
+  std::filesystem::create_directories(work, ec);
+  std::string raw = work + "/planted.raw", dir = work + "/dataset";
+  Status s = WriteRawRecords(raw, set.x.data(), set.y.data(), set.n(), set.dim);
+  if (!s.ok()) return Fail(s);
+  KeyPair key = GenerateKeyPair();
+  IngestOptions io;
+  io.sign_key = &key;
+  io.shape = {set.side, set.side};
+  io.num_classes = train->num_classes;
+  io.name = "fashion-mnist-poisoned";
+  io.licence = "MIT (Fashion-MNIST, Zalando Research)";
+  io.source_uris = {a.data + "/train-images-idx3-ubyte.gz", a.data + "/train-labels-idx1-ubyte.gz"};
+  io.force = true;
+  auto ingest = IngestRaw(raw, set.dim, dir, io);
+  if (!ingest.ok()) return Fail(ingest.status());
+  std::filesystem::remove(raw, ec);
+
+  ScanOptions so;
+  s = SetFilterList(a.filters, &so);
+  for (const auto& t : a.thresholds)
+    if (s.ok()) s = SetThreshold(t, &so);
+  if (!s.ok()) return Fail(s);
+  so.trust.trust.Add(key.public_key);
+  so.trust.allow_unsigned = false;
+  so.progress = [](const std::string& l) { std::fprintf(stderr, "scan: %s\n", l.c_str()); };
+  auto report = ScanDataset(dir, so);
+  if (!report.ok()) return Fail(report.status());
+  auto entries = ReadQuarantine(dir);
+  if (!entries.ok()) return Fail(entries.status());
+  auto flags = FlagsByFilter(*entries);
+
+  // The same filters over the unpoisoned set: which flags are the data's own issues.
+  std::map<std::string, std::set<int64_t>> clean_flags;
+  std::set<int64_t> clean_held;  // unpoisoned records some filter holds back
+  if (!a.no_clean_scan) {
+    ScanOptions co = so;
+    co.progress = nullptr;
+    RecordTable ct = TableFromArrays(train->x.data(), train->y.data(), train->n, train->dim, train->num_classes);
+    clean_flags = FlagsByFilter(ScanTable(ct, co).quarantine);
+    for (const auto& [f, ids] : clean_flags) clean_held.insert(ids.begin(), ids.end());
+  }
+  auto filter_scores = ScoreFilters(set, flags, clean_flags);
+  auto categories = ScoreCategories(set, flags);
+
+  std::vector<Run> runs;
+  if (!a.no_train) {
+    // Patched test images of every non-target class, labelled with the target: the
+    // share "correctly" classified is the attack success rate.
+    std::vector<float> px;
+    std::vector<int32_t> py;
+    for (int64_t i = 0; i < test->n; ++i) {
+      if (test->y[i] == pc.target) continue;
+      px.insert(px.end(), test->x.begin() + i * test->dim, test->x.begin() + (i + 1) * test->dim);
+      StampPatch(px.data() + px.size() - test->dim, set.side, pc.patch);
+      py.push_back(pc.target);
+    }
+    EvalSet te{test->x.data(), test->y.data(), test->n}, pe{px.data(), py.data(), static_cast<int64_t>(py.size())};
+    auto all_rows = [](int64_t n) {
+      std::vector<int64_t> r(n);
+      for (int64_t i = 0; i < n; ++i) r[i] = i;
+      return r;
+    };
+    // What a loader without filters must still drop, or training cannot run at all.
+    std::vector<int64_t> trainable;
+    for (int64_t i = 0; i < set.n(); ++i) {
+      bool ok = set.y[i] >= 0 && set.y[i] < train->num_classes;
+      for (int j = 0; ok && j < set.dim; ++j) ok = std::isfinite(set.x[i * set.dim + j]);
+      if (ok) trainable.push_back(i);
+    }
+    struct Job {
+      std::string name;
+      const float* x;
+      const int32_t* y;
+      std::vector<int64_t> rows;
+    };
+    std::vector<int64_t> clean_admitted;
+    for (int64_t i = 0; i < train->n; ++i)
+      if (!clean_held.count(i)) clean_admitted.push_back(i);
+    std::vector<Job> jobs = {
+        {"clean reference (unpoisoned)", train->x.data(), train->y.data(), all_rows(train->n)},
+        {"poisoned, no filters at all", set.x.data(), set.y.data(), all_rows(set.n())},
+        {"poisoned, only untrainable dropped", set.x.data(), set.y.data(), trainable},
+    };
+    // What the filters cost on data with nothing planted: the unpoisoned set minus what
+    // they hold back there.
+    if (!a.no_clean_scan)
+      jobs.insert(jobs.begin() + 1, Job{"unpoisoned, all filters", train->x.data(), train->y.data(), clean_admitted});
+    for (const auto& j : jobs) {
+      std::fprintf(stderr, "training: %s (%zu records)\n", j.name.c_str(), j.rows.size());
+      auto r = TrainAndEvaluate(j.x, j.y, set.dim, j.rows, te, pe, a.train);
+      if (!r.ok()) return Fail(r.status());
+      runs.push_back({j.name, *r});
+    }
+    if (a.compare_in_memory) {
+      auto adm = LoadAdmittedInMemory(dir, so.trust.trust, false);
+      if (!adm.ok()) return Fail(adm.status());
+      auto r0 = TrainAndEvaluate(adm->x.data(), adm->y.data(), set.dim, all_rows(adm->n), te, pe, a.train);
+      if (!r0.ok()) return Fail(r0.status());
+      runs.push_back({"poisoned, all filters (in memory)", *r0});
+    }
+    // With filters: trained through the Loader, as a worker would (signature and shard
+    // digests verified, admitted records only, prefetching).
+    std::fprintf(stderr, "training: poisoned, all filters (through the Loader)\n");
+    auto r = TrainFromDataset(dir, so.trust.trust, te, pe, a.train);
+    if (!r.ok()) return Fail(r.status());
+    runs.push_back({"poisoned, all filters (Loader)", *r});
+  }
+  if (a.keep) {
+    // The truth beside the dataset, for looking at what a filter caught or missed.
+    std::string csv = "record_id,kind,label,origin\n";
+    for (int64_t i = 0; i < set.n(); ++i)
+      csv += std::to_string(i) + "," + KindName(static_cast<Kind>(set.kind[i])) + "," + std::to_string(set.y[i]) + "," +
+             std::to_string(set.origin[i]) + "\n";
+    s = WriteFileAtomic(work + "/truth.csv", csv);
+    if (!s.ok()) return Fail(s);
+  } else {
+    std::filesystem::remove_all(work, ec);
+  }
+
+  nlohmann::json j;
+  j["seed"] = pc.seed;
+  j["planted"] = {{"records", set.n()}, {"flip_pair", a.flip_pair}, {"flip_fraction", pc.flip_fraction},
+                  {"backdoor_target", pc.target}, {"backdoor_fraction", pc.backdoor_fraction},
+                  {"dup_fraction", pc.dup_fraction}, {"corrupt_fraction", pc.corrupt_fraction}};
+  j["scan"] = nlohmann::json::parse(report->ToJson(), nullptr, false);
+  for (const auto& f : filter_scores)
+    j["filters"].push_back({{"filter", f.filter}, {"flagged", f.flagged}, {"planted", f.planted},
+                            {"precision", f.precision}, {"preexisting", f.preexisting}, {"recall", f.recall}});
+  for (const auto& c : categories)
+    j["categories"].push_back({{"name", c.name}, {"filters", c.filters}, {"truth", c.truth}, {"caught", c.caught},
+                               {"flagged", c.flagged}, {"recall", c.recall}, {"precision", c.precision},
+                               {"recall_target", c.recall_target}, {"precision_target", c.precision_target},
+                               {"met", c.met()}});
+  for (const auto& r : runs)
+    j["training"].push_back({{"run", r.name}, {"records", r.result.train_records}, {"steps", r.result.steps},
+                             {"diverged", r.result.diverged}, {"diverged_at_step", r.result.diverged_at_step},
+                             {"test_accuracy", r.result.test_accuracy}, {"attack_success", r.result.attack_success},
+                             {"step_seconds", r.result.step_seconds},
+                             {"loader_wait_seconds", r.result.loader_wait_seconds}, {"seconds", r.result.seconds}});
+  if (a.json) {
+    std::printf("%s\n", j.dump(2).c_str());
+    return 0;
+  }
+  std::printf("planted: %lld records; flips %s<->%s %.1f%%, backdoor -> %d %.1f%%, conflicting dups %.1f%%, "
+              "corrupt %.1f%% (seed %llu)\n",
+              static_cast<long long>(set.n()), std::to_string(pc.flip_a).c_str(), std::to_string(pc.flip_b).c_str(),
+              100 * pc.flip_fraction, pc.target, 100 * pc.backdoor_fraction, 100 * pc.dup_fraction,
+              100 * pc.corrupt_fraction, static_cast<unsigned long long>(pc.seed));
+  std::printf("scan: %lld records in %.3f s (%.0f records/s), %lld admitted, %lld quarantined; %s\n\n",
+              static_cast<long long>(report->records), report->seconds, report->records_per_second,
+              static_cast<long long>(report->admitted), static_cast<long long>(report->quarantined),
+              report->provenance.c_str());
+  std::printf("%-9s %8s %8s %9s %9s | recall: %6s %9s %9s %10s %8s\n", "filter", "flagged", "planted", "precision",
+              "pre-exist", "flip", "backdoor", "dup-copy", "dup-source", "corrupt");
+  for (const auto& f : filter_scores)
+    std::printf("%-9s %8lld %8lld %9.3f %9lld |         %6.3f %9.3f %9.3f %10.3f %8.3f\n", f.filter.c_str(),
+                static_cast<long long>(f.flagged), static_cast<long long>(f.planted), f.precision,
+                static_cast<long long>(f.preexisting), f.recall.at("flip"), f.recall.at("backdoor"),
+                f.recall.at("dup-copy"), f.recall.at("dup-source"), f.recall.at("corrupt"));
+  std::printf("\n%-22s %-30s %6s %6s %7s %9s  %s\n", "category", "filters", "truth", "caught", "recall", "precision",
+              "target (recall/precision)");
+  for (const auto& c : categories) {
+    char target[64] = "-";
+    if (c.recall_target > 0)
+      std::snprintf(target, sizeof(target), "%s %.2f/%.2f", c.met() ? "met" : "MISSED", c.recall_target,
+                    c.precision_target);
+    std::printf("%-22s %-30s %6lld %6lld %7.3f %9.3f  %s\n", c.name.c_str(), c.filters.c_str(),
+                static_cast<long long>(c.truth), static_cast<long long>(c.caught), c.recall, c.precision, target);
+  }
+  if (!runs.empty()) {
+    std::printf("\ntraining: MLP");
+    for (int w : a.train.layers) std::printf(" %d", w);
+    std::printf(", %d epochs, batch %d, SGD lr %.3g momentum %.2g\n", a.train.epochs, a.train.batch, a.train.lr,
+                a.train.momentum);
+    std::printf("%-36s %8s %9s %8s  %s\n", "run", "records", "test acc", "ASR", "note");
+    for (const auto& r : runs) {
+      std::string note;
+      if (r.result.diverged) note = "diverged (non-finite loss) at step " + std::to_string(r.result.diverged_at_step);
+      if (r.result.loader_wait_seconds > 0 || r.name.find("Loader") != std::string::npos) {
+        char buf[96];
+        std::snprintf(buf, sizeof(buf), "loader wait %.3f s = %.2f%% of step time", r.result.loader_wait_seconds,
+                      100.0 * r.result.loader_wait_seconds / std::max(r.result.step_seconds, 1e-9));
+        note = buf;
+      }
+      std::printf("%-36s %8lld %9.4f %8.4f  %s\n", r.name.c_str(), static_cast<long long>(r.result.train_records),
+                  r.result.test_accuracy, r.result.attack_success, note.c_str());
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace shoal::poison
+
+int main(int argc, char** argv) {
+  shoal::poison::Args a;
+  CLI::App app{"Plant poison into Fashion-MNIST, scan it, score the filters, train with and without them"};
+  app.add_option("--data", a.data, "folder with the Fashion-MNIST IDX files");
+  app.add_option("--work", a.work, "working folder (default /tmp/poison-bench-PID, removed afterwards)");
+  app.add_option("--seed", a.plant.seed, "planting seed");
+  app.add_option("--flip-pair", a.flip_pair, "the two classes whose labels are swapped")->expected(2);
+  app.add_option("--target", a.plant.target, "backdoor target class");
+  app.add_option("--filters", a.filters, "filters to run (default all)");
+  app.add_option("--threshold", a.thresholds, "scan threshold name=value (repeatable)");
+  app.add_option("--epochs", a.train.epochs, "training epochs per run");
+  app.add_flag("--no-train", a.no_train, "score the filters only");
+  app.add_flag("--no-clean-scan", a.no_clean_scan, "skip scanning the unpoisoned set (pre-existing column)");
+  app.add_flag("--keep", a.keep, "keep the working folder (and write truth.csv into it)");
+  app.add_flag("--compare-in-memory", a.compare_in_memory,
+               "also train on the admitted records loaded in memory (must match the Loader run exactly)");
+  app.add_flag("--json", a.json, "print JSON");
+  CLI11_PARSE(app, argc, argv);
+  return shoal::poison::Main(a);
+}

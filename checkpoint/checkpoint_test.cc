@@ -1,0 +1,322 @@
+// Save/load tests: bit-exact round trips, multi-rank writes with ranks as threads (W=1..4,
+// including an empty state), lineage fields in the manifest, asynchronous saves and
+// their callback, keys and unsigned checkpoints.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <atomic>
+#include <thread>
+
+#include "checkpoint/async_writer.h"
+#include "checkpoint/reader.h"
+#include "checkpoint/test_util.h"
+#include "checkpoint/writer.h"
+#include "common/file_util.h"
+#include "common/sha256.h"
+
+namespace shoal {
+namespace {
+
+using testing::MakeSnapshot;
+using testing::TempDir;
+using testing::ThreadAllgather;
+
+void ExpectSameState(const TrainerSnapshot& a, const TrainerSnapshot& b) {
+  EXPECT_EQ(a.job_id, b.job_id);
+  EXPECT_EQ(a.step, b.step);
+  EXPECT_EQ(a.epoch, b.epoch);
+  EXPECT_EQ(a.cursor, b.cursor);
+  EXPECT_EQ(a.rng_state, b.rng_state);
+  EXPECT_EQ(a.spec_digest, b.spec_digest);
+  EXPECT_EQ(a.codec, b.codec);
+  ASSERT_EQ(a.tensors.size(), b.tensors.size());
+  for (size_t i = 0; i < a.tensors.size(); ++i) {
+    EXPECT_EQ(a.tensors[i].name, b.tensors[i].name);
+    EXPECT_EQ(a.tensors[i].dtype, b.tensors[i].dtype);
+    EXPECT_EQ(a.tensors[i].shape, b.tensors[i].shape);
+    EXPECT_TRUE(a.tensors[i].bytes == b.tensors[i].bytes) << a.tensors[i].name << " differs";
+  }
+}
+
+struct Keys {
+  KeyPair key = GenerateKeyPair();
+  TrustStore trust;
+  Keys() { trust.Add(key.public_key); }
+};
+
+TEST(Checkpoint, RoundTripIsBitExact) {
+  TempDir tmp;
+  Keys k;
+  AsyncCheckpointerOptions o;
+  o.job_dir = tmp / "job";
+  o.key = k.key;
+  auto cp = AsyncCheckpointer::Create(o);
+  ASSERT_TRUE(cp.ok());
+  TrainerSnapshot snap = MakeSnapshot(7, 300000, 120);
+  ASSERT_TRUE((*cp)->SaveNow(snap).ok());
+  auto loaded = LoadCheckpoint(o.job_dir, k.trust, /*allow_unsigned=*/false);
+  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  EXPECT_EQ(loaded->dir, o.job_dir + "/step-120");
+  EXPECT_TRUE(loaded->signature_verified);
+  EXPECT_EQ(loaded->signer_key_id, k.key.public_key.key_id);
+  EXPECT_EQ(loaded->manifest_digest, *Sha256FileHex(loaded->dir + "/manifest.pb"));
+  ExpectSameState(snap, loaded->snapshot);
+  auto verified = VerifyCheckpoint(o.job_dir + "/step-120", k.trust, false);
+  ASSERT_TRUE(verified.ok());
+  EXPECT_TRUE(verified->snapshot.tensors.empty());
+  EXPECT_EQ(verified->manifest_digest, loaded->manifest_digest);
+}
+
+// Ranks as threads: each serializes the same replicated state, writes its slice, joins
+// the allgather; rank 0 commits. Then load (at "any world size": loading is global).
+void SaveMultiRank(const std::string& job, int world, const TrainerSnapshot& snap, const KeyPair& key) {
+  ThreadAllgather gather(world);
+  std::vector<std::thread> ranks;
+  std::vector<Status> results(world);
+  for (int r = 0; r < world; ++r) {
+    ranks.emplace_back([&, r] {
+      AsyncCheckpointerOptions o;
+      o.job_dir = job;
+      o.key = key;
+      o.rank = r;
+      o.world = world;
+      o.is_leader = r == 0;
+      o.nonce = "run1";
+      o.gather = [&](const ShardInfo& mine) { return gather.Gather(mine); };
+      auto cp = AsyncCheckpointer::Create(o);
+      if (!cp.ok()) {
+        results[r] = cp.status();
+        return;
+      }
+      results[r] = (*cp)->SaveAsync(snap);
+      if (results[r].ok()) results[r] = (*cp)->Wait();
+    });
+  }
+  for (auto& t : ranks) t.join();
+  for (int r = 0; r < world; ++r) EXPECT_TRUE(results[r].ok()) << "rank " << r << ": " << results[r].ToString();
+}
+
+TEST(Checkpoint, MultiRankWriteThenLoad) {
+  Keys k;
+  for (int world = 1; world <= 4; ++world) {
+    for (size_t bytes : {size_t{0}, size_t{70001}}) {
+      TempDir tmp;
+      TrainerSnapshot snap = MakeSnapshot(world, bytes, 10 + world);
+      if (bytes == 0) snap.tensors.clear();  // an empty state still round-trips
+      SaveMultiRank(tmp / "job", world, snap, k.key);
+      auto loaded = LoadCheckpoint(tmp / "job", k.trust, false);
+      ASSERT_TRUE(loaded.ok()) << "world " << world << ": " << loaded.status().ToString();
+      EXPECT_EQ(loaded->manifest.shards_size(), world);
+      ExpectSameState(snap, loaded->snapshot);
+    }
+  }
+}
+
+TEST(Checkpoint, LowLevelWriteShardAndCommit) {
+  TempDir tmp;
+  Keys k;
+  const std::string job = tmp / "job";
+  TrainerSnapshot snap = MakeSnapshot(5, 50000, 9);
+  auto ser = SerializeSnapshot(snap);
+  ASSERT_TRUE(ser.ok());
+  const int world = 3;
+  std::vector<ShardInfo> shards;
+  for (int r = 0; r < world; ++r) {
+    ByteRange b = SliceForRank(ser->bytes.size(), r, world);
+    auto info = WriteShard(StagingPath(job, 9, "n1"), r, world, std::string_view(ser->bytes).substr(b.begin, b.size()));
+    ASSERT_TRUE(info.ok()) << info.status().ToString();
+    EXPECT_EQ(info->sha256_hex, Sha256Hex(std::string_view(ser->bytes).substr(b.begin, b.size())));
+    shards.push_back(*info);
+  }
+  std::swap(shards[0], shards[2]);  // gather order does not matter
+  CommitInfo info;
+  ASSERT_TRUE(CommitCheckpoint(job, 9, ser->manifest, shards, &k.key, {}, &info).ok());
+  EXPECT_EQ(info.dir, job + "/step-9");
+  EXPECT_EQ(info.signer_key_id, k.key.public_key.key_id);
+  auto loaded = LoadCheckpoint(job + "/step-9", k.trust, false);
+  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  ExpectSameState(snap, loaded->snapshot);
+  // Every tensor names the shard holding its first byte.
+  for (const auto& t : loaded->manifest.tensors()) {
+    ByteRange b = SliceForRank(ser->bytes.size(), t.shard(), world);
+    EXPECT_TRUE(b.begin <= t.offset() && t.offset() < b.end) << t.name();
+  }
+
+  shards.pop_back();  // an incomplete set is never committed
+  EXPECT_FALSE(CommitCheckpoint(job, 10, ser->manifest, shards, &k.key).ok());
+  ShardInfo failed = shards[0];
+  failed.error = "disk full";
+  EXPECT_EQ(CommitCheckpoint(job, 10, ser->manifest, {failed}, &k.key).code(), StatusCode::kAborted);
+}
+
+TEST(Checkpoint, ManifestRecordsLineageAndVersions) {
+  TempDir tmp;
+  Keys k;
+  std::vector<CommitInfo> commits;
+  AsyncCheckpointerOptions o;
+  o.job_dir = tmp / "job";
+  o.key = k.key;
+  o.parent_digest = std::string(64, 'b');  // the checkpoint this run resumed from
+  o.dependency_versions = {{"nccl", "2.18.5"}, {"mpi", "Open MPI 4.1.4"}};
+  o.on_commit = [&](const CommitInfo& c) { commits.push_back(c); };
+  auto cp = AsyncCheckpointer::Create(o);
+  ASSERT_TRUE(cp.ok());
+  ASSERT_TRUE((*cp)->SaveAsync(MakeSnapshot(1, 8192, 100)).ok());
+  ASSERT_TRUE((*cp)->SaveAsync(MakeSnapshot(2, 8192, 200)).ok());
+  ASSERT_TRUE((*cp)->Wait().ok());
+  ASSERT_EQ(commits.size(), 2u);
+  EXPECT_EQ(commits[0].step, 100);
+  EXPECT_EQ(commits[1].signer_key_id, k.key.public_key.key_id);
+  auto first = VerifyCheckpoint(o.job_dir + "/step-100", k.trust, false);
+  auto second = VerifyCheckpoint(o.job_dir + "/step-200", k.trust, false);
+  ASSERT_TRUE(first.ok() && second.ok());
+  EXPECT_EQ(first->manifest.parent_digest(), o.parent_digest);
+  EXPECT_EQ(second->manifest.parent_digest(), first->manifest_digest);
+  EXPECT_EQ(commits[0].manifest_digest, first->manifest_digest);
+  EXPECT_EQ((*cp)->parent_digest(), second->manifest_digest);
+  const auto& m = second->manifest;
+  EXPECT_EQ(m.spec_digest(), std::string(64, 'a'));
+  EXPECT_EQ(m.codec(), "powersgd");
+  EXPECT_FALSE(m.code_version().empty());
+  EXPECT_GT(m.created_unix_ms(), 0);
+  EXPECT_EQ(m.dependency_versions().at("nccl"), "2.18.5");
+  EXPECT_TRUE(m.dependency_versions().count("protobuf") && m.dependency_versions().count("openssl"));
+  bool has_optim = false;
+  for (const auto& t : m.tensors()) has_optim |= t.name() == "optim.momentum";
+  EXPECT_TRUE(has_optim);
+}
+
+TEST(Checkpoint, AsyncSavesQueueBehindTwoBuffers) {
+  TempDir tmp;
+  AsyncCheckpointerOptions o;
+  o.job_dir = tmp / "job";
+  auto cp = AsyncCheckpointer::Create(o);
+  ASSERT_TRUE(cp.ok());
+  TrainerSnapshot live = MakeSnapshot(9, 2 << 20, 0);
+  for (int step = 1; step <= 6; ++step) {
+    live.step = step;
+    ASSERT_TRUE((*cp)->SaveAsync(live).ok());  // copies; `live` stays usable
+  }
+  ASSERT_TRUE((*cp)->Wait().ok());
+  auto st = (*cp)->stats();
+  EXPECT_EQ(st.saves, 6);
+  EXPECT_EQ(st.completed, 6);
+  EXPECT_EQ(st.failed, 0);
+  EXPECT_GE(st.max_stall_s, st.last_stall_s);
+  TrustStore none;
+  auto loaded = LoadCheckpoint(o.job_dir, none, /*allow_unsigned=*/true);
+  ASSERT_TRUE(loaded.ok());
+  EXPECT_EQ(loaded->snapshot.step, 6);
+  EXPECT_FALSE(loaded->signature_verified);
+  ExpectSameState(live, loaded->snapshot);
+}
+
+TEST(Checkpoint, OneProcessCanWriteSeveralShardsAtOnce) {
+  TempDir tmp;
+  Keys k;
+  AsyncCheckpointerOptions o;
+  o.job_dir = tmp / "job";
+  o.key = k.key;
+  o.local_shards = 3;  // hashing on three threads; automatic from 64 MiB up
+  auto cp = AsyncCheckpointer::Create(o);
+  ASSERT_TRUE(cp.ok());
+  TrainerSnapshot snap = MakeSnapshot(8, 100000, 4);
+  ASSERT_TRUE((*cp)->SaveAsync(snap).ok());
+  ASSERT_TRUE((*cp)->Wait().ok());
+  auto loaded = LoadCheckpoint(o.job_dir, k.trust, false);
+  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  EXPECT_EQ(loaded->manifest.shards_size(), 3);
+  EXPECT_EQ(loaded->manifest.world_size(), 1);  // the trainer's world, not the shard count
+  ExpectSameState(snap, loaded->snapshot);
+}
+
+TEST(Checkpoint, WriteErrorsSurfaceInWait) {
+  TempDir tmp;
+  AsyncCheckpointerOptions o;
+  o.job_dir = tmp / "job";
+  o.nonce = "fixed";
+  auto cp = AsyncCheckpointer::Create(o);
+  ASSERT_TRUE(cp.ok());
+  TrainerSnapshot bad = MakeSnapshot(1, 4096);
+  bad.tensors[0].shape = {1};
+  EXPECT_EQ((*cp)->SaveAsync(bad).code(), StatusCode::kInvalidArgument);  // refused up front
+  // A file where the staging directory must go: the write fails on the writer thread
+  // (works as root too, unlike a read-only directory).
+  ASSERT_TRUE(WriteFileAtomic(o.job_dir + "/step-3.tmp-fixed", "in the way").ok());
+  ASSERT_TRUE((*cp)->SaveAsync(MakeSnapshot(1, 4096, 3)).ok());
+  Status s = (*cp)->Wait();
+  EXPECT_FALSE(s.ok());
+  EXPECT_FALSE((*cp)->last_error().ok());
+  EXPECT_EQ((*cp)->stats().failed, 1);
+  EXPECT_TRUE((*cp)->Wait().ok());  // reported once
+  ::unlink((o.job_dir + "/step-3.tmp-fixed").c_str());
+  ASSERT_TRUE((*cp)->SaveAsync(MakeSnapshot(1, 4096, 4)).ok());  // later saves still work
+  EXPECT_TRUE((*cp)->Wait().ok());
+}
+
+TEST(Keys, SecretKeyReadableByOthersIsRefusedAtSigning) {
+  TempDir tmp;
+  ASSERT_TRUE(WriteKeyPair(GenerateKeyPair(), tmp.path(), "signer").ok());
+  const std::string key = tmp / "signer.key";
+  AsyncCheckpointerOptions o;
+  o.job_dir = tmp / "job";
+  o.sign_key_path = key;
+  ASSERT_TRUE(AsyncCheckpointer::Create(o).ok());
+  ::chmod(key.c_str(), 0644);
+  auto refused = AsyncCheckpointer::Create(o);
+  EXPECT_EQ(refused.status().code(), StatusCode::kPermissionDenied);
+  EXPECT_NE(refused.status().message().find("signer.key"), std::string::npos);
+}
+
+TEST(Keys, UnsignedAndUntrustedNeedAllowUnsigned) {
+  TempDir tmp;
+  Keys k, other;
+  AsyncCheckpointerOptions o;
+  o.job_dir = tmp / "unsigned";
+  ASSERT_TRUE((*AsyncCheckpointer::Create(o))->SaveNow(MakeSnapshot(1, 4096, 5)).ok());
+  auto refused = LoadCheckpoint(o.job_dir, k.trust, false);
+  EXPECT_EQ(refused.status().code(), StatusCode::kPermissionDenied);
+  EXPECT_NE(refused.status().message().find("manifest.sig"), std::string::npos);
+  EXPECT_TRUE(LoadCheckpoint(o.job_dir, k.trust, true).ok());
+
+  o.job_dir = tmp / "signed";
+  o.key = k.key;
+  ASSERT_TRUE((*AsyncCheckpointer::Create(o))->SaveNow(MakeSnapshot(1, 4096, 5)).ok());
+  auto untrusted = LoadCheckpoint(o.job_dir, other.trust, false);
+  EXPECT_EQ(untrusted.status().code(), StatusCode::kPermissionDenied);
+  EXPECT_NE(untrusted.status().message().find("untrusted"), std::string::npos);
+  auto allowed = LoadCheckpoint(o.job_dir, other.trust, true);
+  ASSERT_TRUE(allowed.ok());
+  EXPECT_FALSE(allowed->signature_verified);
+  EXPECT_EQ(allowed->signer_key_id, "");
+}
+
+TEST(Checkpoint, SavingAStepAgainReplacesIt) {
+  TempDir tmp;
+  Keys k;
+  AsyncCheckpointerOptions o;
+  o.job_dir = tmp / "job";
+  o.key = k.key;
+  auto cp = AsyncCheckpointer::Create(o);
+  ASSERT_TRUE((*cp)->SaveNow(MakeSnapshot(1, 4096, 50)).ok());
+  TrainerSnapshot again = MakeSnapshot(2, 4096, 50);
+  ASSERT_TRUE((*cp)->SaveNow(again).ok());
+  auto loaded = LoadCheckpoint(o.job_dir, k.trust, false);
+  ASSERT_TRUE(loaded.ok());
+  ExpectSameState(again, loaded->snapshot);
+}
+
+TEST(Checkpoint, ShardInfoSurvivesTheWire) {
+  ShardInfo s{"/x/step-1.tmp-n", 2, 4, "shard-2-of-4.bin", 12345, std::string(64, 'c'), "oops \"quoted\""};
+  auto back = DecodeShardInfo(EncodeShardInfo(s));
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->staging_dir, s.staging_dir);
+  EXPECT_EQ(back->rank, 2);
+  EXPECT_EQ(back->length, 12345u);
+  EXPECT_EQ(back->error, s.error);
+  EXPECT_FALSE(DecodeShardInfo("{\"rank\": \"x\"}").ok());
+  EXPECT_FALSE(DecodeShardInfo("\x01\x02").ok());
+}
+
+}  // namespace
+}  // namespace shoal

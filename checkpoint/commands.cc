@@ -1,0 +1,206 @@
+// shoalctl keygen / checkpoint verify|list|export. Thin: parse flags, call the library,
+// print a line a person can act on (or JSON for scripts), set the exit code.
+#include "checkpoint/commands.h"
+
+#include <cstdio>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "checkpoint/job_dir.h"
+#include "checkpoint/reader.h"
+#include "checkpoint/safetensors.h"
+#include "common/file_util.h"
+#include "common/signing.h"
+
+namespace shoal {
+
+namespace {
+using nlohmann::json;
+
+struct Args {
+  std::string path, out, name = "shoal", safetensors;
+  std::vector<std::string> trust;
+  bool allow_unsigned = false, as_json = false, include_optimizer = false;
+};
+
+std::string HumanBytes(uint64_t n) {
+  char buf[32];
+  if (n >= (1ull << 30)) std::snprintf(buf, sizeof(buf), "%.2f GiB", n / double(1ull << 30));
+  else if (n >= (1ull << 20)) std::snprintf(buf, sizeof(buf), "%.2f MiB", n / double(1ull << 20));
+  else if (n >= 1024) std::snprintf(buf, sizeof(buf), "%.1f KiB", n / 1024.0);
+  else std::snprintf(buf, sizeof(buf), "%llu B", static_cast<unsigned long long>(n));
+  return buf;
+}
+
+std::string Dump(const json& j) { return j.dump(2, ' ', false, json::error_handler_t::replace); }
+
+// Loads --trust files; on failure reports and sets exit code 2.
+bool LoadTrust(const Args& a, TrustStore* trust, int* code, std::ostream& err) {
+  for (const auto& f : a.trust) {
+    Status s = trust->AddFile(f);
+    if (!s.ok()) {
+      err << "cannot use trusted key " << f << ": " << s.ToString() << "\n";
+      *code = 2;
+      return false;
+    }
+  }
+  return true;
+}
+
+void AddVerifyFlags(CLI::App* cmd, Args* a) {
+  cmd->add_option("--trust", a->trust, "public key file trusted to sign checkpoints (repeatable)");
+  cmd->add_flag("--allow-unsigned", a->allow_unsigned, "accept a missing or untrusted signature (digests still checked)");
+}
+
+void Keygen(const Args& a, int* code, std::ostream& out, std::ostream& err) {
+  KeyPair key = GenerateKeyPair();
+  Status s = WriteKeyPair(key, a.out, a.name);
+  if (!s.ok()) {
+    err << "keygen: " << s.ToString() << "\n";
+    *code = 1;
+    return;
+  }
+  out << "wrote " << JoinPath(a.out, a.name + ".key") << " (secret, mode 0600) and " << JoinPath(a.out, a.name + ".pub")
+      << "\nkey id " << key.public_key.key_id << "\n";
+  *code = 0;
+}
+
+void Verify(const Args& a, int* code, std::ostream& out, std::ostream& err) {
+  TrustStore trust;
+  if (!LoadTrust(a, &trust, code, err)) return;
+  auto r = VerifyCheckpoint(a.path, trust, a.allow_unsigned);
+  *code = r.ok() ? 0 : 1;
+  if (a.as_json) {
+    json j = {{"valid", r.ok()}, {"path", a.path}, {"error", r.ok() ? "" : r.status().ToString()}};
+    if (r.ok()) {
+      j["dir"] = r->dir;
+      j["step"] = r->manifest.step();
+      j["signer"] = r->signer_key_id;
+      j["signed"] = r->signature_verified;
+      j["shards"] = r->manifest.shards_size();
+      j["bytes"] = r->total_bytes;
+      j["manifest_digest"] = r->manifest_digest;
+    }
+    out << Dump(j) << "\n";
+    return;
+  }
+  if (!r.ok()) {
+    out << "INVALID " << a.path << "\n  " << r.status().ToString() << "\n";
+    return;
+  }
+  out << "OK " << r->dir << "\n  job " << r->manifest.job_id() << ", step " << r->manifest.step() << ", "
+      << r->manifest.shards_size() << " shard(s), " << HumanBytes(r->total_bytes) << "\n  "
+      << (r->signature_verified ? "signed by trusted key " + r->signer_key_id : std::string("NOT signed by a trusted key (allowed)"))
+      << "\n  manifest sha256 " << r->manifest_digest << "\n";
+}
+
+void List(const Args& a, int* code, std::ostream& out, std::ostream& err) {
+  TrustStore trust;
+  if (!LoadTrust(a, &trust, code, err)) return;
+  if (!PathExists(a.path)) {
+    err << "no such job directory: " << a.path << "\n";
+    *code = 2;
+    return;
+  }
+  auto steps = ListCommittedSteps(a.path);
+  if (!steps.ok()) {
+    err << steps.status().ToString() << "\n";
+    *code = 2;
+    return;
+  }
+  auto pointer = ReadLatestPointer(a.path);
+  std::string latest = pointer.ok() ? *pointer : "";
+  json rows = json::array();
+  bool all_valid = true;
+  for (int64_t step : *steps) {
+    std::string dir = JoinPath(a.path, StepDirName(step));
+    auto r = VerifyCheckpoint(dir, trust, a.allow_unsigned);
+    all_valid = all_valid && r.ok();
+    rows.push_back({{"step", step}, {"dir", dir}, {"latest", StepDirName(step) == latest},
+                    {"verified", r.ok()}, {"bytes", r.ok() ? r->total_bytes : 0},
+                    {"signer", r.ok() ? r->signer_key_id : ""},
+                    {"error", r.ok() ? "" : r.status().ToString()}});
+  }
+  *code = all_valid ? 0 : 1;
+  if (a.as_json) {
+    out << Dump(json{{"job_dir", a.path}, {"checkpoints", rows}}) << "\n";
+    return;
+  }
+  if (rows.empty()) {
+    out << "no checkpoints in " << a.path << "\n";
+    return;
+  }
+  char line[256];
+  std::snprintf(line, sizeof(line), "%-12s %12s  %-16s  %s\n", "STEP", "SIZE", "SIGNER", "STATUS");
+  out << line;
+  for (const auto& row : rows) {
+    std::string status = row["verified"].get<bool>() ? "verified" : "INVALID: " + row["error"].get<std::string>();
+    if (row["latest"].get<bool>()) status += " (latest)";
+    std::string signer = row["signer"].get<std::string>();
+    std::snprintf(line, sizeof(line), "%-12lld %12s  %-16s  ", static_cast<long long>(row["step"].get<int64_t>()),
+                  HumanBytes(row["bytes"].get<uint64_t>()).c_str(), signer.empty() ? "-" : signer.c_str());
+    out << line << status << "\n";
+  }
+}
+
+void Export(const Args& a, int* code, std::ostream& out, std::ostream& err) {
+  TrustStore trust;
+  if (!LoadTrust(a, &trust, code, err)) return;
+  auto r = LoadCheckpoint(a.path, trust, a.allow_unsigned);
+  if (!r.ok()) {
+    err << "refusing to export " << a.path << ": " << r.status().ToString() << "\n";
+    *code = 1;
+    return;
+  }
+  Status s = ExportSafetensors(*r, a.safetensors, a.include_optimizer);
+  if (!s.ok()) {
+    err << "export failed: " << s.ToString() << "\n";
+    *code = 1;
+    return;
+  }
+  size_t n = 0;
+  for (const auto& t : r->snapshot.tensors)
+    n += a.include_optimizer || (t.name.rfind("optim.", 0) != 0 && t.name.rfind("codec.", 0) != 0);
+  out << "exported " << n << " tensor(s) of " << r->dir << " (step " << r->manifest.step() << ") to " << a.safetensors << "\n";
+  *code = 0;
+}
+
+}  // namespace
+
+void RegisterCheckpointCommands(CLI::App& app, int* exit_code, std::ostream& out, std::ostream& err) {
+  // The flag values live as long as the app: every callback shares this one object.
+  auto args = std::make_shared<Args>();
+  std::ostream* o = &out;
+  std::ostream* e = &err;
+
+  CLI::App* keygen = app.add_subcommand("keygen", "generate an Ed25519 key pair for signing checkpoints");
+  keygen->add_option("--out", args->out, "directory for NAME.key and NAME.pub")->required();
+  keygen->add_option("--name", args->name, "file name stem (default: shoal)");
+  keygen->callback([args, exit_code, o, e] { Keygen(*args, exit_code, *o, *e); });
+
+  CLI::App* ckpt = app.add_subcommand("checkpoint", "verify, list and export checkpoints");
+  ckpt->require_subcommand(1);
+
+  CLI::App* verify = ckpt->add_subcommand("verify", "check signature and digests of a checkpoint");
+  verify->add_option("path", args->path, "step directory, or job directory (follows latest)")->required();
+  AddVerifyFlags(verify, args.get());
+  verify->add_flag("--json", args->as_json, "print the result as JSON");
+  verify->callback([args, exit_code, o, e] { Verify(*args, exit_code, *o, *e); });
+
+  CLI::App* list = ckpt->add_subcommand("list", "list the checkpoints of a job and verify each");
+  list->add_option("job_dir", args->path, "DIR/JOB")->required();
+  AddVerifyFlags(list, args.get());
+  list->add_flag("--json", args->as_json, "print the result as JSON");
+  list->callback([args, exit_code, o, e] { List(*args, exit_code, *o, *e); });
+
+  CLI::App* exp = ckpt->add_subcommand("export", "export a verified checkpoint's weights to safetensors");
+  exp->add_option("path", args->path, "step directory, or job directory (follows latest)")->required();
+  exp->add_option("--safetensors", args->safetensors, "output .safetensors file")->required();
+  exp->add_flag("--include-optimizer", args->include_optimizer, "also export optim.* and codec.* tensors");
+  AddVerifyFlags(exp, args.get());
+  exp->callback([args, exit_code, o, e] { Export(*args, exit_code, *o, *e); });
+}
+
+}  // namespace shoal

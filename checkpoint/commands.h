@@ -1,0 +1,30 @@
+// shoalctl subcommands for keys and checkpoints: `keygen`, `checkpoint verify|list|export`.
+// Each command stores its exit code in *exit_code instead of exiting, so main can return
+// it and tests can run the commands in-process with an argv.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <iostream>
+
+namespace shoal {
+
+// Adds to `app`:
+//   keygen --out DIR [--name NAME]
+//       writes DIR/NAME.key (mode 0600) and DIR/NAME.pub (NAME defaults to "shoal").
+//   checkpoint verify PATH [--trust PUB]... [--allow-unsigned] [--json]
+//       exit 0 valid, 1 invalid. JSON: {valid, path, dir, step, signer, signed, shards,
+//       bytes, manifest_digest, error}.
+//   checkpoint list DIR/JOB [--trust PUB]... [--allow-unsigned] [--json]
+//       one line per committed step: size, signer, verified or why not, which is latest;
+//       exit 0 when every checkpoint verifies.
+//   checkpoint export PATH --safetensors OUT [--include-optimizer] [--trust PUB]...
+//       [--allow-unsigned]
+// PATH is a step directory or a job directory (then `latest` is followed). Exit code 2
+// means the command could not run (e.g. an unreadable --trust key file).
+// Usage: int code = 0; RegisterCheckpointCommands(app, &code); CLI11_PARSE(app, argc, argv);
+//        return code;
+// `exit_code` must outlive app.parse; `out` and `err` receive the command's output.
+void RegisterCheckpointCommands(CLI::App& app, int* exit_code, std::ostream& out = std::cout,
+                                std::ostream& err = std::cerr);
+
+}  // namespace shoal

@@ -1,0 +1,279 @@
+// Verified checkpoint loading: signature, manifest digest, directory contents, shard
+// sizes, shard digests (parallel), then tensors. Shard bytes are read once: hashed and,
+// when loading, scattered straight into the tensor buffers (no staging copy).
+#include "checkpoint/reader.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <thread>
+
+#include "checkpoint/job_dir.h"
+#include "common/file_util.h"
+#include "common/log.h"
+#include "common/sha256.h"
+
+namespace shoal {
+
+namespace fs = std::filesystem;
+
+StatusOr<CheckpointSignature> ParseCheckpointSignature(const std::string& envelope_json, const TrustStore* trust) {
+  StatusOr<VerifiedEnvelope> env = trust ? VerifyDsse(envelope_json, *trust) : ParseDsseUnverified(envelope_json);
+  if (!env.ok()) return env.status();
+  if (env->payload_type != kInTotoPayloadType)
+    return InvalidArgument("payload type is '" + env->payload_type.substr(0, 64) + "', expected " + kInTotoPayloadType);
+  // A statement signed for another purpose (a dataset manifest) must not pass for a
+  // checkpoint's, even when the same key signed both.
+  nlohmann::json j = nlohmann::json::parse(env->payload, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object() || !j.contains("predicateType") || !j["predicateType"].is_string() ||
+      j["predicateType"].get<std::string>() != kCheckpointPredicateType)
+    return InvalidArgument(std::string("statement is not a checkpoint statement (predicateType ") +
+                           kCheckpointPredicateType + ")");
+  ASSIGN_OR_RETURN(auto subjects, ParseStatementSubjects(env->payload));
+  for (const auto& [name, digest] : subjects) {
+    bool hex = digest.size() == 64 &&
+               std::all_of(digest.begin(), digest.end(), [](char c) { return std::isdigit(c) || (c >= 'a' && c <= 'f'); });
+    if (!hex) return InvalidArgument("statement subject '" + name.substr(0, 64) + "' has a malformed sha256");
+  }
+  return CheckpointSignature{env->key_id, std::move(subjects)};
+}
+
+StatusOr<std::string> ResolveCheckpointDir(const std::string& path) {
+  if (!PathExists(path)) return NotFound("no checkpoint at " + path);
+  if (PathExists(JoinPath(path, kManifestFile))) return path;
+  // A step directory without a manifest is a damaged checkpoint, not a job directory.
+  if (ParseStepDirName(fs::path(path).filename().string())) return path;
+  auto latest = ReadLatestPointer(path);
+  if (latest.ok()) {
+    std::string dir = JoinPath(path, *latest);
+    if (PathExists(dir)) return dir;
+    SHOAL_LOG_WARN("{} names {}, which does not exist; using the newest committed step", JoinPath(path, kLatestFile), dir);
+  } else if (latest.status().code() != StatusCode::kNotFound) {
+    return latest.status();
+  }
+  ASSIGN_OR_RETURN(std::vector<int64_t> steps, ListCommittedSteps(path));
+  if (steps.empty()) return NotFound("no checkpoint in " + path + " (no latest pointer, no step-N directory)");
+  return JoinPath(path, StepDirName(steps.back()));
+}
+
+namespace {
+
+constexpr size_t kReadChunk = 4 << 20;
+
+// Where a shard's bytes go when loading: consecutive pieces of tensor buffers.
+struct Span {
+  char* data;
+  uint64_t len;
+};
+
+// Reads one shard once: hashes it and, when `dest` is non-empty, scatters the bytes into
+// those spans (they cover exactly `length` bytes), so loading needs no staging copy.
+Status HashShard(const std::string& path, uint64_t length, const std::string& want_hex, const std::vector<Span>& dest) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return DataLoss(path + ": cannot open: " + std::strerror(errno));
+  ::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+  std::unique_ptr<char[]> scratch(dest.empty() ? new char[kReadChunk] : nullptr);
+  Sha256 h;
+  uint64_t done = 0, span_off = 0;
+  size_t span = 0;
+  Status s;
+  while (s.ok() && done < length) {
+    char* buf = scratch.get();
+    size_t want = static_cast<size_t>(std::min<uint64_t>(kReadChunk, length - done));
+    if (!dest.empty()) {
+      while (span_off == dest[span].len) span_off = 0, ++span;  // spans sum to `length`
+      buf = dest[span].data + span_off;
+      want = static_cast<size_t>(std::min<uint64_t>(want, dest[span].len - span_off));
+    }
+    ssize_t n = ::read(fd, buf, want);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) s = DataLoss(path + ": read failed: " + std::strerror(errno));
+    else if (n == 0) s = DataLoss(path + ": truncated to " + std::to_string(done) + " of " + std::to_string(length) + " bytes");
+    else {
+      h.Update(buf, static_cast<size_t>(n));
+      done += static_cast<uint64_t>(n);
+      span_off += static_cast<uint64_t>(n);
+    }
+  }
+  char extra;
+  if (s.ok() && ::read(fd, &extra, 1) > 0) s = DataLoss(path + ": longer than the " + std::to_string(length) + " bytes in the manifest");
+  ::close(fd);
+  if (!s.ok()) return s;
+  std::string got = ToHex(h.Finish());
+  if (got != want_hex) return DataLoss(path + ": SHA-256 mismatch (manifest " + want_hex + ", file " + got + ")");
+  return OkStatus();
+}
+
+// The tensor-buffer pieces that bytes [begin, end) of the stream land in. ParseManifest
+// guarantees the tensors tile the stream in order.
+std::vector<Span> SpansFor(std::vector<NamedTensor>& tensors, const CheckpointManifest& m, uint64_t begin, uint64_t end) {
+  std::vector<Span> out;
+  for (int k = 0; k < m.tensors_size(); ++k) {
+    uint64_t b = m.tensors(k).offset(), e = b + m.tensors(k).length();
+    uint64_t lo = std::max(b, begin), hi = std::min(e, end);
+    if (lo < hi) out.push_back({tensors[k].bytes.data() + (lo - b), hi - lo});
+  }
+  return out;
+}
+
+// Hashes every shard with up to `threads` threads; the first failure by shard order
+// wins. With `tensors` set (sized from the manifest), shard bytes are scattered into them.
+Status HashShards(const std::string& dir, const CheckpointManifest& m, int threads, std::vector<NamedTensor>* tensors) {
+  const int n = m.shards_size();
+  std::vector<uint64_t> offsets(n, 0);
+  for (int i = 1; i < n; ++i) offsets[i] = offsets[i - 1] + m.shards(i - 1).length();
+  int hw = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  int workers = std::max(1, std::min(n, threads > 0 ? threads : hw));
+  std::vector<Status> results(n);
+  std::atomic<int> next{0};
+  auto work = [&] {
+    for (int i; (i = next.fetch_add(1)) < n;) {
+      const auto& s = m.shards(i);
+      std::vector<Span> dest;
+      if (tensors) dest = SpansFor(*tensors, m, offsets[i], offsets[i] + s.length());
+      results[i] = HashShard(JoinPath(dir, s.file()), s.length(), s.sha256(), dest);
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int t = 1; t < workers; ++t) pool.emplace_back(work);
+  work();
+  for (auto& t : pool) t.join();
+  for (const auto& r : results) RETURN_IF_ERROR(r);
+  return OkStatus();
+}
+
+// Every file in the directory must be one the manifest (or the signature) accounts for.
+Status CheckDirectoryContents(const std::string& dir, const CheckpointManifest& m) {
+  std::set<std::string> expected{kManifestFile, kSignatureFile};
+  for (const auto& s : m.shards()) expected.insert(s.file());
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    std::string name = it->path().filename().string();
+    if (!expected.count(name)) return DataLoss(JoinPath(dir, name) + ": unexpected file in checkpoint directory");
+  }
+  if (ec) return DataLoss(dir + ": cannot list: " + ec.message());
+  for (const auto& s : m.shards()) {
+    std::string path = JoinPath(dir, s.file());
+    struct stat st;
+    if (::stat(path.c_str(), &st) != 0) return DataLoss(path + ": missing shard");
+    if (!S_ISREG(st.st_mode)) return DataLoss(path + ": not a regular file");
+    if (static_cast<uint64_t>(st.st_size) != s.length())
+      return DataLoss(path + ": has " + std::to_string(st.st_size) + " bytes, the manifest says " + std::to_string(s.length()) +
+                      (static_cast<uint64_t>(st.st_size) < s.length() ? " (truncated)" : ""));
+  }
+  return OkStatus();
+}
+
+StatusOr<LoadedCheckpoint> Open(const std::string& path, const TrustStore& trust, bool allow_unsigned, int threads,
+                                bool materialize) {
+  LoadedCheckpoint out;
+  ASSIGN_OR_RETURN(out.dir, ResolveCheckpointDir(path));
+  const std::string sig_path = JoinPath(out.dir, kSignatureFile);
+  const std::string manifest_path = JoinPath(out.dir, kManifestFile);
+
+  // 1. Signature, before anything else is believed.
+  std::optional<std::map<std::string, std::string>> subjects;
+  StatusOr<std::string> envelope = ReadFile(sig_path);
+  if (!envelope.ok() && envelope.status().code() != StatusCode::kNotFound)
+    return DataLoss(sig_path + ": " + envelope.status().message());
+  if (!envelope.ok()) {
+    if (!allow_unsigned)
+      return PermissionDenied(sig_path + ": missing, the checkpoint is unsigned (pass --allow-unsigned to load it anyway)");
+    SHOAL_LOG_WARN("{}: missing; loading unsigned checkpoint because unsigned loading was allowed", sig_path);
+  } else {
+    StatusOr<CheckpointSignature> sig = ParseCheckpointSignature(*envelope, &trust);
+    if (sig.ok()) {
+      out.signer_key_id = sig->key_id;
+      out.signature_verified = true;
+      subjects = std::move(sig->subjects);
+    } else if (!allow_unsigned) {
+      std::string hint = sig.status().code() == StatusCode::kPermissionDenied && trust.empty()
+                             ? " (no trusted keys given: pass the signer's public key with --trust)" : "";
+      return Status(sig.status().code(), sig_path + ": " + sig.status().message() + hint);
+    } else {
+      SHOAL_LOG_WARN("{}: {}; ignored because unsigned loading was allowed", sig_path, sig.status().message());
+    }
+  }
+
+  // 2. The manifest must be the one the statement signed.
+  StatusOr<std::string> manifest_bytes = ReadFile(manifest_path);
+  if (!manifest_bytes.ok())
+    return DataLoss(manifest_path + ": " + (manifest_bytes.status().code() == StatusCode::kNotFound
+                                                ? std::string("missing") : manifest_bytes.status().message()));
+  out.manifest_digest = Sha256Hex(*manifest_bytes);
+  if (subjects) {
+    auto it = subjects->find(kManifestFile);
+    if (it == subjects->end()) return InvalidArgument(sig_path + ": the signed statement does not cover manifest.pb");
+    if (it->second != out.manifest_digest)
+      return DataLoss(manifest_path + ": SHA-256 " + out.manifest_digest + " differs from the signed " + it->second);
+  }
+  StatusOr<CheckpointManifest> manifest = ParseManifest(*manifest_bytes);
+  if (!manifest.ok()) return InvalidArgument(manifest_path + ": " + manifest.status().message());
+  out.manifest = std::move(manifest).value();
+  const CheckpointManifest& m = out.manifest;
+  if (subjects) {
+    // The manifest is authenticated now; the statement must list exactly its shards.
+    if (subjects->size() != static_cast<size_t>(m.shards_size()) + 1)
+      return InvalidArgument(sig_path + ": the signed statement lists " + std::to_string(subjects->size()) +
+                             " files, the manifest " + std::to_string(m.shards_size() + 1));
+    for (const auto& s : m.shards()) {
+      auto it = subjects->find(s.file());
+      if (it == subjects->end() || it->second != s.sha256())
+        return InvalidArgument(sig_path + ": the signed statement disagrees with the manifest about " + s.file());
+    }
+  }
+
+  // 3. Files present, nothing extra, sizes right; then 4. digests, in parallel.
+  RETURN_IF_ERROR(CheckDirectoryContents(out.dir, m));
+  for (const auto& s : m.shards()) out.total_bytes += s.length();
+  TrainerSnapshot& snap = out.snapshot;
+  if (materialize) {
+    // Sizes are safe to allocate: they sum to the shard sizes just checked on disk.
+    try {
+      snap.tensors.reserve(m.tensors_size());
+      for (const auto& t : m.tensors())
+        snap.tensors.push_back(NamedTensor{t.name(), t.dtype(), std::vector<int64_t>(t.shape().begin(), t.shape().end()),
+                                           std::string(t.length(), '\0')});
+    } catch (const std::bad_alloc&) {
+      return Internal("cannot allocate " + std::to_string(out.total_bytes) + " bytes to load " + out.dir);
+    }
+  }
+  Status hashed = HashShards(out.dir, m, threads, materialize ? &snap.tensors : nullptr);
+  if (!hashed.ok()) {
+    snap.tensors.clear();  // bytes that failed verification are never handed out
+    return hashed;
+  }
+
+  // 5. Verified: only now is the state handed out.
+  snap.job_id = m.job_id();
+  snap.step = m.step();
+  snap.epoch = m.epoch();
+  snap.cursor = m.cursor();
+  snap.rng_state = m.rng_state();
+  snap.spec_digest = m.spec_digest();
+  snap.codec = m.codec();
+  snap.world_size = m.world_size();
+  return out;
+}
+
+}  // namespace
+
+StatusOr<LoadedCheckpoint> LoadCheckpoint(const std::string& path, const TrustStore& trust, bool allow_unsigned, int threads) {
+  return Open(path, trust, allow_unsigned, threads, /*materialize=*/true);
+}
+
+StatusOr<LoadedCheckpoint> VerifyCheckpoint(const std::string& path, const TrustStore& trust, bool allow_unsigned, int threads) {
+  return Open(path, trust, allow_unsigned, threads, /*materialize=*/false);
+}
+
+}  // namespace shoal

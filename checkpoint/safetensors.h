@@ -1,0 +1,31 @@
+// safetensors export, so the weights open in other tools: an 8-byte little-endian header
+// length, a JSON header {name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__":
+// {...}}, then the raw tensor bytes. The reader exists for tests and `checkpoint export`.
+#pragma once
+
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "checkpoint/format.h"
+#include "checkpoint/reader.h"
+#include "common/status.h"
+
+namespace shoal {
+
+// Writes the model tensors of `ckpt` (and "optim.*"/"codec.*" when include_optimizer)
+// to out_path atomically (temp name, fsync, rename). __metadata__ records job, step,
+// manifest digest, signer and spec digest, all as strings (the format's rule).
+Status ExportSafetensors(const LoadedCheckpoint& ckpt, const std::string& out_path, bool include_optimizer = false);
+
+struct SafetensorsFile {
+  std::map<std::string, std::string> metadata;
+  std::vector<NamedTensor> tensors;  // in file order (by data offset)
+};
+// Parses a whole file's bytes; validates offsets (contiguous, in bounds, sized by dtype
+// and shape). Never throws on hostile input.
+StatusOr<SafetensorsFile> ParseSafetensors(std::string_view bytes);
+StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path);
+
+}  // namespace shoal

@@ -1,0 +1,58 @@
+// Bandwidth emulation for the CPU backends: a token bucket that caps one worker's send
+// rate, plus a fixed delay per message, applied at the transport boundary (the Gloo
+// backend calls BeforeSend() before posting each message segment). Test and benchmark
+// feature, so the effect of compression can be measured on one machine.
+//
+// Environment (read by MakeGlooCommunicator; unset, empty or 0 = off):
+//   SHOAL_EMULATE_BANDWIDTH_MBPS  cap on this worker's send rate, in megabits per
+//                                 second (10^6 bit/s), summed over all its peers.
+//   SHOAL_EMULATE_LATENCY_US      microseconds added before every message is posted.
+//                                 The delay is served by the sending thread, so a
+//                                 transfer split into k segments pays it k times (a
+//                                 per-message cost, not a pipelined propagation delay).
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <mutex>
+
+#include "common/status.h"
+
+namespace shoal {
+
+struct LinkEmulation {
+  double bandwidth_mbps = 0;  // 0 = no cap
+  double latency_us = 0;      // 0 = no added delay
+  // Tokens an idle link may save up: a message up to this size after a pause goes
+  // out at once. Small, so that any transfer of B bytes takes >= (B - burst) / rate.
+  size_t burst_bytes = 64 << 10;
+  bool enabled() const { return bandwidth_mbps > 0 || latency_us > 0; }
+};
+
+// Reads the two variables above. kInvalidArgument (naming the variable) for a value
+// that is not a finite non-negative number.
+StatusOr<LinkEmulation> LinkEmulationFromEnv();
+
+// Thread-safe token bucket: every sender of one communicator shares it, so the cap is
+// per worker. The bucket starts EMPTY, so the first B bytes already take B / rate.
+class TokenBucket {
+ public:
+  explicit TokenBucket(const LinkEmulation& config);
+
+  // Blocks until `bytes` may be sent: sleeps the latency, then for as long as the
+  // bucket is in deficit. Concurrent callers reserve their tokens under the lock
+  // and sleep outside it, so their waits add up as on one shared link.
+  void BeforeSend(size_t bytes);
+
+  const LinkEmulation& config() const { return config_; }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  LinkEmulation config_;
+  double bytes_per_second_ = 0;  // 0 = unlimited
+  std::mutex mu_;
+  double tokens_ = 0;  // bytes; negative = reserved ahead of time
+  Clock::time_point last_;
+};
+
+}  // namespace shoal

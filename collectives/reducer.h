@@ -1,0 +1,123 @@
+// The Reducer: gradients packed into fusion buckets in the order backward produces
+// them, each bucket reduced through a GradientCodec on a communication thread as soon
+// as its last gradient is ready, while backward goes on; the optimizer calls Wait().
+#pragma once
+
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "collectives/communicator.h"
+#include "collectives/compression/codec.h"
+#include "common/status.h"
+#include "worker/models/model.h"
+
+namespace shoal {
+
+struct ReducerOptions {
+  // Defaults chosen by measurement (bench/fusion_bench, bench/overlap_bench, 2 ranks
+  // on loopback): past ~16 MiB a bigger bucket gains no throughput and delays the
+  // start of communication; the first bucket is small so the last layer's gradients
+  // go out while backward is still in the layers below.
+  double bucket_mib = 16;
+  double first_bucket_mib = 1;
+  bool overlap = true;  // false: everything is reduced inside Wait(), after backward
+  CollectiveOptions collective;
+};
+
+struct ReducerStats {
+  int64_t steps = 0;                  // steps whose Wait() has returned
+  size_t num_buckets = 0;
+  size_t num_copied_buckets = 0;      // buckets whose tensors are not one contiguous range
+  double comm_seconds = 0;            // summed time buckets spent reducing, all steps
+  double exposed_comm_seconds = 0;    // summed time Wait() blocked, all steps
+  double last_comm_seconds = 0;       // the same two for the last step
+  double last_exposed_comm_seconds = 0;
+  int64_t bytes_sent = 0;             // the communicator's counter since construction
+  int64_t bytes_uncompressed = 0;     // from the codec's stats
+};
+
+// Step protocol, on the training thread: BeginStep(step); backward calls
+// MarkReady(i) once per tensor (any order; ReadyFn() adapts it to GradReadyFn);
+// Wait() before the optimizer reads the gradients. Tensors never marked are taken to
+// be final when Wait() is called. Gradients are reduced in place: afterwards every
+// grad holds the SUM over ranks (the codec's approximation of it).
+//
+// Buckets are formed from params in REVERSE index order (backward order for models
+// that list parameters forward, like the MLP): a bucket is closed before the tensor
+// that would take it past first_bucket_mib (the first bucket) or bucket_mib (the
+// others); a tensor larger than that travels alone. Tensors are never split. A bucket whose gradients form one
+// contiguous range of memory (the MLP keeps all gradients in one buffer) is reduced
+// in place, as a view; otherwise it is copied into a staging buffer and back.
+// Buckets are reduced strictly in bucket order, so every rank issues the same
+// collectives in the same order whatever order MarkReady arrives in.
+class Reducer {
+ public:
+  // `comm`, `codec` and the gradient memory behind `params` must outlive the
+  // Reducer. `codec` may be null: a plain f32 allreduce-sum is used then.
+  Reducer(Communicator* comm, GradientCodec* codec, std::vector<ParamTensor>& params,
+          ReducerOptions options);
+  // Joins the communication thread; a bucket still reducing finishes first (bounded
+  // by the collective's timeout).
+  ~Reducer();
+  Reducer(const Reducer&) = delete;
+  Reducer& operator=(const Reducer&) = delete;
+
+  // Starts a step; `step` goes to the codec (warm-up, shared seeds). If the previous
+  // step was not waited for, waits for it first.
+  void BeginStep(int64_t step);
+  // Gradient `param_index` is final. Thread-safe and cheap (called from backward).
+  // An index out of range or marked twice in one step makes Wait() fail.
+  void MarkReady(size_t param_index);
+  GradReadyFn ReadyFn() {
+    return [this](size_t i) { MarkReady(i); };
+  }
+  // Blocks until every bucket is reduced. The first error of the step (a codec or
+  // communicator error such as kDeadlineExceeded from a silent peer) is returned;
+  // buckets after a failed one are skipped.
+  Status Wait();
+
+  ReducerStats stats() const;
+  // Bucket b's params, in reverse index order (for tests and benchmark output).
+  std::vector<std::vector<size_t>> bucket_params() const;
+
+ private:
+  struct Bucket;
+  void BuildBuckets(std::vector<ParamTensor>& params);
+  void CommLoop();
+  // Reduces bucket b (outside the lock); returns the time it took through *seconds.
+  Status ReduceBucket(size_t b, double* seconds);
+  void FinishBucket(size_t b, Status status, double seconds);  // under mu_
+
+  Communicator* comm_;
+  GradientCodec* codec_;
+  std::unique_ptr<GradientCodec> fallback_;
+  ReducerOptions options_;
+  std::vector<Bucket> buckets_;
+  std::vector<size_t> bucket_of_;  // param index -> bucket
+  int64_t bytes_sent_at_start_ = 0;
+
+  mutable std::mutex mu_;  // guards everything below
+  std::condition_variable cv_;
+  bool stop_ = false;
+  bool in_step_ = false;
+  int64_t step_ = 0;
+  std::vector<bool> marked_;
+  size_t next_ = 0;  // next bucket the communication thread reduces
+  size_t done_ = 0;  // buckets finished (or skipped) this step
+  Status error_;
+  ReducerStats stats_;
+  std::thread thread_;  // last: started once everything above exists
+};
+
+// The integration the trainer needs, in one call: forward and backward with every
+// gradient bucket reduced as backward produces it, then the wait for the rest.
+// Returns the loss sum ForwardBackward returned, or the reduction's error.
+StatusOr<double> ForwardBackwardReduced(Model* model, const Batch& batch, float grad_scale,
+                                        int64_t step, Reducer* reducer);
+
+}  // namespace shoal

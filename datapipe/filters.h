@@ -1,0 +1,134 @@
+// The scan's poisoning filters, as pure functions over a table of records held in
+// memory. Each returns the rows it flags with a reason and a score; the scan turns them
+// into the quarantine list. Statistical filters see only rows that passed the schema.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "datapipe/shard.h"
+
+namespace shoal {
+
+// Views of every record, in record-id order. Feature pointers point into shard bytes
+// (or a caller's array), so building a table copies no features.
+struct RecordTable {
+  RecordLayout layout;
+  int num_classes = 0;
+  double value_min = 0.0, value_max = 1.0;
+  std::vector<const uint8_t*> features;  // stored dtype, layout.feature_count values
+  std::vector<int32_t> labels;
+  std::vector<int64_t> ids;              // global record ids
+  std::vector<int32_t> shard;            // index into shard_names
+  std::vector<int64_t> index_in_shard;
+  std::vector<std::string> shard_names;
+  int64_t size() const { return static_cast<int64_t>(labels.size()); }
+  int dim() const { return static_cast<int>(layout.feature_count); }
+  void ReadRow(int64_t row, float* out) const { FeaturesToF32(layout.feature_dtype, features[row], dim(), out); }
+};
+RecordTable TableFromShards(const std::vector<ShardView>& shards, int num_classes, double value_min, double value_max);
+// A table over caller-owned f32 features (n x dim) and labels; ids are 0..n-1.
+RecordTable TableFromArrays(const float* x, const int32_t* y, int64_t n, int dim, int num_classes);
+
+struct Flag {
+  int64_t row = 0;
+  double score = 0;
+  std::string reason;
+};
+
+// Schema and range: labels in [0, num_classes); f32 features finite and inside the
+// declared range widened by `tolerance`. (Shape is fixed per shard and checked against
+// the manifest when the dataset is opened.)
+std::vector<Flag> SchemaFilter(const RecordTable& t, double tolerance, int threads);
+
+// Exact duplicates by content hash, confirmed byte for byte. Identical content under
+// different labels: every copy is flagged (nothing says which label is right). Same
+// label: the first copy is kept, the rest are flagged.
+std::vector<Flag> ExactDuplicateFilter(const RecordTable& t, const std::vector<int64_t>& rows, int threads);
+
+// Rows projected to `dims` and centred on their mean: the shared input of the filters
+// below. kRandom: a seeded Gaussian matrix scaled so distances are kept in expectation.
+// kPca: the top principal subspace of a sample (randomized range finder seeded the same
+// way), an orthogonal projection, so projected distances never exceed true ones.
+enum class ProjectionKind { kRandom, kPca };
+struct Projection {
+  int dims = 0;
+  std::vector<float> z;      // rows.size() x dims
+  std::vector<float> basis;  // features x dims: z = (x - mean) * basis
+  const float* row(int64_t i) const { return z.data() + i * dims; }
+};
+Projection ProjectRows(const RecordTable& t, const std::vector<int64_t>& rows, int dims, uint64_t seed,
+                       ProjectionKind kind = ProjectionKind::kPca, int threads = 1);
+
+// Near duplicates with conflicting labels: 128-bit SimHash of the (whitened)
+// projection, LSH banding (8 bands of 16 bits) for candidates with different labels, a
+// Hamming check, a projected-distance check, then the exact RMS distance over the full
+// features. Both rows of a pair within
+// `max_rms` are flagged. With skip_identical, byte-identical pairs are left to the
+// exact-duplicate filter.
+struct NearDuplicateParams {
+  double max_rms = 0.04;
+  int max_hamming = 16;  // of 128 bits
+  bool skip_identical = true;
+};
+std::vector<Flag> NearDuplicateFilter(const RecordTable& t, const std::vector<int64_t>& rows, const Projection& p,
+                                      const NearDuplicateParams& params, uint64_t seed, int threads);
+
+// Approximate k nearest neighbours (squared L2) of every point among the others: an
+// inverted file over k-means cells, each cell searched against its `nprobe` nearest
+// cells with sgemm. Exact (brute force) when n is small. Result: n x k indices
+// (-1 where fewer than k others exist), nearest first.
+struct KnnParams {
+  int k = 10;
+  int nprobe = 6;
+  int cell_size = 256;  // target points per k-means cell
+};
+// With `queries`, only those points are searched (the others get -1 rows); every point
+// is still a candidate neighbour.
+std::vector<int32_t> ApproxKnn(const float* z, int64_t n, int dims, const KnnParams& params, uint64_t seed,
+                               int threads, const std::vector<int32_t>* queries = nullptr);
+
+// Per-class feature medians and inverse robust scales (1 / max(1.4826 MAD, floor)),
+// from an evenly spread sample of each class (classes under 8 rows are left empty).
+struct ClassFeatureStats {
+  std::vector<float> median, inv_scale;  // per feature; empty for a class too small
+};
+std::vector<ClassFeatureStats> ComputeClassFeatureStats(const RecordTable& t, const std::vector<int64_t>& rows,
+                                                        double floor);
+// The projection as if every feature value that no class ever takes (further than `cut`
+// robust sd from the median of every class) were its class's median: a trigger stamped
+// into a few features is removed from the view, while content typical of some other
+// class (the evidence of a wrong label) is kept. A sparse update of z through the
+// basis. `changed` receives the indices of the rows whose projection moved and
+// `counts` (aligned with it) how many of their features were neutralised.
+Projection NeutralizeExtremes(const RecordTable& t, const std::vector<int64_t>& rows, const Projection& p,
+                              const std::vector<ClassFeatureStats>& stats, double cut, int threads,
+                              std::vector<int32_t>* changed, std::vector<int32_t>* counts = nullptr);
+
+// Neighbour lists shared by the outlier and label filters (computed once per scan).
+struct Neighbours {
+  int k = 0;
+  std::vector<int32_t> idx;  // rows.size() x k, indices into rows, nearest first, -1 pads
+  const int32_t* of(int64_t i) const { return idx.data() + i * k; }
+};
+Neighbours FindNeighbours(const Projection& p, const KnnParams& params, uint64_t seed, int threads,
+                          const std::vector<int32_t>* queries = nullptr);
+
+// Per-class robust outliers: distance of each row's projection to its class's
+// coordinate-wise median; flagged when 0.6745 * (d - median(d)) / MAD(d) > z_cut.
+std::vector<Flag> OutlierFilter(const RecordTable& t, const std::vector<int64_t>& rows, const Projection& p,
+                                double z_cut);
+
+// Label consistency: flags rows whose label differs from the label held by at least
+// `majority` of their k nearest neighbours. Runs `rounds` rounds in which the previous
+// round's flagged rows do not vote (nb should hold about 2k neighbours so a vote can
+// skip suspects and still see k).
+std::vector<Flag> LabelConsistencyFilter(const RecordTable& t, const std::vector<int64_t>& rows,
+                                         const Neighbours& nb, int k, double majority, int rounds, int threads);
+
+// Deterministic N(0, 1) values from a seed (SplitMix64 + Box-Muller), identical on
+// every platform, unlike std::normal_distribution.
+void SeededGaussian(uint64_t seed, float* out, size_t n, float stddev);
+
+}  // namespace shoal

@@ -1,0 +1,332 @@
+// Scan orchestration: schema first (its rejects are kept away from the statistics),
+// exact duplicates, one shared projection, then near duplicates, outliers and the
+// label vote. Output is rebuilt as a whole and swapped in with renames.
+#include "datapipe/scan.h"
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "common/clock.h"
+#include "common/file_util.h"
+#include "datapipe/blas_guard.h"
+#include "datapipe/parallel.h"
+
+namespace shoal {
+
+namespace fs = std::filesystem;
+
+namespace {
+// User + system CPU seconds of the whole process: with other work on the machine, wall
+// time says little about the scan's own cost; CPU time does.
+double ProcessCpuSeconds() {
+  rusage u;
+  if (getrusage(RUSAGE_SELF, &u) != 0) return 0;
+  return u.ru_utime.tv_sec + u.ru_utime.tv_usec * 1e-6 + u.ru_stime.tv_sec + u.ru_stime.tv_usec * 1e-6;
+}
+}  // namespace
+
+ScanOptions ScanOptionsFromSpec(const DataFilters& f) {
+  ScanOptions o;
+  o.schema = f.schema().enabled();
+  o.schema_tolerance = f.schema().threshold();
+  o.exact = f.exact_duplicates().enabled();
+  o.near = f.near_duplicates().enabled();
+  o.near_max_rms = f.near_duplicates().threshold();
+  o.outliers = f.outliers().enabled();
+  o.outlier_z = f.outliers().threshold();
+  o.label = f.label_consistency().enabled();
+  o.label_majority = f.label_consistency().threshold();
+  return o;
+}
+
+Status SetFilterList(const std::string& list, ScanOptions* o) {
+  if (list.empty() || list == "all") {
+    o->schema = o->exact = o->near = o->outliers = o->label = true;
+    return OkStatus();
+  }
+  o->schema = o->exact = o->near = o->outliers = o->label = false;
+  size_t pos = 0;
+  while (pos <= list.size()) {
+    size_t end = list.find(',', pos);
+    if (end == std::string::npos) end = list.size();
+    std::string name = list.substr(pos, end - pos);
+    if (name == "schema") o->schema = true;
+    else if (name == "exact") o->exact = true;
+    else if (name == "near") o->near = true;
+    else if (name == "outliers") o->outliers = true;
+    else if (name == "label") o->label = true;
+    else if (name != "none") return InvalidArgument("unknown filter '" + name + "' (known: schema, exact, near, outliers, label)");
+    pos = end + 1;
+  }
+  return OkStatus();
+}
+
+Status SetThreshold(const std::string& a, ScanOptions* o) {
+  size_t eq = a.find('=');
+  if (eq == std::string::npos) return InvalidArgument("threshold '" + a + "' is not name=value");
+  std::string name = a.substr(0, eq), text = a.substr(eq + 1);
+  char* end = nullptr;
+  double v = std::strtod(text.c_str(), &end);
+  if (text.empty() || *end != '\0' || !std::isfinite(v) || v < 0)
+    return InvalidArgument("threshold " + name + " needs a non-negative number, got '" + text + "'");
+  if (name == "schema") o->schema_tolerance = v;
+  else if (name == "near") o->near_max_rms = v;
+  else if (name == "outliers") o->outlier_z = v;
+  else if (name == "label") {
+    if (v > 1) return InvalidArgument("threshold label is a neighbour share in [0, 1]");
+    o->label_majority = v;
+  } else if (name == "label_k") {
+    if (v < 1 || v > 64) return InvalidArgument("label_k must be in [1, 64]");
+    o->label_k = static_cast<int>(v);
+  } else if (name == "dims") {
+    if (v < 4 || v > 256) return InvalidArgument("dims must be in [4, 256]");
+    o->projection_dims = static_cast<int>(v);
+  } else if (name == "label_rounds") {
+    if (v < 1 || v > 10) return InvalidArgument("label_rounds must be in [1, 10]");
+    o->label_rounds = static_cast<int>(v);
+  } else if (name == "label_views") {
+    if (v < 1 || v > 2) return InvalidArgument("label_views must be 1 or 2");
+    o->label_views = static_cast<int>(v);
+  } else if (name == "pca") {
+    o->projection = v > 0 ? ProjectionKind::kPca : ProjectionKind::kRandom;
+  } else if (name == "exact") {
+    // Exact duplicates have no threshold; accepted so a spec's 0 round-trips.
+  } else {
+    return InvalidArgument("unknown threshold '" + name + "' (known: schema, near, outliers, label, label_k, label_rounds, label_views, dims, pca)");
+  }
+  return OkStatus();
+}
+
+namespace {
+// The label vote, in the shared projection and (label_views 2) again in a view with
+// trigger-like feature values neutralised, for the rows that view changes. Without the
+// second view, records stamped with a common trigger find each other as neighbours and
+// vouch for each other's (poisoned) label. In that view a row carrying at least
+// kTriggerFeatures values that no class ever takes must also have its label held by at
+// least half of its k neighbours: several out-of-range values plus a label its look-alikes
+// do not share is the signature of a backdoor, whatever the trigger looks like.
+constexpr int kTriggerFeatures = 8;
+constexpr double kNeutralCut = 8.0;  // robust sd from every class's median
+
+std::vector<Flag> LabelFlags(const RecordTable& t, const std::vector<int64_t>& rows, const Projection& proj,
+                             const ScanOptions& o, int threads, TableScan* out,
+                             const std::function<void(const std::string&)>& note) {
+  // Twice the vote's k, so a vote can skip suspects and still count k.
+  KnnParams kp;
+  kp.k = 2 * o.label_k;
+  Stopwatch kw;
+  Neighbours nb = FindNeighbours(proj, kp, o.seed, threads);
+  out->knn_seconds += kw.Seconds();
+  note(std::to_string(kp.k) + " nearest neighbours of " + std::to_string(rows.size()) + " rows in " +
+       std::to_string(kw.Seconds()) + " s");
+  std::vector<Flag> flags = LabelConsistencyFilter(t, rows, nb, o.label_k, o.LabelMajority(), o.label_rounds, threads);
+  if (o.label_views < 2 || proj.basis.empty()) return flags;
+  kw.Reset();
+  const double floor = 0.1 * std::max(t.value_max - t.value_min, 1e-6);
+  std::vector<int32_t> changed, counts;
+  Projection neutral = NeutralizeExtremes(t, rows, proj, ComputeClassFeatureStats(t, rows, floor), kNeutralCut,
+                                          threads, &changed, &counts);
+  if (!changed.empty()) {
+    Neighbours nb2 = FindNeighbours(neutral, kp, o.seed, threads, &changed);
+    std::vector<uint8_t> have(t.size(), 0);
+    for (const Flag& f : flags) have[f.row] = 1;
+    for (Flag& f : LabelConsistencyFilter(t, rows, nb2, o.label_k, o.LabelMajority(), o.label_rounds, threads)) {
+      if (have[f.row]) continue;
+      have[f.row] = 1;
+      f.reason += " with trigger-like feature values neutralised";
+      flags.push_back(std::move(f));
+    }
+    for (size_t c = 0; c < changed.size(); ++c) {
+      const int64_t row = rows[changed[c]];
+      if (counts[c] < kTriggerFeatures || have[row]) continue;
+      int same = 0, found = 0;
+      for (int r = 0; r < std::min(o.label_k, nb2.k); ++r) {
+        int32_t j = nb2.of(changed[c])[r];
+        if (j < 0) continue;
+        ++found;
+        same += t.labels[rows[j]] == t.labels[row];
+      }
+      if (found == 0 || 2 * same >= found) continue;
+      char buf[200];
+      std::snprintf(buf, sizeof(buf),
+                    "%d feature values outside every class's range (trigger-like) and only %d of %d nearest "
+                    "neighbours share label %d once they are neutralised",
+                    counts[c], same, found, t.labels[row]);
+      flags.push_back({row, 1.0 - static_cast<double>(same) / found, buf});
+    }
+    std::sort(flags.begin(), flags.end(), [](const Flag& a, const Flag& b) { return a.row < b.row; });
+  }
+  out->knn_seconds += kw.Seconds();
+  note("neutralised view: " + std::to_string(changed.size()) + " rows re-searched in " + std::to_string(kw.Seconds()) +
+       " s");
+  return flags;
+}
+}  // namespace
+
+TableScan ScanTable(const RecordTable& t, const ScanOptions& o) {
+  Stopwatch total;
+  const int threads = o.threads > 0 ? o.threads : DefaultThreads();
+  SingleThreadedBlas blas_guard(threads > 1);
+  auto note = [&](const std::string& s) {
+    if (o.progress) o.progress(s);
+  };
+  TableScan out;
+  std::vector<std::vector<Flag>> flags(5);
+  auto run = [&](int i, bool enabled, double threshold, const std::function<std::vector<Flag>()>& fn) {
+    FilterReport r{kFilterNames[i], enabled, threshold};
+    if (enabled) {
+      Stopwatch w;
+      flags[i] = fn();
+      r.seconds = w.Seconds();
+      r.flagged = static_cast<int64_t>(flags[i].size());
+      note(std::string(kFilterNames[i]) + ": " + std::to_string(r.flagged) + " flagged in " +
+           std::to_string(r.seconds) + " s");
+    }
+    out.filters.push_back(r);
+  };
+
+  // The schema check always runs: with the filter off its rejects are not quarantined,
+  // but a NaN or an out-of-range label must still never reach the statistics.
+  Stopwatch w;
+  std::vector<Flag> schema = SchemaFilter(t, o.SchemaTolerance(), threads);
+  double schema_s = w.Seconds();
+  std::vector<uint8_t> bad(t.size(), 0);
+  for (const Flag& f : schema) bad[f.row] = 1;
+  std::vector<int64_t> rows;
+  rows.reserve(t.size());
+  for (int64_t r = 0; r < t.size(); ++r)
+    if (!bad[r]) rows.push_back(r);
+  run(0, o.schema, o.SchemaTolerance(), [&] { return schema; });
+  if (o.schema) out.filters[0].seconds = schema_s;
+
+  run(1, o.exact, 0, [&] { return ExactDuplicateFilter(t, rows, threads); });
+  Projection proj;
+  if (o.near || o.outliers || o.label) {
+    Stopwatch pw;
+    proj = ProjectRows(t, rows, o.projection_dims, o.seed, o.projection, threads);
+    out.project_seconds = pw.Seconds();
+    note("projection to " + std::to_string(o.projection_dims) + " dims in " + std::to_string(out.project_seconds) + " s");
+  }
+  NearDuplicateParams np;
+  np.max_rms = o.NearMaxRms();
+  np.skip_identical = o.exact;
+  run(2, o.near, o.NearMaxRms(), [&] { return NearDuplicateFilter(t, rows, proj, np, o.seed, threads); });
+  run(3, o.outliers, o.OutlierZ(), [&] { return OutlierFilter(t, rows, proj, o.OutlierZ()); });
+  run(4, o.label, o.LabelMajority(), [&] { return LabelFlags(t, rows, proj, o, threads, &out, note); });
+
+  // Quarantine entries in record order, then filter order; admitted = flagged by none.
+  std::vector<std::pair<int64_t, int>> order;
+  for (int f = 0; f < 5; ++f)
+    for (size_t i = 0; i < flags[f].size(); ++i) order.emplace_back(flags[f][i].row * 8 + f, static_cast<int>(i));
+  std::sort(order.begin(), order.end());
+  std::vector<uint8_t> held(t.size(), 0);
+  for (auto [key, i] : order) {
+    const int f = static_cast<int>(key % 8);
+    const Flag& fl = flags[f][i];
+    held[fl.row] = 1;
+    out.quarantine.push_back(QuarantineEntry{t.ids[fl.row], t.shard_names[t.shard[fl.row]], t.index_in_shard[fl.row],
+                                             t.labels[fl.row], kFilterNames[f], fl.reason, fl.score});
+  }
+  for (int64_t r = 0; r < t.size(); ++r)
+    if (!held[r]) out.admitted_rows.push_back(r);
+  out.seconds = total.Seconds();
+  return out;
+}
+
+std::string ScanReport::ToJson() const {
+  nlohmann::json fl = nlohmann::json::array();
+  for (const auto& f : filters)
+    fl.push_back({{"name", f.name}, {"enabled", f.enabled}, {"threshold", f.threshold},
+                  {"flagged", f.flagged}, {"seconds", f.seconds}});
+  nlohmann::json j = {{"dir", dir},
+                      {"dataset", dataset},
+                      {"manifest_sha256", manifest_sha256},
+                      {"provenance", provenance},
+                      {"records", records},
+                      {"admitted", admitted},
+                      {"quarantined", quarantined},
+                      {"filters", fl},
+                      {"threads", threads},
+                      {"seconds", {{"verify", verify_seconds}, {"project", project_seconds}, {"knn", knn_seconds},
+                                   {"filters", filter_seconds}, {"write", write_seconds}, {"total", seconds},
+                                   {"cpu", cpu_seconds}}},
+                      {"records_per_second", records_per_second}};
+  return j.dump(2);
+}
+
+namespace {
+Status WriteScanDir(const std::string& dir, const ScanReport& report, const TableScan& scan,
+                    const RecordTable& t) {
+  std::string final_dir = dir + "/" + kScanDir;
+  std::string tmp = final_dir + ".tmp-" + std::to_string(::getpid());
+  std::error_code ec;
+  fs::remove_all(tmp, ec);
+  RETURN_IF_ERROR(MakeDirs(tmp));
+  AdmittedIndex index;
+  index.manifest_sha256 = report.manifest_sha256;
+  index.total_records = report.records;
+  index.ids.reserve(scan.admitted_rows.size());
+  for (int64_t r : scan.admitted_rows) index.ids.push_back(t.ids[r]);
+  std::string lines;
+  for (const auto& e : scan.quarantine) lines += QuarantineJsonLine(e) + "\n";
+  Status s = WriteFileAtomic(tmp + "/" + kAdmittedFile, EncodeAdmitted(index));
+  if (s.ok()) s = WriteFileAtomic(tmp + "/" + kQuarantineFile, lines);
+  if (s.ok()) s = WriteFileAtomic(tmp + "/" + kScanReportFile, report.ToJson() + "\n");
+  if (!s.ok()) {
+    fs::remove_all(tmp, ec);
+    return s;
+  }
+  std::string old = final_dir + ".old-" + std::to_string(::getpid());
+  fs::remove_all(old, ec);
+  if (fs::exists(final_dir, ec)) fs::rename(final_dir, old, ec);
+  if (ec) return Internal("cannot move the previous scan aside in " + dir + ": " + ec.message());
+  fs::rename(tmp, final_dir, ec);
+  if (ec) return Internal("cannot put the new scan in place in " + dir + ": " + ec.message());
+  fs::remove_all(old, ec);
+  return FsyncDir(dir);
+}
+}  // namespace
+
+StatusOr<ScanReport> ScanDataset(const std::string& dir, const ScanOptions& o) {
+  Stopwatch total;
+  const double cpu0 = ProcessCpuSeconds();
+  if (o.progress) o.progress("verifying " + dir);
+  ASSIGN_OR_RETURN(VerifiedDataset ds, OpenDataset(dir, o.trust));
+  ScanReport report;
+  report.verify_seconds = total.Seconds();
+  report.dir = dir;
+  report.dataset = ds.manifest.name();
+  report.manifest_sha256 = ds.manifest_sha256;
+  report.provenance = ds.provenance;
+  report.threads = o.threads > 0 ? o.threads : DefaultThreads();
+  const FeatureSchema& schema = ds.manifest.schema();
+  RecordTable table = TableFromShards(ds.shards, schema.num_classes(), schema.value_min(), schema.value_max());
+  if (o.progress)
+    o.progress("scanning " + std::to_string(table.size()) + " records with " + std::to_string(report.threads) + " threads");
+  TableScan scan = ScanTable(table, o);
+  report.records = table.size();
+  report.admitted = static_cast<int64_t>(scan.admitted_rows.size());
+  report.quarantined = report.records - report.admitted;
+  report.filters = scan.filters;
+  report.filter_seconds = scan.seconds;
+  report.project_seconds = scan.project_seconds;
+  report.knn_seconds = scan.knn_seconds;
+  Stopwatch w;
+  // The report is written with the timings known so far, then completed for the caller.
+  report.seconds = total.Seconds();
+  report.records_per_second = report.seconds > 0 ? report.records / report.seconds : 0;
+  RETURN_IF_ERROR(WriteScanDir(dir, report, scan, table));
+  report.write_seconds = w.Seconds();
+  report.seconds = total.Seconds();
+  report.cpu_seconds = ProcessCpuSeconds() - cpu0;
+  report.records_per_second = report.seconds > 0 ? report.records / report.seconds : 0;
+  return report;
+}
+
+}  // namespace shoal

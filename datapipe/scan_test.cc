@@ -1,0 +1,270 @@
+// Filters: each catches a planted example of its kind and passes clean data; the scan
+// writes its files without touching the shards; the approximate kNN finds true neighbours.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+
+#include "common/file_util.h"
+#include "common/sha256.h"
+#include "datapipe/scan.h"
+#include "datapipe/test_util.h"
+
+namespace shoal {
+namespace {
+
+using testing_util::MakeClusters;
+using testing_util::Synthetic;
+using testing_util::TempDir;
+
+std::set<int64_t> Rows(const std::vector<Flag>& flags) {
+  std::set<int64_t> s;
+  for (const auto& f : flags) s.insert(f.row);
+  return s;
+}
+std::vector<int64_t> AllRows(const RecordTable& t) {
+  std::vector<int64_t> r(t.size());
+  for (int64_t i = 0; i < t.size(); ++i) r[i] = i;
+  return r;
+}
+
+class FilterTest : public ::testing::Test {
+ protected:
+  void SetUp() override { clean_ = MakeClusters(5, 200, 40); }  // 1000 records
+  RecordTable Table(const Synthetic& s) { return TableFromArrays(s.x.data(), s.y.data(), s.n(), s.dim, s.classes); }
+  float* Row(Synthetic& s, int64_t i) { return s.x.data() + i * s.dim; }
+  Synthetic clean_;
+};
+
+TEST_F(FilterTest, CleanDataPassesEveryFilter) {
+  RecordTable t = Table(clean_);
+  ScanOptions o;
+  o.threads = 2;
+  TableScan scan = ScanTable(t, o);
+  for (const auto& f : scan.filters) {
+    EXPECT_TRUE(f.enabled);
+    // Robust z > 3.5 has a small natural tail; nothing else may fire on clean clusters.
+    if (f.name == "outliers") {
+      EXPECT_LE(f.flagged, 5) << f.name;
+    } else {
+      EXPECT_EQ(f.flagged, 0) << f.name;
+    }
+  }
+}
+
+TEST_F(FilterTest, SchemaCatchesNanInfRangeAndLabels) {
+  Synthetic s = clean_;
+  Row(s, 3)[7] = NAN;
+  Row(s, 4)[0] = INFINITY;
+  Row(s, 5)[9] = 1.5f;
+  Row(s, 6)[1] = -0.01f;
+  s.y[7] = 5;  // classes are 0..4
+  s.y[8] = -2;
+  auto flags = SchemaFilter(Table(s), 1e-6, 2);
+  EXPECT_EQ(Rows(flags), (std::set<int64_t>{3, 4, 5, 6, 7, 8}));
+  for (const auto& f : flags) {
+    if (f.row == 3) {
+      EXPECT_NE(f.reason.find("NaN"), std::string::npos);
+    }
+    if (f.row == 4) {
+      EXPECT_NE(f.reason.find("Inf"), std::string::npos);
+    }
+    if (f.row == 5) {
+      EXPECT_NE(f.reason.find("outside"), std::string::npos);
+    }
+    if (f.row == 7) {
+      EXPECT_NE(f.reason.find("label 5"), std::string::npos);
+    }
+  }
+}
+
+TEST_F(FilterTest, ExactDuplicates) {
+  Synthetic s = clean_;
+  std::copy(Row(s, 10), Row(s, 10) + s.dim, Row(s, 500));  // same content, label differs
+  s.y[500] = (s.y[10] + 1) % 5;
+  std::copy(Row(s, 20), Row(s, 20) + s.dim, Row(s, 700));  // same content, same label
+  s.y[700] = s.y[20];
+  RecordTable t = Table(s);
+  auto flags = ExactDuplicateFilter(t, AllRows(t), 2);
+  EXPECT_EQ(Rows(flags), (std::set<int64_t>{10, 500, 700}));
+  for (const auto& f : flags) {
+    if (f.row == 700) {
+      EXPECT_NE(f.reason.find("duplicate of record 20"), std::string::npos) << f.reason;
+    }
+    if (f.row == 10) {
+      EXPECT_NE(f.reason.find("conflicting labels"), std::string::npos) << f.reason;
+    }
+  }
+}
+
+TEST_F(FilterTest, NearDuplicatesWithConflictingLabels) {
+  Synthetic s = clean_;
+  for (int j = 0; j < s.dim; ++j) Row(s, 600)[j] = std::min(1.0f, Row(s, 30)[j] + ((j % 3) - 1) * 0.01f);
+  s.y[600] = (s.y[30] + 2) % 5;
+  for (int j = 0; j < s.dim; ++j) Row(s, 601)[j] = std::min(1.0f, Row(s, 31)[j] + 0.01f);  // same label: fine
+  s.y[601] = s.y[31];
+  RecordTable t = Table(s);
+  auto rows = AllRows(t);
+  Projection p = ProjectRows(t, rows, 16, 1);
+  auto flags = NearDuplicateFilter(t, rows, p, NearDuplicateParams{}, 1, 2);
+  EXPECT_EQ(Rows(flags), (std::set<int64_t>{30, 600}));
+}
+
+TEST_F(FilterTest, PerClassOutlier) {
+  Synthetic s = clean_;
+  for (int j = 0; j < s.dim; ++j) Row(s, 42)[j] = 1.0f;  // bright everywhere: fits no class
+  RecordTable t = Table(s);
+  auto rows = AllRows(t);
+  Projection p = ProjectRows(t, rows, 16, 1);
+  auto flags = OutlierFilter(t, rows, p, 3.5);
+  EXPECT_TRUE(Rows(flags).count(42));
+}
+
+TEST_F(FilterTest, LabelConsistency) {
+  Synthetic s = clean_;
+  s.y[100] = (s.y[100] + 1) % 5;  // a record of one cluster labelled as another
+  s.y[205] = (s.y[205] + 3) % 5;
+  RecordTable t = Table(s);
+  auto rows = AllRows(t);
+  Projection p = ProjectRows(t, rows, 16, 1);
+  KnnParams k;
+  k.k = 20;
+  Neighbours nb = FindNeighbours(p, k, 1, 2);
+  auto flags = LabelConsistencyFilter(t, rows, nb, 10, 0.8, 3, 2);
+  EXPECT_EQ(Rows(flags), (std::set<int64_t>{100, 205}));
+}
+
+TEST(LabelFilter, BackdoorTriggerCannotVouchForItself) {
+  // 4 clusters over features 0..31; features 32..39 are quiet background in every class.
+  Synthetic base = MakeClusters(4, 200, 32);
+  Synthetic s;
+  s.dim = 40;
+  s.classes = 4;
+  s.y = base.y;
+  for (int64_t i = 0; i < base.n(); ++i) {
+    s.x.insert(s.x.end(), base.x.begin() + i * 32, base.x.begin() + (i + 1) * 32);
+    for (int j = 0; j < 8; ++j) s.x.push_back(0.1f + 0.01f * ((i + j) % 5));
+  }
+  // 30 records of class 0 stamped with a bright trigger and relabelled 3: the trigger
+  // makes them each other's nearest neighbours, so a plain vote would let them pass.
+  std::set<int64_t> planted;
+  // Spread over the class (feature 0 encodes the index, so neighbours in index are near).
+  for (int64_t i = 0; planted.size() < 30; i += 24) {
+    ASSERT_EQ(s.y[i], 0);
+    for (int j = 32; j < 40; ++j) s.x[i * 40 + j] = 1.0f;
+    s.y[i] = 3;
+    planted.insert(i);
+  }
+  RecordTable t = TableFromArrays(s.x.data(), s.y.data(), s.n(), s.dim, s.classes);
+  ScanOptions o;
+  ASSERT_TRUE(SetFilterList("label", &o).ok());
+  o.threads = 2;
+  TableScan scan = ScanTable(t, o);
+  std::set<int64_t> flagged;
+  for (const auto& q : scan.quarantine) flagged.insert(q.record_id);
+  for (int64_t i : planted) EXPECT_TRUE(flagged.count(i)) << "backdoor record " << i << " admitted";
+  EXPECT_LE(flagged.size(), planted.size() + 5);
+  // The plain vote alone lets most of them through: that is what the second view is for.
+  o.label_views = 1;
+  int64_t caught = 0;
+  for (const auto& q : ScanTable(t, o).quarantine) caught += planted.count(q.record_id);
+  EXPECT_LT(caught, 15);
+}
+
+TEST(ApproxKnn, FindsMostTrueNeighbours) {
+  // Clustered points, as real data is (uniform noise is the worst case for an inverted
+  // file: every point sits near a cell boundary).
+  const int n = 6000, d = 8, clusters = 40;
+  std::vector<float> centers(clusters * d), z(n * d);
+  SeededGaussian(3, centers.data(), centers.size(), 3.0f);
+  SeededGaussian(4, z.data(), z.size(), 0.5f);
+  for (int i = 0; i < n; ++i)
+    for (int t = 0; t < d; ++t) z[i * d + t] += centers[(i % clusters) * d + t];
+  KnnParams p;
+  p.k = 5;
+  p.cell_size = 128;
+  auto approx = ApproxKnn(z.data(), n, d, p, 1, 2);
+  int64_t hits = 0, checked = 0;
+  for (int i = 0; i < n; i += 37) {  // brute force on a sample of queries
+    std::vector<std::pair<float, int>> all;
+    for (int j = 0; j < n; ++j) {
+      if (j == i) continue;
+      float s = 0;
+      for (int t = 0; t < d; ++t) s += (z[i * d + t] - z[j * d + t]) * (z[i * d + t] - z[j * d + t]);
+      all.push_back({s, j});
+    }
+    std::partial_sort(all.begin(), all.begin() + p.k, all.end());
+    std::set<int> truth;
+    for (int r = 0; r < p.k; ++r) truth.insert(all[r].second);
+    for (int r = 0; r < p.k; ++r) hits += truth.count(approx[i * p.k + r]);
+    checked += p.k;
+  }
+  EXPECT_GT(static_cast<double>(hits) / checked, 0.85);
+  // Tiny inputs are exact and never return the point itself.
+  std::vector<float> two = {0, 0, 1, 1};
+  auto nb = ApproxKnn(two.data(), 2, 2, p, 1, 1);
+  EXPECT_EQ(nb[0], 1);
+  EXPECT_EQ(nb[1], -1);
+  EXPECT_EQ(nb[p.k], 0);
+}
+
+TEST(ScanDataset, WritesResultsAndNeverTouchesShards) {
+  TempDir tmp;
+  Synthetic s = MakeClusters(4, 100, 24);
+  s.x[5 * s.dim + 2] = NAN;
+  s.y[9] = 17;
+  auto report = testing_util::WriteDataset(s, tmp / "ds", 150, nullptr, tmp.path());
+  std::vector<std::string> before;
+  for (int i = 0; i < report.shards; ++i) before.push_back(*Sha256FileHex(tmp / ("ds/" + ShardFileName(i))));
+  ScanOptions o;
+  auto r = ScanDataset(tmp / "ds", o);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->records, 400);
+  EXPECT_GE(r->quarantined, 2);
+  EXPECT_EQ(r->admitted + r->quarantined, 400);
+  for (int i = 0; i < report.shards; ++i) EXPECT_EQ(*Sha256FileHex(tmp / ("ds/" + ShardFileName(i))), before[i]);
+  auto admitted = ReadAdmitted(tmp / "ds");
+  ASSERT_TRUE(admitted.ok()) << admitted.status().ToString();
+  EXPECT_EQ(static_cast<int64_t>(admitted->ids.size()), r->admitted);
+  EXPECT_EQ(admitted->manifest_sha256, r->manifest_sha256);
+  auto q = ReadQuarantine(tmp / "ds", "schema");
+  ASSERT_TRUE(q.ok());
+  ASSERT_EQ(q->size(), 2u);
+  EXPECT_EQ((*q)[0].record_id, 5);
+  EXPECT_EQ((*q)[1].record_id, 9);
+  EXPECT_EQ((*q)[1].shard, "shard-00000.rec");
+  EXPECT_TRUE(PathExists(tmp / "ds/scan/report.json"));
+  EXPECT_EQ(ReadQuarantine(tmp / "ds", "", 1)->size(), 1u);
+  // A damaged admitted index is refused, not believed.
+  auto bytes = ReadFile(tmp / "ds/scan/admitted.idx");
+  (*bytes)[80] ^= 1;
+  ASSERT_TRUE(WriteFileAtomic(tmp / "ds/scan/admitted.idx", *bytes).ok());
+  EXPECT_EQ(ReadAdmitted(tmp / "ds").status().code(), StatusCode::kDataLoss);
+}
+
+TEST(ScanOptions, FromSpecListsAndThresholds) {
+  DataFilters f;
+  f.mutable_schema()->set_enabled(true);
+  f.mutable_outliers()->set_enabled(true);
+  f.mutable_outliers()->set_threshold(2.5);
+  f.mutable_label_consistency()->set_enabled(false);
+  ScanOptions o = ScanOptionsFromSpec(f);
+  EXPECT_TRUE(o.schema);
+  EXPECT_FALSE(o.exact);
+  EXPECT_FALSE(o.label);
+  EXPECT_DOUBLE_EQ(o.OutlierZ(), 2.5);
+  EXPECT_DOUBLE_EQ(o.LabelMajority(), 0.8);  // threshold 0: the default
+  ASSERT_TRUE(SetFilterList("near,label", &o).ok());
+  EXPECT_TRUE(o.near && o.label && !o.schema && !o.outliers);
+  EXPECT_FALSE(SetFilterList("near,bogus", &o).ok());
+  ASSERT_TRUE(SetThreshold("near=0.07", &o).ok());
+  EXPECT_DOUBLE_EQ(o.NearMaxRms(), 0.07);
+  EXPECT_FALSE(SetThreshold("label=2", &o).ok());
+  EXPECT_FALSE(SetThreshold("near", &o).ok());
+  EXPECT_FALSE(SetThreshold("outliers=abc", &o).ok());
+  EXPECT_FALSE(SetThreshold("nope=1", &o).ok());
+}
+
+}  // namespace
+}  // namespace shoal

@@ -1,0 +1,41 @@
+// What connects the worker to checkpoint/: the checkpointer configured from the spec,
+// the shard-info exchange between ranks, and loading the checkpoint to resume from.
+// Ranks exchange shard infos through the rendezvous KV store (the coordinator's), not
+// the communicator: the writer thread must not issue collectives concurrently with the
+// training thread's gradient reductions (MPI would need them in the same order).
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "checkpoint/async_writer.h"
+#include "checkpoint/reader.h"
+#include "collectives/communicator.h"
+#include "jobspec.pb.h"
+
+namespace shoal {
+
+GatherShardsFn MakeKvShardGather(KvStore* kv, const std::string& prefix, int rank, int world,
+                                 std::chrono::milliseconds timeout);
+
+struct CheckpointerSetup {
+  std::string job_id;
+  int rank = 0;
+  int world = 1;
+  KvStore* kv = nullptr;        // required when world > 1
+  std::string kv_prefix;        // the generation's scope
+  std::string parent_digest;    // the checkpoint resumed from
+  CommitCallback on_commit;
+};
+
+// nullptr (and OK) when the spec has no checkpoint.dir.
+StatusOr<std::unique_ptr<AsyncCheckpointer>> MakeCheckpointer(const JobSpec& spec, const CheckpointerSetup& setup);
+
+// The trust store named by checkpoint.trust (public key files).
+StatusOr<TrustStore> CheckpointTrust(const JobSpec& spec);
+
+// Loads and verifies checkpoint.resume (a step or job directory). Refusals name the
+// file and the reason; an unsigned or untrusted checkpoint needs checkpoint.allow_unsigned.
+StatusOr<LoadedCheckpoint> LoadResumeCheckpoint(const JobSpec& spec);
+
+}  // namespace shoal

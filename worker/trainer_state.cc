@@ -1,0 +1,82 @@
+// Snapshot building and restoring for the trainer.
+#include "worker/trainer_state.h"
+
+#include <cstring>
+
+#include "common/log.h"
+
+namespace shoal {
+
+namespace {
+constexpr char kOptimizerTensor[] = "optim.sgd";
+constexpr char kCodecTensor[] = "codec.state";
+
+NamedTensor* Slot(TrainerSnapshot* snap, size_t i) {
+  if (snap->tensors.size() <= i) snap->tensors.resize(i + 1);
+  return &snap->tensors[i];
+}
+
+void SetBytes(NamedTensor* t, const std::string& name, const std::string& dtype, std::vector<int64_t> shape,
+              const void* data, size_t bytes) {
+  t->name = name;
+  t->dtype = dtype;
+  t->shape = std::move(shape);
+  t->bytes.resize(bytes);
+  if (bytes) std::memcpy(t->bytes.data(), data, bytes);
+}
+}  // namespace
+
+void BuildSnapshot(Model& model, const SgdMomentum& optimizer, const GradientCodec* codec, const TrainingPosition& pos,
+                   int world_size, TrainerSnapshot* snap) {
+  snap->step = pos.step;
+  snap->epoch = pos.epoch;
+  snap->cursor = pos.cursor;
+  snap->rng_state = "";  // every random choice derives from (seed, epoch, step): nothing to save
+  snap->world_size = world_size;
+  snap->codec = codec ? codec->name() : "none";
+  size_t i = 0;
+  for (const ParamTensor& p : model.params())
+    SetBytes(Slot(snap, i++), p.name, "F32", p.shape, p.data, p.numel * sizeof(float));
+  std::string opt = optimizer.SaveState();
+  SetBytes(Slot(snap, i++), kOptimizerTensor, "U8", {static_cast<int64_t>(opt.size())}, opt.data(), opt.size());
+  std::string cs = codec ? codec->SaveState() : "";
+  SetBytes(Slot(snap, i++), kCodecTensor, "U8", {static_cast<int64_t>(cs.size())}, cs.data(), cs.size());
+  snap->tensors.resize(i);
+}
+
+StatusOr<TrainingPosition> RestoreSnapshot(const TrainerSnapshot& snap, Model& model, SgdMomentum& optimizer,
+                                           GradientCodec* codec, int world_size) {
+  auto& params = model.params();
+  const NamedTensor* opt = nullptr;
+  const NamedTensor* codec_state = nullptr;
+  std::vector<const NamedTensor*> by_param(params.size(), nullptr);
+  for (const NamedTensor& t : snap.tensors) {
+    if (t.name == kOptimizerTensor) { opt = &t; continue; }
+    if (t.name == kCodecTensor) { codec_state = &t; continue; }
+    size_t i = 0;
+    while (i < params.size() && params[i].name != t.name) ++i;
+    if (i == params.size()) return InvalidArgument("checkpoint tensor '" + t.name + "' does not exist in this model");
+    if (t.dtype != "F32" || t.shape != params[i].shape || t.bytes.size() != params[i].numel * sizeof(float))
+      return InvalidArgument("checkpoint tensor '" + t.name + "' has another dtype or shape than the model's");
+    by_param[i] = &t;
+  }
+  for (size_t i = 0; i < params.size(); ++i)
+    if (!by_param[i]) return InvalidArgument("checkpoint lacks model tensor '" + params[i].name + "'");
+  if (!opt) return InvalidArgument("checkpoint lacks the optimizer state (" + std::string(kOptimizerTensor) + ")");
+  // Everything checked: now apply.
+  RETURN_IF_ERROR(optimizer.LoadState(opt->bytes).WithContext("optimizer state"));
+  for (size_t i = 0; i < params.size(); ++i) std::memcpy(params[i].data, by_param[i]->bytes.data(), by_param[i]->bytes.size());
+  if (codec) {
+    if (snap.world_size == world_size && snap.codec == codec->name() && codec_state) {
+      RETURN_IF_ERROR(codec->LoadState(codec_state->bytes).WithContext("codec state"));
+    } else {
+      codec->ResetState();
+      if (codec->name() != "none")
+        SHOAL_LOG_INFO("codec state reset: saved with codec {} at world size {}, now {} at {}", snap.codec,
+                       snap.world_size, codec->name(), world_size);
+    }
+  }
+  return TrainingPosition{snap.step, snap.epoch, snap.cursor};
+}
+
+}  // namespace shoal

@@ -1,0 +1,32 @@
+// The trainer's resumable state <-> checkpoint snapshots. Parameters, the optimizer's
+// momentum and the codec's residuals become named tensors; the data position is
+// (epoch, cursor) plus the step. Restoring checks every name and shape first, so a
+// checkpoint of another model is refused by name, never half-applied.
+#pragma once
+
+#include <string>
+
+#include "checkpoint/format.h"
+#include "collectives/compression/codec.h"
+#include "worker/models/model.h"
+#include "worker/optim/sgd.h"
+
+namespace shoal {
+
+struct TrainingPosition {
+  int64_t step = 0;    // steps completed
+  int64_t epoch = 0;   // epoch the next step belongs to
+  int64_t cursor = 0;  // samples of that epoch already consumed
+};
+
+// Fills `snap` (reusing its buffers) from the live state.
+void BuildSnapshot(Model& model, const SgdMomentum& optimizer, const GradientCodec* codec, const TrainingPosition& pos,
+                   int world_size, TrainerSnapshot* snap);
+
+// Applies a loaded snapshot. A codec's residuals are per rank and only meaningful at the
+// world size they were saved at: at another world size they are reset (documented in
+// docs/ARCHITECTURE.md). Returns where training resumes.
+StatusOr<TrainingPosition> RestoreSnapshot(const TrainerSnapshot& snap, Model& model, SgdMomentum& optimizer,
+                                           GradientCodec* codec, int world_size);
+
+}  // namespace shoal
