@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <cerrno>
 #include <cstring>
@@ -19,6 +20,41 @@
 
 namespace shoal {
 
+namespace {
+constexpr size_t kCopyChunk = 4 << 20;
+
+struct Chunk {
+  char* to;
+  const char* from;
+  size_t len;
+};
+
+void AddChunks(std::string* dst, const char* src, size_t n, std::vector<Chunk>* chunks) {
+  dst->resize(n);  // no reallocation once the buffer has been used
+  for (size_t off = 0; off < n; off += kCopyChunk) chunks->push_back({dst->data() + off, src + off, std::min(kCopyChunk, n - off)});
+}
+
+// The copy is the whole training stall of an asynchronous save, and one core does not
+// saturate memory bandwidth, so big copies are split over several threads.
+void CopyChunks(const std::vector<Chunk>& chunks) {
+  const int threads = chunks.size() < 4 ? 1 : static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1u, 4u));
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t c; (c = next.fetch_add(1)) < chunks.size();) std::memcpy(chunks[c].to, chunks[c].from, chunks[c].len);
+  };
+  std::vector<std::thread> helpers;
+  for (int t = 1; t < threads; ++t) helpers.emplace_back(work);
+  work();
+  for (auto& t : helpers) t.join();
+}
+}  // namespace
+
+void AssignBytes(std::string* dst, const void* src, size_t n) {
+  std::vector<Chunk> chunks;
+  AddChunks(dst, static_cast<const char*>(src), n, &chunks);
+  CopyChunks(chunks);
+}
+
 void CopySnapshotInto(const TrainerSnapshot& src, TrainerSnapshot* dst) {
   dst->job_id = src.job_id;
   dst->step = src.step;
@@ -29,14 +65,16 @@ void CopySnapshotInto(const TrainerSnapshot& src, TrainerSnapshot* dst) {
   dst->codec = src.codec;
   dst->world_size = src.world_size;
   dst->tensors.resize(src.tensors.size());
+  std::vector<Chunk> chunks;
   for (size_t i = 0; i < src.tensors.size(); ++i) {
     const NamedTensor& s = src.tensors[i];
     NamedTensor& d = dst->tensors[i];
     d.name = s.name;
     d.dtype = s.dtype;
     d.shape = s.shape;
-    d.bytes.assign(s.bytes);  // keeps d's capacity when it is large enough
+    AddChunks(&d.bytes, s.bytes.data(), s.bytes.size(), &chunks);
   }
+  CopyChunks(chunks);
 }
 
 StatusOr<std::unique_ptr<AsyncCheckpointer>> AsyncCheckpointer::Create(AsyncCheckpointerOptions options) {
@@ -123,6 +161,24 @@ Status AsyncCheckpointer::SaveAsync(TrainerSnapshot&& snap) {
   RETURN_IF_ERROR(BuildManifest(snap).status().WithContext("checkpoint at step " + std::to_string(snap.step)));
   ASSIGN_OR_RETURN(int slot, AcquireSlot());
   slots_[slot].snap = std::move(snap);
+  Enqueue(slot, sw.Seconds());
+  return OkStatus();
+}
+
+Status AsyncCheckpointer::SaveAsyncWith(const std::function<Status(TrainerSnapshot*)>& fill) {
+  Stopwatch sw;
+  ASSIGN_OR_RETURN(int slot, AcquireSlot());
+  TrainerSnapshot* snap = &slots_[slot].snap;
+  Status s = fill(snap);
+  if (s.ok()) s = BuildManifest(*snap).status().WithContext("checkpoint at step " + std::to_string(snap->step));
+  if (!s.ok()) {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      slots_[slot].state = SlotState::kFree;
+    }
+    cv_.notify_all();
+    return s;
+  }
   Enqueue(slot, sw.Seconds());
   return OkStatus();
 }

@@ -86,6 +86,11 @@ class AsyncCheckpointer {
   Status SaveAsync(const TrainerSnapshot& snap);
   // Same, moving instead of copying (the caller built a throwaway snapshot).
   Status SaveAsync(TrainerSnapshot&& snap);
+  // The one-copy path for a trainer whose state lives in its own buffers: reserves a
+  // free buffer and lets `fill` write the state straight into it (AssignBytes reuses
+  // its allocation and copies on several threads). The buffer still holds an earlier
+  // save: fill sets every field and resizes `tensors`. A fill error frees the buffer.
+  Status SaveAsyncWith(const std::function<Status(TrainerSnapshot*)>& fill);
   // Waits for queued saves, then writes `snap` on the calling thread (end of training).
   Status SaveNow(const TrainerSnapshot& snap);
   // Blocks until every queued save is done; returns the first error since the last Wait.
@@ -125,7 +130,10 @@ class AsyncCheckpointer {
   std::thread writer_;  // last: started after everything it uses exists
 };
 
-// Copies `src` into `dst`, reusing dst's string and vector capacity.
+// Copies `src` into `dst`, reusing dst's string and vector capacity; big tensors are
+// copied by several threads.
 void CopySnapshotInto(const TrainerSnapshot& src, TrainerSnapshot* dst);
+// dst = n bytes at src, the same way (for SaveAsyncWith fills).
+void AssignBytes(std::string* dst, const void* src, size_t n);
 
 }  // namespace shoal

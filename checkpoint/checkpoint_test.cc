@@ -230,6 +230,45 @@ TEST(Checkpoint, OneProcessCanWriteSeveralShardsAtOnce) {
   ExpectSameState(snap, loaded->snapshot);
 }
 
+TEST(Checkpoint, SaveAsyncWithFillsTheBufferDirectly) {
+  TempDir tmp;
+  AsyncCheckpointerOptions o;
+  o.job_dir = tmp / "job";
+  auto cp = AsyncCheckpointer::Create(o);
+  ASSERT_TRUE(cp.ok());
+  std::vector<float> params(50000);  // the trainer's own buffer
+  for (size_t i = 0; i < params.size(); ++i) params[i] = static_cast<float>(i) * 0.5f;
+  for (int step = 1; step <= 3; ++step) {
+    params[0] = static_cast<float>(step);
+    ASSERT_TRUE((*cp)->SaveAsyncWith([&](TrainerSnapshot* s) {
+      s->job_id = "job-fill";
+      s->step = step;
+      s->tensors.resize(1);
+      s->tensors[0].name = "w";
+      s->tensors[0].dtype = "F32";
+      s->tensors[0].shape = {static_cast<int64_t>(params.size())};
+      AssignBytes(&s->tensors[0].bytes, params.data(), params.size() * sizeof(float));
+      return OkStatus();
+    }).ok());
+  }
+  // A failing fill releases its buffer: later saves are not blocked.
+  EXPECT_EQ((*cp)->SaveAsyncWith([](TrainerSnapshot*) { return Aborted("trainer changed its mind"); }).code(),
+            StatusCode::kAborted);
+  EXPECT_EQ((*cp)->SaveAsyncWith([](TrainerSnapshot* s) {
+              s->tensors.resize(1);
+              s->tensors[0].shape = {3};  // disagrees with the bytes
+              return OkStatus();
+            }).code(),
+            StatusCode::kInvalidArgument);
+  ASSERT_TRUE((*cp)->Wait().ok());
+  auto loaded = LoadCheckpoint(o.job_dir, TrustStore(), true);
+  ASSERT_TRUE(loaded.ok());
+  EXPECT_EQ(loaded->snapshot.step, 3);
+  ASSERT_EQ(loaded->snapshot.tensors.size(), 1u);
+  EXPECT_EQ(loaded->snapshot.tensors[0].bytes,
+            std::string(reinterpret_cast<const char*>(params.data()), params.size() * sizeof(float)));
+}
+
 TEST(Checkpoint, WriteErrorsSurfaceInWait) {
   TempDir tmp;
   AsyncCheckpointerOptions o;

@@ -3,6 +3,7 @@
 
 #include "checkpoint/commands.h"
 #include "cli/commands.h"
+#include "datapipe/commands.h"
 #include "shoal/config.h"
 
 int main(int argc, char** argv) {
@@ -17,6 +18,7 @@ int main(int argc, char** argv) {
   shoal::RegisterClusterCommands(app, &exit_code);
   shoal::RegisterValidateCommand(app, &exit_code);
   shoal::RegisterCheckpointCommands(app, &exit_code);
+  shoal::RegisterDataCommands(app, &exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -14,6 +14,9 @@
 namespace shoal {
 
 namespace {
+// Names and reasons may carry bytes from a hostile manifest; never throw on bad UTF-8.
+constexpr auto kReplaceBadUtf8 = nlohmann::json::error_handler_t::replace;
+
 struct IngestFlags {
   std::string format = "idx", images, labels, input, out, sign_key, name, version = "1", licence, shape;
   std::vector<std::string> sources;
@@ -145,7 +148,7 @@ int RunQuarantine(const QuarantineFlags& f) {
   if (f.json) {
     nlohmann::json arr = nlohmann::json::array();
     for (const auto& e : *entries) arr.push_back(nlohmann::json::parse(QuarantineJsonLine(e), nullptr, false));
-    std::cout << nlohmann::json{{"count", entries->size()}, {"entries", arr}}.dump(2) << "\n";
+    std::cout << nlohmann::json{{"count", entries->size()}, {"entries", arr}}.dump(2, ' ', false, kReplaceBadUtf8) << "\n";
     return 0;
   }
   std::printf("%-10s %-20s %6s %-9s %8s  %s\n", "record", "shard:index", "label", "filter", "score", "reason");
@@ -188,7 +191,7 @@ int RunVerify(const VerifyFlags& f) {
                         {"provenance", ds->provenance},
                         {"admitted", admitted_count},
                         {"scan", scan}};
-    std::cout << j.dump(2) << "\n";
+    std::cout << j.dump(2, ' ', false, kReplaceBadUtf8) << "\n";
     return 0;
   }
   std::cout << "OK: " << m.name() << " v" << m.version() << ", " << m.total_records() << " records in "

@@ -10,6 +10,7 @@
 #include "common/file_util.h"
 #include "datapipe/manifest.h"
 #include "datapipe/prepare.h"
+#include "datapipe/scan.h"
 #include "datapipe/test_util.h"
 
 namespace shoal {
@@ -103,17 +104,17 @@ TEST_F(DatasetTest, EditedManifestRefused) {
   m->set_licence("proprietary");
   std::string bytes;
   ASSERT_TRUE(m->SerializeToString(&bytes));
-  ASSERT_TRUE(WriteFileAtomic(dir() + "/" + kManifestFile, bytes).ok());
+  ASSERT_TRUE(WriteFileAtomic(dir() + "/" + kDatasetManifestFile, bytes).ok());
   ExpectRefused(dir(), Trusting(key_), "manifest.pb");
   // Unsigned but allowed: an edited shard digest still catches the mismatching shard.
   std::filesystem::remove(dir() + "/" + kManifestSigFile);
   m->mutable_shards(0)->set_sha256(std::string(64, 'a'));
   ASSERT_TRUE(m->SerializeToString(&bytes));
-  ASSERT_TRUE(WriteFileAtomic(dir() + "/" + kManifestFile, bytes).ok());
+  ASSERT_TRUE(WriteFileAtomic(dir() + "/" + kDatasetManifestFile, bytes).ok());
   DatasetTrust lax;
   lax.allow_unsigned = true;
   ExpectRefused(dir(), lax, "shard-00000.rec");
-  ASSERT_TRUE(WriteFileAtomic(dir() + "/" + kManifestFile, "garbage\xff").ok());
+  ASSERT_TRUE(WriteFileAtomic(dir() + "/" + kDatasetManifestFile, "garbage\xff").ok());
   ExpectRefused(dir(), lax, "manifest.pb");
 }
 
@@ -197,6 +198,35 @@ TEST(Ingest, RefusesBadInputWithClearErrors) {
   EXPECT_EQ(good->records, 2);
   EXPECT_EQ(good->feature_count, 2);
   EXPECT_EQ(good->num_classes, 2);
+}
+
+TEST(Ingest, HostileNamesNeverBreakReports) {
+  TempDir tmp;
+  auto s = MakeClusters(2, 20, 4);
+  std::string raw = tmp / "r.raw";
+  ASSERT_TRUE(WriteRawRecords(raw, s.x.data(), s.y.data(), s.n(), s.dim).ok());
+  IngestOptions o;
+  o.name = "bad\xff\xfe utf-8";
+  o.licence = "\xc3";
+  auto r = IngestRaw(raw, s.dim, tmp / "ds", o);
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("UTF-8"), std::string::npos);
+  EXPECT_FALSE(PathExists(tmp / "ds"));
+  o.name = "caf\xc3\xa9 \xe2\x82\xac";  // valid UTF-8 is fine
+  o.licence = "MIT";
+  r = IngestRaw(raw, s.dim, tmp / "ds", o);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ScanOptions so;
+  auto scan = ScanDataset(tmp / "ds", so);
+  ASSERT_TRUE(scan.ok()) << scan.status().ToString();
+  EXPECT_NE(scan->ToJson().find("records"), std::string::npos);
+  // A manifest that is not a valid proto (bad UTF-8 inside) is refused, not a crash.
+  auto bytes = ReadFile(tmp / "ds/manifest.pb");
+  size_t at = bytes->find("caf");
+  ASSERT_NE(at, std::string::npos);
+  (*bytes)[at] = '\xff';
+  ASSERT_TRUE(WriteFileAtomic(tmp / "ds/manifest.pb", *bytes).ok());
+  EXPECT_EQ(ScanDataset(tmp / "ds", so).status().code(), StatusCode::kDataLoss);
 }
 
 TEST(Prepare, IngestsOnceScansWhenStaleAndRefusesTamperedData) {

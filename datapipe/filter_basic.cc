@@ -41,7 +41,7 @@ RecordTable TableFromShards(const std::vector<ShardView>& shards, int num_classe
 
 RecordTable TableFromArrays(const float* x, const int32_t* y, int64_t n, int dim, int num_classes) {
   RecordTable t;
-  t.layout = RecordLayout{static_cast<uint32_t>(dim), DType::kF32, DType::kI32};
+  t.layout = RecordLayout{static_cast<uint32_t>(dim), RecordDType::kF32, RecordDType::kI32};
   t.num_classes = num_classes;
   t.shard_names.push_back("memory");
   for (int64_t i = 0; i < n; ++i) {
@@ -77,7 +77,7 @@ std::vector<Flag> SchemaFilter(const RecordTable& t, double tolerance, int threa
   const float flo = static_cast<float>(lo), fhi = static_cast<float>(hi);
   // u8 features are read as value/255 in [0, 1]; they can only leave a declared range
   // that is narrower than that.
-  const bool check_u8 = t.layout.feature_dtype == DType::kU8 && (lo > 0.0 || hi < 1.0);
+  const bool check_u8 = t.layout.feature_dtype == RecordDType::kU8 && (lo > 0.0 || hi < 1.0);
   const int dim = t.dim();
   std::vector<std::vector<Flag>> per(std::max(threads, 1));
   ParallelChunks(t.size(), threads, [&](int64_t b, int64_t e, int w) {
@@ -88,7 +88,7 @@ std::vector<Flag> SchemaFilter(const RecordTable& t, double tolerance, int threa
                           "label " + std::to_string(y) + " outside [0, " + std::to_string(t.num_classes) + ")"});
         continue;
       }
-      if (t.layout.feature_dtype == DType::kF32) {
+      if (t.layout.feature_dtype == RecordDType::kF32) {
         const float* x = reinterpret_cast<const float*>(t.features[r]);
         bool ok = true;
         // Cheap pass first: one branch-free AND over the row; NaN fails both compares.

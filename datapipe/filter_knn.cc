@@ -160,7 +160,7 @@ void SearchBlock(const float* z, int dims, const int32_t* q, int64_t mq, int k, 
 }  // namespace
 
 std::vector<int32_t> ApproxKnn(const float* z, int64_t n, int dims, const KnnParams& params, uint64_t seed,
-                               int threads, const std::vector<int32_t>* queries) {
+                               int threads, const std::vector<int32_t>* queries, KnnCells* reuse) {
   SingleThreadedBlas blas_guard(threads > 1);
   const int k = std::clamp(params.k, 1, kMaxK);
   std::vector<int32_t> out(static_cast<size_t>(n) * k, -1);
@@ -170,11 +170,25 @@ std::vector<int32_t> ApproxKnn(const float* z, int64_t n, int dims, const KnnPar
   const int nprobe = std::clamp(params.nprobe, 1, cells);
   std::vector<int32_t> cell_of;
   std::vector<float> cent;
+  const bool reusable = reuse && cells > 1 && reuse->centroids.size() == static_cast<size_t>(cells) * dims &&
+                        reuse->cell_of.size() == static_cast<size_t>(n) && queries;
   if (cells == 1) {
     cell_of.assign(n, 0);
+  } else if (reusable) {
+    // Same cells as a previous search of these points; only the queries moved, so only
+    // they are assigned again.
+    cent = reuse->centroids;
+    cell_of = reuse->cell_of;
+    std::vector<float> qz(queries->size() * static_cast<size_t>(dims));
+    for (size_t i = 0; i < queries->size(); ++i)
+      std::copy(z + (*queries)[i] * int64_t{dims}, z + ((*queries)[i] + 1) * int64_t{dims}, qz.data() + i * dims);
+    std::vector<int32_t> qcell;
+    Assign(qz.data(), static_cast<int64_t>(queries->size()), dims, cent, cells, threads, &qcell);
+    for (size_t i = 0; i < queries->size(); ++i) cell_of[(*queries)[i]] = qcell[i];
   } else {
     cent = TrainCells(z, n, dims, cells, seed, threads);
     Assign(z, n, dims, cent, cells, threads, &cell_of);
+    if (reuse) reuse->centroids = cent, reuse->cell_of = cell_of;
   }
   // Members of each cell, contiguous (counting sort by cell).
   std::vector<int64_t> start(cells + 1, 0);
@@ -239,11 +253,11 @@ std::vector<int32_t> ApproxKnn(const float* z, int64_t n, int dims, const KnnPar
 }
 
 Neighbours FindNeighbours(const Projection& p, const KnnParams& params, uint64_t seed, int threads,
-                          const std::vector<int32_t>* queries) {
+                          const std::vector<int32_t>* queries, KnnCells* reuse) {
   Neighbours nb;
   nb.k = std::clamp(params.k, 1, kMaxK);
   const int64_t n = p.dims > 0 ? static_cast<int64_t>(p.z.size()) / p.dims : 0;
-  nb.idx = ApproxKnn(p.z.data(), n, p.dims, params, seed, threads, queries);
+  nb.idx = ApproxKnn(p.z.data(), n, p.dims, params, seed, threads, queries, reuse);
   return nb;
 }
 

@@ -38,7 +38,7 @@ inline int Hamming(const Sig& a, const Sig& b) { return Popcount(a[0] ^ b[0]) + 
 double RmsDistance(const RecordTable& t, int64_t a, int64_t b, bool* identical) {
   const int dim = t.dim();
   double s = 0;
-  if (t.layout.feature_dtype == DType::kU8) {
+  if (t.layout.feature_dtype == RecordDType::kU8) {
     const uint8_t* x = t.features[a];
     const uint8_t* y = t.features[b];
     int64_t acc = 0;

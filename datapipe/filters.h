@@ -85,9 +85,15 @@ struct KnnParams {
   int cell_size = 256;  // target points per k-means cell
 };
 // With `queries`, only those points are searched (the others get -1 rows); every point
-// is still a candidate neighbour.
+// is still a candidate neighbour. `reuse`: an empty one receives the k-means cells; a
+// filled one (same n) is used instead of training, with only the queries re-assigned
+// (for a second search after only the queries moved).
+struct KnnCells {
+  std::vector<float> centroids;
+  std::vector<int32_t> cell_of;
+};
 std::vector<int32_t> ApproxKnn(const float* z, int64_t n, int dims, const KnnParams& params, uint64_t seed,
-                               int threads, const std::vector<int32_t>* queries = nullptr);
+                               int threads, const std::vector<int32_t>* queries = nullptr, KnnCells* reuse = nullptr);
 
 // Per-class feature medians and inverse robust scales (1 / max(1.4826 MAD, floor)),
 // from an evenly spread sample of each class (classes under 8 rows are left empty).
@@ -113,7 +119,7 @@ struct Neighbours {
   const int32_t* of(int64_t i) const { return idx.data() + i * k; }
 };
 Neighbours FindNeighbours(const Projection& p, const KnnParams& params, uint64_t seed, int threads,
-                          const std::vector<int32_t>* queries = nullptr);
+                          const std::vector<int32_t>* queries = nullptr, KnnCells* reuse = nullptr);
 
 // Per-class robust outliers: distance of each row's projection to its class's
 // coordinate-wise median; flagged when 0.6745 * (d - median(d)) / MAD(d) > z_cut.

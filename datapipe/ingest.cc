@@ -29,7 +29,7 @@ std::string IngestReport::ToJson() const {
                       {"signed", !signer_key_id.empty()},
                       {"signer_key_id", signer_key_id},
                       {"seconds", seconds}};
-  return j.dump(2);
+  return j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 namespace {
@@ -37,6 +37,21 @@ bool DirIsEmpty(const std::string& dir) {
   std::error_code ec;
   return fs::is_directory(dir, ec) && fs::directory_iterator(dir, ec) == fs::directory_iterator();
 }
+// Manifest strings are proto3 `string`s, which must be UTF-8 (a manifest holding
+// anything else cannot be parsed back), so bad bytes are refused at ingest.
+bool IsUtf8(const std::string& s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    int extra = c < 0x80 ? 0 : (c >> 5) == 0x6 ? 1 : (c >> 4) == 0xE ? 2 : (c >> 3) == 0x1E ? 3 : -1;
+    if (extra < 0 || (extra == 1 && c < 0xC2) || c > 0xF4) return false;
+    for (int k = 1; k <= extra; ++k)
+      if (i + k >= s.size() || (static_cast<unsigned char>(s[i + k]) >> 6) != 0x2) return false;
+    i += 1 + extra;
+  }
+  return true;
+}
+
 std::string TrimSlashes(std::string s) {
   while (s.size() > 1 && s.back() == '/') s.pop_back();
   return s;
@@ -123,6 +138,12 @@ StatusOr<IngestReport> DatasetWriter::Commit(const std::vector<int64_t>& shape_i
   if (product != layout_.feature_count)
     return InvalidArgument("shape does not multiply to the " + std::to_string(layout_.feature_count) +
                            " features per record");
+  std::vector<std::pair<std::string, std::string>> texts = {
+      {"--name", options_.name}, {"--version", options_.version}, {"--licence", options_.licence}};
+  for (const auto& uri : options_.source_uris) texts.push_back({"--source", uri});
+  for (const auto& src : manifest_.sources()) texts.push_back({"input path", src.uri()});
+  for (const auto& [what, text] : texts)
+    if (!IsUtf8(text)) return InvalidArgument(what + " must be valid UTF-8 (it is stored in the manifest)");
   int num_classes = options_.num_classes > 0 ? options_.num_classes : max_label_ + 1;
   if (num_classes <= 0) return InvalidArgument("cannot infer the number of classes (no non-negative label)");
 
@@ -146,7 +167,7 @@ StatusOr<IngestReport> DatasetWriter::Commit(const std::vector<int64_t>& shape_i
 
   std::string manifest_bytes;
   if (!manifest_.SerializeToString(&manifest_bytes)) return Internal("cannot serialize the dataset manifest");
-  RETURN_IF_ERROR(WriteFileAtomic(staging_ + "/" + kManifestFile, manifest_bytes));
+  RETURN_IF_ERROR(WriteFileAtomic(staging_ + "/" + kDatasetManifestFile, manifest_bytes));
   IngestReport report;
   if (options_.sign_key || !options_.sign_key_path.empty()) {
     KeyPair loaded;

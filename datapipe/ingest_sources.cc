@@ -45,7 +45,7 @@ StatusOr<IngestReport> IngestIdx(const std::string& images_path, const std::stri
   int64_t dim = 1;
   for (int64_t d : shape) dim *= d;
   if (dim > (1 << 24)) return InvalidArgument(images_path + ": images too large");
-  RecordLayout layout{static_cast<uint32_t>(dim), DType::kU8, DType::kU8};
+  RecordLayout layout{static_cast<uint32_t>(dim), RecordDType::kU8, RecordDType::kU8};
   ASSIGN_OR_RETURN(auto writer, DatasetWriter::Create(out_dir, layout, options));
   RETURN_IF_ERROR(AddSourceDigest(*writer, images_path));
   RETURN_IF_ERROR(AddSourceDigest(*writer, labels_path));
@@ -68,7 +68,7 @@ StatusOr<IngestReport> IngestRaw(const std::string& path, int features, const st
     return DataLoss(path + " is " + std::to_string(st.st_size) + " bytes, not a whole number of " +
                     std::to_string(record) + "-byte records (i32 label + " + std::to_string(features) +
                     " f32): truncated, or --features is wrong");
-  RecordLayout layout{static_cast<uint32_t>(features), DType::kF32, DType::kI32};
+  RecordLayout layout{static_cast<uint32_t>(features), RecordDType::kF32, RecordDType::kI32};
   ASSIGN_OR_RETURN(auto writer, DatasetWriter::Create(out_dir, layout, options));
   RETURN_IF_ERROR(AddSourceDigest(*writer, path));
   writer->set_created_by("shoal data ingest --format raw");
@@ -76,9 +76,11 @@ StatusOr<IngestReport> IngestRaw(const std::string& path, int features, const st
   in.f = std::fopen(path.c_str(), "rb");
   if (!in.f) return NotFound("cannot open " + path + ": " + std::strerror(errno));
   const int64_t n = st.st_size / static_cast<int64_t>(record);
-  std::vector<char> buf(record * 1024);
+  // Read in chunks of about 16 MiB whatever the record size.
+  const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(1024, (int64_t{16} << 20) / static_cast<int64_t>(record)));
+  std::vector<char> buf(record * static_cast<size_t>(chunk));
   for (int64_t done = 0; done < n;) {
-    size_t want = static_cast<size_t>(std::min<int64_t>(1024, n - done));
+    size_t want = static_cast<size_t>(std::min<int64_t>(chunk, n - done));
     if (std::fread(buf.data(), record, want, in.f) != want)
       return DataLoss(path + ": short read at record " + std::to_string(done) + " (file changed while reading?)");
     for (size_t r = 0; r < want; ++r) {
@@ -124,7 +126,7 @@ StatusOr<IngestReport> IngestCsv(const std::string& path, const std::string& out
     if (features < 0) {
       if (values.empty()) return InvalidArgument(where() + ": a record needs at least one feature");
       features = static_cast<int>(values.size());
-      RecordLayout layout{static_cast<uint32_t>(features), DType::kF32, DType::kI32};
+      RecordLayout layout{static_cast<uint32_t>(features), RecordDType::kF32, RecordDType::kI32};
       ASSIGN_OR_RETURN(writer, DatasetWriter::Create(out_dir, layout, options));
       RETURN_IF_ERROR(AddSourceDigest(*writer, path));
       writer->set_created_by("shoal data ingest --format csv");

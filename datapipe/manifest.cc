@@ -25,9 +25,9 @@ bool LooksLikeShard(const std::string& f) {
 }
 StatusOr<std::string> ReadManifestBytes(const std::string& dir) {
   if (!PathExists(dir)) return NotFound("dataset folder " + dir + " does not exist");
-  std::string path = dir + "/" + kManifestFile;
+  std::string path = dir + "/" + kDatasetManifestFile;
   if (!PathExists(path))
-    return NotFound(dir + " has no " + kManifestFile + " (not an ingested dataset; run `shoalctl data ingest`)");
+    return NotFound(dir + " has no " + kDatasetManifestFile + " (not an ingested dataset; run `shoalctl data ingest`)");
   return ReadFile(path);
 }
 }  // namespace
@@ -73,14 +73,14 @@ Status ValidateManifest(const DatasetManifest& m) {
 }
 
 std::string DatasetStatement(const DatasetManifest& m, const std::string& manifest_sha256_hex) {
-  std::vector<Subject> subjects{{kManifestFile, manifest_sha256_hex}};
+  std::vector<Subject> subjects{{kDatasetManifestFile, manifest_sha256_hex}};
   for (const DatasetShard& s : m.shards()) subjects.push_back({s.file(), s.sha256()});
   nlohmann::json pred = {{"name", m.name()},
                          {"version", m.version()},
                          {"licence", m.licence()},
                          {"records", m.total_records()},
                          {"sourceUris", m.source_uris()}};
-  return MakeStatement(subjects, kDatasetPredicateType, pred.dump());
+  return MakeStatement(subjects, kDatasetPredicateType, pred.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
 }
 
 Status SignDataset(const std::string& dir, const DatasetManifest& m, const std::string& manifest_bytes,
@@ -93,7 +93,7 @@ StatusOr<DatasetManifest> ReadManifestUnverified(const std::string& dir) {
   ASSIGN_OR_RETURN(std::string bytes, ReadManifestBytes(dir));
   DatasetManifest m;
   if (!m.ParseFromString(bytes))
-    return DataLoss(dir + "/" + kManifestFile + " is not a valid dataset manifest (corrupt or edited)");
+    return DataLoss(dir + "/" + kDatasetManifestFile + " is not a valid dataset manifest (corrupt or edited)");
   return m;
 }
 
@@ -129,9 +129,9 @@ Status CheckSignature(const std::string& dir, const DatasetManifest& m, const st
     return PermissionDenied(sig_path + " does not carry an in-toto statement");
   auto subjects = ParseStatementSubjects(verified.payload);
   if (!subjects.ok()) return subjects.status().WithContext(sig_path);
-  auto it = subjects->find(kManifestFile);
+  auto it = subjects->find(kDatasetManifestFile);
   if (it == subjects->end() || it->second != manifest_sha)
-    return PermissionDenied(std::string(kManifestFile) + " in " + dir +
+    return PermissionDenied(std::string(kDatasetManifestFile) + " in " + dir +
                             " does not match its signature (the manifest was edited after signing)");
   for (const DatasetShard& s : m.shards()) {
     auto sit = subjects->find(s.file());
@@ -170,11 +170,11 @@ StatusOr<VerifiedDataset> OpenDataset(const std::string& dir, const DatasetTrust
   ASSIGN_OR_RETURN(std::string manifest_bytes, ReadManifestBytes(dir));
   out.manifest_sha256 = Sha256Hex(manifest_bytes);
   if (!out.manifest.ParseFromString(manifest_bytes))
-    return DataLoss(dir + "/" + kManifestFile + " is not a valid dataset manifest (corrupt or edited)");
+    return DataLoss(dir + "/" + kDatasetManifestFile + " is not a valid dataset manifest (corrupt or edited)");
   // The signature is checked before the manifest's content is trusted for anything else.
   RETURN_IF_ERROR(CheckSignature(dir, out.manifest, out.manifest_sha256, trust, &out));
   Status valid = ValidateManifest(out.manifest);
-  if (!valid.ok()) return valid.WithContext(dir + "/" + kManifestFile);
+  if (!valid.ok()) return valid.WithContext(dir + "/" + kDatasetManifestFile);
   RETURN_IF_ERROR(CheckNoUnknownShards(dir, out.manifest));
   ASSIGN_OR_RETURN(RecordLayout layout, ManifestLayout(out.manifest));
 

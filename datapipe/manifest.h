@@ -13,7 +13,7 @@
 
 namespace shoal {
 
-inline constexpr char kManifestFile[] = "manifest.pb";
+inline constexpr char kDatasetManifestFile[] = "manifest.pb";
 inline constexpr char kManifestSigFile[] = "manifest.sig";
 inline constexpr char kManifestFormat[] = "shoalrec-v1";
 inline constexpr char kDatasetPredicateType[] = "https://shoal.dev/attestation/dataset-manifest/v1";

@@ -13,7 +13,7 @@ StatusOr<PreparedDataset> PrepareIdxDataset(const PrepareOptions& o) {
   if (o.out_dir.empty()) return InvalidArgument("no dataset folder to prepare");
   PreparedDataset out;
   out.dir = o.out_dir;
-  if (!PathExists(o.out_dir + "/" + kManifestFile)) {
+  if (!PathExists(o.out_dir + "/" + kDatasetManifestFile)) {
     auto pick = [&](const std::string& stem) {
       std::string gz = o.idx_dir + "/" + stem + ".gz";
       return PathExists(gz) ? gz : o.idx_dir + "/" + stem;

@@ -98,7 +98,8 @@ Status SetThreshold(const std::string& a, ScanOptions* o) {
   } else if (name == "exact") {
     // Exact duplicates have no threshold; accepted so a spec's 0 round-trips.
   } else {
-    return InvalidArgument("unknown threshold '" + name + "' (known: schema, near, outliers, label, label_k, label_rounds, label_views, dims, pca)");
+    return InvalidArgument("unknown threshold '" + name +
+                           "' (known: schema, near, outliers, label, label_k, label_rounds, label_views, dims, pca)");
   }
   return OkStatus();
 }
@@ -112,6 +113,7 @@ namespace {
 // least half of its k neighbours: several out-of-range values plus a label its look-alikes
 // do not share is the signature of a backdoor, whatever the trigger looks like.
 constexpr int kTriggerFeatures = 8;
+constexpr int kResearchFeatures = 4;  // fewer neutralised values barely move a row: not re-searched
 constexpr double kNeutralCut = 8.0;  // robust sd from every class's median
 
 std::vector<Flag> LabelFlags(const RecordTable& t, const std::vector<int64_t>& rows, const Projection& proj,
@@ -121,7 +123,8 @@ std::vector<Flag> LabelFlags(const RecordTable& t, const std::vector<int64_t>& r
   KnnParams kp;
   kp.k = 2 * o.label_k;
   Stopwatch kw;
-  Neighbours nb = FindNeighbours(proj, kp, o.seed, threads);
+  KnnCells cells;
+  Neighbours nb = FindNeighbours(proj, kp, o.seed, threads, nullptr, &cells);
   out->knn_seconds += kw.Seconds();
   note(std::to_string(kp.k) + " nearest neighbours of " + std::to_string(rows.size()) + " rows in " +
        std::to_string(kw.Seconds()) + " s");
@@ -129,11 +132,13 @@ std::vector<Flag> LabelFlags(const RecordTable& t, const std::vector<int64_t>& r
   if (o.label_views < 2 || proj.basis.empty()) return flags;
   kw.Reset();
   const double floor = 0.1 * std::max(t.value_max - t.value_min, 1e-6);
-  std::vector<int32_t> changed, counts;
+  std::vector<int32_t> moved, moved_counts, changed, counts;
   Projection neutral = NeutralizeExtremes(t, rows, proj, ComputeClassFeatureStats(t, rows, floor), kNeutralCut,
-                                          threads, &changed, &counts);
+                                          threads, &moved, &moved_counts);
+  for (size_t i = 0; i < moved.size(); ++i)
+    if (moved_counts[i] >= kResearchFeatures) changed.push_back(moved[i]), counts.push_back(moved_counts[i]);
   if (!changed.empty()) {
-    Neighbours nb2 = FindNeighbours(neutral, kp, o.seed, threads, &changed);
+    Neighbours nb2 = FindNeighbours(neutral, kp, o.seed, threads, &changed, &cells);
     std::vector<uint8_t> have(t.size(), 0);
     for (const Flag& f : flags) have[f.row] = 1;
     for (Flag& f : LabelConsistencyFilter(t, rows, nb2, o.label_k, o.LabelMajority(), o.label_rounds, threads)) {
@@ -257,7 +262,7 @@ std::string ScanReport::ToJson() const {
                                    {"filters", filter_seconds}, {"write", write_seconds}, {"total", seconds},
                                    {"cpu", cpu_seconds}}},
                       {"records_per_second", records_per_second}};
-  return j.dump(2);
+  return j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 namespace {

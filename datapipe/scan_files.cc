@@ -78,7 +78,8 @@ std::string QuarantineJsonLine(const QuarantineEntry& e) {
   nlohmann::json j = {{"record_id", e.record_id}, {"shard", e.shard},   {"index", e.index},
                       {"label", e.label},         {"filter", e.filter}, {"reason", e.reason},
                       {"score", std::isfinite(e.score) ? e.score : 0.0}};
-  return j.dump();
+  // Reasons and names can carry bytes from a hostile manifest: never throw on bad UTF-8.
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 StatusOr<std::vector<QuarantineEntry>> ReadQuarantine(const std::string& dataset_dir, const std::string& filter,

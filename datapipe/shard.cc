@@ -49,30 +49,30 @@ std::string Header(const RecordLayout& l, int64_t count, int64_t first_id) {
 }
 }  // namespace
 
-const char* DTypeName(DType t) {
+const char* DTypeName(RecordDType t) {
   switch (t) {
-    case DType::kU8: return "u8";
-    case DType::kF32: return "f32";
-    case DType::kI32: return "i32";
+    case RecordDType::kU8: return "u8";
+    case RecordDType::kF32: return "f32";
+    case RecordDType::kI32: return "i32";
   }
   return "?";
 }
 
-StatusOr<DType> ParseDType(const std::string& name) {
-  if (name == "u8") return DType::kU8;
-  if (name == "f32") return DType::kF32;
-  if (name == "i32") return DType::kI32;
+StatusOr<RecordDType> ParseDType(const std::string& name) {
+  if (name == "u8") return RecordDType::kU8;
+  if (name == "f32") return RecordDType::kF32;
+  if (name == "i32") return RecordDType::kI32;
   return InvalidArgument("unknown dtype '" + name + "' (expected u8, f32 or i32)");
 }
 
-size_t DTypeSize(DType t) { return t == DType::kU8 ? 1 : 4; }
+size_t DTypeSize(RecordDType t) { return t == RecordDType::kU8 ? 1 : 4; }
 
 Status ValidateLayout(const RecordLayout& l) {
   if (l.feature_count == 0 || l.feature_count > (1u << 24))
     return InvalidArgument("feature count " + std::to_string(l.feature_count) + " is out of range [1, 2^24]");
-  if (l.feature_dtype != DType::kU8 && l.feature_dtype != DType::kF32)
+  if (l.feature_dtype != RecordDType::kU8 && l.feature_dtype != RecordDType::kF32)
     return InvalidArgument("feature dtype must be u8 or f32");
-  if (l.label_dtype != DType::kU8 && l.label_dtype != DType::kI32)
+  if (l.label_dtype != RecordDType::kU8 && l.label_dtype != RecordDType::kI32)
     return InvalidArgument("label dtype must be u8 or i32");
   return OkStatus();
 }
@@ -87,10 +87,10 @@ ShardBuilder::ShardBuilder(const RecordLayout& layout, int64_t first_record_id)
     : layout_(layout), first_record_id_(first_record_id) {}
 
 Status ShardBuilder::Append(int64_t label, const void* features) {
-  if (layout_.label_dtype == DType::kU8 ? (label < 0 || label > 255) : (label < INT32_MIN || label > INT32_MAX))
+  if (layout_.label_dtype == RecordDType::kU8 ? (label < 0 || label > 255) : (label < INT32_MIN || label > INT32_MAX))
     return InvalidArgument("label " + std::to_string(label) + " does not fit label dtype " +
                            DTypeName(layout_.label_dtype));
-  if (layout_.label_dtype == DType::kU8) {
+  if (layout_.label_dtype == RecordDType::kU8) {
     records_.push_back(static_cast<char>(label));
   } else {
     int32_t v = static_cast<int32_t>(label);
@@ -129,8 +129,8 @@ StatusOr<ShardView> ShardView::Parse(std::shared_ptr<const std::string> bytes, c
                            std::to_string(kShardVersion));
   RecordLayout l;
   l.feature_count = static_cast<uint32_t>(Get(p + 12, 4));
-  l.feature_dtype = static_cast<DType>(p[16]);
-  l.label_dtype = static_cast<DType>(p[17]);
+  l.feature_dtype = static_cast<RecordDType>(p[16]);
+  l.label_dtype = static_cast<RecordDType>(p[17]);
   Status valid = ValidateLayout(l);
   if (!valid.ok()) return valid.WithContext("shard " + name);
   for (size_t i = 40; i < kShardHeaderBytes; ++i)
@@ -162,14 +162,14 @@ StatusOr<ShardView> ShardView::Parse(std::shared_ptr<const std::string> bytes, c
 
 int32_t ShardView::label(int64_t i) const {
   const uint8_t* r = records_ + i * layout_.record_bytes();
-  if (layout_.label_dtype == DType::kU8) return r[0];
+  if (layout_.label_dtype == RecordDType::kU8) return r[0];
   int32_t v;
   std::memcpy(&v, r, 4);
   return v;
 }
 
-void FeaturesToF32(DType dtype, const uint8_t* src, size_t n, float* out) {
-  if (dtype == DType::kU8) {
+void FeaturesToF32(RecordDType dtype, const uint8_t* src, size_t n, float* out) {
+  if (dtype == RecordDType::kU8) {
     // Division, not a multiply by 1/255, so values match LoadIdxPair bit for bit.
     for (size_t i = 0; i < n; ++i) out[i] = src[i] / 255.0f;
   } else {

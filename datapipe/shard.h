@@ -12,15 +12,15 @@
 
 namespace shoal {
 
-enum class DType : uint8_t { kU8 = 1, kF32 = 2, kI32 = 3 };
-const char* DTypeName(DType t);  // "u8", "f32", "i32"
-StatusOr<DType> ParseDType(const std::string& name);
-size_t DTypeSize(DType t);
+enum class RecordDType : uint8_t { kU8 = 1, kF32 = 2, kI32 = 3 };
+const char* DTypeName(RecordDType t);  // "u8", "f32", "i32"
+StatusOr<RecordDType> ParseDType(const std::string& name);
+size_t DTypeSize(RecordDType t);
 
 struct RecordLayout {
   uint32_t feature_count = 0;
-  DType feature_dtype = DType::kU8;  // u8 or f32
-  DType label_dtype = DType::kU8;    // u8 or i32
+  RecordDType feature_dtype = RecordDType::kU8;  // u8 or f32
+  RecordDType label_dtype = RecordDType::kU8;    // u8 or i32
   size_t label_bytes() const { return DTypeSize(label_dtype); }
   size_t feature_bytes() const { return feature_count * DTypeSize(feature_dtype); }
   size_t record_bytes() const { return label_bytes() + feature_bytes(); }
@@ -94,6 +94,6 @@ class ShardView {
 
 StatusOr<ShardView> ReadShardFile(const std::string& path);
 // Converts n stored features of `dtype` to f32 (u8 / 255).
-void FeaturesToF32(DType dtype, const uint8_t* src, size_t n, float* out);
+void FeaturesToF32(RecordDType dtype, const uint8_t* src, size_t n, float* out);
 
 }  // namespace shoal

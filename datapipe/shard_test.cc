@@ -12,7 +12,7 @@ namespace {
 std::shared_ptr<const std::string> Bytes(std::string s) { return std::make_shared<const std::string>(std::move(s)); }
 
 TEST(Shard, RoundTripU8) {
-  RecordLayout l{3, DType::kU8, DType::kU8};
+  RecordLayout l{3, RecordDType::kU8, RecordDType::kU8};
   ShardBuilder b(l, 100);
   const uint8_t r0[3] = {0, 128, 255}, r1[3] = {1, 2, 3};
   ASSERT_TRUE(b.Append(7, r0).ok());
@@ -31,7 +31,7 @@ TEST(Shard, RoundTripU8) {
 }
 
 TEST(Shard, RoundTripF32WithI32LabelsKeepsHostileValues) {
-  RecordLayout l{2, DType::kF32, DType::kI32};
+  RecordLayout l{2, RecordDType::kF32, RecordDType::kI32};
   ShardBuilder b(l, 0);
   const float r0[2] = {NAN, -3.5f};
   ASSERT_TRUE(b.Append(-1, r0).ok());
@@ -47,14 +47,14 @@ TEST(Shard, RoundTripF32WithI32LabelsKeepsHostileValues) {
 }
 
 TEST(Shard, EmptyShardIsValid) {
-  ShardBuilder b(RecordLayout{4, DType::kU8, DType::kU8}, 0);
+  ShardBuilder b(RecordLayout{4, RecordDType::kU8, RecordDType::kU8}, 0);
   auto v = ShardView::Parse(Bytes(b.Finish()), "e.rec");
   ASSERT_TRUE(v.ok());
   EXPECT_EQ(v->count(), 0);
 }
 
 TEST(Shard, LabelMustFitDtype) {
-  ShardBuilder b(RecordLayout{1, DType::kU8, DType::kU8}, 0);
+  ShardBuilder b(RecordLayout{1, RecordDType::kU8, RecordDType::kU8}, 0);
   uint8_t x = 0;
   EXPECT_EQ(b.Append(256, &x).code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(b.Append(-1, &x).code(), StatusCode::kInvalidArgument);
@@ -63,7 +63,7 @@ TEST(Shard, LabelMustFitDtype) {
 class ShardDamage : public ::testing::Test {
  protected:
   void SetUp() override {
-    ShardBuilder b(RecordLayout{16, DType::kU8, DType::kU8}, 0);
+    ShardBuilder b(RecordLayout{16, RecordDType::kU8, RecordDType::kU8}, 0);
     std::string rec(16, 'a');
     for (int i = 0; i < 10; ++i) ASSERT_TRUE(b.Append(i % 3, rec.data()).ok());
     good_ = b.Finish();

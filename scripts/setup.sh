@@ -45,4 +45,5 @@ fi
 if [ "$BUILD" = 1 ]; then
   cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE="$BUILD_TYPE"
   cmake --build build -j "$(nproc)"
+  scripts/prepare-data.sh
 fi

@@ -20,6 +20,7 @@ JobSpec DefaultJobSpec() {
 
   DataSpec* d = s.mutable_data();
   d->set_dataset("/usr/share/datasets/fashion-mnist");
+  d->set_test_dataset("/usr/share/datasets/fashion-mnist");
   d->set_format("auto");
   d->set_prefetch_batches(4);
   d->set_allow_unsigned(false);
@@ -82,6 +83,7 @@ void ResolvePaths(JobSpec* spec, const std::filesystem::path& base) {
     if (!p->empty() && !std::filesystem::path(*p).is_absolute()) *p = (base / *p).lexically_normal().string();
   };
   fix(spec->mutable_data()->mutable_dataset());
+  fix(spec->mutable_data()->mutable_test_dataset());
   for (auto& t : *spec->mutable_data()->mutable_trust()) fix(&t);
   fix(spec->mutable_checkpoint()->mutable_dir());
   fix(spec->mutable_checkpoint()->mutable_sign_key());

@@ -83,11 +83,16 @@ TEST(Defaults, OmittedKeysInASectionKeepTheirDefaults) {
   EXPECT_TRUE(MessageDifferencer::Equals(*r, want));
 }
 
-TEST(Example, FileParsesToDefaultsWithItsName) {
+TEST(Example, FileParsesToDefaultsExceptItsNameAndSignedDataset) {
   auto r = LoadJobSpecFile(kExample);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   JobSpec want = DefaultJobSpec();
   want.set_name("fashion-mnist-mlp");
+  // The example trains on the signed, scanned dataset scripts/prepare-data.sh makes,
+  // with paths relative to the example file.
+  const std::string root = std::filesystem::path(kExample).parent_path().parent_path().lexically_normal().string();
+  want.mutable_data()->set_dataset(root + "/data/fashion-mnist");
+  want.mutable_data()->add_trust(root + "/.shoal/keys/data-owner.pub");
   EXPECT_TRUE(MessageDifferencer::Equals(*r, want)) << r->DebugString();
 }
 

@@ -15,7 +15,9 @@
 #include "collectives/mpi/mpi_communicator.h"
 #include "common/log.h"
 #include "coordinator/client.h"
+#include "common/file_util.h"
 #include "datapipe/idx.h"
+#include "datapipe/loader.h"
 #include "worker/coordinator_kv.h"
 #include "worker/heartbeat.h"
 #include "worker/launcher_env.h"
@@ -150,11 +152,6 @@ int Run(const std::string& endpoint, const std::string& job_id, int blas_threads
   };
 
   SetBlasThreads(blas_threads);
-  auto train = LoadFashionMnist(spec.data().dataset(), "train");
-  if (!train.ok()) return fail(train.status().WithContext("training data"));
-  auto test = LoadFashionMnist(spec.data().dataset(), "t10k");
-  if (!test.ok()) return fail(test.status().WithContext("test data"));
-
   auto model = MakeModel(spec, launcher.local_rank);
   if (!model.ok()) return fail(model.status());
 
@@ -167,6 +164,46 @@ int Run(const std::string& endpoint, const std::string& job_id, int blas_threads
                    loaded->signature_verified ? "signed by " + loaded->signer_key_id : std::string("unsigned"));
     resume = std::move(*loaded);
   }
+
+  // Training data: a signed dataset folder (verified shards, admitted records only,
+  // prefetched) or, for plain IDX files, all records in memory.
+  auto trust = TrustFromSpec(spec.data());
+  if (!trust.ok()) return fail(trust.status());
+  const std::string& dataset = spec.data().dataset();
+  const bool shards = spec.data().format() == "shards" ||
+                      (spec.data().format() == "auto" && PathExists(dataset + "/manifest.pb"));
+  std::unique_ptr<Loader> loader;
+  std::optional<InMemoryDataset> train;
+  if (shards) {
+    const DataFilters& f = spec.data().filters();
+    LoaderOptions lo;
+    lo.trust = *trust;
+    // With filters on, unscanned data must not be trained on: that is the point of them.
+    lo.require_scan = f.schema().enabled() || f.exact_duplicates().enabled() || f.near_duplicates().enabled() ||
+                      f.outliers().enabled() || f.label_consistency().enabled();
+    lo.global_batch = int64_t{spec.training().batch_per_worker()} * assignment->world_size();
+    lo.seed = spec.training().seed();
+    lo.prefetch_batches = spec.data().prefetch_batches();
+    lo.rank = assignment->rank();
+    lo.world = assignment->world_size();
+    if (resume) {
+      lo.epoch = resume->snapshot.epoch;
+      lo.cursor = resume->snapshot.cursor;
+    }
+    auto opened = Loader::Open(dataset, lo);
+    if (!opened.ok()) return fail(opened.status().WithContext("training data " + dataset));
+    loader = std::move(*opened);
+    SHOAL_LOG_INFO("dataset {}: {} admitted, {} quarantined ({})", loader->dataset_name(), loader->size(),
+                   loader->quarantined(), loader->provenance());
+  } else {
+    auto loaded = LoadFashionMnist(dataset, "train");
+    if (!loaded.ok()) return fail(loaded.status().WithContext("training data"));
+    train = std::move(*loaded);
+  }
+  const std::string& test_dir = spec.data().test_dataset();
+  auto test = PathExists(test_dir + "/manifest.pb") ? LoadAdmittedInMemory(test_dir, trust->trust, trust->allow_unsigned)
+                                                    : LoadFashionMnist(test_dir, "t10k");
+  if (!test.ok()) return fail(test.status().WithContext("test data"));
 
   CoordinatorKvStore kv(endpoint);
   CommunicatorConfig cc;
@@ -230,8 +267,14 @@ int Run(const std::string& endpoint, const std::string& job_id, int blas_threads
   hooks.on_epoch = [&](int epoch, double acc) {
     if (assignment->rank() == 0) SHOAL_LOG_INFO("epoch {}: test accuracy {:.4f}", epoch + 1, acc);
   };
-  TrainerInputs in{&spec, &*train, &*test, resume ? &resume->snapshot : nullptr, checkpointer->get(),
-                   assignment->job_id()};
+  TrainerInputs in;
+  in.spec = &spec;
+  in.train = train ? &*train : nullptr;
+  in.loader = loader.get();
+  in.test = &*test;
+  in.resume = resume ? &resume->snapshot : nullptr;
+  in.checkpointer = checkpointer->get();
+  in.job_id = assignment->job_id();
   auto result = Train(in, comm.get(), model->get(), hooks);
   if (!result.ok()) return fail(result.status());
   if (*checkpointer) {

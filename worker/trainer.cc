@@ -38,13 +38,13 @@ void GatherBatch(const InMemoryDataset& ds, const std::vector<uint32_t>& order, 
   }
 }
 
-Status CheckShapes(const JobSpec& spec, const InMemoryDataset& train) {
+Status CheckShapes(const JobSpec& spec, int dim, int num_classes) {
   int in = spec.model().layers(0), out = spec.model().layers(spec.model().layers_size() - 1);
-  if (train.dim != in)
-    return InvalidArgument("model.layers[0] is " + std::to_string(in) + " but the dataset has " + std::to_string(train.dim) +
+  if (dim != in)
+    return InvalidArgument("model.layers[0] is " + std::to_string(in) + " but the dataset has " + std::to_string(dim) +
                            " features per record");
-  if (train.num_classes > out)
-    return InvalidArgument("the dataset has " + std::to_string(train.num_classes) +
+  if (num_classes > out)
+    return InvalidArgument("the dataset has " + std::to_string(num_classes) +
                            " classes but the model's last layer has " + std::to_string(out));
   return OkStatus();
 }
@@ -79,11 +79,16 @@ StatusOr<EvalResult> EvaluateDistributed(Model* model, const InMemoryDataset& te
 StatusOr<JobResult> Train(const TrainerInputs& in, Communicator* comm, Model* model, const TrainerHooks& hooks) {
   const JobSpec& spec = *in.spec;
   const TrainingSpec& t = spec.training();
-  const InMemoryDataset& train = *in.train;
+  if (!in.train && !in.loader) return InvalidArgument("no training data");
+  // The records the epochs run over: admitted records of a verified dataset, or all of
+  // an in-memory one.
+  const int64_t n = in.loader ? in.loader->size() : in.train->n;
   const int rank = comm->rank(), world = comm->size();
   CollectiveOptions opts;
   opts.timeout = std::chrono::milliseconds(static_cast<int64_t>(spec.collectives().timeout_s() * 1000));
-  RETURN_IF_ERROR(CheckShapes(spec, train));
+  RETURN_IF_ERROR(in.loader ? CheckShapes(spec, in.loader->dim(), in.loader->num_classes())
+                            : CheckShapes(spec, in.train->dim, in.train->num_classes));
+  if (n == 0) return FailedPrecondition("the training set has no (admitted) records");
 
   CodecOptions codec_opts;
   codec_opts.name = spec.collectives().codec();
@@ -116,8 +121,8 @@ StatusOr<JobResult> Train(const TrainerInputs& in, Communicator* comm, Model* mo
   const int64_t global_batch = int64_t{t.batch_per_worker()} * world;
   // Steps are counted over the whole run, whatever the world size was before a resume:
   // the remaining samples of this epoch at today's global batch, then whole epochs.
-  const int64_t steps_per_epoch = StepsPerEpoch(train.n, global_batch);
-  int64_t total_steps = pos.step + StepsPerEpoch(train.n - pos.cursor, global_batch) +
+  const int64_t steps_per_epoch = StepsPerEpoch(n, global_batch);
+  int64_t total_steps = pos.step + StepsPerEpoch(n - pos.cursor, global_batch) +
                         steps_per_epoch * (t.epochs() - pos.epoch - 1);
   if (pos.epoch >= t.epochs()) total_steps = pos.step;
   if (t.max_steps() > 0) total_steps = std::min(total_steps, t.max_steps());
@@ -151,14 +156,24 @@ StatusOr<JobResult> Train(const TrainerInputs& in, Communicator* comm, Model* mo
 
   int64_t step = pos.step;
   for (int64_t epoch = pos.epoch; epoch < t.epochs() && step < total_steps; ++epoch) {
-    std::vector<uint32_t> order = EpochPermutation(train.n, t.seed(), epoch);
+    std::vector<uint32_t> order = in.loader ? std::vector<uint32_t>() : EpochPermutation(n, t.seed(), epoch);
     int64_t cursor = epoch == pos.epoch ? pos.cursor : 0;
-    for (; cursor < train.n && step < total_steps; ++step) {
+    for (; cursor < n && step < total_steps; ++step) {
       if (hooks.should_stop && hooks.should_stop()) return Cancelled("training stopped at step " + std::to_string(step));
       Stopwatch step_clock;
-      const int64_t g = StepSamples(cursor, train.n, global_batch);
-      Span span = RankSpan(cursor, train.n, global_batch, rank, world);
-      GatherBatch(train, order, span, bx, by);
+      const int64_t g = StepSamples(cursor, n, global_batch);
+      Span span = RankSpan(cursor, n, global_batch, rank, world);
+      if (in.loader) {
+        // The loader cuts the same step by the same rule; a mismatch is a bug, not data.
+        ASSIGN_OR_RETURN(LoaderBatch b, in.loader->Next());
+        if (b.epoch != epoch || b.cursor != cursor || b.n != span.size())
+          return Internal("loader is at epoch " + std::to_string(b.epoch) + " cursor " + std::to_string(b.cursor) +
+                          ", trainer at epoch " + std::to_string(epoch) + " cursor " + std::to_string(cursor));
+        bx = std::move(b.x);
+        by = std::move(b.y);
+      } else {
+        GatherBatch(*in.train, order, span, bx, by);
+      }
       double loader = step_clock.Seconds();
 
       Stopwatch compute_clock;
@@ -174,7 +189,7 @@ StatusOr<JobResult> Train(const TrainerInputs& in, Communicator* comm, Model* mo
       double lr = LearningRateAt(step, total_steps, t.learning_rate(), t.warmup_steps(), t.schedule(), t.min_lr_ratio());
       optimizer.Step(model->params(), static_cast<float>(lr));
       cursor += g;
-      pos = cursor >= train.n ? TrainingPosition{step + 1, epoch + 1, 0} : TrainingPosition{step + 1, epoch, cursor};
+      pos = cursor >= n ? TrainingPosition{step + 1, epoch + 1, 0} : TrainingPosition{step + 1, epoch, cursor};
 
       double step_s = step_clock.Seconds();
       comm_total += rs.last_comm_seconds;
@@ -198,7 +213,7 @@ StatusOr<JobResult> Train(const TrainerInputs& in, Communicator* comm, Model* mo
       m.set_epoch(static_cast<int32_t>(epoch));
       m.set_cursor(cursor);
       m.set_bytes_sent(comm->bytes_sent());
-      if (w.steps == kWindow || cursor >= train.n || step + 1 == total_steps) {
+      if (w.steps == kWindow || cursor >= n || step + 1 == total_steps) {
         m.set_loss(w.local_samples ? w.loss / w.local_samples : 0);
         m.set_samples_per_second(w.step > 0 ? w.samples / w.step : 0);
         m.set_step_seconds(w.step / w.steps);
@@ -211,7 +226,7 @@ StatusOr<JobResult> Train(const TrainerInputs& in, Communicator* comm, Model* mo
       if (hooks.on_metrics) hooks.on_metrics(m);
       if (every > 0 && (step + 1) % every == 0 && step + 1 < total_steps) RETURN_IF_ERROR(save(false));
     }
-    bool epoch_done = cursor >= train.n || step == total_steps;
+    bool epoch_done = cursor >= n || step == total_steps;
     if (t.evaluate() && in.test && epoch_done) {
       ASSIGN_OR_RETURN(EvalResult ev, EvaluateDistributed(model, *in.test, comm, opts));
       double acc = ev.count ? static_cast<double>(ev.correct) / ev.count : 0;
@@ -220,7 +235,7 @@ StatusOr<JobResult> Train(const TrainerInputs& in, Communicator* comm, Model* mo
       if (hooks.on_metrics) hooks.on_metrics(m);
       if (hooks.on_epoch) hooks.on_epoch(static_cast<int>(epoch), acc);
     }
-    result.set_epochs(static_cast<int32_t>(std::min<int64_t>(t.epochs(), epoch + (cursor >= train.n ? 1 : 0))));
+    result.set_epochs(static_cast<int32_t>(std::min<int64_t>(t.epochs(), epoch + (cursor >= n ? 1 : 0))));
   }
   RETURN_IF_ERROR(save(true).WithContext("final checkpoint"));
 
@@ -239,6 +254,10 @@ StatusOr<JobResult> Train(const TrainerInputs& in, Communicator* comm, Model* mo
   result.set_sgemm_seconds(sgemm_total);
   result.set_loader_wait_seconds(loader_total);
   result.set_checkpoints_saved(saves);
+  if (in.loader) {
+    result.set_records_admitted(in.loader->size());
+    result.set_records_quarantined(in.loader->quarantined());
+  }
   if (in.checkpointer) result.set_checkpoint_stall_seconds(in.checkpointer->stats().total_stall_s);
   return result;
 }

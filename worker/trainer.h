@@ -11,6 +11,7 @@
 #include "collectives/communicator.h"
 #include "control.pb.h"
 #include "datapipe/idx.h"
+#include "datapipe/loader.h"
 #include "jobspec.pb.h"
 #include "worker/models/model.h"
 
@@ -27,7 +28,8 @@ struct TrainerHooks {
 
 struct TrainerInputs {
   const JobSpec* spec = nullptr;
-  const InMemoryDataset* train = nullptr;
+  const InMemoryDataset* train = nullptr;   // in-memory records (IDX input), or
+  Loader* loader = nullptr;                  // verified shards, admitted records only, prefetched
   const InMemoryDataset* test = nullptr;     // may be null: no evaluation
   const TrainerSnapshot* resume = nullptr;   // verified checkpoint state to start from
   AsyncCheckpointer* checkpointer = nullptr; // saves every checkpoint.every_steps and at the end

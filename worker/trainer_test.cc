@@ -58,7 +58,13 @@ RunOutput RunThreads(const JobSpec& spec, int world, const InMemoryDataset& trai
       CheckpointerSetup setup{job_id, r, world, &kv, prefix, "", nullptr};
       auto ckpt = MakeCheckpointer(spec, setup);
       ASSERT_TRUE(ckpt.ok()) << ckpt.status().ToString();
-      TrainerInputs in{&spec, &train, test, resume, ckpt->get(), job_id};
+      TrainerInputs in;
+      in.spec = &spec;
+      in.train = &train;
+      in.test = test;
+      in.resume = resume;
+      in.checkpointer = ckpt->get();
+      in.job_id = job_id;
       auto result = Train(in, comm->get(), model->get(), {});
       ASSERT_TRUE(result.ok()) << result.status().ToString();
       std::lock_guard<std::mutex> l(mu);
@@ -127,7 +133,10 @@ TEST(Trainer, RefusesModelThatDoesNotFitTheData) {
   auto comm = MakeCommunicator(CommunicatorConfig{"gloo", 0, 1, &kv, "refuse/", std::chrono::seconds(5)});
   ASSERT_TRUE(comm.ok());
   auto model = MakeMlp({784, 10}, 1);
-  auto r = Train(TrainerInputs{&spec, &train, nullptr}, comm->get(), model->get(), {});
+  TrainerInputs in;
+  in.spec = &spec;
+  in.train = &train;
+  auto r = Train(in, comm->get(), model->get(), {});
   EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
   EXPECT_NE(r.status().message().find("5 features"), std::string::npos);
 }

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -149,11 +150,23 @@ int main(int argc, char** argv) {
   std::vector<double> stall_s, cold_s;
   for (int r = 0; r < 2 + reps; ++r) {
     ::sync();
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // "training" between saves
     live.step = 200 + r;
     Check((*async_cp)->SaveAsync(live), "async save");
     (r < 2 ? cold_s : stall_s).push_back((*async_cp)->stats().last_stall_s);
     Check((*async_cp)->Wait(), "async wait");
     RemoveSteps(job);
+  }
+  // For reference: the copy alone, into a warm buffer, no checkpointer involved.
+  std::vector<double> copy_s;
+  {
+    TrainerSnapshot warm;
+    CopySnapshotInto(live, &warm);
+    for (int r = 0; r < reps; ++r) {
+      Stopwatch sw;
+      CopySnapshotInto(live, &warm);
+      copy_s.push_back(sw.Seconds());
+    }
   }
   // Back to back: the third save finds both buffers busy and waits for the oldest.
   std::vector<double> b2b_s;
@@ -204,7 +217,7 @@ int main(int argc, char** argv) {
       {"plain_write_fsync_s", plain_med}, {"plain_write_gibs", gib / plain_med},
       {"save_vs_plain_throughput", plain_med / sync_med},
       {"async_stall_s", stall_med}, {"async_stall_vs_sync", stall_med / sync_med},
-      {"async_cold_stall_s", Median(cold_s)}, {"async_back_to_back_stall_s", b2b_s},
+      {"async_cold_stall_s", Median(cold_s)}, {"state_copy_s", Median(copy_s)}, {"async_back_to_back_stall_s", b2b_s},
       {"sha256_single_core_gibs", sha_gibs}, {"verify_s", Median(verify_s)}, {"verify_gibs", verify_gibs},
       {"verify_vs_sha_x_shards", verify_gibs / (sha_gibs * shards)},
       {"verify_vs_sha_x_parallel", verify_gibs / (sha_gibs * parallel)}, {"load_gibs", gib / Median(load_s)}};
@@ -219,6 +232,7 @@ int main(int argc, char** argv) {
   std::printf("    CPU: save %.3f s, plain write %.3f s (the difference is SHA-256)\n", Median(sync_cpu), Median(plain_cpu));
   std::printf("(b) async stall per save        %8.4f s   = %.1f%% of the sync save (target <= 10%%)\n", stall_med,
               100 * stall_med / sync_med);
+  std::printf("    the copy alone (warm buffer) %7.4f s   %6.2f GiB/s\n", Median(copy_s), gib / Median(copy_s));
   std::printf("    first saves (cold buffers)  %8.4f s;  back to back: %.4f %.4f %.4f s\n", Median(cold_s), b2b_s[0],
               b2b_s[1], b2b_s[2]);
   std::printf("(c) plain write + fsync         %8.3f s   %6.2f GiB/s; save/plain throughput = %.2f (target >= 0.8)\n",

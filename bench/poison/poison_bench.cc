@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <nlohmann/json.hpp>
 
 #include "bench/poison/metrics.h"
@@ -28,6 +29,7 @@ struct Args {
   std::vector<int> flip_pair = {5, 7};
   PlantConfig plant;
   TrainConfig train;
+  int train_seeds = 1;
   bool no_train = false, json = false, keep = false, no_clean_scan = false, compare_in_memory = false;
 };
 
@@ -149,23 +151,43 @@ int Main(const Args& a) {
     // they hold back there.
     if (!a.no_clean_scan)
       jobs.insert(jobs.begin() + 1, Job{"unpoisoned, all filters", train->x.data(), train->y.data(), clean_admitted});
+    // Every run is repeated with train_seeds seeds (initialisation and order) and averaged.
+    auto averaged = [&](const std::function<StatusOr<TrainResult>(const TrainConfig&)>& once) -> StatusOr<TrainResult> {
+      TrainResult sum;
+      for (int k = 0; k < a.train_seeds; ++k) {
+        TrainConfig cfg = a.train;
+        cfg.seed = a.train.seed + static_cast<uint64_t>(k);
+        ASSIGN_OR_RETURN(TrainResult r, once(cfg));
+        sum.train_records = r.train_records;
+        sum.steps = r.steps;
+        if (r.diverged && !sum.diverged) sum.diverged = true, sum.diverged_at_step = r.diverged_at_step;
+        sum.test_accuracy += r.test_accuracy / a.train_seeds;
+        sum.attack_success += r.attack_success / a.train_seeds;
+        sum.step_seconds += r.step_seconds;
+        sum.loader_wait_seconds += r.loader_wait_seconds;
+        sum.seconds += r.seconds;
+      }
+      return sum;
+    };
     for (const auto& j : jobs) {
       std::fprintf(stderr, "training: %s (%zu records)\n", j.name.c_str(), j.rows.size());
-      auto r = TrainAndEvaluate(j.x, j.y, set.dim, j.rows, te, pe, a.train);
+      auto r = averaged([&](const TrainConfig& c) { return TrainAndEvaluate(j.x, j.y, set.dim, j.rows, te, pe, c); });
       if (!r.ok()) return Fail(r.status());
       runs.push_back({j.name, *r});
     }
     if (a.compare_in_memory) {
       auto adm = LoadAdmittedInMemory(dir, so.trust.trust, false);
       if (!adm.ok()) return Fail(adm.status());
-      auto r0 = TrainAndEvaluate(adm->x.data(), adm->y.data(), set.dim, all_rows(adm->n), te, pe, a.train);
+      auto r0 = averaged([&](const TrainConfig& c) {
+        return TrainAndEvaluate(adm->x.data(), adm->y.data(), set.dim, all_rows(adm->n), te, pe, c);
+      });
       if (!r0.ok()) return Fail(r0.status());
       runs.push_back({"poisoned, all filters (in memory)", *r0});
     }
     // With filters: trained through the Loader, as a worker would (signature and shard
     // digests verified, admitted records only, prefetching).
     std::fprintf(stderr, "training: poisoned, all filters (through the Loader)\n");
-    auto r = TrainFromDataset(dir, so.trust.trust, te, pe, a.train);
+    auto r = averaged([&](const TrainConfig& c) { return TrainFromDataset(dir, so.trust.trust, te, pe, c); });
     if (!r.ok()) return Fail(r.status());
     runs.push_back({"poisoned, all filters (Loader)", *r});
   }
@@ -234,8 +256,8 @@ int Main(const Args& a) {
   if (!runs.empty()) {
     std::printf("\ntraining: MLP");
     for (int w : a.train.layers) std::printf(" %d", w);
-    std::printf(", %d epochs, batch %d, SGD lr %.3g momentum %.2g\n", a.train.epochs, a.train.batch, a.train.lr,
-                a.train.momentum);
+    std::printf(", %d epochs, batch %d, SGD lr %.3g (cosine) momentum %.2g, mean of %d seed(s)\n", a.train.epochs,
+                a.train.batch, a.train.lr, a.train.momentum, a.train_seeds);
     std::printf("%-36s %8s %9s %8s  %s\n", "run", "records", "test acc", "ASR", "note");
     for (const auto& r : runs) {
       std::string note;
@@ -267,6 +289,8 @@ int main(int argc, char** argv) {
   app.add_option("--filters", a.filters, "filters to run (default all)");
   app.add_option("--threshold", a.thresholds, "scan threshold name=value (repeatable)");
   app.add_option("--epochs", a.train.epochs, "training epochs per run");
+  app.add_option("--train-seeds", a.train_seeds, "train every run with this many seeds and average")
+      ->check(CLI::Range(1, 10));
   app.add_flag("--no-train", a.no_train, "score the filters only");
   app.add_flag("--no-clean-scan", a.no_clean_scan, "skip scanning the unpoisoned set (pre-existing column)");
   app.add_flag("--keep", a.keep, "keep the working folder (and write truth.csv into it)");

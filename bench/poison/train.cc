@@ -1,6 +1,7 @@
 // Minibatch SGD over a seeded permutation per epoch (the loader's EpochPermutation), the
-// mean loss per batch (grad_scale = 1/n), constant learning rate: simple on purpose, so
-// differences between runs come from the data, not the schedule.
+// mean loss per batch (grad_scale = 1/n), cosine learning-rate decay to 0: the decay
+// makes the final model, and so the comparison between runs, far less noisy than a
+// constant rate (which left run-to-run swings of half a point).
 #include "bench/poison/train.h"
 
 #include <algorithm>
@@ -10,6 +11,7 @@
 #include "datapipe/loader.h"
 #include "datapipe/partition.h"
 #include "worker/models/mlp.h"
+#include "worker/optim/lr_schedule.h"
 #include "worker/optim/sgd.h"
 
 namespace shoal::poison {
@@ -59,6 +61,9 @@ StatusOr<TrainResult> TrainFromDataset(const std::string& dataset_dir, const Tru
   TrainResult res;
   res.train_records = loader->size();
   const int64_t steps = loader->steps_per_epoch() * cfg.epochs;
+  auto lr_at = [&](int64_t step) {
+    return static_cast<float>(LearningRateAt(step, steps, cfg.lr, 0, "cosine", 0.0));
+  };
   for (int64_t s = 0; s < steps && !res.diverged; ++s) {
     Stopwatch step;
     ASSIGN_OR_RETURN(LoaderBatch b, loader->Next());
@@ -68,7 +73,7 @@ StatusOr<TrainResult> TrainFromDataset(const std::string& dataset_dir, const Tru
       res.diverged = true;
       res.diverged_at_step = res.steps;
     } else {
-      tr.opt->Step(tr.model->params(), cfg.lr);
+      tr.opt->Step(tr.model->params(), lr_at(s));
     }
     res.step_seconds += step.Seconds();
   }
@@ -87,6 +92,7 @@ StatusOr<TrainResult> TrainAndEvaluate(const float* x, const int32_t* y, int dim
   TrainResult res;
   res.train_records = static_cast<int64_t>(use.size());
   const int64_t n = res.train_records;
+  const int64_t total_steps = StepsPerEpoch(n, cfg.batch) * cfg.epochs;
   std::vector<float> bx(static_cast<size_t>(cfg.batch) * dim);
   std::vector<int32_t> by(cfg.batch);
   for (int epoch = 0; epoch < cfg.epochs && !res.diverged; ++epoch) {
@@ -106,7 +112,8 @@ StatusOr<TrainResult> TrainAndEvaluate(const float* x, const int32_t* y, int dim
         res.diverged_at_step = res.steps;
         break;
       }
-      tr.opt->Step(model->params(), cfg.lr);
+      tr.opt->Step(model->params(),
+                   static_cast<float>(LearningRateAt(res.steps - 1, total_steps, cfg.lr, 0, "cosine", 0.0)));
       res.step_seconds += step.Seconds();
     }
   }

@@ -16,7 +16,7 @@ struct TrainConfig {
   std::vector<int> layers = {784, 256, 128, 10};
   int epochs = 5;
   int batch = 128;
-  float lr = 0.05f;
+  float lr = 0.05f;             // cosine-decayed to 0 over the run
   float momentum = 0.9f;
   uint64_t seed = 7;
 };

@@ -2,6 +2,7 @@
 // (the default compiler is g++). It mutates the target's seeds (and any files given)
 // blindly for a bounded time, so CTest can run every target for a few seconds.
 //   fuzz_<target> [--seconds N] [--seed S] [FILE...]      (SHOAL_FUZZ_SECONDS overrides)
+//   fuzz_<target> --write-seeds DIR    (seed corpus for fuzz_<target>_libfuzzer DIR)
 // A target that throws, or crashes, fails the test; the input is written to
 // fuzz-crash-<target>.bin in the working directory first, so it can be replayed.
 #include <chrono>
@@ -104,6 +105,13 @@ int main(int argc, char** argv) {
     std::string a = argv[i];
     if (a == "--seconds" && i + 1 < argc) seconds = std::atof(argv[++i]);
     else if (a == "--seed" && i + 1 < argc) seed = std::strtoull(argv[++i], nullptr, 10);
+    else if (a == "--write-seeds" && i + 1 < argc) {  // a starting corpus for libFuzzer
+      std::string dir = argv[++i];
+      for (size_t k = 0; k < corpus.size(); ++k)
+        std::ofstream(dir + "/seed-" + std::to_string(k), std::ios::binary) << corpus[k];
+      std::printf("wrote %zu seeds to %s\n", corpus.size(), dir.c_str());
+      return 0;
+    }
     else {
       std::ifstream f(a, std::ios::binary);
       std::stringstream ss;
