@@ -216,7 +216,7 @@ int Main(const Args& a) {
     j["categories"].push_back({{"name", c.name}, {"filters", c.filters}, {"truth", c.truth}, {"caught", c.caught},
                                {"flagged", c.flagged}, {"recall", c.recall}, {"precision", c.precision},
                                {"recall_target", c.recall_target}, {"precision_target", c.precision_target},
-                               {"met", c.met()}});
+                               {"met", c.recall_target > 0 ? nlohmann::json(c.met()) : nlohmann::json(nullptr)}});
   for (const auto& r : runs)
     j["training"].push_back({{"run", r.name}, {"records", r.result.train_records}, {"steps", r.result.steps},
                              {"diverged", r.result.diverged}, {"diverged_at_step", r.result.diverged_at_step},
