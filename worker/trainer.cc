@@ -146,12 +146,17 @@ StatusOr<JobResult> Train(const TrainerInputs& in, Communicator* comm, Model* mo
   constexpr int kWindow = 20;
   Window w;
 
+  auto fill = [&](TrainerSnapshot* snap) {
+    BuildSnapshot(*model, optimizer, codec.get(), pos, world, snap);
+    snap->job_id = in.job_id;
+    return OkStatus();
+  };
   auto save = [&](bool final_save) -> Status {
     if (!in.checkpointer) return OkStatus();
-    BuildSnapshot(*model, optimizer, codec.get(), pos, world, &snapshot);
-    snapshot.job_id = in.job_id;
     ++saves;
-    return final_save ? in.checkpointer->SaveNow(snapshot) : in.checkpointer->SaveAsync(snapshot);
+    if (!final_save) return in.checkpointer->SaveAsyncWith(fill);  // one copy, straight into a free buffer
+    RETURN_IF_ERROR(fill(&snapshot));
+    return in.checkpointer->SaveNow(snapshot);
   };
 
   int64_t step = pos.step;
