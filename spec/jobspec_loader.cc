@@ -61,6 +61,9 @@ JobSpec DefaultJobSpec() {
   c->set_bucket_mib(4);
   c->set_timeout_s(60);
   c->set_overlap(true);
+  c->set_powersgd_rank(4);
+  c->set_qblock_bits(8);
+  c->set_topk_ratio(0.01);
 
   CheckpointSpec* k = s.mutable_checkpoint();
   k->set_dir("");

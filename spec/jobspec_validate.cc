@@ -148,6 +148,11 @@ void CheckCollectives(const CollectivesSpec& k, Checker& c) {
   c.OneOf("collectives.codec", k.codec(), {"none", "bf16", "fp16", "powersgd", "qblock", "topk"});
   c.Positive("collectives.bucket_mib", k.bucket_mib());
   c.Positive("collectives.timeout_s", k.timeout_s());
+  c.IntIn("collectives.powersgd_rank", k.powersgd_rank(), 1, 64);
+  c.Check(k.qblock_bits() == 4 || k.qblock_bits() == 8, "collectives.qblock_bits", "must be 4 or 8",
+          std::to_string(k.qblock_bits()));
+  c.Check(std::isfinite(k.topk_ratio()) && k.topk_ratio() > 0 && k.topk_ratio() <= 1, "collectives.topk_ratio",
+          "must be in (0, 1]", spec_internal::FormatDouble(k.topk_ratio()));
 }
 
 void CheckCheckpoint(const CheckpointSpec& k, Checker& c) {

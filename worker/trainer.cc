@@ -93,6 +93,9 @@ StatusOr<JobResult> Train(const TrainerInputs& in, Communicator* comm, Model* mo
   CodecOptions codec_opts;
   codec_opts.name = spec.collectives().codec();
   codec_opts.seed = t.seed();
+  codec_opts.powersgd_rank = spec.collectives().powersgd_rank();
+  codec_opts.qblock_bits = spec.collectives().qblock_bits();
+  codec_opts.topk_ratio = spec.collectives().topk_ratio();
   ASSIGN_OR_RETURN(std::unique_ptr<GradientCodec> codec, MakeCodec(codec_opts));
   SgdOptions sgd_opts;
   sgd_opts.lr = static_cast<float>(t.learning_rate());
