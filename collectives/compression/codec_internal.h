@@ -131,4 +131,9 @@ std::unique_ptr<GradientCodec> MakePowerSgdCodec(const CodecOptions& options);
 std::unique_ptr<GradientCodec> MakeQBlockCodec(const CodecOptions& options);
 std::unique_ptr<GradientCodec> MakeTopKCodec(const CodecOptions& options);
 
+// Gram-Schmidt on the columns of p (rows x r, row-major), in place: columns become
+// orthonormal, or zero when (nearly) dependent on earlier ones. Shared with the CUDA
+// codecs' host reference so both sides use one definition.
+void Orthogonalise(float* p, size_t rows, int r);
+
 }  // namespace shoal::compression

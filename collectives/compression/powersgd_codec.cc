@@ -18,30 +18,6 @@ namespace {
 // that is not orthogonal to the rest.
 constexpr double kDependentColumn = 1e-6;
 
-// Gram-Schmidt on the columns of p (rows x r, row-major), in place: the columns
-// become orthonormal or zero. Modified Gram-Schmidt run twice per column ("twice is
-// enough", Giraud et al.), with double accumulators, keeps P^T P = I to f32 precision
-// even for nearly dependent columns. Deterministic, so every rank gets the same P.
-void Orthogonalise(float* p, size_t rows, int r) {
-  for (int j = 0; j < r; ++j) {
-    double original = 0;
-    for (size_t i = 0; i < rows; ++i) original += double(p[i * r + j]) * p[i * r + j];
-    for (int pass = 0; pass < 2; ++pass) {
-      for (int k = 0; k < j; ++k) {
-        double dot = 0;
-        for (size_t i = 0; i < rows; ++i) dot += double(p[i * r + k]) * p[i * r + j];
-        const float d = static_cast<float>(dot);
-        for (size_t i = 0; i < rows; ++i) p[i * r + j] -= d * p[i * r + k];
-      }
-    }
-    double norm = 0;
-    for (size_t i = 0; i < rows; ++i) norm += double(p[i * r + j]) * p[i * r + j];
-    norm = std::sqrt(norm);
-    const bool keep = std::isfinite(norm) && norm > 0 && norm > kDependentColumn * std::sqrt(original);
-    const float scale = keep ? static_cast<float>(1.0 / norm) : 0.0f;
-    for (size_t i = 0; i < rows; ++i) p[i * r + j] *= scale;
-  }
-}
 
 struct Compressed {
   uint32_t index;  // in the bucket's tensor list (the Q state key)
@@ -175,6 +151,31 @@ class PowerSgdCodec : public FeedbackCodec {
 };
 
 }  // namespace
+
+// Gram-Schmidt on the columns of p (rows x r, row-major), in place: the columns
+// become orthonormal or zero. Modified Gram-Schmidt run twice per column ("twice is
+// enough", Giraud et al.), with double accumulators, keeps P^T P = I to f32 precision
+// even for nearly dependent columns. Deterministic, so every rank gets the same P.
+void Orthogonalise(float* p, size_t rows, int r) {
+  for (int j = 0; j < r; ++j) {
+    double original = 0;
+    for (size_t i = 0; i < rows; ++i) original += double(p[i * r + j]) * p[i * r + j];
+    for (int pass = 0; pass < 2; ++pass) {
+      for (int k = 0; k < j; ++k) {
+        double dot = 0;
+        for (size_t i = 0; i < rows; ++i) dot += double(p[i * r + k]) * p[i * r + j];
+        const float d = static_cast<float>(dot);
+        for (size_t i = 0; i < rows; ++i) p[i * r + j] -= d * p[i * r + k];
+      }
+    }
+    double norm = 0;
+    for (size_t i = 0; i < rows; ++i) norm += double(p[i * r + j]) * p[i * r + j];
+    norm = std::sqrt(norm);
+    const bool keep = std::isfinite(norm) && norm > 0 && norm > kDependentColumn * std::sqrt(original);
+    const float scale = keep ? static_cast<float>(1.0 / norm) : 0.0f;
+    for (size_t i = 0; i < rows; ++i) p[i * r + j] *= scale;
+  }
+}
 
 std::unique_ptr<GradientCodec> MakePowerSgdCodec(const CodecOptions& options) {
   return std::make_unique<PowerSgdCodec>(options);

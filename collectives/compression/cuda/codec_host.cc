@@ -2,6 +2,7 @@
 // threshold and trimming, Gram-Schmidt and launch shapes, all on the per-element
 // functions of codec_host.h so host and device compute the same thing.
 #include "collectives/compression/cuda/codec_host.h"
+#include "collectives/compression/codec_internal.h"
 
 #include <algorithm>
 #include <cmath>
@@ -80,26 +81,7 @@ std::vector<uint32_t> TopkTrim(std::vector<uint32_t> chosen, const float* x, siz
   return chosen;
 }
 
-void OrthogonaliseRef(float* p, size_t rows, int r) {
-  for (int j = 0; j < r; ++j) {
-    double original = 0;
-    for (size_t i = 0; i < rows; ++i) original += double(p[i * r + j]) * p[i * r + j];
-    for (int pass = 0; pass < 2; ++pass) {
-      for (int k = 0; k < j; ++k) {
-        double dot = 0;
-        for (size_t i = 0; i < rows; ++i) dot += double(p[i * r + k]) * p[i * r + j];
-        const float d = static_cast<float>(dot);
-        for (size_t i = 0; i < rows; ++i) p[i * r + j] -= d * p[i * r + k];
-      }
-    }
-    double norm = 0;
-    for (size_t i = 0; i < rows; ++i) norm += double(p[i * r + j]) * p[i * r + j];
-    norm = std::sqrt(norm);
-    const bool keep = std::isfinite(norm) && norm > 0 && norm > kDependentColumn * std::sqrt(original);
-    const float scale = keep ? static_cast<float>(1.0 / norm) : 0.0f;
-    for (size_t i = 0; i < rows; ++i) p[i * r + j] *= scale;
-  }
-}
+void OrthogonaliseRef(float* p, size_t rows, int r) { compression::Orthogonalise(p, rows, r); }
 
 Launch ElementwiseLaunch(size_t n, unsigned threads, unsigned max_blocks) {
   Launch l;
