@@ -235,15 +235,14 @@ int Run(const std::string& endpoint, const std::string& job_id, int blas_threads
 
 #if SHOAL_HAVE_CUDA
   GpuMonitor gpu(std::max(0, launcher.local_rank));
-#endif
+  WorkerMetrics gpu_fields;  // the last device reading, merged into every heartbeat
   double last_gpu_sample = 0;
-  (void)last_gpu_sample;
+#endif
   TrainerHooks hooks;
   hooks.on_metrics = [&](const WorkerMetrics& metrics) {
     last_metrics = metrics;
 #if SHOAL_HAVE_CUDA
     // Device health at most twice a second: NVML reads cost tens of microseconds.
-    static WorkerMetrics gpu_fields;
     double now = MonotonicSeconds();
     if (gpu.available() && now - last_gpu_sample >= 0.5) {
       last_gpu_sample = now;

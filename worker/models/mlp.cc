@@ -66,6 +66,23 @@ void ReluBackwardWithBiasGrad(float* __restrict a, const float* __restrict da, f
 
 }  // namespace
 
+void ScoreLogits(const float* logits, const int32_t* labels, int rows, int classes, EvalResult* result) {
+  for (int r = 0; r < rows; ++r) {
+    const float* row = logits + size_t(r) * classes;
+    const int y = labels[r];
+    const int best = static_cast<int>(std::max_element(row, row + classes) - row);
+    if (y < 0 || y >= classes) {
+      result->loss_sum += std::numeric_limits<double>::quiet_NaN();
+      continue;
+    }
+    const float mx = row[best];
+    double sum = 0;
+    for (int j = 0; j < classes; ++j) sum += std::exp(row[j] - mx);
+    result->loss_sum += std::log(sum) + mx - row[y];
+    result->correct += best == y ? 1 : 0;
+  }
+}
+
 void SetBlasThreads(int n) { openblas_set_num_threads(std::max(1, n)); }
 
 Status ValidateMlpLayers(const std::vector<int>& layers) {
@@ -230,20 +247,7 @@ EvalResult MlpModel::Evaluate(const Batch& batch) {
     EnsureRows(m);
     Forward(batch.x + size_t(start) * in_w, m);
     const float* logits = acts_.back().data();
-    for (int r = 0; r < m; ++r) {
-      const float* row = logits + size_t(r) * classes;
-      const int y = batch.y[start + r];
-      const int best = static_cast<int>(std::max_element(row, row + classes) - row);
-      if (y < 0 || y >= classes) {
-        result.loss_sum += std::numeric_limits<double>::quiet_NaN();
-        continue;
-      }
-      const float mx = row[best];
-      double sum = 0;
-      for (int j = 0; j < classes; ++j) sum += std::exp(row[j] - mx);
-      result.loss_sum += std::log(sum) + mx - row[y];
-      result.correct += best == y ? 1 : 0;
-    }
+    ScoreLogits(logits, batch.y + start, m, classes, &result);
   }
   result.count = n;
   return result;

@@ -17,6 +17,11 @@ namespace shoal {
 // so only the trainer decides; nothing in models/ changes it on its own.
 void SetBlasThreads(int n);
 
+// Adds argmax hits and softmax cross-entropy of `rows` logit rows to `result`; a label
+// outside [0, classes) counts as wrong and makes the loss NaN. Shared by the CPU model
+// and its cuBLAS twin so both score identically.
+void ScoreLogits(const float* logits, const int32_t* labels, int rows, int classes, EvalResult* result);
+
 // Checks a width list for MakeMlp: input first, classes last, at least one Linear layer,
 // every width positive and the model small enough to index with BLAS's int arguments.
 Status ValidateMlpLayers(const std::vector<int>& layers);

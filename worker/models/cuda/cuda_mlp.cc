@@ -319,21 +319,7 @@ EvalResult CudaMlpModel::Evaluate(const Batch& batch) {
       last_error_ = Internal("cuda mlp: evaluation failed on the device");
       break;
     }
-    // Scoring on the host, exactly as MlpModel::Evaluate does it.
-    for (int r = 0; r < m; ++r) {
-      const float* row = logits.data() + size_t(r) * classes;
-      const int y = part.y[r];
-      const int best = static_cast<int>(std::max_element(row, row + classes) - row);
-      if (y < 0 || y >= classes) {
-        result.loss_sum += std::numeric_limits<double>::quiet_NaN();
-        continue;
-      }
-      const float mx = row[best];
-      double sum = 0;
-      for (int j = 0; j < classes; ++j) sum += std::exp(row[j] - mx);
-      result.loss_sum += std::log(sum) + mx - row[y];
-      result.correct += best == y ? 1 : 0;
-    }
+    ScoreLogits(logits.data(), part.y, m, classes, &result);  // exactly as MlpModel does
   }
   result.count = n;
   if (!last_error_.ok()) result.loss_sum = std::numeric_limits<double>::quiet_NaN();
