@@ -45,6 +45,14 @@ class Communicator {
   // recv holds size() * bytes_per_rank bytes, rank r's contribution at r * bytes_per_rank.
   virtual Status AllGather(const void* send, void* recv, size_t bytes_per_rank,
                            const CollectiveOptions& opts) = 0;
+  // Personalised exchange: `send` holds size() blocks of bytes_per_rank, block p going
+  // to rank p; `recv` (same size, not overlapping `send`) gets rank p's block for this
+  // rank at p * bytes_per_rank. A rank's own block is copied locally. Gloo and MPI send
+  // each block straight to its rank: (n-1) * bytes_per_rank each way. The default below
+  // is built from n-1 AllGather rounds and puts n-1 times more bytes on the wire; it is
+  // for backends without point-to-point messages (and test doubles).
+  virtual Status AllToAll(const void* send, void* recv, size_t bytes_per_rank,
+                          const CollectiveOptions& opts);
   virtual Status Broadcast(void* data, size_t bytes, int root, const CollectiveOptions& opts) = 0;
   virtual Status Barrier(const CollectiveOptions& opts) = 0;
 

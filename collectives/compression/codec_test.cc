@@ -190,7 +190,7 @@ TEST(CodecBytesTest, WireBytesMatchDocumentedFormulas) {
           want = s1 + s2;
         } else if (name == "topk") {
           const size_t most = *std::max_element(chosen.begin(), chosen.end());
-          want = (n - 1) * (4 + 8 * static_cast<int64_t>(most));
+          want = (n - 1) * (4 + 6 * static_cast<int64_t>(most));
         } else {
           const int bits = name == "qblock" ? 8 : 4;
           const size_t blocks = (layout.count + 511) / 512;
@@ -200,8 +200,8 @@ TEST(CodecBytesTest, WireBytesMatchDocumentedFormulas) {
             const size_t e = std::min(layout.count, blocks * (s + 1) / n * 512);
             largest = std::max(largest, e - b);
           }
-          // n-1 rounds of scatter plus one allgather, each (n-1) padded runs.
-          want = static_cast<int64_t>(n) * (n - 1) * static_cast<int64_t>(qbytes(largest, bits));
+          // An AllToAll and an allgather, each (n-1) padded runs.
+          want = static_cast<int64_t>(2) * (n - 1) * static_cast<int64_t>(qbytes(largest, bits));
         }
         EXPECT_EQ(sent[r], want) << name << " n=" << n << " rank " << r;
       }

@@ -1,6 +1,6 @@
 // Codec `topk`: each rank sends only its largest-magnitude values (a keep ratio,
-// default 1%) as (index, value) pairs over allgather; what it did not send stays in
-// its residual and competes again next step.
+// default 1%) as (index, bf16 value) pairs over allgather; what it did not send, and
+// the rounding of what it sent, stay in its residual and compete again next step.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -8,15 +8,15 @@
 #include <vector>
 
 #include "collectives/compression/codec_internal.h"
+#include "collectives/dtype.h"
 
 namespace shoal::compression {
 namespace {
 
-struct Pair {
-  uint32_t index;
-  float value;
-};
-static_assert(sizeof(Pair) == 8, "pairs travel as 8 packed bytes");
+// A rank's message: `most` u32 indices, then `most` bf16 values (6 bytes a pair;
+// bf16 rather than f32 values cuts the bytes by a quarter, and error feedback keeps
+// the rounding).
+constexpr size_t kPairBytes = sizeof(uint32_t) + sizeof(uint16_t);
 
 class TopKCodec : public FeedbackCodec {
  public:
@@ -29,10 +29,10 @@ class TopKCodec : public FeedbackCodec {
   // kept, at most k of them (the largest, if the estimate let more through); a low
   // estimate sends fewer than k, which error feedback makes up later.
   // Messages: an allgather of the counts (4 bytes per rank), then an allgather of
-  // max-count pairs per rank (8 bytes each, zero padding past a rank's count). Bytes
-  // sent per rank over the ring: (n-1) * (4 + 8 * max_count). Every rank adds the
+  // max-count pairs per rank (6 bytes each, zero padding past a rank's count). Bytes
+  // sent per rank over the ring: (n-1) * (4 + 6 * max_count). Every rank adds the
   // pairs in rank order into a zeroed bucket, so replicas stay bit-identical.
-  // Residual: x with the sent positions zeroed; exact, no rounding involved.
+  // Residual: x with each sent value replaced by its bf16 rounding error, x - bf16(x).
   Status DoReduce(float* bucket, size_t count, const std::vector<TensorSlice>& /*tensors*/,
                   uint64_t bucket_id, int64_t step, Communicator* comm,
                   const CollectiveOptions& opts, Update* update) override {
@@ -51,29 +51,41 @@ class TopKCodec : public FeedbackCodec {
     RETURN_IF_ERROR(comm->AllGather(&mine, counts.data(), sizeof(uint32_t), opts));
     const uint32_t most = *std::max_element(counts.begin(), counts.end());
 
-    std::vector<Pair> send(most, Pair{0, 0.0f}), all(static_cast<size_t>(most) * n);
-    for (uint32_t j = 0; j < mine; ++j) send[j] = {chosen[j], x[chosen[j]]};
-    RETURN_IF_ERROR(comm->AllGather(send.data(), all.data(), most * sizeof(Pair), opts));
+    const size_t msg = most * kPairBytes;
+    std::vector<uint8_t> send(msg, 0), all(msg * n);
+    std::vector<float> sent(mine);  // what this rank contributes at each chosen index
+    for (uint32_t j = 0; j < mine; ++j) {
+      const uint16_t v = F32ToBF16(x[chosen[j]]);
+      sent[j] = BF16ToF32(v);
+      std::memcpy(send.data() + j * sizeof(uint32_t), &chosen[j], sizeof(uint32_t));
+      std::memcpy(send.data() + most * sizeof(uint32_t) + j * sizeof(uint16_t), &v, sizeof(uint16_t));
+    }
+    RETURN_IF_ERROR(comm->AllGather(send.data(), all.data(), msg, opts));
 
     std::fill(bucket, bucket + count, 0.0f);
     for (int p = 0; p < n; ++p) {
       if (counts[p] > most) return Internal("codec topk: inconsistent counts from rank " + std::to_string(p));
+      const uint8_t* indices = all.data() + p * msg;
+      const uint8_t* values = indices + most * sizeof(uint32_t);
       for (uint32_t j = 0; j < counts[p]; ++j) {
-        const Pair& pr = all[static_cast<size_t>(p) * most + j];
-        if (pr.index >= count) {
+        uint32_t index;
+        uint16_t value;
+        std::memcpy(&index, indices + j * sizeof(uint32_t), sizeof(uint32_t));
+        std::memcpy(&value, values + j * sizeof(uint16_t), sizeof(uint16_t));
+        if (index >= count) {
           return DataLoss("codec topk: rank " + std::to_string(p) + " sent index " +
-                          std::to_string(pr.index) + " outside the bucket of " +
+                          std::to_string(index) + " outside the bucket of " +
                           std::to_string(count));
         }
-        bucket[pr.index] += pr.value;
+        bucket[index] += BF16ToF32(value);
       }
     }
 
     if (options_.record_contributions) {
       update->contribution.assign(count, 0.0f);
-      for (uint32_t i : chosen) update->contribution[i] = x[i];
+      for (uint32_t j = 0; j < mine; ++j) update->contribution[chosen[j]] = sent[j];
     }
-    for (uint32_t i : chosen) x[i] = 0.0f;
+    for (uint32_t j = 0; j < mine; ++j) x[chosen[j]] -= sent[j];
     update->set[{StateKind::kResidual, bucket_id, 0}] = std::move(x);  // x is borrowed
     return OkStatus();
   }

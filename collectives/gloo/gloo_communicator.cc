@@ -32,6 +32,7 @@ constexpr uint8_t kAllReduceKind = 0x80;
 constexpr uint8_t kAllGatherKind = 0x81;
 constexpr uint8_t kBroadcastKind = 0x82;
 constexpr uint8_t kBarrierKind = 0x83;
+constexpr uint8_t kAllToAllKind = 0x84;
 // Tag of the barrier that ends MakeGlooCommunicator, apart from callers' tags.
 constexpr uint32_t kSetupTag = 0xFFFFFFFFu;
 
@@ -119,6 +120,33 @@ Status GlooCommunicator::AllGather(const void* send, void* recv, size_t bytes_pe
       RETURN_IF_ERROR(op.Exchange(sendbuf, next, out_block * bytes_per_rank, bytes_per_rank,
                                   recvbuf, prev, in_block * bytes_per_rank, bytes_per_rank));
     }
+    return OkStatus();
+  });
+}
+
+Status GlooCommunicator::AllToAll(const void* send, void* recv, size_t bytes_per_rank,
+                                  const CollectiveOptions& opts) {
+  if (bytes_per_rank > 0 && (send == nullptr || recv == nullptr)) {
+    return InvalidArgument("AllToAll: null buffer");
+  }
+  return Run("AllToAll", kAllToAllKind, opts, [&](Op& op) -> Status {
+    if (bytes_per_rank == 0) return OkStatus();
+    const size_t total = size_ * bytes_per_rank;
+    auto* out = static_cast<char*>(recv);
+    std::memcpy(out + rank_ * bytes_per_rank, static_cast<const char*>(send) + rank_ * bytes_per_rank,
+                bytes_per_rank);
+    if (size_ == 1) return OkStatus();
+    // Gloo only reads from a send buffer.
+    Buffer sendbuf(this, const_cast<void*>(send), total);
+    Buffer recvbuf(this, out, total);
+    // Step j pairs rank r with r + j (to) and r - j (from), so at every step each rank
+    // sends to one rank and receives from another, and no link is idle.
+    for (int j = 1; j < size_; ++j) op.PostRecv(recvbuf, Mod(rank_ - j, size_), Mod(rank_ - j, size_) * bytes_per_rank, bytes_per_rank);
+    for (int j = 1; j < size_; ++j) op.PostSend(sendbuf, Mod(rank_ + j, size_), Mod(rank_ + j, size_) * bytes_per_rank, bytes_per_rank);
+    // Completions come in any order and every block has the same size, so the peer a
+    // wait names in an error is a best guess.
+    for (int j = 1; j < size_; ++j) RETURN_IF_ERROR(op.WaitRecv(recvbuf, Mod(rank_ - j, size_), bytes_per_rank));
+    for (int j = 1; j < size_; ++j) RETURN_IF_ERROR(op.WaitSend(sendbuf, Mod(rank_ + j, size_), bytes_per_rank));
     return OkStatus();
   });
 }

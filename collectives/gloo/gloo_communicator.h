@@ -66,6 +66,10 @@ class GlooCommunicator : public Communicator {
   // Ring: each rank sends and receives (n-1) * bytes_per_rank.
   Status AllGather(const void* send, void* recv, size_t bytes_per_rank,
                    const CollectiveOptions& opts) override;
+  // Every block straight to its rank, all posted at once: (n-1) * bytes_per_rank
+  // each way.
+  Status AllToAll(const void* send, void* recv, size_t bytes_per_rank,
+                  const CollectiveOptions& opts) override;
   // Small buffers: the root sends to every rank. From kChainThreshold bytes on (and
   // n > 2): a chain root -> root+1 -> ... in kChainSegment pieces, so the root's
   // link carries the data once instead of n-1 times.
@@ -76,7 +80,7 @@ class GlooCommunicator : public Communicator {
 
   // The connected Gloo context, for benchmarks that run gloo::allreduce on the same
   // connections. Do not use it concurrently with this object's collectives on the
-  // same tag: our slots use prefixes 0x80-0x83, Gloo's algorithms use 0x01-0x08.
+  // same tag: our slots use prefixes 0x80-0x84, Gloo's algorithms use 0x01-0x08.
   gloo::Context* raw_context() { return context_.get(); }
   // The same, in the form gloo::AllreduceOptions takes.
   std::shared_ptr<gloo::Context> shared_context() { return context_; }

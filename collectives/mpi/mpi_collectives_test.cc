@@ -85,6 +85,28 @@ TEST(MpiCollectivesTest, AllGatherBroadcastBarrierAreExact) {
   WorldBarrier();
 }
 
+TEST(MpiCollectivesTest, AllToAllDeliversEachBlockToItsRank) {
+  auto comm = Make();
+  ASSERT_TRUE(comm);
+  const int n = comm->size(), r = comm->rank();
+  auto byte = [](int from, int to, size_t i) { return static_cast<char>(from * 37 + to * 11 + i); };
+  int64_t expected_bytes = 0;
+  for (size_t bytes : {size_t{0}, size_t{1}, size_t{7}, size_t{65537}}) {
+    std::vector<char> send(n * bytes), got(n * bytes, 0);
+    for (int p = 0; p < n; ++p) {
+      for (size_t i = 0; i < bytes; ++i) send[p * bytes + i] = byte(r, p, i);
+    }
+    ASSERT_TRUE(comm->AllToAll(send.data(), got.data(), bytes, {}).ok());
+    for (int p = 0; p < n; ++p) {
+      for (size_t i = 0; i < bytes; ++i) ASSERT_EQ(got[p * bytes + i], byte(p, r, i));
+    }
+    expected_bytes += static_cast<int64_t>((n - 1) * bytes);
+  }
+  EXPECT_EQ(comm->bytes_sent(), expected_bytes);
+  EXPECT_EQ(comm->bytes_received(), expected_bytes);
+  WorldBarrier();
+}
+
 // Rank 0 gives up after 500 ms while the others arrive a second late; they then
 // complete the abandoned collective (MPI cannot cancel it) so nothing is left hanging.
 TEST(MpiCollectivesTest, LatePeerTimesOutAndBreaksTheCommunicator) {

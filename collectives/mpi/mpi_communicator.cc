@@ -381,6 +381,46 @@ Status MpiCommunicator::AllGatherPolled(const void* send, void* recv, size_t byt
   return OkStatus();
 }
 
+Status MpiCommunicator::AllToAll(const void* send, void* recv, size_t bytes_per_rank,
+                                 const CollectiveOptions& opts) {
+  if (bytes_per_rank > 0 && (send == nullptr || recv == nullptr)) {
+    return InvalidArgument("AllToAll: null buffer");
+  }
+  if (bytes_per_rank > kMaxPiece) {
+    return InvalidArgument(fmt::format("AllToAll: {} bytes per rank exceeds MPI's int count",
+                                       bytes_per_rank));
+  }
+  RETURN_IF_ERROR(Usable("AllToAll", opts));
+  if (bytes_per_rank == 0) return OkStatus();
+  const auto deadline = Clock::now() + opts.timeout;
+  const int n = size();
+  const int len = static_cast<int>(bytes_per_rank);
+  if (n == 1) {
+    std::memcpy(recv, send, bytes_per_rank);
+  } else if (UseProgressThread()) {
+    MPI_Comm comm = state_->comm;
+    RETURN_IF_ERROR(RunBlocking("AllToAll", opts, deadline, [=]() -> Status {
+      SHOAL_MPI_CHECK(MPI_Alltoall(send, len, MPI_BYTE, recv, len, MPI_BYTE, comm));
+      return OkStatus();
+    }));
+  } else {
+    // Scratch copies: an abandoned request must not write into the caller's buffer.
+    const size_t total = bytes_per_rank * n;
+    auto scratch = std::make_shared<std::vector<char>>(2 * total);
+    std::memcpy(scratch->data(), send, total);
+    RETURN_IF_ERROR(Complete("AllToAll", opts, deadline, [&](void* req) -> Status {
+      SHOAL_MPI_CHECK(MPI_Ialltoall(scratch->data(), len, MPI_BYTE, scratch->data() + total, len,
+                                    MPI_BYTE, state_->comm, static_cast<MPI_Request*>(req)));
+      return OkStatus();
+    }, scratch));
+    std::memcpy(recv, scratch->data() + total, total);
+  }
+  // Pairwise model (MPI does not report wire bytes): one block to and from each peer.
+  counters_.sent += static_cast<int64_t>((n - 1) * bytes_per_rank);
+  counters_.received += static_cast<int64_t>((n - 1) * bytes_per_rank);
+  return OkStatus();
+}
+
 Status MpiCommunicator::Broadcast(void* data, size_t bytes, int root,
                                   const CollectiveOptions& opts) {
   const int n = size();

@@ -36,7 +36,7 @@ std::string MpiThreadLevel();
 // the caller gets kDeadlineExceeded / kAborted and every later call returns kAborted:
 // tear the communicator down and build another. The progress thread stays blocked in
 // MPI until the other ranks complete the collective (or the process exits).
-// f32 AllReduce, AllGather and Broadcast hand the CALLER'S buffers to MPI (no scratch
+// f32 AllReduce, AllGather, AllToAll and Broadcast hand the CALLER'S buffers to MPI (no scratch
 // copy: copying in and out would cost more than the 2% the backend may add), so after
 // a timeout or abort the caller's buffer may still be written by MPI until the
 // communicator is torn down: keep the buffer alive until then (declare it before the
@@ -65,6 +65,9 @@ class MpiCommunicator : public Communicator {
                    const CollectiveOptions& opts) override;
   Status AllGather(const void* send, void* recv, size_t bytes_per_rank,
                    const CollectiveOptions& opts) override;
+  // MPI_Alltoall; wire bytes counted as (n-1) blocks each way.
+  Status AllToAll(const void* send, void* recv, size_t bytes_per_rank,
+                  const CollectiveOptions& opts) override;
   Status Broadcast(void* data, size_t bytes, int root, const CollectiveOptions& opts) override;
   Status Barrier(const CollectiveOptions& opts) override;
   void Abort() override;

@@ -9,6 +9,8 @@
 
 #include <gtest/gtest.h>
 
+#include "collectives/dtype.h"
+
 #include "collectives/compression/codec_internal.h"
 
 namespace shoal::gpu_codec {
@@ -134,7 +136,8 @@ TEST(GpuCodecHost, QBlockReferenceMatchesCpuCodec) {
   }
 }
 
-// Top-k on one rank: the output is x on the chosen positions, zero elsewhere.
+// Top-k on one rank: the output is x on the chosen positions, zero elsewhere (the CPU
+// codec sends bf16 values, the GPU codec f32: the reference choice is what matches).
 TEST(GpuCodecHost, TopkReferenceMatchesCpuCodec) {
   for (size_t count : {size_t{3000}, size_t{50000}}) {  // exact, then sampled threshold
     CodecOptions o;
@@ -162,7 +165,7 @@ TEST(GpuCodecHost, TopkReferenceMatchesCpuCodec) {
     }
     const auto chosen = TopkTrim(cand, x.data(), TopkK(count, o.topk_ratio));
     std::vector<float> want(count, 0.0f);
-    for (uint32_t i : chosen) want[i] = x[i];
+    for (uint32_t i : chosen) want[i] = BF16ToF32(F32ToBF16(x[i]));
     EXPECT_EQ(bucket, want) << count;
     EXPECT_LE(chosen.size(), TopkK(count, o.topk_ratio));
   }

@@ -156,12 +156,14 @@ struct AboveThreshold {
   }
 };
 
-// Pairs from the chosen indices, and the chosen entries of x zeroed (the residual).
+// Pairs from the chosen indices with values rounded to bf16 as the CPU codec sends
+// them (they still travel as f32 here), and the rounding error left in x (the residual).
 __global__ void PackPairsKernel(float* x, const uint32_t* idx, size_t n, TopkPair* pairs) {
   for (size_t j = blockIdx.x * size_t(blockDim.x) + threadIdx.x; j < n; j += size_t(gridDim.x) * blockDim.x) {
     const uint32_t i = idx[j];
-    pairs[j] = {i, x[i]};
-    x[i] = 0.0f;
+    const float v = __bfloat162float(__float2bfloat16_rn(x[i]));
+    pairs[j] = {i, v};
+    x[i] = __fsub_rn(x[i], v);
   }
 }
 
