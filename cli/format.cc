@@ -92,6 +92,7 @@ nlohmann::json SummaryJson(const Job& job) {
                       {"loader_wait_seconds", r.loader_wait_seconds()},
                       {"codec", r.codec()},
                       {"bytes_uncompressed_per_worker", r.bytes_uncompressed_per_worker()},
+                      {"gradient_bytes_sent_per_worker", r.gradient_bytes_sent_per_worker()},
                       {"exposed_comm_seconds", r.exposed_comm_seconds()},
                       {"resumed_from_step", r.resumed_from_step()},
                       {"checkpoints_saved", r.checkpoints_saved()},

@@ -241,9 +241,13 @@ int DoRun(const RunOptions& o) {
       if (r.checkpoints_saved() > 0)
         std::printf("  %lld checkpoint(s) saved, training stalled %.3f s for them\n", static_cast<long long>(r.checkpoints_saved()),
                     r.checkpoint_stall_seconds());
-      if (r.codec() != "none" && r.bytes_uncompressed_per_worker() > 0)
-        std::printf("  codec %s: %.1fx fewer bytes than uncompressed\n", r.codec().c_str(),
-                    static_cast<double>(r.bytes_uncompressed_per_worker()) / std::max<int64_t>(1, r.bytes_sent_per_worker()));
+      if (r.codec() != "none" && r.bytes_uncompressed_per_worker() > 0) {
+        // Gradient bytes against gradient bytes; older results lack the gradient share.
+        const int64_t sent = r.gradient_bytes_sent_per_worker() > 0 ? r.gradient_bytes_sent_per_worker()
+                                                                    : r.bytes_sent_per_worker();
+        std::printf("  codec %s: %.1fx fewer gradient bytes than uncompressed\n", r.codec().c_str(),
+                    static_cast<double>(r.bytes_uncompressed_per_worker()) / std::max<int64_t>(1, sent));
+      }
       std::printf("  time share: sgemm %.0f%%, communication %.0f%%, rest of compute %.0f%%\n",
                   100 * r.sgemm_seconds() * per_rank, 100 * r.comm_seconds() * per_rank,
                   100 * (r.compute_seconds() - r.sgemm_seconds()) * per_rank);

@@ -64,6 +64,8 @@ JobSpec DefaultJobSpec() {
   c->set_powersgd_rank(4);
   c->set_qblock_bits(8);
   c->set_topk_ratio(0.01);
+  c->set_powersgd_warmup_steps(10);
+  c->set_topk_momentum_correction(true);
 
   CheckpointSpec* k = s.mutable_checkpoint();
   k->set_dir("");

@@ -149,6 +149,7 @@ void CheckCollectives(const CollectivesSpec& k, Checker& c) {
   c.Positive("collectives.bucket_mib", k.bucket_mib());
   c.Positive("collectives.timeout_s", k.timeout_s());
   c.IntIn("collectives.powersgd_rank", k.powersgd_rank(), 1, 64);
+  c.IntAtLeast("collectives.powersgd_warmup_steps", k.powersgd_warmup_steps(), 0);
   c.Check(k.qblock_bits() == 4 || k.qblock_bits() == 8, "collectives.qblock_bits", "must be 4 or 8",
           std::to_string(k.qblock_bits()));
   c.Check(std::isfinite(k.topk_ratio()) && k.topk_ratio() > 0 && k.topk_ratio() <= 1, "collectives.topk_ratio",

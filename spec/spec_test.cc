@@ -361,18 +361,20 @@ TEST(SpecPaths, FileRelativeAndOverrideRelativePathsBecomeAbsolute) {
 namespace shoal {
 namespace {
 TEST(SpecCodecOptions, DefaultsOverridesAndRefusals) {
-  auto ok = ParseJobSpec("collectives: {codec: qblock, qblock_bits: 4, topk_ratio: 0.05, powersgd_rank: 8}\n");
+  auto ok = ParseJobSpec("collectives: {codec: qblock, qblock_bits: 4, topk_ratio: 0.05, powersgd_rank: 8, powersgd_warmup_steps: 3}\n");
   ASSERT_TRUE(ok.ok()) << ok.status().ToString();
   EXPECT_EQ(ok->collectives().qblock_bits(), 4);
   EXPECT_DOUBLE_EQ(ok->collectives().topk_ratio(), 0.05);
   EXPECT_EQ(ok->collectives().powersgd_rank(), 8);
+  EXPECT_EQ(ok->collectives().powersgd_warmup_steps(), 3);
   EXPECT_EQ(DefaultJobSpec().collectives().qblock_bits(), 8);
   struct Bad {
     std::string yaml, field;
   } cases[] = {{"collectives: {qblock_bits: 6}\n", "collectives.qblock_bits"},
                {"collectives: {topk_ratio: 0}\n", "collectives.topk_ratio"},
                {"collectives: {topk_ratio: 1.5}\n", "collectives.topk_ratio"},
-               {"collectives: {powersgd_rank: 0}\n", "collectives.powersgd_rank"}};
+               {"collectives: {powersgd_rank: 0}\n", "collectives.powersgd_rank"},
+               {"collectives: {powersgd_warmup_steps: -1}\n", "collectives.powersgd_warmup_steps"}};
   for (const auto& c : cases) {
     auto r = ParseJobSpec(c.yaml, {}, "codec.yaml");
     ASSERT_FALSE(r.ok()) << c.yaml;

@@ -94,12 +94,17 @@ StatusOr<JobResult> Train(const TrainerInputs& in, Communicator* comm, Model* mo
   codec_opts.name = spec.collectives().codec();
   codec_opts.seed = t.seed();
   codec_opts.powersgd_rank = spec.collectives().powersgd_rank();
+  codec_opts.powersgd_warmup_steps = spec.collectives().powersgd_warmup_steps();
+  // Top-k's momentum correction moves the momentum into the codec, before the
+  // sparsification; the optimizer then applies the reduced values without momentum.
+  const bool codec_momentum = codec_opts.name == "topk" && spec.collectives().topk_momentum_correction();
+  if (codec_momentum) codec_opts.topk_momentum = t.momentum();
   codec_opts.qblock_bits = spec.collectives().qblock_bits();
   codec_opts.topk_ratio = spec.collectives().topk_ratio();
   ASSIGN_OR_RETURN(std::unique_ptr<GradientCodec> codec, MakeCodec(codec_opts));
   SgdOptions sgd_opts;
   sgd_opts.lr = static_cast<float>(t.learning_rate());
-  sgd_opts.momentum = static_cast<float>(t.momentum());
+  sgd_opts.momentum = codec_momentum ? 0.0f : static_cast<float>(t.momentum());
   sgd_opts.weight_decay = static_cast<float>(t.weight_decay());
   SgdMomentum optimizer(sgd_opts, model->num_parameters());
 
@@ -256,6 +261,7 @@ StatusOr<JobResult> Train(const TrainerInputs& in, Communicator* comm, Model* mo
   result.set_samples_per_second(wall_s > 0 ? samples_total / wall_s : 0);
   result.set_bytes_sent_per_worker(comm->bytes_sent());
   result.set_bytes_uncompressed_per_worker(rs.bytes_uncompressed);
+  result.set_gradient_bytes_sent_per_worker(rs.bytes_sent);
   result.set_comm_seconds(comm_total);
   result.set_exposed_comm_seconds(exposed_total);
   result.set_compute_seconds(compute_total);

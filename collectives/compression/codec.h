@@ -31,6 +31,11 @@ struct CodecOptions {
   int qblock_bits = 8;               // 8 or 4
   size_t qblock_block = 512;
   double topk_ratio = 0.01;          // fraction of elements kept
+  // top-k momentum correction (Lin et al., Deep Gradient Compression): with m > 0 each
+  // rank keeps its own momentum u = m*u + grad and sparsifies residual + u, and the
+  // optimizer must then run WITHOUT momentum (the reduced values already carry it).
+  // Sent positions of u are zeroed (momentum factor masking). 0: off.
+  double topk_momentum = 0.0;
   uint64_t seed = 0;                 // shared by all ranks (PowerSGD's Q, stochastic rounding)
   // top-k: how many |values| are sampled to estimate the threshold; buckets no larger
   // than this are selected exactly.

@@ -111,7 +111,7 @@ Status FeedbackCodec::Reduce(float* bucket, size_t count, const std::vector<Tens
     state_.erase(it);
   }
   for (auto& [key, value] : update.set) {
-    if (key.kind == StateKind::kResidual) {
+    if (key.kind == StateKind::kResidual || key.kind == StateKind::kMomentum) {
       // A non-finite gradient element (inf/NaN) ruins this step's output anyway; it is
       // not carried over, or every later step of the bucket would be ruined as well.
       // Exponent bits all ones = inf or NaN; written on the bits so the loop vectorises.
@@ -261,7 +261,7 @@ Status FeedbackCodec::LoadState(const std::string& bytes) {
     if (!in.Get(&kind) || !in.Get(&key.bucket_id) || !in.Get(&key.tensor) || !in.Get(&floats)) {
       return DataLoss(what + "entry " + std::to_string(e) + " header truncated");
     }
-    if (kind > static_cast<uint8_t>(StateKind::kPowerSgdQ)) {
+    if (kind > static_cast<uint8_t>(StateKind::kMomentum)) {
       return DataLoss(what + "entry " + std::to_string(e) + " has unknown kind " +
                       std::to_string(kind));
     }
@@ -341,6 +341,10 @@ StatusOr<std::unique_ptr<GradientCodec>> MakeCodec(const CodecOptions& options) 
                              std::to_string(options.topk_ratio));
     }
     if (options.topk_sample < 1) return InvalidArgument("collectives.topk_sample must be >= 1");
+    if (!(options.topk_momentum >= 0.0 && options.topk_momentum < 1.0)) {
+      return InvalidArgument("top-k momentum correction must be in [0, 1), got " +
+                             std::to_string(options.topk_momentum));
+    }
     return compression::MakeTopKCodec(options);
   }
   return InvalidArgument("unknown codec '" + n +

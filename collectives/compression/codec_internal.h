@@ -20,6 +20,7 @@ namespace shoal::compression {
 enum class StateKind : uint8_t {
   kResidual = 0,   // error feedback of one bucket: `count` floats
   kPowerSgdQ = 1,  // PowerSGD's warm-start Q of one tensor: cols x rank floats
+  kMomentum = 2,   // top-k's local momentum (momentum correction) of one bucket: `count` floats
 };
 
 struct StateKey {

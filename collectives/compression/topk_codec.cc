@@ -41,8 +41,12 @@ class TopKCodec : public FeedbackCodec {
                              " floats exceeds 32-bit indices; use smaller buckets");
     }
     const int n = comm->size(), me = comm->rank();
-    std::vector<float> x;
-    RETURN_IF_ERROR(WithResidual(bucket, count, bucket_id, &x));
+    std::vector<float> x, u;
+    if (options_.topk_momentum > 0) {
+      RETURN_IF_ERROR(WithMomentum(bucket, count, bucket_id, &x, &u));
+    } else {
+      RETURN_IF_ERROR(WithResidual(bucket, count, bucket_id, &x));
+    }
     if (count == 0) return OkStatus();  // same on every rank: no messages
 
     const std::vector<uint32_t> chosen = Select(x, bucket_id, step, me);
@@ -86,12 +90,37 @@ class TopKCodec : public FeedbackCodec {
       for (uint32_t j = 0; j < mine; ++j) update->contribution[chosen[j]] = sent[j];
     }
     for (uint32_t j = 0; j < mine; ++j) x[chosen[j]] -= sent[j];
+    if (!u.empty()) {
+      for (uint32_t i : chosen) u[i] = 0.0f;  // momentum factor masking
+      update->set[{StateKind::kMomentum, bucket_id, 0}] = std::move(u);
+    }
     update->set[{StateKind::kResidual, bucket_id, 0}] = std::move(x);  // x is borrowed
     return OkStatus();
   }
 
  private:
   std::vector<float> mags_;  // threshold scratch, reused (under the base class's lock)
+
+  // Momentum correction: u = m * u_old + bucket, x = residual + u (both borrowed).
+  Status WithMomentum(const float* bucket, size_t count, uint64_t bucket_id, std::vector<float>* x,
+                      std::vector<float>* u) {
+    const float* residual;
+    RETURN_IF_ERROR(Residual(bucket_id, count, &residual));
+    const std::vector<float>* old = Find({StateKind::kMomentum, bucket_id, 0});
+    if (old != nullptr && old->size() != count) {
+      return InvalidArgument("codec topk: bucket " + std::to_string(bucket_id) + " has " + std::to_string(count) +
+                             " floats but its momentum has " + std::to_string(old->size()) +
+                             "; the bucket layout changed: call ResetState() on every rank");
+    }
+    const float m = static_cast<float>(options_.topk_momentum);
+    *u = Borrow(count);
+    *x = Borrow(count);
+    for (size_t i = 0; i < count; ++i) {
+      (*u)[i] = old ? m * (*old)[i] + bucket[i] : bucket[i];
+      (*x)[i] = residual ? residual[i] + (*u)[i] : (*u)[i];
+    }
+    return OkStatus();
+  }
 
   // Positions to send, ascending.
   std::vector<uint32_t> Select(const std::vector<float>& x, uint64_t bucket_id, int64_t step,
