@@ -82,7 +82,10 @@ inline float F16ToF32(uint16_t h) {
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
   const uint32_t exp = (h >> 10) & 0x1Fu;
   uint32_t mant = h & 0x3FFu;
-  if (exp == 0x1F) return dtype_detail::FromBits(sign | 0x7F800000u | (mant << 13));  // inf / NaN
+  if (exp == 0x1F) {
+    // inf, or NaN made quiet (as F16C's vcvtph2ps does, so both paths agree bit for bit).
+    return dtype_detail::FromBits(sign | 0x7F800000u | (mant << 13) | (mant ? 0x400000u : 0));
+  }
   if (exp == 0) {
     if (mant == 0) return dtype_detail::FromBits(sign);
     // Subnormal: normalise so the leading one becomes the implicit bit.
@@ -97,7 +100,6 @@ inline float F16ToF32(uint16_t h) {
   return dtype_detail::FromBits(sign | ((exp + 127 - 15) << 23) | (mant << 13));
 }
 
-
 // bf16 is the top half of an f32: widening is a shift, narrowing rounds to nearest
 // even on the 16 dropped bits. NaN stays NaN (made quiet so rounding cannot turn it
 // into an infinity).
@@ -106,8 +108,71 @@ inline float F16ToF32(uint16_t h) {
 // finite max 65504; values that round past it become infinity.
 
 // Bulk forms over a buffer of `dtype` elements. For kF32 they copy (memcpy-safe for
-// src == dst).
+// src == dst). They take the AVX2 path below where UseAvx2(); the result is the same.
 void ToF32(const void* src, DType dtype, float* dst, size_t count);
 void FromF32(const float* src, DType dtype, void* dst, size_t count);
+
+// Runtime dispatch: the build targets generic x86-64, so the vector paths (here and in
+// the codecs) are compiled for AVX2+F16C per function and chosen when the CPU has
+// both. Every vector path is bit-identical to the scalar one. Tests turn it off to
+// compare the two; turning it on has no effect on a CPU without AVX2+F16C.
+bool UseAvx2();
+void SetAvx2ForTesting(bool on);
+
+}  // namespace shoal
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
+// Not "fma": with -ffp-contract=fast (GNU mode) the compiler would fuse a*b+c, whose
+// single rounding differs from the scalar path's two.
+#define SHOAL_AVX2 __attribute__((target("avx2,f16c")))
+
+namespace shoal::dtype_detail {
+
+// Eight f32 <-> eight 16-bit values of type T (kBF16 or kF16), exactly as the scalar
+// functions above. F16C is IEEE round-to-nearest-even with subnormals, and keeps the
+// NaN payload's top bits with the quiet bit set, as F32ToF16 / F16ToF32 do.
+template <DType T>
+SHOAL_AVX2 inline __m128i NarrowX8(__m256 f) {
+  if constexpr (T == DType::kF16) {
+    return _mm256_cvtps_ph(f, _MM_FROUND_TO_NEAREST_INT);
+  } else {
+    const __m256i u = _mm256_castps_si256(f);
+    const __m256i high = _mm256_srli_epi32(u, 16);
+    const __m256i bias = _mm256_add_epi32(_mm256_set1_epi32(0x7FFF), _mm256_and_si256(high, _mm256_set1_epi32(1)));
+    const __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(u, bias), 16);
+    const __m256i abs = _mm256_and_si256(u, _mm256_set1_epi32(0x7FFFFFFF));
+    const __m256i nan = _mm256_cmpgt_epi32(abs, _mm256_set1_epi32(0x7F800000));
+    const __m256i quiet = _mm256_or_si256(high, _mm256_set1_epi32(0x40));
+    const __m256i r = _mm256_blendv_epi8(rounded, quiet, nan);  // every lane <= 0xFFFF
+    return _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+  }
+}
+
+template <DType T>
+SHOAL_AVX2 inline __m256 WidenX8(__m128i h) {
+  if constexpr (T == DType::kF16) {
+    return _mm256_cvtph_ps(h);
+  } else {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  }
+}
+
+}  // namespace shoal::dtype_detail
+#endif
+
+namespace shoal {
+
+// Scalar element conversion chosen at compile time (T = kBF16 or kF16), for loops
+// templated on the wire type.
+template <DType T>
+inline uint16_t Narrow(float f) {
+  return T == DType::kF16 ? F32ToF16(f) : F32ToBF16(f);
+}
+template <DType T>
+inline float Widen(uint16_t h) {
+  return T == DType::kF16 ? F16ToF32(h) : BF16ToF32(h);
+}
 
 }  // namespace shoal

@@ -1,5 +1,6 @@
 // bf16/f16 conversions against hand-checked edge cases and, for f16, against the
-// compiler's own _Float16 conversion over every half value and many floats.
+// compiler's own _Float16 conversion over every half value and many floats; the AVX2
+// bulk path against the scalar one.
 #include "collectives/dtype.h"
 
 #include <gtest/gtest.h>
@@ -8,6 +9,8 @@
 #include <cstring>
 #include <limits>
 #include <random>
+#include <utility>
+#include <vector>
 
 namespace shoal {
 namespace {
@@ -120,6 +123,100 @@ TEST(DTypeTest, BulkConversionsRoundTrip) {
     ToF32(wire.data(), t, back.data(), back.size());
     for (size_t i = 0; i < values.size(); ++i) {
       EXPECT_NEAR(back[i], values[i], std::fabs(values[i]) * 4e-3) << DTypeName(t);
+    }
+  }
+}
+
+// F16C's vcvtph2ps quiets signalling NaNs; the scalar path does the same so that
+// both paths agree. Infinity keeps its pattern.
+TEST(DTypeTest, F16NaNWidensQuietWithPayload) {
+  EXPECT_EQ(Bits(F16ToF32(0x7C01)), 0x7FC02000u);
+  EXPECT_EQ(Bits(F16ToF32(0xFE00)), 0xFFC00000u);
+  EXPECT_EQ(Bits(F16ToF32(0x7DFF)), 0x7FFFE000u);
+  EXPECT_EQ(Bits(F16ToF32(0xFC00)), 0xFF800000u);
+}
+
+// The bulk conversions on the scalar path (SetAvx2ForTesting(false)) for as long as
+// it lives.
+struct ScalarOnly {
+  ScalarOnly() { SetAvx2ForTesting(false); }
+  ~ScalarOnly() { SetAvx2ForTesting(true); }
+};
+
+// `convert(out)` run on the AVX2 path and on the scalar path, into n elements each.
+template <typename T, typename F>
+std::pair<std::vector<T>, std::vector<T>> BothPaths(size_t n, F convert) {
+  std::vector<T> simd(n), scalar(n);
+  convert(simd.data());
+  ScalarOnly scalar_only;
+  convert(scalar.data());
+  return {simd, scalar};
+}
+
+// Every 16-bit pattern, widened by both paths. The buffer starts one element in and
+// is not a multiple of 8 long, so the vector loop's scalar tail takes part too.
+TEST(DTypeSimdTest, WideningMatchesScalarForEveryPattern) {
+  if (!UseAvx2()) GTEST_SKIP() << "no AVX2+F16C on this CPU";
+  std::vector<uint16_t> all = {0x7C01};
+  for (uint32_t h = 0; h < 0x10000; ++h) all.push_back(static_cast<uint16_t>(h));
+  all.push_back(0xFFFF);
+  all.push_back(0x0001);
+  for (DType t : {DType::kBF16, DType::kF16}) {
+    const auto [simd, scalar] = BothPaths<float>(all.size(), [&](float* out) { ToF32(all.data(), t, out, all.size()); });
+    for (size_t i = 0; i < all.size(); ++i) {
+      ASSERT_EQ(Bits(simd[i]), Bits(scalar[i])) << DTypeName(t) << " pattern " << std::hex << all[i];
+    }
+  }
+}
+
+// Random floats of every exponent, many in each format's range, and the edges: zeros,
+// infinities, NaNs with payloads in the kept or only the dropped bits (quiet and
+// signalling), subnormals of both formats, rounding ties and the overflow boundary.
+TEST(DTypeSimdTest, NarrowingMatchesScalar) {
+  if (!UseAvx2()) GTEST_SKIP() << "no AVX2+F16C on this CPU";
+  std::vector<float> values;
+  for (uint32_t u : {0x00000000u, 0x80000000u, 0x7F800000u, 0xFF800000u, 0x7FC00000u, 0xFFC00000u,
+                     0x7F800001u, 0xFF800001u, 0x7F802000u, 0x7FA00000u, 0x7FBFFFFFu, 0x7FFFFFFFu,
+                     0x00000001u, 0x00010000u, 0x00018000u, 0x007FFFFFu, 0x00800000u, 0x3F808000u,
+                     0x3F818000u, 0x7F7FFFFFu, 0xFF7FFFFFu, 0x7F7F8000u, 0x477FE000u, 0x477FEFFFu,
+                     0x477FF000u, 0x477FF001u, 0x33000000u, 0x33000001u, 0x33C00000u, 0x387FC000u,
+                     0x387FE000u, 0x38800000u}) {
+    for (uint32_t sign : {0u, 0x80000000u}) values.push_back(FromBits(u ^ sign));
+  }
+  std::mt19937 rng(7);
+  for (int i = 0; i < 4'000'000; ++i) {
+    uint32_t u = rng();
+    if (i % 3 == 0) u = (u & 0x807FFFFF) | ((100 + rng() % 45) << 23);  // around the half range
+    if (i % 7 == 0) u &= 0xFFFF8000u | ((rng() & 1) << 12);             // bf16 and f16 ties
+    values.push_back(FromBits(u));
+  }
+  values.push_back(1.0f);  // an odd length
+  for (DType t : {DType::kBF16, DType::kF16}) {
+    const auto [simd, scalar] =
+        BothPaths<uint16_t>(values.size(), [&](uint16_t* out) { FromF32(values.data(), t, out, values.size()); });
+    for (size_t i = 0; i < values.size(); ++i) {
+      ASSERT_EQ(simd[i], scalar[i]) << DTypeName(t) << " input " << std::hex << Bits(values[i]);
+    }
+  }
+}
+
+// Lengths around the vector width: the tail is the scalar loop.
+TEST(DTypeSimdTest, OddLengthsMatchScalar) {
+  std::vector<float> values(1100);
+  for (size_t i = 0; i < values.size(); ++i) values[i] = std::ldexp(static_cast<float>(i) - 500.5f, -static_cast<int>(i % 30));
+  for (DType t : {DType::kBF16, DType::kF16}) {
+    for (size_t n : {0, 1, 7, 8, 9, 15, 17, 1023, 1025}) {
+      std::vector<uint16_t> wire(n + 1, 0xABCD), wire_scalar(n + 1, 0xABCD);
+      std::vector<float> back(n + 1, -1.0f), back_scalar(n + 1, -1.0f);
+      FromF32(values.data(), t, wire.data(), n);
+      ToF32(wire.data(), t, back.data(), n);
+      {
+        ScalarOnly scalar_only;
+        FromF32(values.data(), t, wire_scalar.data(), n);
+        ToF32(wire_scalar.data(), t, back_scalar.data(), n);
+      }
+      EXPECT_EQ(wire, wire_scalar) << DTypeName(t) << " length " << n;  // incl. the untouched sentinel
+      EXPECT_EQ(back, back_scalar) << DTypeName(t) << " length " << n;
     }
   }
 }

@@ -6,10 +6,33 @@
 #include <vector>
 
 #include "collectives/compression/codec_internal.h"
+#include "collectives/compression/simd_kernels.h"
 #include "collectives/dtype.h"
 
 namespace shoal::compression {
 namespace {
+
+// One pass per direction over the bucket (the AVX2 kernel does the leading multiple of
+// 8 elements where UseAvx2(), this loop the rest, with the same arithmetic): encode
+// x = grad + residual, wire = T(clamp(x / n)), sent = n * decode(wire), residual = x - sent.
+template <DType T>
+void Encode(const simd::CastEncodeArgs& a, size_t count) {
+  for (size_t i = UseAvx2() ? simd::CastEncodeAvx2(T, a, count) : 0; i < count; ++i) {
+    const float x = a.old ? a.grad[i] + a.old[i] : a.grad[i];
+    a.wire[i] = Narrow<T>(std::clamp(x * a.inv, -a.limit, a.limit));  // NaN passes through
+    const float sent = Widen<T>(a.wire[i]) * a.n;  // what this rank actually contributes
+    a.residual[i] = x - sent;
+    if (a.contribution) a.contribution[i] = sent;
+  }
+}
+
+// bucket = n * decode(wire).
+template <DType T>
+void Decode(const uint16_t* wire, float n, float* out, size_t count) {
+  for (size_t i = UseAvx2() ? simd::CastDecodeAvx2(T, wire, n, out, count) : 0; i < count; ++i) {
+    out[i] = Widen<T>(wire[i]) * n;
+  }
+}
 
 class CastCodec : public FeedbackCodec {
  public:
@@ -45,27 +68,19 @@ class CastCodec : public FeedbackCodec {
     const float limit = wire_type_ == DType::kF16
                             ? static_cast<float>(65504.0 / (fn * (1.0 + fn / 1024.0)))
                             : std::numeric_limits<float>::infinity();
-    // Chunks small enough to stay in L1, converted with dtype.h's bulk functions: one
-    // call per chunk rather than one per element.
-    constexpr size_t kChunk = 1024;
-    float xs[kChunk], sent[kChunk];
-    for (size_t c0 = 0; c0 < count; c0 += kChunk) {
-      const size_t len = std::min(kChunk, count - c0);
-      for (size_t i = 0; i < len; ++i) {
-        xs[i] = old ? bucket[c0 + i] + old[c0 + i] : bucket[c0 + i];
-        sent[i] = std::clamp(xs[i] * inv, -limit, limit);  // NaN passes through
-      }
-      FromF32(sent, wire_type_, wire_.data() + c0, len);
-      ToF32(wire_.data() + c0, wire_type_, sent, len);
-      for (size_t i = 0; i < len; ++i) {
-        sent[i] *= fn;  // what this rank actually contributes
-        residual[c0 + i] = xs[i] - sent[i];
-      }
-      if (record) std::copy(sent, sent + len, update->contribution.begin() + c0);
+    const simd::CastEncodeArgs args{bucket, old, inv, fn, limit, wire_.data(), residual.data(),
+                                    record ? update->contribution.data() : nullptr};
+    if (wire_type_ == DType::kF16) {
+      Encode<DType::kF16>(args, count);
+    } else {
+      Encode<DType::kBF16>(args, count);
     }
     RETURN_IF_ERROR(comm->AllReduce(wire_.data(), count, wire_type_, ReduceOp::kSum, opts));
-    ToF32(wire_.data(), wire_type_, bucket, count);
-    for (size_t i = 0; i < count; ++i) bucket[i] *= fn;
+    if (wire_type_ == DType::kF16) {
+      Decode<DType::kF16>(wire_.data(), fn, bucket, count);
+    } else {
+      Decode<DType::kBF16>(wire_.data(), fn, bucket, count);
+    }
     update->set[{StateKind::kResidual, bucket_id, 0}] = std::move(residual);
     return OkStatus();
   }

@@ -2,18 +2,25 @@
 // gradients, the bytes each rank puts on the wire per step against an f32 allreduce,
 // encode+decode time on one thread, and the relative error. Not a test; prints a table.
 //
-//   codec_bench [--world N] [--steps S] [--codecs none,bf16,...]
+//   codec_bench [--world N] [--steps S] [--codecs none,bf16,...] [--scalar 1]
+//
+// --scalar 1 turns off the AVX2 kernels (SetAvx2ForTesting), for comparison.
 //
 // Gradients are synthetic (see Gradient below): shared low-rank directions plus
 // per-rank noise, as data-parallel workers' gradients are; "err 1 step" is the
 // relative L2 error of one Reduce from fresh state, "err mean" that of the mean output
 // over all steps with the same gradients (error feedback at work). "codec ms" is Reduce at world size 1, where every collective is a
 // no-op or a copy, so it is the codec's own compute (OpenBLAS held to one thread), in
-// thread CPU time; "GB/s" is the f32 bucket size over it. "step ms" is the wall time
-// of Reduce at the given world size over loopback Gloo (ranks are threads).
+// thread CPU time; "GB/s" is the f32 bucket size over it and "x memcpy" that over
+// memcpy's bandwidth at the same size (issue 3's yardstick: encode + decode at 0.5x
+// memcpy or better). "1MiB" repeats both on a 1 MiB bucket (the Reducer's first
+// bucket; its first 128 rows of fc1.w), which stays in cache where the big one
+// streams from memory. "step ms" is the wall time of Reduce at the given world size
+// over loopback Gloo (ranks are threads).
 #include <cblas.h>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <ctime>
 #include <cmath>
@@ -23,6 +30,7 @@
 #include <thread>
 
 #include "collectives/compression/codec_internal.h"
+#include "collectives/dtype.h"
 #include "collectives/gloo/gloo_communicator.h"
 #include "collectives/memory_kv_store.h"
 
@@ -98,6 +106,47 @@ double RelError(const std::vector<float>& got, const std::vector<double>& truth)
   return std::sqrt(num / den);
 }
 
+// memcpy bandwidth in GB/s over `floats` floats, best of a few rounds of `reps` copies.
+double MemcpyGBs(const std::vector<float>& src, size_t floats, int reps) {
+  std::vector<float> dst(floats);
+  std::memcpy(dst.data(), src.data(), floats * 4);  // faults the pages in
+  double best = 0;
+  for (int round = 0; round < 3; ++round) {
+    const double t0 = ThreadCpuSeconds();
+    for (int i = 0; i < reps; ++i) std::memcpy(dst.data(), src.data(), floats * 4);
+    best = std::max(best, reps * floats * 4.0 / 1e9 / (ThreadCpuSeconds() - t0));
+  }
+  return best;
+}
+
+// Seconds of thread CPU time per Reduce of `label` at world size 1, where every
+// collective is a no-op or a copy: the codec's own compute. Mean over `steps` steps
+// after one that warms caches and the buffer pool. Negative on failure.
+double CodecSeconds(const std::string& label, const std::vector<float>& grad, size_t count,
+                    const std::vector<TensorSlice>& tensors, int steps) {
+  MemoryKvStore kv;
+  auto comm = MakeGlooCommunicator(0, 1, &kv, "bench1/" + label, 10s);
+  auto codec = MakeCodec(OptionsFor(label));
+  if (!comm.ok() || !codec.ok()) {
+    std::fprintf(stderr, "%s: %s %s\n", label.c_str(), comm.status().ToString().c_str(),
+                 codec.status().ToString().c_str());
+    return -1;
+  }
+  double total = 0;
+  std::vector<float> g(count);
+  for (int s = 0; s <= steps; ++s) {
+    std::copy(grad.begin(), grad.begin() + count, g.begin());
+    const double t0 = ThreadCpuSeconds();
+    const Status st = (*codec)->Reduce(g.data(), count, tensors, 0, s, comm->get(), {});
+    if (s > 0) total += ThreadCpuSeconds() - t0;
+    if (!st.ok()) {
+      std::fprintf(stderr, "%s: %s\n", label.c_str(), st.ToString().c_str());
+      return -1;
+    }
+  }
+  return total / steps;
+}
+
 int Main(int argc, char** argv) {
   int world = 2, steps = 5;
   std::string codecs = "none,bf16,fp16,powersgd,qblock8,qblock4,topk";
@@ -106,6 +155,7 @@ int Main(int argc, char** argv) {
     if (flag == "--world") world = std::atoi(argv[i + 1]);
     else if (flag == "--steps") steps = std::atoi(argv[i + 1]);
     else if (flag == "--codecs") codecs = argv[i + 1];
+    else if (flag == "--scalar") SetAvx2ForTesting(std::atoi(argv[i + 1]) == 0);
     else {
       std::fprintf(stderr, "unknown flag %s\n", argv[i]);
       return 2;
@@ -128,43 +178,25 @@ int Main(int argc, char** argv) {
     for (size_t i = 0; i < m.count; ++i) truth[i] += grads[r][i];
   }
   const double mb = m.count * 4.0 / 1e6;
-  {  // memcpy bandwidth, the yardstick for codec speed
-    std::vector<float> a = grads[0], b(m.count);
-    std::memcpy(b.data(), a.data(), m.count * 4);
-    const double t0 = ThreadCpuSeconds();
-    for (int i = 0; i < 10; ++i) std::memcpy(b.data(), a.data(), m.count * 4);
-    std::printf("bucket: %zu floats (%.1f MB), world %d, %d steps; memcpy %.1f GB/s (thread CPU time)\n",
-                m.count, mb, world, steps, 10 * mb / 1e3 / (ThreadCpuSeconds() - t0));
-  }
-  std::printf("%-9s %14s %14s %8s %9s %9s %11s %11s %10s\n", "codec", "sent B/step", "f32 ring B",
-              "ratio", "codec ms", "GB/s", "err 1 step", "err mean", "step ms");
+  // The small bucket: fc1.w's first rows, 1 MiB.
+  const size_t small = 128 * 2048;
+  const std::vector<TensorSlice> small_tensors = {{"fc1.w[:128]", 0, 128, 2048}};
+  const int small_reps = 20;  // steps per small-bucket measurement: each is ~100x shorter
+  const double memcpy_big = MemcpyGBs(grads[0], m.count, 10);
+  const double memcpy_small = MemcpyGBs(grads[0], small, 1000);
+  std::printf("bucket: %zu floats (%.1f MB), world %d, %d steps; memcpy %.1f GB/s, at 1 MiB %.1f GB/s "
+              "(thread CPU time); %s kernels\n",
+              m.count, mb, world, steps, memcpy_big, memcpy_small, UseAvx2() ? "AVX2" : "scalar");
+  std::printf("%-9s %14s %14s %8s %9s %7s %9s %10s %9s %11s %11s %10s\n", "codec", "sent B/step",
+              "f32 ring B", "ratio", "codec ms", "GB/s", "x memcpy", "1MiB GB/s", "x memcpy",
+              "err 1 step", "err mean", "step ms");
 
   std::stringstream list(codecs);
   std::string label;
   while (std::getline(list, label, ',')) {
-    // Codec compute alone: world size 1.
-    double codec_s = 0;
-    {
-      MemoryKvStore kv;
-      auto comm = MakeGlooCommunicator(0, 1, &kv, "bench1/" + label, 10s);
-      auto codec = MakeCodec(OptionsFor(label));
-      if (!comm.ok() || !codec.ok()) {
-        std::fprintf(stderr, "%s: %s %s\n", label.c_str(), comm.status().ToString().c_str(),
-                     codec.status().ToString().c_str());
-        return 1;
-      }
-      for (int s = 0; s <= steps; ++s) {
-        auto g = grads[0];
-        const double t0 = ThreadCpuSeconds();
-        const Status st = (*codec)->Reduce(g.data(), m.count, m.tensors, 0, s, comm->get(), {});
-        if (s > 0) codec_s += ThreadCpuSeconds() - t0;  // step 0 warms caches and the buffer pool
-        if (!st.ok()) {
-          std::fprintf(stderr, "%s: %s\n", label.c_str(), st.ToString().c_str());
-          return 1;
-        }
-      }
-      codec_s /= steps;
-    }
+    const double codec_s = CodecSeconds(label, grads[0], m.count, m.tensors, steps);
+    const double small_s = CodecSeconds(label, grads[0], small, small_tensors, steps * small_reps);
+    if (codec_s < 0 || small_s < 0) return 1;
     // The real reduction over `world` ranks on loopback.
     MemoryKvStore kv;
     std::vector<int64_t> sent(world, 0), uncompressed(world, 0);
@@ -201,9 +233,11 @@ int Main(int argc, char** argv) {
     }
     for (auto& t : threads) t.join();
     const double per_step = double(sent[0]) / steps, base = double(uncompressed[0]) / steps;
-    std::printf("%-9s %14.0f %14.0f %7.1fx %9.2f %9.2f %11.2e %11.2e %10.1f\n", label.c_str(),
-                per_step, base, per_step > 0 ? base / per_step : 0.0, codec_s * 1e3,
-                mb / 1e3 / codec_s, err1, err_mean, step_s[0] / steps * 1e3);
+    const double gbs = mb / 1e3 / codec_s, small_gbs = small * 4.0 / 1e9 / small_s;
+    std::printf("%-9s %14.0f %14.0f %7.1fx %9.2f %7.2f %8.2fx %10.2f %8.2fx %11.2e %11.2e %10.1f\n",
+                label.c_str(), per_step, base, per_step > 0 ? base / per_step : 0.0, codec_s * 1e3, gbs,
+                gbs / memcpy_big, small_gbs, small_gbs / memcpy_small, err1, err_mean,
+                step_s[0] / steps * 1e3);
   }
   return 0;
 }

@@ -7,6 +7,8 @@
 #include <vector>
 
 #include "collectives/compression/codec_internal.h"
+#include "collectives/compression/simd_kernels.h"
+#include "collectives/dtype.h"
 
 namespace shoal::compression {
 namespace {
@@ -24,14 +26,19 @@ size_t QuantBytes(size_t count, size_t block, int bits) {
 
 // Quantises x[0..count) into `out`; code = floor((x - min)/step + u), u uniform from
 // the stream `key`, which makes the code unbiased: E[decode] = x (up to f32 rounding).
+// Where UseAvx2(), AVX2 kernels (simd_kernels.h) do each block's range and its codes
+// up to a multiple of 8 values, with the same results; the loops here do the rest.
 void Quantize(const float* x, size_t count, size_t block, int bits, uint64_t key, uint8_t* out) {
   const float levels = static_cast<float>((1 << bits) - 1);
+  const bool avx2 = UseAvx2();
   for (size_t b0 = 0; b0 < count; b0 += block) {
     const size_t len = std::min(block, count - b0);
     float lo = x[b0], hi = x[b0];
-    for (size_t i = 1; i < len; ++i) {
-      lo = std::min(lo, x[b0 + i]);
-      hi = std::max(hi, x[b0 + i]);
+    if (!avx2 || !simd::QBlockRangeAvx2(x + b0, len, &lo, &hi)) {
+      for (size_t i = 1; i < len; ++i) {
+        lo = std::min(lo, x[b0 + i]);
+        hi = std::max(hi, x[b0 + i]);
+      }
     }
     float step = (hi - lo) / levels;
     // A constant block (or a non-finite range) sends its minimum only.
@@ -47,7 +54,8 @@ void Quantize(const float* x, size_t count, size_t block, int bits, uint64_t key
     };
     // One 64-bit draw gives the dither of two neighbours (24 bits each): the draw is
     // most of the cost of a code. Counter-based on the pair's index in the bucket.
-    for (size_t i = 0; i < len; i += 2) {
+    const size_t done = avx2 ? simd::QBlockCodesAvx2(x + b0, len, lo, inv, bits, key, b0 / 2, codes) : 0;
+    for (size_t i = done; i < len; i += 2) {
       const uint64_t r = Mix64(key + ((b0 + i) / 2) * 0xD1B54A32D192ED03ull);
       // 24-bit integers convert exactly; int32 (not uint64) converts in one instruction.
       const float u0 = static_cast<float>(static_cast<int32_t>(r >> 40)) * 0x1.0p-24f;
@@ -66,6 +74,7 @@ void Quantize(const float* x, size_t count, size_t block, int bits, uint64_t key
 
 // out[i] (+)= decode(in)[i]; `add` selects accumulation.
 void Dequantize(const uint8_t* in, size_t count, size_t block, int bits, float* out, bool add) {
+  const bool avx2 = UseAvx2();
   for (size_t b0 = 0; b0 < count; b0 += block) {
     const size_t len = std::min(block, count - b0);
     float lo, step;
@@ -73,12 +82,13 @@ void Dequantize(const uint8_t* in, size_t count, size_t block, int bits, float* 
     std::memcpy(&step, in + sizeof(float), sizeof(float));
     const uint8_t* codes = in + kHeader;
     float* o = out + b0;
+    const size_t done = avx2 ? simd::QBlockDecodeAvx2(codes, len, bits, lo, step, o, add) : 0;
     // Four loops rather than per-element branches, so that each one vectorises.
     auto decode = [&](auto code_at) {
       if (add) {
-        for (size_t i = 0; i < len; ++i) o[i] += lo + static_cast<float>(code_at(i)) * step;
+        for (size_t i = done; i < len; ++i) o[i] += lo + static_cast<float>(code_at(i)) * step;
       } else {
-        for (size_t i = 0; i < len; ++i) o[i] = lo + static_cast<float>(code_at(i)) * step;
+        for (size_t i = done; i < len; ++i) o[i] = lo + static_cast<float>(code_at(i)) * step;
       }
     };
     if (bits == 8) {

@@ -1,0 +1,182 @@
+// AVX2+F16C kernels of the cast and qblock codecs; see simd_kernels.h. Compiled per
+// function for AVX2 (the build targets generic x86-64), without FMA: fusing a*b+c
+// would round once where the scalar code rounds twice.
+#include "collectives/compression/simd_kernels.h"
+
+#include <cstring>
+
+#include "collectives/dtype.h"
+
+namespace shoal::compression::simd {
+
+#ifdef SHOAL_AVX2
+namespace {
+
+// ---- cast codecs
+
+template <DType T>
+SHOAL_AVX2 size_t CastEncode(const CastEncodeArgs& a, size_t count) {
+  const __m256 inv = _mm256_set1_ps(a.inv), n = _mm256_set1_ps(a.n);
+  const __m256 hi = _mm256_set1_ps(a.limit), lo = _mm256_set1_ps(-a.limit);
+  // Locals: the stores could alias `a`, which would reload its fields every iteration.
+  const float *grad = a.grad, *old = a.old;
+  uint16_t* wire = a.wire;
+  float *residual = a.residual, *contribution = a.contribution;
+  size_t i = 0;
+  for (; i + 8 <= count; i += 8) {
+    __m256 x = _mm256_loadu_ps(grad + i);
+    if (old) x = _mm256_add_ps(x, _mm256_loadu_ps(old + i));
+    // std::clamp(v, lo, hi) is v < lo ? lo : (hi < v ? hi : v); min/max_ps(a, b)
+    // return b unless a < b (a > b), so NaN passes through as it does there.
+    const __m256 v = _mm256_max_ps(lo, _mm256_min_ps(hi, _mm256_mul_ps(x, inv)));
+    const __m128i w = dtype_detail::NarrowX8<T>(v);
+    const __m256 sent = _mm256_mul_ps(dtype_detail::WidenX8<T>(w), n);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(wire + i), w);
+    _mm256_storeu_ps(residual + i, _mm256_sub_ps(x, sent));
+    if (contribution) _mm256_storeu_ps(contribution + i, sent);
+  }
+  return i;
+}
+
+template <DType T>
+SHOAL_AVX2 size_t CastDecode(const uint16_t* wire, float n, float* out, size_t count) {
+  const __m256 vn = _mm256_set1_ps(n);
+  size_t i = 0;
+  for (; i + 8 <= count; i += 8) {
+    const __m128i w = _mm_loadu_si128(reinterpret_cast<const __m128i*>(wire + i));
+    _mm256_storeu_ps(out + i, _mm256_mul_ps(dtype_detail::WidenX8<T>(w), vn));
+  }
+  return i;
+}
+
+// ---- qblock
+
+// The low 64 bits of x * m in each lane, from 32x32->64 products (AVX2 has no 64-bit
+// multiply): lo*lo + ((hi*lo + lo*hi) << 32).
+SHOAL_AVX2 inline __m256i MulLo64(__m256i x, uint64_t m) {
+  const __m256i m_lo = _mm256_set1_epi64x(static_cast<int64_t>(m & 0xFFFFFFFFu));
+  const __m256i m_hi = _mm256_set1_epi64x(static_cast<int64_t>(m >> 32));
+  const __m256i ll = _mm256_mul_epu32(x, m_lo);
+  const __m256i cross = _mm256_add_epi64(_mm256_mul_epu32(_mm256_srli_epi64(x, 32), m_lo),
+                                         _mm256_mul_epu32(x, m_hi));
+  return _mm256_add_epi64(ll, _mm256_slli_epi64(cross, 32));
+}
+
+// Mix64 (codec_internal.h) of four lanes, the "+= golden ratio" already in x.
+SHOAL_AVX2 inline __m256i Mix64Finish(__m256i x) {
+  x = MulLo64(_mm256_xor_si256(x, _mm256_srli_epi64(x, 30)), 0xBF58476D1CE4E5B9ull);
+  x = MulLo64(_mm256_xor_si256(x, _mm256_srli_epi64(x, 27)), 0x94D049BB133111EBull);
+  return _mm256_xor_si256(x, _mm256_srli_epi64(x, 31));
+}
+
+constexpr uint64_t kGolden = 0x9E3779B97F4A7C15ull;      // Mix64's first addend
+constexpr uint64_t kPairStride = 0xD1B54A32D192ED03ull;  // Quantize's counter stride
+
+}  // namespace
+
+size_t CastEncodeAvx2(DType wire_type, const CastEncodeArgs& a, size_t count) {
+  return wire_type == DType::kF16 ? CastEncode<DType::kF16>(a, count) : CastEncode<DType::kBF16>(a, count);
+}
+
+size_t CastDecodeAvx2(DType wire_type, const uint16_t* wire, float n, float* out, size_t count) {
+  return wire_type == DType::kF16 ? CastDecode<DType::kF16>(wire, n, out, count)
+                                  : CastDecode<DType::kBF16>(wire, n, out, count);
+}
+
+SHOAL_AVX2 bool QBlockRangeAvx2(const float* x, size_t len, float* lo, float* hi) {
+  if (len < 8) return false;
+  __m256 vlo = _mm256_loadu_ps(x), vhi = vlo, unordered = _mm256_cmp_ps(vlo, vlo, _CMP_UNORD_Q);
+  // The last load may overlap the previous one: min and max do not mind.
+  for (size_t i = 8; i < len; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + (i + 8 <= len ? i : len - 8));
+    vlo = _mm256_min_ps(v, vlo);
+    vhi = _mm256_max_ps(v, vhi);
+    unordered = _mm256_or_ps(unordered, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+  }
+  if (_mm256_movemask_ps(unordered) != 0) return false;
+  float l[8], h[8];
+  _mm256_storeu_ps(l, vlo);
+  _mm256_storeu_ps(h, vhi);
+  for (int k = 1; k < 8; ++k) {
+    l[0] = l[k] < l[0] ? l[k] : l[0];
+    h[0] = h[k] > h[0] ? h[k] : h[0];
+  }
+  // Without NaN, equal values have equal bits except +0 and -0.
+  if (l[0] == 0.0f || h[0] == 0.0f) return false;
+  *lo = l[0];
+  *hi = h[0];
+  return true;
+}
+
+SHOAL_AVX2 size_t QBlockCodesAvx2(const float* x, size_t len, float lo, float inv, int bits, uint64_t key,
+                                  uint64_t pair0, uint8_t* codes) {
+  const __m256 vlo = _mm256_set1_ps(lo), vinv = _mm256_set1_ps(inv), zero = _mm256_setzero_ps();
+  const __m256 levels = _mm256_set1_ps(static_cast<float>((1 << bits) - 1));
+  const __m256 unit = _mm256_set1_ps(0x1.0p-24f);
+  const __m256i mid24 = _mm256_set1_epi64x(0x00FFFFFF00000000ll);
+  // Counters of the four pairs of the next eight values, with Mix64's first addition.
+  const uint64_t c0 = key + kGolden + pair0 * kPairStride;
+  __m256i counter = _mm256_setr_epi64x(static_cast<int64_t>(c0), static_cast<int64_t>(c0 + kPairStride),
+                                       static_cast<int64_t>(c0 + 2 * kPairStride),
+                                       static_cast<int64_t>(c0 + 3 * kPairStride));
+  const __m256i advance = _mm256_set1_epi64x(static_cast<int64_t>(4 * kPairStride));
+  size_t i = 0;
+  for (; i + 8 <= len; i += 8) {
+    const __m256i r = Mix64Finish(counter);
+    counter = _mm256_add_epi64(counter, advance);
+    // Per pair: bits 40..63 dither the even value (low 32-bit half of the lane) and bits
+    // 16..39 the odd one (high half), so the 32-bit lanes are in element order.
+    const __m256i u24 = _mm256_or_si256(_mm256_srli_epi64(r, 40), _mm256_and_si256(_mm256_slli_epi64(r, 16), mid24));
+    const __m256 u = _mm256_mul_ps(_mm256_cvtepi32_ps(u24), unit);
+    const __m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), vlo), vinv), u);
+    // std::clamp(v, 0, levels), NaN passing through as there; truncation turns NaN into
+    // INT_MIN as cvttss2si does, which the saturating packs below make 0, as the scalar
+    // code's uint8_t cast (and shift) of INT_MIN does.
+    const __m256i c = _mm256_cvttps_epi32(_mm256_min_ps(levels, _mm256_max_ps(zero, v)));
+    const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1));
+    const __m128i b = _mm_packus_epi16(w, w);  // low 8 bytes: the codes in order
+    if (bits == 8) {
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(codes + i), b);
+    } else {
+      // Byte pairs (c0, c1) as 16-bit words: (w | w >> 4) & 0xFF is c0 | c1 << 4.
+      const __m128i nib = _mm_and_si128(_mm_or_si128(b, _mm_srli_epi16(b, 4)), _mm_set1_epi16(0xFF));
+      const int32_t packed = _mm_cvtsi128_si32(_mm_packus_epi16(nib, nib));
+      std::memcpy(codes + i / 2, &packed, sizeof(packed));
+    }
+  }
+  return i;
+}
+
+SHOAL_AVX2 size_t QBlockDecodeAvx2(const uint8_t* codes, size_t len, int bits, float lo, float step, float* out,
+                                   bool add) {
+  const __m256 vlo = _mm256_set1_ps(lo), vstep = _mm256_set1_ps(step);
+  const __m128i low4 = _mm_set1_epi8(0x0F);
+  size_t i = 0;
+  for (; i + 8 <= len; i += 8) {
+    __m128i c8;  // the eight codes as bytes
+    if (bits == 8) {
+      c8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + i));
+    } else {
+      int32_t packed;
+      std::memcpy(&packed, codes + i / 2, sizeof(packed));
+      const __m128i b = _mm_cvtsi32_si128(packed);
+      c8 = _mm_unpacklo_epi8(_mm_and_si128(b, low4), _mm_and_si128(_mm_srli_epi16(b, 4), low4));
+    }
+    __m256 v = _mm256_add_ps(vlo, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(c8)), vstep));
+    if (add) v = _mm256_add_ps(_mm256_loadu_ps(out + i), v);
+    _mm256_storeu_ps(out + i, v);
+  }
+  return i;
+}
+
+#else  // no AVX2 build: UseAvx2() is false and nothing calls these
+
+size_t CastEncodeAvx2(DType, const CastEncodeArgs&, size_t) { return 0; }
+size_t CastDecodeAvx2(DType, const uint16_t*, float, float*, size_t) { return 0; }
+bool QBlockRangeAvx2(const float*, size_t, float*, float*) { return false; }
+size_t QBlockCodesAvx2(const float*, size_t, float, float, int, uint64_t, uint64_t, uint8_t*) { return 0; }
+size_t QBlockDecodeAvx2(const uint8_t*, size_t, int, float, float, float*, bool) { return 0; }
+
+#endif
+
+}  // namespace shoal::compression::simd
