@@ -34,7 +34,7 @@ struct CodecOptions {
   // top-k momentum correction (Lin et al., Deep Gradient Compression): with m > 0 each
   // rank keeps its own momentum u = m*u + grad and sparsifies residual + u, and the
   // optimizer must then run WITHOUT momentum (the reduced values already carry it).
-  // Sent positions of u are zeroed (momentum factor masking). 0: off.
+  // Unlike DGC, u is not masked where values were sent (see topk_codec.cc). 0: off.
   double topk_momentum = 0.0;
   uint64_t seed = 0;                 // shared by all ranks (PowerSGD's Q, stochastic rounding)
   // top-k: how many |values| are sampled to estimate the threshold; buckets no larger
