@@ -17,6 +17,7 @@
 #include "common/clock.h"
 #include "common/file_util.h"
 #include "common/log.h"
+#include "common/stream_copy.h"
 
 namespace shoal {
 
@@ -35,12 +36,13 @@ void AddChunks(std::string* dst, const char* src, size_t n, std::vector<Chunk>* 
 }
 
 // The copy is the whole training stall of an asynchronous save, and one core does not
-// saturate memory bandwidth, so big copies are split over several threads.
+// saturate memory bandwidth, so big copies are split over several threads, each with
+// streaming stores (the training thread never reads the snapshot back).
 void CopyChunks(const std::vector<Chunk>& chunks) {
   const int threads = chunks.size() < 4 ? 1 : static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1u, 4u));
   std::atomic<size_t> next{0};
   auto work = [&] {
-    for (size_t c; (c = next.fetch_add(1)) < chunks.size();) std::memcpy(chunks[c].to, chunks[c].from, chunks[c].len);
+    for (size_t c; (c = next.fetch_add(1)) < chunks.size();) StreamingCopy(chunks[c].to, chunks[c].from, chunks[c].len);
   };
   std::vector<std::thread> helpers;
   for (int t = 1; t < threads; ++t) helpers.emplace_back(work);

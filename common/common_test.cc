@@ -2,12 +2,15 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <vector>
 
 #include "common/file_util.h"
 #include "common/sha256.h"
 #include "common/signing.h"
 #include "common/status.h"
+#include "common/stream_copy.h"
 
 namespace shoal {
 namespace {
@@ -28,6 +31,29 @@ TEST(Status, PropagatesThroughMacros) {
   Status s = UseHalf(3, &v);
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(s.WithContext("ctx").ToString(), "INVALID_ARGUMENT: ctx: odd");
+}
+
+// Every offset of source and destination within a cache line, lengths around the
+// 128-byte loop and the alignment head, and a large copy: byte for byte, and nothing
+// written past the end.
+TEST(StreamingCopy, CopiesExactlyAtAnyAlignmentAndLength) {
+  std::vector<char> src(5000), dst(5100);
+  for (size_t i = 0; i < src.size(); ++i) src[i] = static_cast<char>(i * 131 + 7);
+  for (size_t soff : {0, 1, 31}) {
+    for (size_t doff = 0; doff < 64; doff += 3) {
+      for (size_t n : {0, 1, 31, 32, 127, 128, 129, 255, 4000}) {
+        std::fill(dst.begin(), dst.end(), 'x');
+        StreamingCopy(dst.data() + doff, src.data() + soff, n);
+        ASSERT_TRUE(std::equal(src.begin() + soff, src.begin() + soff + n, dst.begin() + doff)) << soff << " " << doff << " " << n;
+        ASSERT_EQ(dst[doff + n], 'x') << "wrote past the end: " << doff << " " << n;
+        if (doff > 0) ASSERT_EQ(dst[doff - 1], 'x');
+      }
+    }
+  }
+  std::vector<char> big(9 << 20), copy(big.size() + 5);
+  for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>(i ^ (i >> 9));
+  StreamingCopy(copy.data() + 5, big.data(), big.size());
+  EXPECT_TRUE(std::equal(big.begin(), big.end(), copy.begin() + 5));
 }
 
 TEST(Sha256, KnownVectors) {
