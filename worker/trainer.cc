@@ -110,7 +110,7 @@ StatusOr<JobResult> Train(const TrainerInputs& in, Communicator* comm, Model* mo
 
   TrainingPosition pos;
   if (in.resume) {
-    ASSIGN_OR_RETURN(pos, RestoreSnapshot(*in.resume, *model, optimizer, codec.get(), world));
+    ASSIGN_OR_RETURN(pos, RestoreSnapshot(*in.resume, *model, optimizer, codec.get(), world, rank));
     if (rank == 0) SHOAL_LOG_INFO("resuming at step {} (epoch {}, cursor {})", pos.step, pos.epoch + 1, pos.cursor);
   } else {
     // Every rank starts from rank 0's parameters (identical seeds make this a no-op
@@ -154,14 +154,16 @@ StatusOr<JobResult> Train(const TrainerInputs& in, Communicator* comm, Model* mo
   constexpr int kWindow = 20;
   Window w;
 
+  std::vector<std::string> codec_states;
   auto fill = [&](TrainerSnapshot* snap) {
-    BuildSnapshot(*model, optimizer, codec.get(), pos, world, snap);
+    BuildSnapshot(*model, optimizer, codec.get(), codec_states, pos, world, snap);
     snap->job_id = in.job_id;
     return OkStatus();
   };
   auto save = [&](bool final_save) -> Status {
     if (!in.checkpointer) return OkStatus();
     ++saves;
+    ASSIGN_OR_RETURN(codec_states, GatherCodecStates(codec.get(), comm, opts));
     if (!final_save) return in.checkpointer->SaveAsyncWith(fill);  // one copy, straight into a free buffer
     RETURN_IF_ERROR(fill(&snapshot));
     return in.checkpointer->SaveNow(snapshot);

@@ -1,6 +1,7 @@
 // Snapshot building and restoring for the trainer.
 #include "worker/trainer_state.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "common/log.h"
@@ -9,7 +10,9 @@ namespace shoal {
 
 namespace {
 constexpr char kOptimizerTensor[] = "optim.sgd";
-constexpr char kCodecTensor[] = "codec.state";
+// codec.state.<rank>; a lone "codec.state" is the format before per-rank states.
+constexpr char kCodecTensorPrefix[] = "codec.state.";
+constexpr char kOldCodecTensor[] = "codec.state";
 
 NamedTensor* Slot(TrainerSnapshot* snap, size_t i) {
   if (snap->tensors.size() <= i) snap->tensors.resize(i + 1);
@@ -26,8 +29,27 @@ void SetBytes(NamedTensor* t, const std::string& name, const std::string& dtype,
 }
 }  // namespace
 
-void BuildSnapshot(Model& model, const SgdMomentum& optimizer, const GradientCodec* codec, const TrainingPosition& pos,
-                   int world_size, TrainerSnapshot* snap) {
+StatusOr<std::vector<std::string>> GatherCodecStates(const GradientCodec* codec, Communicator* comm,
+                                                     const CollectiveOptions& opts) {
+  const std::string mine = codec ? codec->SaveState() : "";
+  const int n = comm->size();
+  const uint64_t size = mine.size();
+  std::vector<uint64_t> sizes(n);
+  RETURN_IF_ERROR(comm->AllGather(&size, sizes.data(), sizeof(size), opts).WithContext("gathering codec state sizes"));
+  const uint64_t most = *std::max_element(sizes.begin(), sizes.end());
+  std::vector<std::string> states(n);
+  if (most == 0) return states;
+  std::string padded = mine;
+  padded.resize(most);
+  std::string all(most * n, '\0');
+  RETURN_IF_ERROR(comm->AllGather(padded.data(), all.data(), most, opts).WithContext("gathering codec states"));
+  for (int r = 0; r < n; ++r) states[r] = all.substr(r * most, sizes[r]);
+  return states;
+}
+
+void BuildSnapshot(Model& model, const SgdMomentum& optimizer, const GradientCodec* codec,
+                   const std::vector<std::string>& codec_states, const TrainingPosition& pos, int world_size,
+                   TrainerSnapshot* snap) {
   snap->step = pos.step;
   snap->epoch = pos.epoch;
   snap->cursor = pos.cursor;
@@ -39,20 +61,24 @@ void BuildSnapshot(Model& model, const SgdMomentum& optimizer, const GradientCod
     SetBytes(Slot(snap, i++), p.name, "F32", p.shape, p.data, p.numel * sizeof(float));
   std::string opt = optimizer.SaveState();
   SetBytes(Slot(snap, i++), kOptimizerTensor, "U8", {static_cast<int64_t>(opt.size())}, opt.data(), opt.size());
-  std::string cs = codec ? codec->SaveState() : "";
-  SetBytes(Slot(snap, i++), kCodecTensor, "U8", {static_cast<int64_t>(cs.size())}, cs.data(), cs.size());
+  for (size_t r = 0; r < codec_states.size(); ++r) {
+    const std::string& cs = codec_states[r];
+    SetBytes(Slot(snap, i++), kCodecTensorPrefix + std::to_string(r), "U8", {static_cast<int64_t>(cs.size())},
+             cs.data(), cs.size());
+  }
   snap->tensors.resize(i);
 }
 
 StatusOr<TrainingPosition> RestoreSnapshot(const TrainerSnapshot& snap, Model& model, SgdMomentum& optimizer,
-                                           GradientCodec* codec, int world_size) {
+                                           GradientCodec* codec, int world_size, int rank) {
   auto& params = model.params();
   const NamedTensor* opt = nullptr;
   const NamedTensor* codec_state = nullptr;
   std::vector<const NamedTensor*> by_param(params.size(), nullptr);
   for (const NamedTensor& t : snap.tensors) {
     if (t.name == kOptimizerTensor) { opt = &t; continue; }
-    if (t.name == kCodecTensor) { codec_state = &t; continue; }
+    if (t.name == kCodecTensorPrefix + std::to_string(rank)) { codec_state = &t; continue; }
+    if (t.name == kOldCodecTensor || t.name.rfind(kCodecTensorPrefix, 0) == 0) continue;  // not ours
     size_t i = 0;
     while (i < params.size() && params[i].name != t.name) ++i;
     if (i == params.size()) return InvalidArgument("checkpoint tensor '" + t.name + "' does not exist in this model");

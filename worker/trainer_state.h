@@ -19,14 +19,23 @@ struct TrainingPosition {
   int64_t cursor = 0;  // samples of that epoch already consumed
 };
 
-// Fills `snap` (reusing its buffers) from the live state.
-void BuildSnapshot(Model& model, const SgdMomentum& optimizer, const GradientCodec* codec, const TrainingPosition& pos,
-                   int world_size, TrainerSnapshot* snap);
+// Every rank's codec state (residuals differ per rank), gathered so that all ranks
+// build the same snapshot: a checkpoint's shards are byte ranges of ONE serialized
+// state, each written by its rank. Collective: every rank calls it at the same step.
+StatusOr<std::vector<std::string>> GatherCodecStates(const GradientCodec* codec, Communicator* comm,
+                                                     const CollectiveOptions& opts);
 
-// Applies a loaded snapshot. A codec's residuals are per rank and only meaningful at the
-// world size they were saved at: at another world size they are reset (documented in
-// docs/ARCHITECTURE.md). Returns where training resumes.
+// Fills `snap` (reusing its buffers) from the live state; `codec_states` (one per
+// rank, from GatherCodecStates) become tensors codec.state.<rank>.
+void BuildSnapshot(Model& model, const SgdMomentum& optimizer, const GradientCodec* codec,
+                   const std::vector<std::string>& codec_states, const TrainingPosition& pos, int world_size,
+                   TrainerSnapshot* snap);
+
+// Applies a loaded snapshot; rank `rank` takes its own codec state. A codec's residuals
+// are per rank and only meaningful at the world size they were saved at: at another
+// world size (or from a checkpoint that kept one state for all ranks) they are reset
+// (documented in docs/ARCHITECTURE.md). Returns where training resumes.
 StatusOr<TrainingPosition> RestoreSnapshot(const TrainerSnapshot& snap, Model& model, SgdMomentum& optimizer,
-                                           GradientCodec* codec, int world_size);
+                                           GradientCodec* codec, int world_size, int rank);
 
 }  // namespace shoal

@@ -170,25 +170,35 @@ class TrainerCheckpointTest : public ::testing::Test {
   JobSpec spec_;
 };
 
+// Uncompressed, and top-k with momentum correction, whose codec state (residuals and
+// each rank's momentum) must travel in the checkpoint for the resumed run to match.
 TEST_F(TrainerCheckpointTest, ResumeReproducesTheUninterruptedRunBitForBit) {
   InMemoryDataset train = Synthetic(1000, 20, 4, 5);
-  RunOutput full = RunThreads(spec_, 2, train, nullptr, nullptr, "full");
-  ASSERT_EQ(full.results[0].steps(), 32);  // 2 epochs x ceil(1000 / 64)
-  EXPECT_EQ(full.results[0].checkpoints_saved(), 4);  // steps 10, 20, 30 and the end
-  ASSERT_TRUE(std::filesystem::exists(dir_ + "/ckpt/full/step-10/manifest.sig"));
+  for (const std::string codec : {"none", "topk"}) {
+    SCOPED_TRACE(codec);
+    JobSpec spec = spec_;
+    spec.mutable_collectives()->set_codec(codec);
+    spec.mutable_collectives()->set_topk_ratio(0.05);
+    spec.mutable_collectives()->set_topk_momentum_correction(true);
+    const std::string job = "full-" + codec;
+    RunOutput full = RunThreads(spec, 2, train, nullptr, nullptr, job);
+    ASSERT_EQ(full.results[0].steps(), 32);  // 2 epochs x ceil(1000 / 64)
+    EXPECT_EQ(full.results[0].checkpoints_saved(), 4);  // steps 10, 20, 30 and the end
+    ASSERT_TRUE(std::filesystem::exists(dir_ + "/ckpt/" + job + "/step-10/manifest.sig"));
 
-  JobSpec resume = spec_;
-  resume.mutable_checkpoint()->set_resume(dir_ + "/ckpt/full/step-10");
-  auto loaded = LoadResumeCheckpoint(resume);
-  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
-  EXPECT_TRUE(loaded->signature_verified);
-  EXPECT_EQ(loaded->snapshot.step, 10);
-  RunOutput resumed = RunThreads(resume, 2, train, nullptr, &loaded->snapshot, "resumed");
-  EXPECT_EQ(resumed.results[0].steps(), 32);
-  EXPECT_EQ(resumed.results[0].resumed_from_step(), 10);
-  ASSERT_EQ(full.params.size(), resumed.params.size());
-  EXPECT_EQ(0, std::memcmp(full.params.data(), resumed.params.data(), full.params.size() * sizeof(float)))
-      << "resumed parameters differ from the uninterrupted run";
+    JobSpec resume = spec;
+    resume.mutable_checkpoint()->set_resume(dir_ + "/ckpt/" + job + "/step-10");
+    auto loaded = LoadResumeCheckpoint(resume);
+    ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+    EXPECT_TRUE(loaded->signature_verified);
+    EXPECT_EQ(loaded->snapshot.step, 10);
+    RunOutput resumed = RunThreads(resume, 2, train, nullptr, &loaded->snapshot, "resumed-" + codec);
+    EXPECT_EQ(resumed.results[0].steps(), 32);
+    EXPECT_EQ(resumed.results[0].resumed_from_step(), 10);
+    ASSERT_EQ(full.params.size(), resumed.params.size());
+    EXPECT_EQ(0, std::memcmp(full.params.data(), resumed.params.data(), full.params.size() * sizeof(float)))
+        << "resumed parameters differ from the uninterrupted run";
+  }
 }
 
 TEST_F(TrainerCheckpointTest, ResumesAtAnotherWorldSizeAndRefusesAnUntrustedCheckpoint) {
