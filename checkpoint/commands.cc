@@ -20,7 +20,7 @@ namespace {
 using nlohmann::json;
 
 struct Args {
-  std::string path, out, name = "shoal", safetensors;
+  std::string path, out, name = "shoal", safetensors, coordinator;
   std::vector<std::string> trust;
   bool allow_unsigned = false, as_json = false, include_optimizer = false;
 };
@@ -96,13 +96,24 @@ void Verify(const Args& a, int* code, std::ostream& out, std::ostream& err) {
       << "\n  manifest sha256 " << r->manifest_digest << "\n";
 }
 
-void List(const Args& a, int* code, std::ostream& out, std::ostream& err) {
+void List(Args a, const JobDirResolver& resolve_job, int* code, std::ostream& out, std::ostream& err) {
   TrustStore trust;
   if (!LoadTrust(a, &trust, code, err)) return;
   if (!PathExists(a.path)) {
-    err << "no such job directory: " << a.path << "\n";
-    *code = 2;
-    return;
+    // Not a directory: a job id, which the coordinator's registry can place.
+    if (!resolve_job || a.path.find('/') != std::string::npos) {
+      err << "no such job directory: " << a.path << "\n";
+      *code = 2;
+      return;
+    }
+    auto dir = resolve_job(a.path, a.coordinator);
+    if (!dir.ok()) {
+      err << "no checkpoints found for job " << a.path << ": " << dir.status().ToString() << "\n";
+      const StatusCode c = dir.status().code();
+      *code = c == StatusCode::kUnavailable || c == StatusCode::kDeadlineExceeded ? 3 : 2;
+      return;
+    }
+    a.path = *dir;
   }
   auto steps = ListCommittedSteps(a.path);
   if (!steps.ok()) {
@@ -169,7 +180,8 @@ void Export(const Args& a, int* code, std::ostream& out, std::ostream& err) {
 
 }  // namespace
 
-void RegisterCheckpointCommands(CLI::App& app, int* exit_code, std::ostream& out, std::ostream& err) {
+void RegisterCheckpointCommands(CLI::App& app, int* exit_code, std::ostream& out, std::ostream& err,
+                                JobDirResolver resolve_job) {
   // The flag values live as long as the app: every callback shares this one object.
   auto args = std::make_shared<Args>();
   std::ostream* o = &out;
@@ -190,10 +202,12 @@ void RegisterCheckpointCommands(CLI::App& app, int* exit_code, std::ostream& out
   verify->callback([args, exit_code, o, e] { Verify(*args, exit_code, *o, *e); });
 
   CLI::App* list = ckpt->add_subcommand("list", "list the checkpoints of a job and verify each");
-  list->add_option("job_dir", args->path, "DIR/JOB")->required();
+  list->add_option("job", args->path, "job id (found through the coordinator's registry) or DIR/JOB")->required();
+  list->add_option("--coordinator", args->coordinator,
+                   "coordinator endpoint for a job id (default: $SHOAL_COORDINATOR, .shoal/endpoint, tcp://127.0.0.1:7400)");
   AddVerifyFlags(list, args.get());
   list->add_flag("--json", args->as_json, "print the result as JSON");
-  list->callback([args, exit_code, o, e] { List(*args, exit_code, *o, *e); });
+  list->callback([args, resolve_job, exit_code, o, e] { List(*args, resolve_job, exit_code, *o, *e); });
 
   CLI::App* exp = ckpt->add_subcommand("export", "export a verified checkpoint's weights to safetensors");
   exp->add_option("path", args->path, "step directory, or job directory (follows latest)")->required();

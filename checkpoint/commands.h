@@ -4,7 +4,11 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <functional>
 #include <iostream>
+#include <string>
+
+#include "common/status.h"
 
 namespace shoal {
 
@@ -14,9 +18,11 @@ namespace shoal {
 //   checkpoint verify PATH [--trust PUB]... [--allow-unsigned] [--json]
 //       exit 0 valid, 1 invalid. JSON: {valid, path, dir, step, signer, signed, shards,
 //       bytes, manifest_digest, error}.
-//   checkpoint list DIR/JOB [--trust PUB]... [--allow-unsigned] [--json]
+//   checkpoint list JOB|DIR/JOB [--coordinator ADDR] [--trust PUB]... [--allow-unsigned] [--json]
 //       one line per committed step: size, signer, verified or why not, which is latest;
-//       exit 0 when every checkpoint verifies.
+//       exit 0 when every checkpoint verifies. A JOB id (not an existing directory) is
+//       looked up in the coordinator's checkpoint registry through `resolve_job`
+//       (exit 3 when the coordinator cannot be reached, 2 when it has no checkpoint).
 //   checkpoint export PATH --safetensors OUT [--include-optimizer] [--trust PUB]...
 //       [--allow-unsigned]
 // PATH is a step directory or a job directory (then `latest` is followed). Exit code 2
@@ -24,7 +30,11 @@ namespace shoal {
 // Usage: int code = 0; RegisterCheckpointCommands(app, &code); CLI11_PARSE(app, argc, argv);
 //        return code;
 // `exit_code` must outlive app.parse; `out` and `err` receive the command's output.
+// Finds the checkpoint job directory of a job id (shoalctl asks the coordinator's
+// registry); the second argument is --coordinator ("" for the default).
+using JobDirResolver = std::function<StatusOr<std::string>(const std::string& job, const std::string& coordinator)>;
+
 void RegisterCheckpointCommands(CLI::App& app, int* exit_code, std::ostream& out = std::cout,
-                                std::ostream& err = std::cerr);
+                                std::ostream& err = std::cerr, JobDirResolver resolve_job = nullptr);
 
 }  // namespace shoal

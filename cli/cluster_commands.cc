@@ -2,6 +2,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <thread>
 
@@ -34,6 +35,20 @@ std::string DefaultCoordinator() {
   auto local = ReadFile(".shoal/endpoint");
   if (local.ok() && !local->empty()) return local->substr(0, local->find('\n'));
   return "tcp://127.0.0.1:7400";
+}
+
+StatusOr<std::string> CheckpointDirOfJob(const std::string& job, const std::string& coordinator) {
+  ControlClient client(coordinator.empty() ? DefaultCoordinator() : coordinator);
+  Request r;
+  r.mutable_checkpoint_list()->set_job_id(job);
+  ASSIGN_OR_RETURN(Response resp, client.Call(r, std::chrono::seconds(5)));
+  const CheckpointRecord* latest = nullptr;
+  for (const CheckpointRecord& rec : resp.checkpoint_list().records()) {
+    if (latest == nullptr || rec.step() > latest->step()) latest = &rec;
+  }
+  if (latest == nullptr) return NotFound("the coordinator's registry has no checkpoint of job " + job);
+  // Records name step directories; their parent is the job directory.
+  return std::filesystem::path(latest->path()).parent_path().string();
 }
 
 namespace {

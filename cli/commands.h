@@ -22,5 +22,8 @@ int ReportError(const Status& status);
 // The coordinator to talk to: --coordinator, else $SHOAL_COORDINATOR, else the
 // endpoint a `shoalctl run` in this directory wrote to .shoal/endpoint, else :7400.
 std::string DefaultCoordinator();
+// The checkpoint job directory of `job`, from the coordinator's registry (its latest
+// committed checkpoint's parent directory); for `checkpoint list JOB`.
+StatusOr<std::string> CheckpointDirOfJob(const std::string& job, const std::string& coordinator);
 
 }  // namespace shoal

@@ -3,6 +3,7 @@
 
 #include "checkpoint/commands.h"
 #include "cli/commands.h"
+#include "common/log.h"
 #include "datapipe/commands.h"
 #include "shoal/config.h"
 
@@ -13,11 +14,13 @@ int main(int argc, char** argv) {
       "Exit codes: 0 success, 1 job failed or runtime error, 2 bad input, 3 coordinator unreachable, 130 interrupted.\n"
       "Quick start: shoalctl run examples/fashion-mnist.yaml");
   app.set_version_flag("--version", SHOAL_VERSION);
+  // Before any command: library warnings must go to stderr, never into --json on stdout.
+  shoal::InitLogging("shoalctl");
   int exit_code = shoal::kExitOk;
   shoal::RegisterRunCommand(app, &exit_code);
   shoal::RegisterClusterCommands(app, &exit_code);
   shoal::RegisterValidateCommand(app, &exit_code);
-  shoal::RegisterCheckpointCommands(app, &exit_code);
+  shoal::RegisterCheckpointCommands(app, &exit_code, std::cout, std::cerr, shoal::CheckpointDirOfJob);
   shoal::RegisterDataCommands(app, &exit_code);
   try {
     app.parse(argc, argv);

@@ -86,6 +86,43 @@ TEST(ClusterPath, CoordinatorSubmitAndTwoWorkersByHandTrainAboveChance) {
   }
 }
 
+// `shoalctl checkpoint list JOB` finds the job's checkpoints through the coordinator's
+// registry; an unknown job is bad input (2), an unreachable coordinator 3.
+TEST(ClusterPath, CheckpointListFindsAJobThroughTheRegistry) {
+  if (!HaveDataset()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
+  std::string dir = TempDir("ckpt-list");
+  CoordinatorProcess coord(dir);
+  ASSERT_FALSE(coord.endpoint().empty()) << coord.log();
+  auto r = RunCommand({kBin + "/shoalctl", "submit", kSpec, "--coordinator", coord.endpoint(), "--job-id", "ckjob",
+                       "--set", "training.max_steps=60", "--set", "collectives.backend=gloo", "--set", "workers.initial=2",
+                       "--set", "checkpoint.dir=" + dir + "/ck", "--set", "checkpoint.every_steps=30"},
+                      20);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  BackgroundProcess w0({kBin + "/shoal-worker", "--coordinator", coord.endpoint(), "--job", "ckjob"}, dir + "/w0.log");
+  BackgroundProcess w1({kBin + "/shoal-worker", "--coordinator", coord.endpoint(), "--job", "ckjob"}, dir + "/w1.log");
+  ASSERT_EQ(w0.Wait(240), 0) << ReadText(dir + "/w0.log");
+  ASSERT_EQ(w1.Wait(60), 0) << ReadText(dir + "/w1.log");
+
+  auto list = RunCommand({kBin + "/shoalctl", "checkpoint", "list", "ckjob", "--coordinator", coord.endpoint(),
+                          "--allow-unsigned", "--json"}, 30);
+  ASSERT_EQ(list.exit_code, 0) << list.out << list.err;
+  auto js = nlohmann::json::parse(list.out, nullptr, false);
+  ASSERT_FALSE(js.is_discarded()) << list.out;
+  EXPECT_EQ(js["job_dir"], dir + "/ck/ckjob");
+  std::vector<int64_t> steps;
+  for (auto& c : js["checkpoints"]) {
+    steps.push_back(c["step"].get<int64_t>());
+    EXPECT_TRUE(c["verified"].get<bool>()) << c.dump();
+  }
+  EXPECT_EQ(steps, (std::vector<int64_t>{30, 60}));
+
+  auto unknown = RunCommand({kBin + "/shoalctl", "checkpoint", "list", "nosuchjob", "--coordinator", coord.endpoint()}, 30);
+  EXPECT_EQ(unknown.exit_code, 2) << unknown.err;
+  EXPECT_NE(unknown.err.find("nosuchjob"), std::string::npos) << unknown.err;
+  auto away = RunCommand({kBin + "/shoalctl", "checkpoint", "list", "ckjob", "--coordinator", "tcp://127.0.0.1:9"}, 30);
+  EXPECT_EQ(away.exit_code, 3) << away.err;
+}
+
 TEST(ClusterPath, MpirunLaunchesWorkersThatReduceWithMpi) {
   if (!HaveDataset()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
   std::string dir = TempDir("mpirun");
