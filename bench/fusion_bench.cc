@@ -33,18 +33,44 @@ double Median(std::vector<double> v) {
 }
 
 // Median over `repeats` of one call, after one warm-up; the slowest rank decides.
+// One timed run: the slowest rank's time.
+double TimeOnce(const std::function<void()>& op) {
+  MPI_Barrier(MPI_COMM_WORLD);
+  Stopwatch sw;
+  op();
+  double mine = sw.Seconds(), slowest = 0;
+  MPI_Allreduce(&mine, &slowest, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+  return slowest;
+}
+
 double TimeIt(const std::function<void()>& op, int repeats) {
   op();
   std::vector<double> t;
-  for (int r = 0; r < repeats; ++r) {
-    MPI_Barrier(MPI_COMM_WORLD);
-    Stopwatch sw;
-    op();
-    double mine = sw.Seconds(), slowest = 0;
-    MPI_Allreduce(&mine, &slowest, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-    t.push_back(slowest);
-  }
+  for (int r = 0; r < repeats; ++r) t.push_back(TimeOnce(op));
   return Median(t);
+}
+
+// Several ways of reducing the same bytes, timed in turn within each repeat (so that
+// the machine's load drifts over all of them alike); medians per way, and the median
+// of each way's per-repeat ratio to the first.
+struct Interleaved {
+  std::vector<std::vector<double>> times;
+  double median(size_t way) const { return Median(times[way]); }
+  double median_ratio(size_t way) const {  // throughput of `way` relative to way 0
+    std::vector<double> r;
+    for (size_t i = 0; i < times[0].size(); ++i) r.push_back(times[0][i] / times[way][i]);
+    return Median(r);
+  }
+};
+
+Interleaved TimeInterleaved(const std::vector<std::function<void()>>& ways, int repeats) {
+  Interleaved out;
+  out.times.resize(ways.size());
+  for (const auto& op : ways) op();  // warm-up
+  for (int r = 0; r < repeats; ++r) {
+    for (size_t w = 0; w < ways.size(); ++w) out.times[w].push_back(TimeOnce(ways[w]));
+  }
+  return out;
 }
 
 void Check(const Status& s, const char* what) {
@@ -90,21 +116,38 @@ TensorSet MakeTensors(int count, bool separate) {
   return m;
 }
 
-double ReducerTime(Communicator* comm, TensorSet& m, double bucket_mib, double first_mib,
-                   int repeats) {
-  ReducerOptions o;
-  o.bucket_mib = bucket_mib;
-  o.first_bucket_mib = first_mib;
-  // The codec engineer's "none" codec: what the trainer will use by default.
-  auto codec = MakeCodec(CodecOptions{});
-  Check(codec.status(), "codec");
-  Reducer reducer(comm, codec->get(), m.params, o);
-  int64_t step = 0;
-  return TimeIt([&] {
-    reducer.BeginStep(step++);
-    for (size_t i = m.params.size(); i-- > 0;) reducer.MarkReady(i);  // backward order
-    Check(reducer.Wait(), "reducer");
-  }, repeats);
+// A Reducer over the tensor set with the trainer's default codec ("none"); Step()
+// marks every tensor ready in backward order and waits.
+class ReducerRun {
+ public:
+  ReducerRun(Communicator* comm, TensorSet& m, double bucket_mib, double first_mib, int max_in_flight = 0)
+      : m_(m) {
+    ReducerOptions o;
+    o.bucket_mib = bucket_mib;
+    o.first_bucket_mib = first_mib;
+    o.max_in_flight = max_in_flight;
+    auto codec = MakeCodec(CodecOptions{});
+    Check(codec.status(), "codec");
+    codec_ = std::move(codec).value();
+    reducer_ = std::make_unique<Reducer>(comm, codec_.get(), m.params, o);
+  }
+  void Step() {
+    reducer_->BeginStep(step_++);
+    for (size_t i = m_.params.size(); i-- > 0;) reducer_->MarkReady(i);  // backward order
+    Check(reducer_->Wait(), "reducer");
+  }
+  int in_flight() const { return reducer_->stats().in_flight; }
+
+ private:
+  TensorSet& m_;
+  std::unique_ptr<GradientCodec> codec_;
+  std::unique_ptr<Reducer> reducer_;
+  int64_t step_ = 0;
+};
+
+double ReducerTime(Communicator* comm, TensorSet& m, double bucket_mib, double first_mib, int repeats) {
+  ReducerRun run(comm, m, bucket_mib, first_mib);
+  return TimeIt([&] { run.Step(); }, repeats);
 }
 
 int Main(int argc, char** argv) {
@@ -142,22 +185,27 @@ int Main(int argc, char** argv) {
   opts.timeout = std::chrono::seconds(120);
   for (Communicator* comm : {gloo->get(), mpi->get()}) {
     if (!only.empty() && comm->backend() != only) continue;
-    const double single = TimeIt([&] {
-      Check(comm->AllReduce(big.data(), big.size(), DType::kF32, ReduceOp::kSum, opts), "single");
-    }, repeats);
-    const double per_tensor = TimeIt([&] {
-      for (auto& p : m.params) {
-        Check(comm->AllReduce(p.grad, p.numel, DType::kF32, ReduceOp::kSum, opts), "per-tensor");
-      }
-    }, repeats);
-    const double fused = ReducerTime(comm, m, bucket_mib, first_mib, repeats);
+    // Interleaved: one big allreduce, the Reducer (default buckets in flight), the
+    // Reducer with one bucket in flight, one allreduce per tensor.
+    ReducerRun fused(comm, m, bucket_mib, first_mib), serial(comm, m, bucket_mib, first_mib, 1);
+    const Interleaved t = TimeInterleaved(
+        {[&] { Check(comm->AllReduce(big.data(), big.size(), DType::kF32, ReduceOp::kSum, opts), "single"); },
+         [&] { fused.Step(); }, [&] { serial.Step(); },
+         [&] {
+           for (auto& p : m.params) {
+             Check(comm->AllReduce(p.grad, p.numel, DType::kF32, ReduceOp::kSum, opts), "per-tensor");
+           }
+         }},
+        repeats);
     if (rank == 0) {
-      std::printf("%-5s single %8.1f ms (%.2f GB/s) | per-tensor %8.1f ms | reducer(%g/%g MiB) "
-                  "%8.1f ms (%.2f GB/s) | reducer/single throughput %.3f, reducer/per-tensor %.2f\n",
-                  comm->backend().c_str(), single * 1e3, bytes / single / 1e9, per_tensor * 1e3,
-                  bucket_mib, first_mib, fused * 1e3, bytes / fused / 1e9, single / fused,
-                  per_tensor / fused);
+      std::printf("%-5s single %8.1f ms (%.2f GB/s) | per-tensor %8.1f ms | reducer(%g/%g MiB, %d in flight) "
+                  "%8.1f ms (%.2f GB/s) | reducer/single throughput %.3f, reducer/per-tensor %.2f | "
+                  "1 in flight: %8.1f ms, %.3f of single\n",
+                  comm->backend().c_str(), t.median(0) * 1e3, bytes / t.median(0) / 1e9, t.median(3) * 1e3,
+                  bucket_mib, first_mib, fused.in_flight(), t.median(1) * 1e3, bytes / t.median(1) / 1e9,
+                  t.median_ratio(1), t.median(3) / t.median(1), t.median(2) * 1e3, t.median_ratio(2));
     }
+    const double single = t.median(0);
     if (sweep) {
       for (double b : {4.0, 8.0, 16.0, 32.0, 64.0}) {
         for (double f : {1.0}) {

@@ -59,6 +59,11 @@ class Communicator {
   // Safe from any thread: makes pending and later calls fail with kAborted promptly.
   virtual void Abort() = 0;
 
+  // True if calls with different tags may run at once on different threads, each
+  // matched with the same tag's calls on the other ranks whatever order the threads
+  // issue them in (Gloo). MPI and NCCL match calls by issue order: false.
+  virtual bool concurrent_tags() const { return false; }
+
   int64_t bytes_sent() const { return counters_.sent.load(); }
   int64_t bytes_received() const { return counters_.received.load(); }
 

@@ -19,11 +19,10 @@ class SumCodec : public GradientCodec {
   std::string name() const override { return "none"; }
   Status Reduce(float* bucket, size_t count, const std::vector<TensorSlice>&, uint64_t, int64_t,
                 Communicator* comm, const CollectiveOptions& opts) override {
-    const int n = comm->size();
-    // What a ring allreduce of the f32 bucket sends (2*(n-1)/n of it).
-    stats_.bytes_uncompressed += 2 * static_cast<int64_t>(n - 1) * static_cast<int64_t>(count * 4) / n;
+    CountUncompressed(count, comm->size());
     return comm->AllReduce(bucket, count, DType::kF32, ReduceOp::kSum, opts);
   }
+  bool reentrant() const override { return true; }
 };
 
 constexpr double kMiB = 1024.0 * 1024.0;
@@ -52,7 +51,12 @@ Reducer::Reducer(Communicator* comm, GradientCodec* codec, std::vector<ParamTens
   marked_.assign(params.size(), false);
   stats_.num_buckets = buckets_.size();
   for (const Bucket& b : buckets_) stats_.num_copied_buckets += b.view == nullptr && b.count > 0;
-  if (options_.overlap) thread_ = std::thread([this] { CommLoop(); });
+  const bool concurrent = comm_->concurrent_tags() && codec_->reentrant();
+  in_flight_ = !concurrent ? 1 : options_.max_in_flight > 0 ? options_.max_in_flight : 2;
+  stats_.in_flight = in_flight_;
+  if (options_.overlap) {
+    for (int t = 0; t < in_flight_; ++t) threads_.emplace_back([this] { CommLoop(); });
+  }
 }
 
 Reducer::~Reducer() {
@@ -61,7 +65,7 @@ Reducer::~Reducer() {
     stop_ = true;
     cv_.notify_all();
   }
-  if (thread_.joinable()) thread_.join();
+  for (std::thread& t : threads_) t.join();
 }
 
 void Reducer::BuildBuckets(std::vector<ParamTensor>& params) {
@@ -169,8 +173,9 @@ Status Reducer::ReduceBucket(size_t b, double* seconds) {
                   bucket.slices[i].numel() * sizeof(float));
     }
   }
-  Status s = codec_->Reduce(data, bucket.count, bucket.slices, b, step_, comm_,
-                            options_.collective);
+  CollectiveOptions opts = options_.collective;
+  opts.tag += static_cast<uint32_t>(b);  // buckets in flight together are told apart by tag
+  Status s = codec_->Reduce(data, bucket.count, bucket.slices, b, step_, comm_, opts);
   if (s.ok() && bucket.view == nullptr) {
     for (size_t i = 0; i < bucket.slices.size(); ++i) {
       std::memcpy(bucket.grads[i], data + bucket.slices[i].offset,

@@ -26,6 +26,12 @@ struct ReducerOptions {
   double bucket_mib = 16;
   double first_bucket_mib = 1;
   bool overlap = true;  // false: everything is reduced inside Wait(), after backward
+  // Buckets reduced at once (with overlap), each on its own communication thread and
+  // under its own tag (collective.tag + bucket index). 0: 2 where both the
+  // communicator (concurrent_tags) and the codec (reentrant) allow it, else 1. Two
+  // buckets in flight hide each reduction's start and drain (measured on Gloo, see
+  // docs/BENCHMARKS.md); more than 1 is refused (taken as 1) otherwise.
+  int max_in_flight = 0;
   CollectiveOptions collective;
 };
 
@@ -33,6 +39,7 @@ struct ReducerStats {
   int64_t steps = 0;                  // steps whose Wait() has returned
   size_t num_buckets = 0;
   size_t num_copied_buckets = 0;      // buckets whose tensors are not one contiguous range
+  int in_flight = 1;                  // buckets reduced at once
   double comm_seconds = 0;            // summed time buckets spent reducing, all steps
   double exposed_comm_seconds = 0;    // summed time Wait() blocked, all steps
   double last_comm_seconds = 0;       // the same two for the last step
@@ -53,8 +60,9 @@ struct ReducerStats {
 // others); a tensor larger than that travels alone. Tensors are never split. A bucket whose gradients form one
 // contiguous range of memory (the MLP keeps all gradients in one buffer) is reduced
 // in place, as a view; otherwise it is copied into a staging buffer and back.
-// Buckets are reduced strictly in bucket order, so every rank issues the same
-// collectives in the same order whatever order MarkReady arrives in.
+// Buckets are started strictly in bucket order, so every rank issues the same
+// collectives in the same order whatever order MarkReady arrives in; with two in
+// flight, two consecutive buckets may be on the wire at once under different tags.
 class Reducer {
  public:
   // `comm`, `codec` and the gradient memory behind `params` must outlive the
@@ -111,7 +119,8 @@ class Reducer {
   size_t done_ = 0;  // buckets finished (or skipped) this step
   Status error_;
   ReducerStats stats_;
-  std::thread thread_;  // last: started once everything above exists
+  int in_flight_ = 1;
+  std::vector<std::thread> threads_;  // last: started once everything above exists
 };
 
 // The integration the trainer needs, in one call: forward and backward with every

@@ -73,6 +73,7 @@ struct Case {
   bool overlap;
   Order order;
   bool codec = false;  // MakeCodec("none") instead of the Reducer's built-in sum
+  int max_in_flight = 0;  // ReducerOptions::max_in_flight
 };
 
 void RunCase(const Case& c) {
@@ -88,6 +89,7 @@ void RunCase(const Case& c) {
     options.bucket_mib = 0.1;          // several buckets from these ~330 KB
     options.first_bucket_mib = 0.01;
     options.overlap = c.overlap;
+    options.max_in_flight = c.max_in_flight;
     std::unique_ptr<GradientCodec> codec;
     if (c.codec) {
       auto made_codec = MakeCodec(CodecOptions{});
@@ -97,6 +99,8 @@ void RunCase(const Case& c) {
     Reducer reducer(comm.get(), codec.get(), grads.params, options);
     EXPECT_GT(reducer.stats().num_buckets, 2u);
     EXPECT_EQ(reducer.stats().num_copied_buckets == 0, c.contiguous);
+    // Gloo and both "none" codecs allow buckets in flight together: 2 by default.
+    EXPECT_EQ(reducer.stats().in_flight, c.max_in_flight > 0 ? c.max_in_flight : 2);
     std::mt19937 rng(1234 + r);  // a different order on every rank
     for (int step = 0; step < kSteps; ++step) {
       Grads input(c.contiguous, r, step);
@@ -159,15 +163,19 @@ std::vector<Case> Cases() {
   cases.push_back({3, true, true, Order::kNever});
   cases.push_back({3, false, true, Order::kShuffled});
   for (int world : {1, 2, 4}) cases.push_back({world, world != 2, world != 4, Order::kBackward, true});
+  // One bucket at a time, and three at once (each under its own tag).
+  cases.push_back({3, true, true, Order::kShuffled, false, 1});
+  cases.push_back({3, false, true, Order::kShuffled, true, 3});
+  cases.push_back({4, true, true, Order::kBackward, false, 3});
   return cases;
 }
 
 std::string CaseName(const ::testing::TestParamInfo<Case>& info) {
   static const char* const kOrder[] = {"backward", "forward", "shuffled", "never"};
   const Case& c = info.param;
-  return fmt::format("n{}_{}_{}_{}{}", c.world, c.contiguous ? "view" : "staged",
+  return fmt::format("n{}_{}_{}_{}{}{}", c.world, c.contiguous ? "view" : "staged",
                      c.overlap ? "overlap" : "after", kOrder[static_cast<int>(c.order)],
-                     c.codec ? "_codec" : "");
+                     c.codec ? "_codec" : "", c.max_in_flight ? fmt::format("_inflight{}", c.max_in_flight) : "");
 }
 
 INSTANTIATE_TEST_SUITE_P(Grid, ReducerTest, ::testing::ValuesIn(Cases()), CaseName);
@@ -219,6 +227,25 @@ TEST(ReducerBytesTest, BytesAreOneRingPerBucket) {
     EXPECT_EQ(reducer.stats().bytes_sent, want);
     EXPECT_EQ((*comm)->bytes_sent(), want);
   });
+}
+
+// A codec with per-bucket state serialises its calls, and ranks could then take
+// buckets in different orders: such a codec gets one bucket in flight whatever is asked.
+TEST(ReducerInFlightTest, StatefulCodecKeepsOneBucketInFlight) {
+  MemoryKvStore kv;
+  auto comm = MakeGlooCommunicator(0, 1, &kv, UniquePrefix("reducer_inflight"), 10s);
+  ASSERT_TRUE(comm.ok());
+  Grads grads(true, 0, 0);
+  ReducerOptions options;
+  options.max_in_flight = 4;
+  CodecOptions co;
+  co.name = "bf16";
+  auto codec = MakeCodec(co);
+  ASSERT_TRUE(codec.ok());
+  Reducer lossy(comm->get(), codec->get(), grads.params, options);
+  EXPECT_EQ(lossy.stats().in_flight, 1);
+  Reducer plain(comm->get(), nullptr, grads.params, options);
+  EXPECT_EQ(plain.stats().in_flight, 4);
 }
 
 TEST(ReducerErrorTest, MarkingTwiceFailsWait) {

@@ -5,6 +5,7 @@
 // membership resets or re-slices it (see ResetState / SaveState / LoadState).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -67,11 +68,22 @@ class GradientCodec {
   virtual Status LoadState(const std::string& bytes) { return bytes.empty() ? OkStatus() : InvalidArgument("codec " + name() + " has no state"); }
   // Called when membership changes: residuals are per-rank and are dropped.
   virtual void ResetState() {}
+  // True if Reduce may run for different buckets at once from different threads (a
+  // codec without per-bucket state); the Reducer then keeps several buckets in flight
+  // where the communicator allows it. Codecs with state serialise their calls, and
+  // ranks could then take buckets in different orders: they say false.
+  virtual bool reentrant() const { return false; }
 
-  const CodecStats& stats() const { return stats_; }
+  CodecStats stats() const { return CodecStats{bytes_uncompressed_.load()}; }
 
  protected:
-  CodecStats stats_;
+  // What an uncompressed f32 ring allreduce of `count` floats would send from this rank.
+  void CountUncompressed(size_t count, int world) {
+    bytes_uncompressed_ += static_cast<int64_t>(count) * 4 * 2 * (world - 1) / world;
+  }
+
+ private:
+  std::atomic<int64_t> bytes_uncompressed_{0};
 };
 
 StatusOr<std::unique_ptr<GradientCodec>> MakeCodec(const CodecOptions& options);

@@ -93,7 +93,10 @@ Status FeedbackCodec::Reduce(float* bucket, size_t count, const std::vector<Tens
     }
   }
 
-  std::lock_guard<std::mutex> lock(mu_);
+  // A reentrant codec's DoReduce touches no shared state: only its commit is locked,
+  // so several buckets can be on the wire at once.
+  std::unique_lock<std::mutex> lock(mu_, std::defer_lock);
+  if (!reentrant()) lock.lock();
   Update update;
   // Nothing may throw out of a codec: allocation failure on a huge bucket becomes a
   // status the worker can report.
@@ -104,6 +107,7 @@ Status FeedbackCodec::Reduce(float* bucket, size_t count, const std::vector<Tens
     status = Internal("codec " + name() + ": " + e.what());
   }
   RETURN_IF_ERROR(status);
+  if (!lock.owns_lock()) lock.lock();
   for (const StateKey& key : update.erase) {
     auto it = state_.find(key);
     if (it == state_.end()) continue;
@@ -126,9 +130,7 @@ Status FeedbackCodec::Reduce(float* bucket, size_t count, const std::vector<Tens
     GiveBack(std::move(value));  // the replaced state becomes next step's scratch
   }
   if (options_.record_contributions) contributions_[bucket_id] = std::move(update.contribution);
-  // What a ring allreduce of f32 would send from this rank: 2(n-1)/n of the bucket.
-  const int64_t n = comm->size();
-  stats_.bytes_uncompressed += static_cast<int64_t>(count) * 4 * 2 * (n - 1) / n;
+  CountUncompressed(count, comm->size());
   return OkStatus();
 }
 

@@ -119,7 +119,7 @@ class FeedbackCodec : public GradientCodec {
   const CodecOptions options_;
 
  private:
-  mutable std::mutex mu_;  // guards everything below and stats_; DoReduce runs under it
+  mutable std::mutex mu_;  // guards everything below; DoReduce runs under it unless reentrant()
   std::map<StateKey, std::vector<float>> state_;
   std::map<uint64_t, std::vector<float>> contributions_;
   std::vector<std::vector<float>> pool_;

@@ -9,6 +9,7 @@ namespace {
 class NoneCodec : public FeedbackCodec {
  public:
   using FeedbackCodec::FeedbackCodec;
+  bool reentrant() const override { return true; }  // no state: buckets may overlap
 
  protected:
   Status DoReduce(float* bucket, size_t count, const std::vector<TensorSlice>& /*tensors*/,

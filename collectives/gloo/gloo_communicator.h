@@ -77,6 +77,8 @@ class GlooCommunicator : public Communicator {
   // Dissemination barrier: ceil(log2 n) rounds of one-byte messages.
   Status Barrier(const CollectiveOptions& opts) override;
   void Abort() override;
+  // Every message's slot carries the call's tag and its per-tag sequence number.
+  bool concurrent_tags() const override { return true; }
 
   // The connected Gloo context, for benchmarks that run gloo::allreduce on the same
   // connections. Do not use it concurrently with this object's collectives on the

@@ -45,7 +45,7 @@ class CudaCodec : public GradientCodec {
     if (comm == nullptr) return InvalidArgument("cuda codec " + o_.name + ": communicator is null");
     std::lock_guard<std::mutex> lock(mu_);
     const int n = comm->size();
-    stats_.bytes_uncompressed += static_cast<int64_t>(count) * 4 * 2 * (n - 1) / n;
+    CountUncompressed(count, n);
     if (count == 0) return OkStatus();
     if (o_.name == "none") return comm->AllReduce(bucket, count, DType::kF32, ReduceOp::kSum, opts);
     // The committed residual (or zeros) seeds the new one; the old stays if we fail.
