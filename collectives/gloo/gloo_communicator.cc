@@ -96,6 +96,9 @@ Status GlooCommunicator::AllReduce(void* data, size_t count, DType dtype, Reduce
   return Run("AllReduce", kAllReduceKind, opts, [&](Op& op) -> Status {
     // Nothing to exchange; the average over one rank is the value itself.
     if (count == 0 || size_ == 1) return OkStatus();
+    if (size_ == 2 && count * DTypeSize(dtype) <= kPairExchangeMaxBytes) {
+      return AllReducePair(op, data, count, dtype, reduce);
+    }
     return AllReduceRing(op, data, count, dtype, reduce);
   });
 }

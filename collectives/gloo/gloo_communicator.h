@@ -99,6 +99,10 @@ class GlooCommunicator : public Communicator {
   static constexpr size_t kRingSegmentBytes = 1 << 20;
   // Messages in flight each way in the ring (env SHOAL_GLOO_RING_WINDOW, 2..16).
   static constexpr size_t kRingWindow = 3;
+  // Two ranks and at most this many bytes: one exchange of the whole buffer instead of
+  // the ring's two rounds (same bytes on the wire; each round on a busy machine costs
+  // thread wake-ups). Larger buffers keep the ring, which sums each half only once.
+  static constexpr size_t kPairExchangeMaxBytes = 4 << 20;
   static constexpr size_t kChainThreshold = 1 << 20;
   static constexpr size_t kChainSegment = 256 << 10;
 
@@ -115,6 +119,7 @@ class GlooCommunicator : public Communicator {
   template <typename Body>
   Status Run(const char* name, uint8_t kind, const CollectiveOptions& opts, Body&& body);
   Status AllReduceRing(Op& op, void* data, size_t count, DType dtype, ReduceOp reduce);
+  Status AllReducePair(Op& op, void* data, size_t count, DType dtype, ReduceOp reduce);
   Status BroadcastStar(Op& op, void* data, size_t bytes, int root);
   Status BroadcastChain(Op& op, void* data, size_t bytes, int root);
 

@@ -127,6 +127,21 @@ TEST_P(GlooWorldTest, IntegerValued16BitIsExact) {
   CheckAllReduce(GetParam(), 1000, DType::kF16, ReduceOp::kAverage, true);
 }
 
+// Two ranks exchange whole buffers up to kPairExchangeMaxBytes and use the ring beyond;
+// both give exact sums, identical on both ranks, for the same bytes on the wire.
+TEST(GlooPairTest, ExchangeAndRingAgreeAcrossTheThreshold) {
+  const size_t small = GlooCommunicator::kPairExchangeMaxBytes / 4 - 3;
+  const size_t large = GlooCommunicator::kPairExchangeMaxBytes / 4 + 1001;
+  for (size_t count : {small, large}) {
+    CheckAllReduce(2, count, DType::kF32, ReduceOp::kSum, true);
+    CheckAllReduce(2, count, DType::kF32, ReduceOp::kAverage, false);
+    const auto results = RunAllReduce(2, count, DType::kF32, ReduceOp::kSum, false);
+    EXPECT_EQ(results[0].data, results[1].data) << count;
+    for (const auto& r : results) EXPECT_EQ(r.sent, static_cast<int64_t>(count * 4)) << count;
+  }
+  CheckAllReduce(2, small / 2, DType::kBF16, ReduceOp::kAverage, true);
+}
+
 TEST_P(GlooWorldTest, AllGatherIsExact) {
   const int n = GetParam();
   for (size_t bytes : {size_t{0}, size_t{1}, size_t{7}, size_t{1000}, size_t{65537}}) {

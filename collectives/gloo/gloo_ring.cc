@@ -128,4 +128,31 @@ Status GlooCommunicator::AllReduceRing(Op& op, void* data, size_t count, DType d
   return OkStatus();
 }
 
+Status GlooCommunicator::AllReducePair(Op& op, void* data, size_t count, DType dtype, ReduceOp reduce) {
+  const int peer = 1 - rank_;
+  const size_t bytes = count * DTypeSize(dtype);
+  std::vector<char> theirs(bytes);
+  Buffer sendbuf(this, data, bytes);
+  Buffer recvbuf(this, theirs.data(), bytes);
+  RETURN_IF_ERROR(op.Exchange(sendbuf, peer, 0, bytes, recvbuf, peer, 0, bytes));
+  // Both ranks add the same two numbers, and a + b == b + a exactly in IEEE arithmetic,
+  // so the results agree bit for bit. 16-bit dtypes are summed in f32 and rounded once.
+  if (dtype == DType::kF32) {
+    float* mine = static_cast<float*>(data);
+    Accumulate(mine, theirs.data(), dtype, count);
+    if (reduce == ReduceOp::kAverage) {
+      for (size_t i = 0; i < count; ++i) mine[i] /= 2.0f;
+    }
+    return OkStatus();
+  }
+  std::vector<float> acc(count);
+  ToF32(data, dtype, acc.data(), count);
+  Accumulate(acc.data(), theirs.data(), dtype, count);
+  if (reduce == ReduceOp::kAverage) {
+    for (float& v : acc) v /= 2.0f;
+  }
+  FromF32(acc.data(), dtype, data, count);
+  return OkStatus();
+}
+
 }  // namespace shoal
