@@ -49,7 +49,9 @@ class GlooCommunicator : public Communicator {
   int size() const override { return size_; }
   std::string backend() const override { return "gloo"; }
 
-  // Ring reduce-scatter then ring allgather, pipelined: chunks travel in segments of
+  // Two ranks and at most kPairExchangeMaxBytes: one exchange of the whole buffer,
+  // both ranks adding the same two operands. Otherwise:
+  // ring reduce-scatter then ring allgather, pipelined: chunks travel in segments of
   // kRingSegmentBytes (env SHOAL_GLOO_RING_SEGMENT_KIB overrides, for tuning), each
   // forwarded as soon as it is summed; f32 is summed straight into `data`.
   // The count is split into size() chunks
