@@ -47,6 +47,7 @@ JobSpec DefaultJobSpec() {
   t->set_seed(42);
   t->set_evaluate(true);
   t->set_max_steps(0);
+  t->set_nesterov(false);
 
   WorkersSpec* w = s.mutable_workers();
   w->set_initial(2);

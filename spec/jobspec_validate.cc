@@ -122,6 +122,7 @@ void CheckTraining(const TrainingSpec& t, Checker& c) {
   c.OneOf("training.schedule", t.schedule(), {"cosine", "constant"});
   c.UnitInterval("training.min_lr_ratio", t.min_lr_ratio(), true);
   c.IntAtLeast("training.max_steps", t.max_steps(), 0);
+  c.Check(!t.nesterov() || t.momentum() > 0, "training.nesterov", "needs training.momentum > 0", "true");
 }
 
 void CheckWorkers(const WorkersSpec& w, Checker& c) {

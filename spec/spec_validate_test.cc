@@ -103,6 +103,13 @@ TEST(CrossFieldRules, MinAboveInitialNamesInitial) {
   EXPECT_NE(r.status().message().find("(w.yaml line 3)"), std::string::npos) << r.status().message();
 }
 
+TEST(CrossFieldRules, NesterovNeedsMomentum) {
+  auto r = ParseJobSpec("training: {momentum: 0, nesterov: true}\n", {}, "t.yaml");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("training.nesterov:"), std::string::npos) << r.status().message();
+  EXPECT_TRUE(ParseJobSpec("training: {momentum: 0.9, nesterov: true}\n").ok());
+}
+
 TEST(CrossFieldRules, MaxAboveLimit) {
   auto r = ParseJobSpec("workers: {initial: 2, max: 4097}\n", {}, "w.yaml");
   ASSERT_FALSE(r.ok());

@@ -98,13 +98,17 @@ StatusOr<JobResult> Train(const TrainerInputs& in, Communicator* comm, Model* mo
   // Top-k's momentum correction moves the momentum into the codec, before the
   // sparsification; the optimizer then applies the reduced values without momentum.
   const bool codec_momentum = codec_opts.name == "topk" && spec.collectives().topk_momentum_correction();
-  if (codec_momentum) codec_opts.topk_momentum = t.momentum();
+  if (codec_momentum) {
+    codec_opts.topk_momentum = t.momentum();
+    codec_opts.topk_nesterov = t.nesterov();
+  }
   codec_opts.qblock_bits = spec.collectives().qblock_bits();
   codec_opts.topk_ratio = spec.collectives().topk_ratio();
   ASSIGN_OR_RETURN(std::unique_ptr<GradientCodec> codec, MakeCodec(codec_opts));
   SgdOptions sgd_opts;
   sgd_opts.lr = static_cast<float>(t.learning_rate());
   sgd_opts.momentum = codec_momentum ? 0.0f : static_cast<float>(t.momentum());
+  sgd_opts.nesterov = !codec_momentum && t.nesterov();
   sgd_opts.weight_decay = static_cast<float>(t.weight_decay());
   SgdMomentum optimizer(sgd_opts, model->num_parameters());
 

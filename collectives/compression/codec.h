@@ -37,6 +37,9 @@ struct CodecOptions {
   // optimizer must then run WITHOUT momentum (the reduced values already carry it).
   // Unlike DGC, u is not masked where values were sent (see topk_codec.cc). 0: off.
   double topk_momentum = 0.0;
+  // With topk_momentum: a Nesterov step, grad + m*u, is what accumulates and is sent
+  // (the optimizer's nesterov option, moved into the codec with the momentum).
+  bool topk_nesterov = false;
   uint64_t seed = 0;                 // shared by all ranks (PowerSGD's Q, stochastic rounding)
   // top-k: how many |values| are sampled to estimate the threshold; buckets no larger
   // than this are selected exactly.

@@ -270,56 +270,65 @@ TEST(CodecStateTest, RefusesCorruptOrForeignState) {
   EXPECT_FALSE(testing::Inspect(target.get())->StateEntry({StateKind::kResidual, 5, 0}));
 }
 
-// Top-k with momentum correction: each rank's u_t = m u_{t-1} + g_t is what it owes,
-// and over steps what it sent plus its residual is exactly sum_t u_t (bf16 rounding of
-// the sent values stays in the residual). With ratio 1 nothing is held back: the
-// output is the sum of the ranks' momenta, i.e. momentum SGD, up to bf16 rounding.
-TEST(TopKMomentumTest, SentPlusResidualIsTheSumOfMomenta) {
+// Top-k with momentum correction: each rank's u_t = m u_{t-1} + g_t, and its update
+// a_t = u_t (heavy ball) or g_t + m u_t (Nesterov), is what it owes; over steps what
+// it sent plus its residual is exactly sum_t a_t (bf16 rounding of the sent values
+// stays in the residual). With ratio 1 nothing is held back: the output is the sum of
+// the ranks' updates, i.e. momentum SGD, up to bf16 rounding.
+TEST(TopKMomentumTest, SentPlusResidualIsTheSumOfUpdates) {
   const size_t count = 3000;
   const int n = 2, steps = 12;
   const float m = 0.9f;
-  for (double ratio : {0.01, 1.0}) {
-    MemoryKvStore kv;
-    const std::string prefix = UniquePrefix("codec_topk_momentum");
-    RunRanks(n, [&](int r) {
-      auto comm = Connect(&kv, prefix, r, n);
-      auto options = testing::Options("topk");
-      options.topk_ratio = ratio;
-      options.topk_momentum = m;
-      options.topk_sample = count;  // exact selection: with ratio 1, every value is sent
-      auto codec = testing::Make(options);
-      if (!comm || !codec) return;
-      std::vector<double> owed(count, 0), sent(count, 0);
-      std::vector<std::vector<float>> u(n, std::vector<float>(count, 0.0f));  // every rank's momentum
-      for (int t = 0; t < steps; ++t) {
-        const auto before = u;
-        for (int p = 0; p < n; ++p) {
-          const auto gp = testing::Gradient(p, count, 100 + t);
-          for (size_t i = 0; i < count; ++i) u[p][i] = m * u[p][i] + gp[i];
-        }
-        for (size_t i = 0; i < count; ++i) owed[i] += u[r][i];
-        auto out = testing::Gradient(r, count, 100 + t);
-        ASSERT_TRUE(codec->Reduce(out.data(), count, {}, 0, t, comm.get(), {}).ok());
-        const auto c = testing::Inspect(codec.get())->LastContribution(0).value();
-        for (size_t i = 0; i < count; ++i) sent[i] += c[i];
-        if (ratio == 1.0) {
-          // Every value goes out each step, rounded to bf16 with the previous step's
-          // rounding error added back: out - sum_p u_p = sum_p (e_p(t-1) - e_p(t)), and
-          // |e_p(t)| <= 2^-9 (|u_p(t)| + |e_p(t-1)|).
-          for (size_t i = 0; i < count; ++i) {
-            float bound = 0;
-            for (int p = 0; p < n; ++p) bound += 0x1.0p-8f * (std::fabs(u[p][i]) + std::fabs(before[p][i]));
-            ASSERT_NEAR(out[i], u[0][i] + u[1][i], bound) << "step " << t << " i " << i;
+  for (bool nesterov : {false, true}) {
+    for (double ratio : {0.01, 1.0}) {
+      SCOPED_TRACE(fmt::format("nesterov {} ratio {}", nesterov, ratio));
+      MemoryKvStore kv;
+      const std::string prefix = UniquePrefix("codec_topk_momentum");
+      RunRanks(n, [&](int r) {
+        auto comm = Connect(&kv, prefix, r, n);
+        auto options = testing::Options("topk");
+        options.topk_ratio = ratio;
+        options.topk_momentum = m;
+        options.topk_nesterov = nesterov;
+        options.topk_sample = count;  // exact selection: with ratio 1, every value is sent
+        auto codec = testing::Make(options);
+        if (!comm || !codec) return;
+        std::vector<double> owed(count, 0), sent(count, 0);
+        // Every rank's momentum and update, before and after this step.
+        std::vector<std::vector<float>> u(n, std::vector<float>(count, 0.0f)), a = u;
+        for (int t = 0; t < steps; ++t) {
+          const auto before = a;
+          for (int p = 0; p < n; ++p) {
+            const auto gp = testing::Gradient(p, count, 100 + t);
+            for (size_t i = 0; i < count; ++i) {
+              u[p][i] = m * u[p][i] + gp[i];
+              a[p][i] = nesterov ? gp[i] + m * u[p][i] : u[p][i];
+            }
+          }
+          for (size_t i = 0; i < count; ++i) owed[i] += a[r][i];
+          auto out = testing::Gradient(r, count, 100 + t);
+          ASSERT_TRUE(codec->Reduce(out.data(), count, {}, 0, t, comm.get(), {}).ok());
+          const auto c = testing::Inspect(codec.get())->LastContribution(0).value();
+          for (size_t i = 0; i < count; ++i) sent[i] += c[i];
+          if (ratio == 1.0) {
+            // Every value goes out each step, rounded to bf16 with the previous step's
+            // rounding error added back: out - sum_p a_p = sum_p (e_p(t-1) - e_p(t)),
+            // and |e_p(t)| <= 2^-9 (|a_p(t)| + |e_p(t-1)|).
+            for (size_t i = 0; i < count; ++i) {
+              float bound = 0;
+              for (int p = 0; p < n; ++p) bound += 0x1.0p-8f * (std::fabs(a[p][i]) + std::fabs(before[p][i]));
+              ASSERT_NEAR(out[i], a[0][i] + a[1][i], bound) << "step " << t << " i " << i;
+            }
           }
         }
-      }
-      const auto e = testing::Inspect(codec.get())->StateEntry({StateKind::kResidual, 0, 0}).value();
-      for (size_t i = 0; i < count; ++i) {
-        ASSERT_NEAR(sent[i] + e[i], owed[i], 1e-4 * (1 + std::fabs(owed[i]))) << "ratio " << ratio << " i " << i;
-      }
-      const auto mom = testing::Inspect(codec.get())->StateEntry({StateKind::kMomentum, 0, 0}).value();
-      for (size_t i = 0; i < count; ++i) ASSERT_NEAR(mom[i], u[r][i], 1e-5 * (1 + std::fabs(u[r][i])));
-    });
+        const auto e = testing::Inspect(codec.get())->StateEntry({StateKind::kResidual, 0, 0}).value();
+        for (size_t i = 0; i < count; ++i) {
+          ASSERT_NEAR(sent[i] + e[i], owed[i], 1e-4 * (1 + std::fabs(owed[i]))) << "i " << i;
+        }
+        const auto mom = testing::Inspect(codec.get())->StateEntry({StateKind::kMomentum, 0, 0}).value();
+        for (size_t i = 0; i < count; ++i) ASSERT_NEAR(mom[i], u[r][i], 1e-5 * (1 + std::fabs(u[r][i])));
+      });
+    }
   }
 }
 

@@ -101,7 +101,8 @@ class TopKCodec : public FeedbackCodec {
  private:
   std::vector<float> mags_;  // threshold scratch, reused (under the base class's lock)
 
-  // Momentum correction: u = m * u_old + bucket, x = residual + u (both borrowed).
+  // Momentum correction: u = m * u_old + bucket, x = residual + u, or with Nesterov
+  // x = residual + bucket + m * u (both borrowed).
   Status WithMomentum(const float* bucket, size_t count, uint64_t bucket_id, std::vector<float>* x,
                       std::vector<float>* u) {
     const float* residual;
@@ -117,7 +118,8 @@ class TopKCodec : public FeedbackCodec {
     *x = Borrow(count);
     for (size_t i = 0; i < count; ++i) {
       (*u)[i] = old ? m * (*old)[i] + bucket[i] : bucket[i];
-      (*x)[i] = residual ? residual[i] + (*u)[i] : (*u)[i];
+      const float update = options_.topk_nesterov ? bucket[i] + m * (*u)[i] : (*u)[i];
+      (*x)[i] = residual ? residual[i] + update : update;
     }
     return OkStatus();
   }
