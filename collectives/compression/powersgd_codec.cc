@@ -59,7 +59,7 @@ class PowerSgdCodec : public FeedbackCodec {
 
     const int r = options_.powersgd_rank;
     std::vector<Compressed> big;
-    std::vector<bool> compressed(count, false);
+    std::vector<std::pair<size_t, size_t>> spans;  // compressed [begin, end), sorted below
     size_t p_total = 0, q_total = 0;
     for (uint32_t t = 0; t < tensors.size(); ++t) {
       const TensorSlice& s = tensors[t];
@@ -69,15 +69,22 @@ class PowerSgdCodec : public FeedbackCodec {
       big.push_back({t, s.offset, s.rows, s.cols, p_total, q_total});
       p_total += s.rows * r;
       q_total += s.cols * r;
-      std::fill(compressed.begin() + s.offset, compressed.begin() + s.offset + s.numel(), true);
+      spans.emplace_back(s.offset, s.offset + s.numel());
     }
-    std::vector<size_t> plain;  // positions sent uncompressed, in bucket order
-    for (size_t i = 0; i < count; ++i) {
-      if (!compressed[i]) plain.push_back(i);
+    // What is sent uncompressed, as [begin, end) ranges in bucket order: everything
+    // between the compressed tensors (ranges, not indices: buckets hold millions).
+    std::sort(spans.begin(), spans.end());
+    std::vector<std::pair<size_t, size_t>> plain;
+    size_t plain_total = 0, at = 0;
+    for (const auto& [b, e] : spans) {
+      if (b > at) plain.emplace_back(at, b);
+      at = e;
     }
+    if (at < count) plain.emplace_back(at, count);
+    for (const auto& [b, e] : plain) plain_total += e - b;
 
     // Message 1: P factors, then the uncompressed elements.
-    std::vector<float> msg1(p_total + plain.size());
+    std::vector<float> msg1(p_total + plain_total);
     std::vector<std::vector<float>> qs(big.size());
     for (size_t b = 0; b < big.size(); ++b) {
       const Compressed& c = big[b];
@@ -85,29 +92,36 @@ class PowerSgdCodec : public FeedbackCodec {
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, c.rows, r, c.cols, 1.0f,
                   m.data() + c.offset, c.cols, qs[b].data(), r, 0.0f, msg1.data() + c.p_at, r);
     }
-    for (size_t j = 0; j < plain.size(); ++j) msg1[p_total + j] = m[plain[j]];
+    float* packed = msg1.data() + p_total;
+    for (const auto& [b, e] : plain) packed = std::copy(m.data() + b, m.data() + e, packed);
     RETURN_IF_ERROR(comm->AllReduce(msg1.data(), msg1.size(), DType::kF32, ReduceOp::kSum, opts));
-    for (size_t j = 0; j < plain.size(); ++j) bucket[plain[j]] = msg1[p_total + j];
+    const float* summed = msg1.data() + p_total;
+    for (const auto& [b, e] : plain) {
+      std::copy(summed, summed + (e - b), bucket + b);
+      summed += e - b;
+    }
 
-    // Message 2: local Q = M^T P^, and the residual M - P^ Q^T before Q is summed.
-    std::vector<float> residual = Borrow(count);
-    for (size_t i : plain) residual[i] = 0.0f;  // compressed spans are written below
+    // Message 2: local Q = M^T P^, and the residual M - P^ Q^T before Q is summed. M
+    // becomes the residual in place (M is not needed once Q is computed): a copy of a
+    // whole bucket less, which matters since these skinny products are memory-bound.
+    std::vector<float> before;  // M, kept only to record contributions (tests)
+    if (options_.record_contributions) before = m;
     std::vector<float> msg2(q_total);
     for (const Compressed& c : big) {
       float* p = msg1.data() + c.p_at;
       Orthogonalise(p, c.rows, r);
-      const float* mi = m.data() + c.offset;
+      float* mi = m.data() + c.offset;
       float* q = msg2.data() + c.q_at;
       cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, c.cols, r, c.rows, 1.0f, mi, c.cols,
                   p, r, 0.0f, q, r);
-      float* res = residual.data() + c.offset;
-      std::copy(mi, mi + c.rows * c.cols, res);
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, c.rows, c.cols, r, -1.0f, p, r, q, r,
-                  1.0f, res, c.cols);
+                  1.0f, mi, c.cols);
     }
+    std::vector<float> residual = std::move(m);
+    for (const auto& [b, e] : plain) std::fill(residual.begin() + b, residual.begin() + e, 0.0f);  // sent exactly
     if (options_.record_contributions) {
       update->contribution.resize(count);
-      for (size_t i = 0; i < count; ++i) update->contribution[i] = m[i] - residual[i];
+      for (size_t i = 0; i < count; ++i) update->contribution[i] = before[i] - residual[i];
     }
     RETURN_IF_ERROR(comm->AllReduce(msg2.data(), msg2.size(), DType::kF32, ReduceOp::kSum, opts));
 
@@ -119,7 +133,6 @@ class PowerSgdCodec : public FeedbackCodec {
                   0.0f, bucket + c.offset, c.cols);
       update->set[{StateKind::kPowerSgdQ, bucket_id, c.index}].assign(q, q + c.cols * r);
     }
-    GiveBack(std::move(m));
     if (big.empty()) {
       GiveBack(std::move(residual));
       update->erase.push_back(residual_key);  // everything went out exactly
