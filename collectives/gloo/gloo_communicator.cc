@@ -250,7 +250,7 @@ Status GlooCommunicator::Handshake(std::chrono::milliseconds timeout) {
 }
 
 void GlooCommunicator::Abort() {
-  aborted_.store(true);
+  latch_.Abort();
   std::lock_guard<std::mutex> lock(mu_);
   for (auto* buf : inflight_) {
     try {
@@ -262,21 +262,9 @@ void GlooCommunicator::Abort() {
   }
 }
 
-Status GlooCommunicator::Usable(const char* name) {
-  if (aborted_.load()) return Aborted(fmt::format("{}: communicator was aborted", name));
-  std::lock_guard<std::mutex> lock(mu_);
-  if (!broken_.empty()) {
-    return Aborted(fmt::format("{}: communicator unusable after an earlier failure ({}); "
-                               "build a new one", name, broken_));
-  }
-  return OkStatus();
-}
+Status GlooCommunicator::Usable(const char* name) { return latch_.Check(name); }
 
-Status GlooCommunicator::MarkBroken(Status status) {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (broken_.empty()) broken_ = status.ToString();
-  return status;
-}
+Status GlooCommunicator::MarkBroken(Status status) { return latch_.Break(std::move(status)); }
 
 uint32_t GlooCommunicator::NextSequence(uint32_t tag) {
   std::lock_guard<std::mutex> lock(mu_);
@@ -288,7 +276,7 @@ void GlooCommunicator::Track(gloo::transport::UnboundBuffer* buf) {
   inflight_.insert(buf);
   // Abort() may have run before this buffer existed; flag it now so its first wait
   // returns at once instead of waiting for the deadline.
-  if (aborted_.load()) {
+  if (latch_.aborted()) {
     buf->abortWaitSend();
     buf->abortWaitRecv();
   }

@@ -14,6 +14,7 @@
 
 #include "collectives/bandwidth.h"
 #include "collectives/communicator.h"
+#include "collectives/failure_latch.h"
 
 namespace gloo {
 class Context;
@@ -141,7 +142,7 @@ class GlooCommunicator : public Communicator {
   size_t ring_window_ = kRingWindow;
   const int rank_;
   const int size_;
-  std::atomic<bool> aborted_{false};
+  FailureLatch latch_;
 
   std::mutex mu_;  // guards the members below
   // Buffers with operations posted, so Abort() can wake their waits.
@@ -149,7 +150,6 @@ class GlooCommunicator : public Communicator {
   // Per-tag operation counter: every rank issues the ops of one tag in the same
   // order, so (tag, sequence) names the same operation everywhere.
   std::unordered_map<uint32_t, uint32_t> sequence_;
-  std::string broken_;  // why the communicator became unusable; empty while usable
 };
 
 }  // namespace shoal

@@ -139,7 +139,7 @@ class GlooCommunicator::Op {
       // connection by throwing (after closing every pair on a timeout).
       done = send ? b.get()->waitSend(left) : b.get()->waitRecv(left);
     } catch (const std::exception& e) {
-      if (comm_->aborted_.load()) return Aborted(Describe("aborted while waiting to", verb, peer));
+      if (comm_->latch_.aborted()) return Aborted(Describe("aborted while waiting to", verb, peer));
       const bool timed_out = gloo_detail::Clock::now() >= deadline_ ||
                              std::strstr(e.what(), "Timed out") != nullptr;
       if (timed_out) {
@@ -152,7 +152,7 @@ class GlooCommunicator::Op {
     }
     if (!done) return Aborted(Describe("aborted while waiting to", verb, peer));
     (send ? comm_->counters_.sent : comm_->counters_.received) += static_cast<int64_t>(bytes);
-    if (comm_->aborted_.load()) {
+    if (comm_->latch_.aborted()) {
       return Aborted(Describe("aborted after it finished waiting to", verb, peer));
     }
     return OkStatus();

@@ -214,7 +214,7 @@ Status MpiCommunicator::Complete(const char* name, const CollectiveOptions& opts
       }
     }
     if (done) return OkStatus();
-    const bool aborted = aborted_.load();
+    const bool aborted = latch_.aborted();
     if (aborted || Clock::now() >= deadline) {
       {
         std::lock_guard<std::mutex> lock(state_->abandoned_mu);
@@ -250,7 +250,7 @@ Status MpiCommunicator::RunBlocking(const char* name, const CollectiveOptions& o
   // Abort() notifies done_cv under the same mutex, so a flag set before this wait
   // starts is seen by the predicate and one set later wakes it.
   const bool finished = progress->done_cv.wait_until(
-      lock, deadline, [&] { return job->done || aborted_.load(); });
+      lock, deadline, [&] { return job->done || latch_.aborted(); });
   if (job->done) {
     lock.unlock();
     if (!job->result.ok()) return MarkBroken(job->result.WithContext(name));
@@ -487,7 +487,7 @@ Status MpiCommunicator::Barrier(const CollectiveOptions& opts) {
 }
 
 void MpiCommunicator::Abort() {
-  aborted_.store(true);
+  latch_.Abort();
   // Wake callers waiting on the progress thread (set once at construction).
   if (auto& progress = state_->progress) {
     std::lock_guard<std::mutex> lock(progress->mu);
@@ -500,19 +500,9 @@ Status MpiCommunicator::Usable(const char* name, const CollectiveOptions& opts) 
   if (opts.timeout.count() <= 0) {
     return InvalidArgument(fmt::format("{}(tag={}): timeout must be positive", name, opts.tag));
   }
-  if (aborted_.load()) return Aborted(fmt::format("{}: communicator was aborted", name));
-  std::lock_guard<std::mutex> lock(mu_);
-  if (!broken_.empty()) {
-    return Aborted(fmt::format("{}: communicator unusable after an earlier failure ({}); "
-                               "build a new one", name, broken_));
-  }
-  return OkStatus();
+  return latch_.Check(name);
 }
 
-Status MpiCommunicator::MarkBroken(Status status) {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (broken_.empty()) broken_ = status.ToString();
-  return status;
-}
+Status MpiCommunicator::MarkBroken(Status status) { return latch_.Break(std::move(status)); }
 
 }  // namespace shoal

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "collectives/communicator.h"
+#include "collectives/failure_latch.h"
 
 namespace shoal {
 
@@ -96,9 +97,7 @@ class MpiCommunicator : public Communicator {
   Status MarkBroken(Status status);
 
   std::unique_ptr<State> state_;
-  std::atomic<bool> aborted_{false};
-  std::mutex mu_;       // guards broken_
-  std::string broken_;  // why the communicator is unusable; empty while usable
+  FailureLatch latch_;
 };
 
 }  // namespace shoal
