@@ -52,10 +52,9 @@ Reducer::Reducer(Communicator* comm, GradientCodec* codec, std::vector<ParamTens
   stats_.num_buckets = buckets_.size();
   for (const Bucket& b : buckets_) stats_.num_copied_buckets += b.view == nullptr && b.count > 0;
   const bool concurrent = comm_->concurrent_tags() && codec_->reentrant();
-  in_flight_ = !concurrent ? 1 : options_.max_in_flight > 0 ? options_.max_in_flight : 2;
-  stats_.in_flight = in_flight_;
+  stats_.in_flight = !concurrent ? 1 : options_.max_in_flight > 0 ? options_.max_in_flight : 2;
   if (options_.overlap) {
-    for (int t = 0; t < in_flight_; ++t) threads_.emplace_back([this] { CommLoop(); });
+    for (int t = 0; t < stats_.in_flight; ++t) threads_.emplace_back([this] { CommLoop(); });
   }
 }
 
@@ -209,16 +208,19 @@ void Reducer::CommLoop() {
       return stop_ || (in_step_ && next_ < buckets_.size() && buckets_[next_].pending == 0);
     });
     if (stop_) return;
-    const size_t b = next_++;
-    // After a failure the communicator is unusable: later buckets are skipped, but
-    // still counted as done so that Wait() returns.
-    const bool skip = !error_.ok();
-    lock.unlock();
-    double seconds = 0;
-    Status s = skip ? OkStatus() : ReduceBucket(b, &seconds);
-    lock.lock();
-    FinishBucket(b, std::move(s), seconds);
+    RunBucket(next_++, lock);
   }
+}
+
+void Reducer::RunBucket(size_t b, std::unique_lock<std::mutex>& lock) {
+  // After a failure the communicator is unusable: later buckets are skipped, but
+  // still counted as done so that Wait() returns.
+  const bool skip = !error_.ok();
+  lock.unlock();
+  double seconds = 0;
+  Status s = skip ? OkStatus() : ReduceBucket(b, &seconds);
+  lock.lock();
+  FinishBucket(b, std::move(s), seconds);
 }
 
 Status Reducer::Wait() {
@@ -237,14 +239,7 @@ Status Reducer::Wait() {
     cv_.wait(lock, [&] { return done_ == buckets_.size(); });
   } else {
     // No communication thread: reduce everything here, in bucket order.
-    for (size_t b = 0; b < buckets_.size(); ++b) {
-      const bool skip = !error_.ok();
-      lock.unlock();
-      double seconds = 0;
-      Status s = skip ? OkStatus() : ReduceBucket(b, &seconds);
-      lock.lock();
-      FinishBucket(b, std::move(s), seconds);
-    }
+    for (size_t b = 0; b < buckets_.size(); ++b) RunBucket(b, lock);
   }
   in_step_ = false;
   stats_.last_exposed_comm_seconds = blocked.Seconds();

@@ -97,6 +97,9 @@ class Reducer {
   struct Bucket;
   void BuildBuckets(std::vector<ParamTensor>& params);
   void CommLoop();
+  // Reduces bucket b (or skips it after an earlier failure) with `lock` released,
+  // then records it as done; called and returns with `lock` held.
+  void RunBucket(size_t b, std::unique_lock<std::mutex>& lock);
   // Reduces bucket b (outside the lock); returns the time it took through *seconds.
   Status ReduceBucket(size_t b, double* seconds);
   void FinishBucket(size_t b, Status status, double seconds);  // under mu_
@@ -119,7 +122,6 @@ class Reducer {
   size_t done_ = 0;  // buckets finished (or skipped) this step
   Status error_;
   ReducerStats stats_;
-  int in_flight_ = 1;
   std::vector<std::thread> threads_;  // last: started once everything above exists
 };
 

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "collectives/compression/codec.h"
+#include "collectives/compression/codec_common.h"
 
 namespace shoal::compression {
 
@@ -29,28 +30,6 @@ struct StateKey {
   uint32_t tensor = 0;  // index into the bucket's tensor list; 0 for residuals
   auto operator<=>(const StateKey&) const = default;
 };
-
-// splitmix64's finaliser: a bijective 64-bit mix, good enough for seeds and for
-// stochastic rounding, and cheap (three multiplies).
-inline uint64_t Mix64(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
-
-// One stream key from several ids (seed, rank, step, bucket, ...), order-sensitive.
-inline uint64_t StreamKey(std::initializer_list<uint64_t> ids) {
-  uint64_t h = 0x5348'4F41'4C43'4443ull;  // "SHOALCDC"
-  for (uint64_t id : ids) h = Mix64(h ^ id);
-  return h;
-}
-
-// Uniform in [0, 1) with 24 random bits: element i of the stream `key`. Counter-based,
-// so any rank can regenerate any element without replaying the stream.
-inline float UniformAt(uint64_t key, uint64_t i) {
-  return static_cast<float>(Mix64(key + i * 0xD1B54A32D192ED03ull) >> 40) * 0x1.0p-24f;
-}
 
 // Standard normal from the stream `key` (Box-Muller on two uniforms per element).
 float NormalAt(uint64_t key, uint64_t i);

@@ -19,14 +19,9 @@ namespace {
 using namespace std::chrono_literals;
 using ::shoal::testing::RunRanks;
 using ::shoal::testing::UniquePrefix;
+using testing::Connect;
 using testing::Layout;
 using testing::Outcome;
-
-std::unique_ptr<Communicator> Connect(MemoryKvStore* kv, const std::string& prefix, int rank, int n) {
-  auto comm = MakeGlooCommunicator(rank, n, kv, prefix, 10s);
-  EXPECT_TRUE(comm.ok()) << comm.status().ToString();
-  return comm.ok() ? std::move(comm).value() : nullptr;
-}
 
 const std::vector<std::string> kCodecs = {"none", "bf16", "fp16", "powersgd", "qblock", "qblock4", "topk"};
 

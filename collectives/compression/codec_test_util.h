@@ -10,9 +10,19 @@
 #include <vector>
 
 #include "collectives/compression/codec_internal.h"
+#include "collectives/gloo/gloo_communicator.h"
+#include "collectives/memory_kv_store.h"
 #include "collectives/test_util.h"
 
 namespace shoal::compression::testing {
+
+// Rank `rank` of `n` over Gloo (ranks as threads); null, with a test failure, if the
+// rendezvous fails.
+inline std::unique_ptr<Communicator> Connect(MemoryKvStore* kv, const std::string& prefix, int rank, int n) {
+  auto comm = MakeGlooCommunicator(rank, n, kv, prefix, std::chrono::seconds(10));
+  EXPECT_TRUE(comm.ok()) << comm.status().ToString();
+  return comm.ok() ? std::move(comm).value() : nullptr;
+}
 
 struct Layout {
   std::string label;

@@ -13,16 +13,7 @@
 namespace shoal::compression {
 namespace {
 
-// A block on the wire: f32 minimum, f32 step, then one code per value (8-bit) or two
-// per byte (4-bit, even index in the low nibble). Decoded value = min + code * step.
-constexpr size_t kHeader = 2 * sizeof(float);
-
-size_t BlockBytes(size_t len, int bits) { return kHeader + (len * bits + 7) / 8; }
-
-size_t QuantBytes(size_t count, size_t block, int bits) {
-  const size_t full = count / block, rest = count % block;
-  return full * BlockBytes(block, bits) + (rest ? BlockBytes(rest, bits) : 0);
-}
+// The block layout (kQHeader, QBlockBytes, QuantBytes) is in codec_common.h.
 
 // Quantises x[0..count) into `out`; code = floor((x - min)/step + u), u uniform from
 // the stream `key`, which makes the code unbiased: E[decode] = x (up to f32 rounding).
@@ -46,7 +37,7 @@ void Quantize(const float* x, size_t count, size_t block, int bits, uint64_t key
     if (inv == 0.0f) step = 0.0f;
     std::memcpy(out, &lo, sizeof(float));
     std::memcpy(out + sizeof(float), &step, sizeof(float));
-    uint8_t* codes = out + kHeader;
+    uint8_t* codes = out + kQHeader;
     auto code = [&](size_t i, float u) -> uint32_t {
       const float v = (x[b0 + i] - lo) * inv + u;
       // Truncation is floor for v >= 0; through int32, which converts in one instruction.
@@ -68,7 +59,7 @@ void Quantize(const float* x, size_t count, size_t block, int bits, uint64_t key
         codes[i / 2] = static_cast<uint8_t>(c0 | (c1 << 4));
       }
     }
-    out += BlockBytes(len, bits);
+    out += QBlockBytes(len, bits);
   }
 }
 
@@ -80,7 +71,7 @@ void Dequantize(const uint8_t* in, size_t count, size_t block, int bits, float* 
     float lo, step;
     std::memcpy(&lo, in, sizeof(float));
     std::memcpy(&step, in + sizeof(float), sizeof(float));
-    const uint8_t* codes = in + kHeader;
+    const uint8_t* codes = in + kQHeader;
     float* o = out + b0;
     const size_t done = avx2 ? simd::QBlockDecodeAvx2(codes, len, bits, lo, step, o, add) : 0;
     // Four loops rather than per-element branches, so that each one vectorises.
@@ -96,7 +87,7 @@ void Dequantize(const uint8_t* in, size_t count, size_t block, int bits, float* 
     } else {
       decode([codes](size_t i) -> uint32_t { return (codes[i / 2] >> ((i & 1) * 4)) & 0xF; });
     }
-    in += BlockBytes(len, bits);
+    in += QBlockBytes(len, bits);
   }
 }
 

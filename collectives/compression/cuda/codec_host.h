@@ -8,11 +8,7 @@
 #include <initializer_list>
 #include <vector>
 
-#if defined(__CUDACC__)
-#define SHOAL_HD __host__ __device__
-#else
-#define SHOAL_HD
-#endif
+#include "collectives/compression/codec_common.h"  // SHOAL_HD, the RNG, qblock's layout
 
 namespace shoal::gpu_codec {
 
@@ -40,31 +36,17 @@ SHOAL_HD inline float SubRn(float a, float b) {
 #endif
 }
 
-// The CPU codecs' RNG, bit for bit (splitmix64 finaliser; codec_internal.h).
-SHOAL_HD inline uint64_t Mix64(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
-inline uint64_t StreamKey(std::initializer_list<uint64_t> ids) {
-  uint64_t h = 0x5348'4F41'4C43'4443ull;  // "SHOALCDC"
-  for (uint64_t id : ids) h = Mix64(h ^ id);
-  return h;
-}
-SHOAL_HD inline float UniformAt(uint64_t key, uint64_t i) {
-  return static_cast<float>(Mix64(key + i * 0xD1B54A32D192ED03ull) >> 40) * 0x1.0p-24f;
-}
+// The CPU codecs' RNG and qblock layout are the CPU codecs' own definitions.
+using compression::kQHeader;
+using compression::Mix64;
+using compression::QBlockBytes;
+using compression::QuantBytes;
+using compression::StreamKey;
+using compression::UniformAt;
 
 // ---- qblock: [f32 min | f32 step | codes], 8-bit or two 4-bit codes per byte (even
 // index in the low nibble). Every block but the last is full, so block b starts at
 // b * QBlockBytes(block): one CUDA block per quantisation block needs no prefix sums.
-constexpr size_t kQHeader = 2 * sizeof(float);
-SHOAL_HD inline size_t QBlockBytes(size_t len, int bits) { return kQHeader + (len * bits + 7) / 8; }
-SHOAL_HD inline size_t QuantBytes(size_t count, size_t block, int bits) {
-  const size_t full = count / block, rest = count % block;
-  return full * QBlockBytes(block, bits) + (rest ? QBlockBytes(rest, bits) : 0);
-}
 SHOAL_HD inline size_t QBlockOffset(size_t b, size_t block, int bits) { return b * QBlockBytes(block, bits); }
 // First element of owner s's run of whole blocks (the CPU codec's split of the bucket).
 inline size_t QRunBegin(int s, int n, size_t count, size_t block) {

@@ -12,25 +12,12 @@
 #include "collectives/dtype.h"
 
 #include "collectives/compression/codec_internal.h"
+#include "collectives/test_util.h"
 
 namespace shoal::gpu_codec {
 namespace {
 
-// A world of one: what the CPU codecs send comes straight back.
-class LoopbackCommunicator : public Communicator {
- public:
-  int rank() const override { return 0; }
-  int size() const override { return 1; }
-  std::string backend() const override { return "loopback"; }
-  Status AllReduce(void*, size_t, DType, ReduceOp, const CollectiveOptions&) override { return OkStatus(); }
-  Status AllGather(const void* send, void* recv, size_t bytes, const CollectiveOptions&) override {
-    std::memmove(recv, send, bytes);
-    return OkStatus();
-  }
-  Status Broadcast(void*, size_t, int, const CollectiveOptions&) override { return OkStatus(); }
-  Status Barrier(const CollectiveOptions&) override { return OkStatus(); }
-  void Abort() override {}
-};
+using ::shoal::testing::LoopbackCommunicator;
 
 std::vector<float> RandomGradient(size_t n, uint64_t seed, float scale = 1.0f) {
   std::mt19937_64 rng(seed);

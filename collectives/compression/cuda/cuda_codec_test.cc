@@ -10,26 +10,14 @@
 #include <gtest/gtest.h>
 
 #include "collectives/memory_kv_store.h"
+#include "collectives/test_util.h"
 #include "collectives/nccl/nccl_communicator.h"
 #include "common/nvml/cuda_device.h"
 
 namespace shoal::gpu_codec {
 namespace {
 
-class LoopbackCommunicator : public Communicator {
- public:
-  int rank() const override { return 0; }
-  int size() const override { return 1; }
-  std::string backend() const override { return "loopback"; }
-  Status AllReduce(void*, size_t, DType, ReduceOp, const CollectiveOptions&) override { return OkStatus(); }
-  Status AllGather(const void* send, void* recv, size_t bytes, const CollectiveOptions&) override {
-    std::memmove(recv, send, bytes);
-    return OkStatus();
-  }
-  Status Broadcast(void*, size_t, int, const CollectiveOptions&) override { return OkStatus(); }
-  Status Barrier(const CollectiveOptions&) override { return OkStatus(); }
-  void Abort() override {}
-};
+using ::shoal::testing::LoopbackCommunicator;
 
 class CudaCodecTwinTest : public ::testing::TestWithParam<std::tuple<std::string, int>> {};
 

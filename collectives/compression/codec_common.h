@@ -1,0 +1,50 @@
+// What the CPU codecs and the CUDA codecs must compute alike, in one place that both the
+// host compiler and nvcc read: the counter-based RNG (seeds, stochastic rounding, top-k
+// samples) and qblock's wire layout. Functions are host+device under nvcc.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <initializer_list>
+
+#if defined(__CUDACC__)
+#define SHOAL_HD __host__ __device__
+#else
+#define SHOAL_HD
+#endif
+
+namespace shoal::compression {
+
+// splitmix64's finaliser: a bijective 64-bit mix, good enough for seeds and for
+// stochastic rounding, and cheap (three multiplies).
+SHOAL_HD inline uint64_t Mix64(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
+// One stream key from several ids (seed, rank, step, bucket, ...), order-sensitive.
+inline uint64_t StreamKey(std::initializer_list<uint64_t> ids) {
+  uint64_t h = 0x5348'4F41'4C43'4443ull;  // "SHOALCDC"
+  for (uint64_t id : ids) h = Mix64(h ^ id);
+  return h;
+}
+
+// Uniform in [0, 1) with 24 random bits: element i of the stream `key`. Counter-based,
+// so any rank can regenerate any element without replaying the stream.
+SHOAL_HD inline float UniformAt(uint64_t key, uint64_t i) {
+  return static_cast<float>(Mix64(key + i * 0xD1B54A32D192ED03ull) >> 40) * 0x1.0p-24f;
+}
+
+// qblock on the wire, block by block: f32 minimum, f32 step, then one code per value
+// (8-bit) or two per byte (4-bit, even index in the low nibble). Decoded value =
+// min + code * step. Every block but the last is full.
+constexpr size_t kQHeader = 2 * sizeof(float);
+SHOAL_HD inline size_t QBlockBytes(size_t len, int bits) { return kQHeader + (len * bits + 7) / 8; }
+SHOAL_HD inline size_t QuantBytes(size_t count, size_t block, int bits) {
+  const size_t full = count / block, rest = count % block;
+  return full * QBlockBytes(block, bits) + (rest ? QBlockBytes(rest, bits) : 0);
+}
+
+}  // namespace shoal::compression
