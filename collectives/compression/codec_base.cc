@@ -115,15 +115,10 @@ Status FeedbackCodec::Reduce(float* bucket, size_t count, const std::vector<Tens
     state_.erase(it);
   }
   for (auto& [key, value] : update.set) {
-    if (key.kind == StateKind::kResidual || key.kind == StateKind::kMomentum) {
+    if (!update.state_finite && (key.kind == StateKind::kResidual || key.kind == StateKind::kMomentum)) {
       // A non-finite gradient element (inf/NaN) ruins this step's output anyway; it is
       // not carried over, or every later step of the bucket would be ruined as well.
-      // Exponent bits all ones = inf or NaN; written on the bits so the loop vectorises.
-      for (float& v : value) {
-        uint32_t bits;
-        std::memcpy(&bits, &v, sizeof(bits));
-        v = (bits & 0x7F800000u) == 0x7F800000u ? 0.0f : v;
-      }
+      for (float& v : value) v = FiniteOrZero(v);
     }
     std::vector<float>& slot = state_[key];
     std::swap(slot, value);

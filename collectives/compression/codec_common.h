@@ -37,6 +37,14 @@ SHOAL_HD inline float UniformAt(uint64_t key, uint64_t i) {
   return static_cast<float>(Mix64(key + i * 0xD1B54A32D192ED03ull) >> 40) * 0x1.0p-24f;
 }
 
+// v, or 0 where v is inf or NaN: what error feedback carries over to the next step.
+// Exponent bits all ones = inf or NaN; tested on the bits so that loops vectorise.
+SHOAL_HD inline float FiniteOrZero(float v) {
+  uint32_t bits;
+  __builtin_memcpy(&bits, &v, sizeof(bits));
+  return (bits & 0x7F800000u) == 0x7F800000u ? 0.0f : v;
+}
+
 // qblock on the wire, block by block: f32 minimum, f32 step, then one code per value
 // (8-bit) or two per byte (4-bit, even index in the low nibble). Decoded value =
 // min + code * step. Every block but the last is full.

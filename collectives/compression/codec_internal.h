@@ -71,6 +71,9 @@ class FeedbackCodec : public GradientCodec {
     std::map<StateKey, std::vector<float>> set;
     std::vector<StateKey> erase;
     std::vector<float> contribution;  // filled when options_.record_contributions
+    // True when the codec's own kernels already wrote 0 for every non-finite residual
+    // and momentum element; otherwise the commit makes that pass itself.
+    bool state_finite = false;
   };
 
   // Runs with the lock held, after validation; `tensors` is never empty (a bucket
