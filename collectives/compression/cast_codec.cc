@@ -21,7 +21,7 @@ void Encode(const simd::CastEncodeArgs& a, size_t count) {
     const float x = a.old ? a.grad[i] + a.old[i] : a.grad[i];
     a.wire[i] = Narrow<T>(std::clamp(x * a.inv, -a.limit, a.limit));  // NaN passes through
     const float sent = Widen<T>(a.wire[i]) * a.n;  // what this rank actually contributes
-    a.residual[i] = x - sent;
+    a.residual[i] = FiniteOrZero(x - sent);  // inf/NaN is not carried over
     if (a.contribution) a.contribution[i] = sent;
   }
 }
@@ -82,6 +82,7 @@ class CastCodec : public FeedbackCodec {
       Decode<DType::kBF16>(wire_.data(), fn, bucket, count);
     }
     update->set[{StateKind::kResidual, bucket_id, 0}] = std::move(residual);
+    update->state_finite = true;  // Encode zeroed inf/NaN
     return OkStatus();
   }
 

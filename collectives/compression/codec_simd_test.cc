@@ -104,6 +104,35 @@ TEST_P(CodecSimdTest, Avx2MatchesScalarAtEveryLength) {
   }
 }
 
+// Buckets of 4 MiB and more take the kernels' non-temporal stores (residual, decoded
+// bucket); the bits must not change, and a NaN or inf must still leave a zero residual.
+TEST(CodecSimdTest, StreamingStoresOnLargeBucketsMatchScalar) {
+  if (!UseAvx2()) GTEST_SKIP() << "no AVX2+F16C on this CPU";
+  const size_t count = (size_t{1} << 20) + 13;
+  for (const std::string name : {"bf16", "fp16"}) {
+    std::vector<float> in = testing::Gradient(0, count, 5);
+    in[100] = std::nanf("");
+    in[count - 200] = -std::numeric_limits<float>::infinity();
+    testing::Outcome got[2];
+    for (int avx2 = 0; avx2 < 2; ++avx2) {
+      SetAvx2ForTesting(avx2 == 1);
+      MemoryKvStore kv;
+      auto comm = MakeGlooCommunicator(0, 1, &kv, ::shoal::testing::UniquePrefix("codec_nt"), 10s);
+      ASSERT_TRUE(comm.ok());
+      auto codec = testing::Make(testing::Options(name));
+      const testing::Layout layout{"flat", count, {}};
+      for (int s = 0; s < 2; ++s) {
+        ASSERT_TRUE(testing::Step(codec.get(), comm->get(), layout, in, 0, s, &got[avx2]).ok());
+      }
+    }
+    SetAvx2ForTesting(true);
+    EXPECT_TRUE(SameBits(got[0].out, got[1].out)) << name;
+    EXPECT_TRUE(SameBits(got[0].residual, got[1].residual)) << name;
+    EXPECT_EQ(got[1].residual[100], 0.0f) << name;
+    EXPECT_EQ(got[1].residual[count - 200], 0.0f) << name;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Codecs, CodecSimdTest,
                          ::testing::Values(Case{"bf16", 512}, Case{"fp16", 512}, Case{"qblock", 512},
                                            Case{"qblock4", 512}, Case{"qblock", 10}, Case{"qblock4", 10}),
