@@ -51,15 +51,15 @@ SHOAL_AVX2 size_t CastDecode(const uint16_t* wire, float n, float* out, size_t c
 
 // ---- qblock
 
-// The low 64 bits of x * m in each lane, from 32x32->64 products (AVX2 has no 64-bit
-// multiply): lo*lo + ((hi*lo + lo*hi) << 32).
+// The low 64 bits of x * m in each lane (AVX2 has no 64-bit multiply): lo*lo from one
+// 32x32->64 product, plus the two cross products' low halves (one 32-bit multiply of x
+// by m with its halves swapped) shifted up by 32.
 SHOAL_AVX2 inline __m256i MulLo64(__m256i x, uint64_t m) {
   const __m256i m_lo = _mm256_set1_epi64x(static_cast<int64_t>(m & 0xFFFFFFFFu));
-  const __m256i m_hi = _mm256_set1_epi64x(static_cast<int64_t>(m >> 32));
-  const __m256i ll = _mm256_mul_epu32(x, m_lo);
-  const __m256i cross = _mm256_add_epi64(_mm256_mul_epu32(_mm256_srli_epi64(x, 32), m_lo),
-                                         _mm256_mul_epu32(x, m_hi));
-  return _mm256_add_epi64(ll, _mm256_slli_epi64(cross, 32));
+  const __m256i m_swapped = _mm256_set1_epi64x(static_cast<int64_t>((m << 32) | (m >> 32)));
+  const __m256i cross = _mm256_mullo_epi32(x, m_swapped);  // lo*hi low, hi*lo high
+  const __m256i high = _mm256_add_epi32(cross, _mm256_slli_epi64(cross, 32));
+  return _mm256_add_epi64(_mm256_mul_epu32(x, m_lo), _mm256_blend_epi32(high, _mm256_setzero_si256(), 0x55));
 }
 
 // Mix64 (codec_internal.h) of four lanes, the "+= golden ratio" already in x.
