@@ -70,7 +70,8 @@ void EncodeTail(const simd::QBlockEncodeArgs& a, size_t from, size_t len) {
 // code = floor((x - min)/step + u), u uniform from the stream a.key, which makes the
 // code unbiased: E[decode] = x (up to f32 rounding). Writes a.residual (and
 // a.decoded) in the same pass; a.lo, a.inv, a.step and a.codes are set here.
-// Returns the bytes written.
+// Where UseAvx2(), the AVX2 kernels do the range and the leading multiple of 8 values,
+// with the same results; EncodeTail does the rest. Returns the bytes written.
 size_t EncodeBlock(simd::QBlockEncodeArgs a, size_t len, uint8_t* wire) {
   float lo, hi;
   BlockRange(a.grad, a.old, len, &lo, &hi);
@@ -108,9 +109,9 @@ void Dequantize(const uint8_t* in, size_t count, size_t block, int bits, float* 
       }
     };
     if (bits == 8) {
-      decode([codes](size_t i) -> uint32_t { return codes[i]; });
+      decode([codes](size_t i) { return CodeAt(codes, i, 8); });
     } else {
-      decode([codes](size_t i) -> uint32_t { return (codes[i / 2] >> ((i & 1) * 4)) & 0xF; });
+      decode([codes](size_t i) { return CodeAt(codes, i, 4); });
     }
     in += QBlockBytes(len, bits);
   }
