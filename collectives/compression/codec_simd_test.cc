@@ -50,10 +50,12 @@ bool SameBits(const std::vector<float>& a, const std::vector<float>& b) {
 
 // outcomes[rank][length][step] of `name` over `n` ranks on the chosen path.
 using Outcomes = std::vector<std::vector<std::vector<testing::Outcome>>>;
-Outcomes RunCodec(const CodecOptions& options, int n, bool avx2) {
+using InputFn = std::vector<float> (*)(int rank, size_t count, uint64_t salt);
+Outcomes RunCodec(const CodecOptions& options, int n, bool avx2, const std::vector<size_t>& lengths = kLengths,
+                  InputFn input = Input) {
   SetAvx2ForTesting(avx2);
   constexpr int kSteps = 2;
-  Outcomes all(n, std::vector<std::vector<testing::Outcome>>(kLengths.size(), std::vector<testing::Outcome>(kSteps)));
+  Outcomes all(n, std::vector<std::vector<testing::Outcome>>(lengths.size(), std::vector<testing::Outcome>(kSteps)));
   MemoryKvStore kv;
   const std::string prefix = ::shoal::testing::UniquePrefix("codec_simd");
   ::shoal::testing::RunRanks(n, [&](int r) {
@@ -61,10 +63,10 @@ Outcomes RunCodec(const CodecOptions& options, int n, bool avx2) {
     ASSERT_TRUE(comm.ok()) << comm.status().ToString();
     auto codec = testing::Make(options);
     ASSERT_NE(codec, nullptr);
-    for (size_t l = 0; l < kLengths.size(); ++l) {
-      const testing::Layout layout{"flat", kLengths[l], {}};
+    for (size_t l = 0; l < lengths.size(); ++l) {
+      const testing::Layout layout{"flat", lengths[l], {}};
       for (int s = 0; s < kSteps; ++s) {
-        const Status st = testing::Step(codec.get(), comm->get(), layout, Input(r, kLengths[l], l * 4 + s + 2 * (l % 2)),
+        const Status st = testing::Step(codec.get(), comm->get(), layout, input(r, lengths[l], l * 4 + s + 2 * (l % 2)),
                                         l, s, &all[r][l][s]);
         ASSERT_TRUE(st.ok()) << st.ToString();
       }
@@ -139,6 +141,74 @@ INSTANTIATE_TEST_SUITE_P(Codecs, CodecSimdTest,
                          [](const ::testing::TestParamInfo<Case>& info) {
                            return info.param.codec + "_block" + std::to_string(info.param.block);
                          });
+
+// qblock's passes (simd_kernels.h, QBlockEncodeArgs) at sizes where blocks and the
+// owners' runs end unevenly (at 3 ranks, 511 leaves two ranks without blocks), over 1
+// and 3 ranks. Finite inputs (zeros of both signs, large values, a constant block):
+// conservation and the sum of contributions (CheckStep). With infinities and NaN as
+// well: AVX2 = scalar, replicas agree, and recording contributions, where the codec
+// leaves non-finite residuals for the base class to zero, commits the same residuals
+// and outputs as the codec's own FiniteOrZero.
+const std::vector<size_t> kQBlockLengths = {0, 1, 511, 512, 513, 5000, 1000003};
+
+std::vector<float> FiniteInput(int rank, size_t count, uint64_t salt) {
+  std::vector<float> g = testing::Gradient(rank, count, salt);
+  for (size_t i = 0; i < count; ++i) {
+    if (i % 13 == 0) g[i] = 0.0f;
+    if (i % 17 == 0) g[i] = -0.0f;
+    if (i % 101 == 0) g[i] *= 1e6f;
+  }
+  if (count > 2048 && salt % 2) std::fill(g.begin() + 1536, g.begin() + 2048, 0.5f);
+  return g;
+}
+
+std::vector<float> NonFiniteInput(int rank, size_t count, uint64_t salt) {
+  std::vector<float> g = FiniteInput(rank, count, salt);
+  if (count > 3) {
+    g[count / 2] = (rank % 2) ? -std::numeric_limits<float>::infinity() : std::nanf("");
+    g[count / 3] = std::numeric_limits<float>::infinity();
+  }
+  return g;
+}
+
+TEST(CodecSimdQBlock, PassesAtUnevenSizes) {
+  for (const char* name : {"qblock", "qblock4"}) {
+    for (int n : {1, 3}) {
+      const std::string codec = name;
+      CodecOptions options = testing::Options(codec);
+      const Outcomes finite = RunCodec(options, n, UseAvx2(), kQBlockLengths, FiniteInput);
+      for (size_t l = 0; l < kQBlockLengths.size(); ++l) {
+        for (size_t s = 0; s < finite[0][l].size(); ++s) {
+          std::vector<testing::Outcome> ranks;
+          for (int r = 0; r < n; ++r) ranks.push_back(finite[r][l][s]);
+          testing::CheckStep(codec, ranks, codec + " n " + std::to_string(n) + " length " +
+                                               std::to_string(kQBlockLengths[l]) + " step " + std::to_string(s),
+                             s == 0);
+        }
+      }
+      const Outcomes simd = RunCodec(options, n, true, kQBlockLengths, NonFiniteInput);
+      const Outcomes scalar = RunCodec(options, n, false, kQBlockLengths, NonFiniteInput);
+      options.record_contributions = false;
+      const Outcomes unrecorded = RunCodec(options, n, UseAvx2(), kQBlockLengths, NonFiniteInput);
+      for (int r = 0; r < n; ++r) {
+        for (size_t l = 0; l < kQBlockLengths.size(); ++l) {
+          for (size_t s = 0; s < simd[r][l].size(); ++s) {
+            const std::string where = codec + " n " + std::to_string(n) + " rank " + std::to_string(r) + " length " +
+                                      std::to_string(kQBlockLengths[l]) + " step " + std::to_string(s);
+            const testing::Outcome &a = UseAvx2() ? simd[r][l][s] : scalar[r][l][s], &b = scalar[r][l][s];
+            const testing::Outcome& c = unrecorded[r][l][s];
+            EXPECT_TRUE(SameBits(a.out, b.out)) << where << ": output";
+            EXPECT_TRUE(SameBits(a.contribution, b.contribution)) << where << ": contribution";
+            EXPECT_TRUE(SameBits(a.residual, b.residual)) << where << ": residual";
+            EXPECT_TRUE(SameBits(a.out, simd[0][l][s].out)) << where << ": output differs from rank 0";
+            EXPECT_TRUE(SameBits(c.out, b.out)) << where << ": output without recording";
+            EXPECT_TRUE(SameBits(c.residual, b.residual)) << where << ": residual without recording";
+          }
+        }
+      }
+    }
+  }
+}
 
 }  // namespace
 }  // namespace shoal::compression

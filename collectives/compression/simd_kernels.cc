@@ -85,15 +85,15 @@ SHOAL_AVX2 size_t CastDecode(const uint16_t* wire, float n, float* out, size_t c
 
 // ---- qblock
 
-// The low 64 bits of x * m in each lane, from 32x32->64 products (AVX2 has no 64-bit
-// multiply): lo*lo + ((hi*lo + lo*hi) << 32).
+// The low 64 bits of x * m in each lane (AVX2 has no 64-bit multiply): lo*lo from one
+// 32x32->64 product, plus the two cross products' low halves (one 32-bit multiply of x
+// by m with its halves swapped) shifted up by 32.
 SHOAL_AVX2 inline __m256i MulLo64(__m256i x, uint64_t m) {
   const __m256i m_lo = _mm256_set1_epi64x(static_cast<int64_t>(m & 0xFFFFFFFFu));
-  const __m256i m_hi = _mm256_set1_epi64x(static_cast<int64_t>(m >> 32));
-  const __m256i ll = _mm256_mul_epu32(x, m_lo);
-  const __m256i cross = _mm256_add_epi64(_mm256_mul_epu32(_mm256_srli_epi64(x, 32), m_lo),
-                                         _mm256_mul_epu32(x, m_hi));
-  return _mm256_add_epi64(ll, _mm256_slli_epi64(cross, 32));
+  const __m256i m_swapped = _mm256_set1_epi64x(static_cast<int64_t>((m << 32) | (m >> 32)));
+  const __m256i cross = _mm256_mullo_epi32(x, m_swapped);  // lo*hi low, hi*lo high
+  const __m256i high = _mm256_add_epi32(cross, _mm256_slli_epi64(cross, 32));
+  return _mm256_add_epi64(_mm256_mul_epu32(x, m_lo), _mm256_blend_epi32(high, _mm256_setzero_si256(), 0x55));
 }
 
 // Mix64 (codec_internal.h) of four lanes, the "+= golden ratio" already in x.
@@ -117,12 +117,16 @@ size_t CastDecodeAvx2(DType wire_type, const uint16_t* wire, float n, float* out
                                   : CastDecode<DType::kBF16>(wire, n, out, count);
 }
 
-SHOAL_AVX2 bool QBlockRangeAvx2(const float* x, size_t len, float* lo, float* hi) {
+SHOAL_AVX2 bool QBlockRangeAvx2(const float* grad, const float* old, size_t len, float* lo, float* hi) {
   if (len < 8) return false;
-  __m256 vlo = _mm256_loadu_ps(x), vhi = vlo, unordered = _mm256_cmp_ps(vlo, vlo, _CMP_UNORD_Q);
+  auto x_at = [grad, old](size_t i) SHOAL_AVX2 {
+    const __m256 g = _mm256_loadu_ps(grad + i);
+    return old ? _mm256_add_ps(g, _mm256_loadu_ps(old + i)) : g;
+  };
+  __m256 vlo = x_at(0), vhi = vlo, unordered = _mm256_cmp_ps(vlo, vlo, _CMP_UNORD_Q);
   // The last load may overlap the previous one: min and max do not mind.
   for (size_t i = 8; i < len; i += 8) {
-    const __m256 v = _mm256_loadu_ps(x + (i + 8 <= len ? i : len - 8));
+    const __m256 v = x_at(i + 8 <= len ? i : len - 8);
     vlo = _mm256_min_ps(v, vlo);
     vhi = _mm256_max_ps(v, vhi);
     unordered = _mm256_or_ps(unordered, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
@@ -142,18 +146,23 @@ SHOAL_AVX2 bool QBlockRangeAvx2(const float* x, size_t len, float* lo, float* hi
   return true;
 }
 
-SHOAL_AVX2 size_t QBlockCodesAvx2(const float* x, size_t len, float lo, float inv, int bits, uint64_t key,
-                                  uint64_t pair0, uint8_t* codes) {
-  const __m256 vlo = _mm256_set1_ps(lo), vinv = _mm256_set1_ps(inv), zero = _mm256_setzero_ps();
-  const __m256 levels = _mm256_set1_ps(static_cast<float>((1 << bits) - 1));
+SHOAL_AVX2 size_t QBlockEncodeAvx2(const QBlockEncodeArgs& a, size_t len) {
+  const __m256 vlo = _mm256_set1_ps(a.lo), vinv = _mm256_set1_ps(a.inv), vstep = _mm256_set1_ps(a.step);
+  const __m256 zero = _mm256_setzero_ps(), levels = _mm256_set1_ps(static_cast<float>((1 << a.bits) - 1));
   const __m256 unit = _mm256_set1_ps(0x1.0p-24f);
   const __m256i mid24 = _mm256_set1_epi64x(0x00FFFFFF00000000ll);
+  const __m256i exponent = _mm256_set1_epi32(0x7F800000);
   // Counters of the four pairs of the next eight values, with Mix64's first addition.
-  const uint64_t c0 = key + kGolden + pair0 * kPairStride;
+  const uint64_t c0 = a.key + kGolden + a.pair0 * kPairStride;
   __m256i counter = _mm256_setr_epi64x(static_cast<int64_t>(c0), static_cast<int64_t>(c0 + kPairStride),
                                        static_cast<int64_t>(c0 + 2 * kPairStride),
                                        static_cast<int64_t>(c0 + 3 * kPairStride));
   const __m256i advance = _mm256_set1_epi64x(static_cast<int64_t>(4 * kPairStride));
+  // Locals: the stores could alias `a`, which would reload its fields every iteration.
+  const float *grad = a.grad, *old = a.old;
+  uint8_t* codes = a.codes;
+  float *residual = a.residual, *decoded = a.decoded;
+  const bool four = a.bits == 4, finite = a.finite;
   size_t i = 0;
   for (; i + 8 <= len; i += 8) {
     const __m256i r = Mix64Finish(counter);
@@ -162,14 +171,16 @@ SHOAL_AVX2 size_t QBlockCodesAvx2(const float* x, size_t len, float lo, float in
     // 16..39 the odd one (high half), so the 32-bit lanes are in element order.
     const __m256i u24 = _mm256_or_si256(_mm256_srli_epi64(r, 40), _mm256_and_si256(_mm256_slli_epi64(r, 16), mid24));
     const __m256 u = _mm256_mul_ps(_mm256_cvtepi32_ps(u24), unit);
-    const __m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), vlo), vinv), u);
+    __m256 x = _mm256_loadu_ps(grad + i);
+    if (old) x = _mm256_add_ps(x, _mm256_loadu_ps(old + i));
+    const __m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(x, vlo), vinv), u);
     // std::clamp(v, 0, levels), NaN passing through as there; truncation turns NaN into
     // INT_MIN as cvttss2si does, which the saturating packs below make 0, as the scalar
     // code's uint8_t cast (and shift) of INT_MIN does.
     const __m256i c = _mm256_cvttps_epi32(_mm256_min_ps(levels, _mm256_max_ps(zero, v)));
     const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1));
     const __m128i b = _mm_packus_epi16(w, w);  // low 8 bytes: the codes in order
-    if (bits == 8) {
+    if (!four) {
       _mm_storel_epi64(reinterpret_cast<__m128i*>(codes + i), b);
     } else {
       // Byte pairs (c0, c1) as 16-bit words: (w | w >> 4) & 0xFF is c0 | c1 << 4.
@@ -177,6 +188,15 @@ SHOAL_AVX2 size_t QBlockCodesAvx2(const float* x, size_t len, float lo, float in
       const int32_t packed = _mm_cvtsi128_si32(_mm_packus_epi16(nib, nib));
       std::memcpy(codes + i / 2, &packed, sizeof(packed));
     }
+    // Decoded from the stored codes (NaN's code is 0 there), as a receiver decodes.
+    const __m256 dec = _mm256_add_ps(vlo, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(b)), vstep));
+    __m256 res = _mm256_sub_ps(x, dec);
+    if (finite) {
+      const __m256i e = _mm256_and_si256(_mm256_castps_si256(res), exponent);
+      res = _mm256_andnot_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(e, exponent)), res);
+    }
+    _mm256_storeu_ps(residual + i, res);
+    if (decoded) _mm256_storeu_ps(decoded + i, dec);
   }
   return i;
 }
@@ -207,8 +227,8 @@ SHOAL_AVX2 size_t QBlockDecodeAvx2(const uint8_t* codes, size_t len, int bits, f
 
 size_t CastEncodeAvx2(DType, const CastEncodeArgs&, size_t) { return 0; }
 size_t CastDecodeAvx2(DType, const uint16_t*, float, float*, size_t) { return 0; }
-bool QBlockRangeAvx2(const float*, size_t, float*, float*) { return false; }
-size_t QBlockCodesAvx2(const float*, size_t, float, float, int, uint64_t, uint64_t, uint8_t*) { return 0; }
+bool QBlockRangeAvx2(const float*, const float*, size_t, float*, float*) { return false; }
+size_t QBlockEncodeAvx2(const QBlockEncodeArgs&, size_t) { return 0; }
 size_t QBlockDecodeAvx2(const uint8_t*, size_t, int, float, float, float*, bool) { return 0; }
 
 #endif

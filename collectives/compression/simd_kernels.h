@@ -27,14 +27,29 @@ size_t CastEncodeAvx2(DType wire_type, const CastEncodeArgs& a, size_t count);
 // out = widen(wire) * n.
 size_t CastDecodeAvx2(DType wire_type, const uint16_t* wire, float n, float* out, size_t count);
 
-// qblock, one block of `len` values. Range: the scalar loop's min and max; false where
-// the answer could depend on the order of comparisons (a NaN, or a zero whose sign
-// the first occurrence decides), and the caller then takes the scalar loop.
-bool QBlockRangeAvx2(const float* x, size_t len, float* lo, float* hi);
-// codes of x[i] = floor((x[i] - lo) * inv + u_i) clamped to [0, 2^bits - 1], with u_i
-// the dither of pair `pair0 + i / 2` drawn from `key` as qblock_codec.cc does.
-size_t QBlockCodesAvx2(const float* x, size_t len, float lo, float inv, int bits, uint64_t key,
-                       uint64_t pair0, uint8_t* codes);
+// qblock, one block of `len` values of x = grad (+ old when not null), x computed on
+// the fly so that the codec never writes x out. Range: the scalar loop's min and max;
+// false where the answer could depend on the order of comparisons (a NaN, or a zero
+// whose sign the first occurrence decides), and the caller then takes the scalar loop.
+bool QBlockRangeAvx2(const float* grad, const float* old, size_t len, float* lo, float* hi);
+// One pass that quantises a block and does its error feedback while x is in L1:
+// code_i = floor((x_i - lo) * inv + u_i) clamped to [0, 2^bits - 1], with u_i the
+// dither of pair `pair0 + i / 2` drawn from `key` as qblock_codec.cc does; then
+// residual_i = x_i - decode(code_i), 0 where that is not finite when `finite` (the
+// codec's FiniteOrZero), and decoded_i = decode(code_i) when `decoded` is not null,
+// where decode(c) = lo + c * step.
+struct QBlockEncodeArgs {
+  const float* grad;
+  const float* old;
+  float lo, inv, step;
+  int bits;
+  uint64_t key, pair0;
+  uint8_t* codes;
+  float* residual;
+  float* decoded;
+  bool finite;
+};
+size_t QBlockEncodeAvx2(const QBlockEncodeArgs& a, size_t len);
 // out[i] (+)= lo + code_i * step.
 size_t QBlockDecodeAvx2(const uint8_t* codes, size_t len, int bits, float lo, float step, float* out, bool add);
 
