@@ -1,7 +1,7 @@
 // The PowerSGD passes (see powersgd_kernels.h): a portable scalar body per pass and an
-// AVX2+FMA one. Both walk M row by row, once; the vector bodies keep a chunk of up to
-// kChunk columns of P in registers, and when r is larger the later chunks find the
-// row in L1.
+// AVX2+FMA one. Both walk M once, row by row; the vector bodies take a tile of a few
+// rows at a time, with up to kChunk columns of P in registers (when r is larger, the
+// later chunks find the tile's rows in L1).
 #include "collectives/compression/powersgd_kernels.h"
 
 #include <algorithm>
@@ -69,14 +69,14 @@ void DecodeScalar(float* m, size_t rows, size_t cols, const float* p, int r, con
 // path bit for bit.
 #define SHOAL_AVX2_FMA __attribute__((target("avx2,fma")))
 
-// A kernel call covers a tile of up to kTileRows rows of M and kChunk columns of P.
-// Each vector of Q read from cache then serves every row of the tile: Q (r floats per
+// A kernel call covers a tile of a few rows of M and up to kChunk columns of P. Each
+// vector of Q read from cache then serves every row of the tile: Q (r floats per
 // column of M, 64 KB for Q_local and Q_sum at r = 4 and 2048 columns) does not fit
 // in L1, and reading it once per row made the L2 the bottleneck, not memory. The
 // sizes keep a tile's accumulators in the 16 vector registers.
 constexpr int kChunk = 4;
-// Rows per tile, per kernel (measured on the benchmark's MLP bucket: 1 row per tile
-// costs 35% more time than these).
+// Rows per tile, per kernel (measured on the benchmark's MLP bucket: one row per tile
+// takes 35% longer than these).
 constexpr int kProjectRows = 2, kAccumulateRows = 4, kDecodeRows = 2;
 
 // Calls f(i, j0, RB, J) for each tile of rows [i, i + RB) and P's columns
