@@ -1,4 +1,4 @@
-// The PowerSGD passes (see powersgd_kernels.h): a portable scalar body per pass and an
+// The PowerSGD passes (see powersgd_kernels.h): a portable body per pass and an
 // AVX2+FMA one. Both walk M once, row by row; the vector bodies take a tile of a few
 // rows at a time, with up to kChunk columns of P in registers (when r is larger, the
 // later chunks find the tile's rows in L1).
@@ -17,31 +17,45 @@ namespace {
 // Offset of Q[c][j] in the panels.
 inline size_t At(size_t c, int j, int r) { return c / kPanel * kPanel * r + j * kPanel + c % kPanel; }
 
-// ---- scalar
+// ---- portable: the same blocks as the vector path, each as a loop over its kPanel
+// lanes that the compiler vectorises for the baseline target (SSE2, NEON). Matters
+// where there is no AVX2 path at all, as on ARM.
 
 void AddAndProjectScalar(float* m, const float* residual, size_t rows, size_t cols, const float* q, int r,
                          float* p) {
-  // One sequential sum per element of P: in double, to be no less accurate than the
-  // vector path's sixteen partial sums.
-  std::vector<double> dot(r);
+  std::vector<float> acc(r * kPanel);  // per lane partial sums, as in the vector path
   for (size_t i = 0; i < rows; ++i) {
     float* row = m + i * cols;
     if (residual != nullptr) {
       for (size_t c = 0; c < cols; ++c) row[c] += residual[i * cols + c];
     }
-    std::fill(dot.begin(), dot.end(), 0.0);
-    for (size_t c = 0; c < cols; ++c) {
-      for (int j = 0; j < r; ++j) dot[j] += double(row[c]) * q[At(c, j, r)];
+    std::fill(acc.begin(), acc.end(), 0.0f);
+    for (size_t c = 0; c < cols; c += kPanel) {
+      const size_t n = std::min(kPanel, cols - c);
+      const float* qb = q + At(c, 0, r);
+      for (int j = 0; j < r; ++j) {
+        for (size_t l = 0; l < n; ++l) acc[j * kPanel + l] += row[c + l] * qb[j * kPanel + l];
+      }
     }
-    for (int j = 0; j < r; ++j) p[i * r + j] = static_cast<float>(dot[j]);
+    for (int j = 0; j < r; ++j) {
+      float sum = 0;
+      for (size_t l = 0; l < kPanel; ++l) sum += acc[j * kPanel + l];
+      p[i * r + j] = sum;
+    }
   }
 }
 
 void ProjectBackScalar(const float* m, size_t rows, size_t cols, const float* p, int r, float* q) {
   std::fill(q, q + PanelSize(cols, r), 0.0f);
   for (size_t i = 0; i < rows; ++i) {
-    for (size_t c = 0; c < cols; ++c) {
-      for (int j = 0; j < r; ++j) q[At(c, j, r)] += p[i * r + j] * m[i * cols + c];
+    const float* row = m + i * cols;
+    for (size_t c = 0; c < cols; c += kPanel) {
+      const size_t n = std::min(kPanel, cols - c);
+      float* qb = q + At(c, 0, r);
+      for (int j = 0; j < r; ++j) {
+        const float pij = p[i * r + j];
+        for (size_t l = 0; l < n; ++l) qb[j * kPanel + l] += pij * row[c + l];
+      }
     }
   }
 }
@@ -49,14 +63,25 @@ void ProjectBackScalar(const float* m, size_t rows, size_t cols, const float* p,
 void DecodeScalar(float* m, size_t rows, size_t cols, const float* p, int r, const float* local_q,
                   const float* sum_q, float* residual) {
   for (size_t i = 0; i < rows; ++i) {
-    for (size_t c = 0; c < cols; ++c) {
-      float l = m[i * cols + c], s = 0.0f;
+    float* row = m + i * cols;
+    float* res = residual + i * cols;
+    for (size_t c = 0; c < cols; c += kPanel) {
+      const size_t n = std::min(kPanel, cols - c);
+      const float* lq = local_q + At(c, 0, r);
+      const float* sq = sum_q + At(c, 0, r);
+      float l[kPanel] = {}, s[kPanel] = {};
+      for (size_t k = 0; k < n; ++k) l[k] = row[c + k];
       for (int j = 0; j < r; ++j) {
-        l -= p[i * r + j] * local_q[At(c, j, r)];
-        s += p[i * r + j] * sum_q[At(c, j, r)];
+        const float pij = p[i * r + j];
+        for (size_t k = 0; k < kPanel; ++k) {
+          l[k] -= pij * lq[j * kPanel + k];
+          s[k] += pij * sq[j * kPanel + k];
+        }
       }
-      residual[i * cols + c] = FiniteOrZero(l);
-      m[i * cols + c] = s;
+      for (size_t k = 0; k < n; ++k) {
+        res[c + k] = FiniteOrZero(l[k]);
+        row[c + k] = s[k];
+      }
     }
   }
 }
