@@ -1,13 +1,20 @@
 // Codec `powersgd` (Vogels et al., 2019): each large matrix gradient M (rows x cols)
 // travels as two thin factors P (rows x r) and Q (cols x r), one power iteration per
 // step warm-started from the previous Q, with error feedback of what rank r missed.
-#include <cblas.h>
-
+//
+// The products are skinny (r is small), so their cost is memory traffic over the
+// bucket, not flops. Per compressed tensor the bucket is streamed three times, by the
+// kernels in powersgd_kernels.h, and M never leaves it:
+//   A. M = grad + residual, in the bucket in place, and P = M Q from the same rows.
+//   B. Q_local = M^T P^, the rows of M accumulated into a cols x r sum held in cache.
+//   C. after Q's allreduce: residual = M - P^ Q_local^T, written to a fresh buffer
+//      with inf/NaN zeroed, and the output P^ Q_sum^T over M in the bucket.
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
 #include "collectives/compression/codec_internal.h"
+#include "collectives/compression/powersgd_kernels.h"
 
 namespace shoal::compression {
 namespace {
@@ -18,12 +25,49 @@ namespace {
 // that is not orthogonal to the rest.
 constexpr double kDependentColumn = 1e-6;
 
-
 struct Compressed {
   uint32_t index;  // in the bucket's tensor list (the Q state key)
   size_t offset, rows, cols;
   size_t p_at, q_at;  // offsets of its P in the first message and its Q in the second
 };
+
+// The bucket split into what is compressed (`big`, with the factors' offsets in the
+// messages) and what is sent uncompressed (`plain`, [begin, end) ranges in bucket
+// order: 1-D tensors, matrices compressing under 2x, gaps between tensors; ranges,
+// not indices, since buckets hold millions).
+struct Partition {
+  std::vector<Compressed> big;
+  std::vector<std::pair<size_t, size_t>> plain;
+  size_t p_total = 0, q_total = 0, plain_total = 0;
+};
+
+Partition Split(const std::vector<TensorSlice>& tensors, size_t count, int r) {
+  Partition out;
+  std::vector<std::pair<size_t, size_t>> spans;  // compressed [begin, end)
+  for (uint32_t t = 0; t < tensors.size(); ++t) {
+    const TensorSlice& s = tensors[t];
+    if (s.rows < 2 || s.cols < 2) continue;
+    // Compression ratio rows*cols / (r*(rows+cols)) >= 2, in integers.
+    if (s.rows * s.cols < 2 * static_cast<size_t>(r) * (s.rows + s.cols)) continue;
+    out.big.push_back({t, s.offset, s.rows, s.cols, out.p_total, out.q_total});
+    out.p_total += s.rows * r;
+    out.q_total += s.cols * r;
+    spans.emplace_back(s.offset, s.offset + s.numel());
+  }
+  std::sort(spans.begin(), spans.end());
+  size_t at = 0;
+  for (const auto& [b, e] : spans) {
+    if (b > at) out.plain.emplace_back(at, b);
+    at = e;
+  }
+  if (at < count) out.plain.emplace_back(at, count);
+  for (const auto& [b, e] : out.plain) out.plain_total += e - b;
+  return out;
+}
+
+void AddInPlace(float* x, const float* y, size_t n) {
+  for (size_t i = 0; i < n; ++i) x[i] += y[i];
+}
 
 class PowerSgdCodec : public FeedbackCodec {
  public:
@@ -38,62 +82,43 @@ class PowerSgdCodec : public FeedbackCodec {
   // Result: P^ (sum_r Q_r)^T = P^ P^^T (sum_r M_r), the projection of the SUM onto the
   // r directions found; allreducing with kSum (not average) keeps that a sum.
   // Error feedback (our choice, as in the paper's Algorithm 2 applied per worker):
-  // residual_r = M_r - P^ Q_r^T, the local M minus its local approximation, computed
-  // before the Q allreduce. Then input_r = contribution_r + residual_r exactly, and the
-  // contributions P^ Q_r^T sum to the output. The allreduced Q is the next warm start
-  // (identical on every rank, as P^ is).
+  // residual_r = M_r - P^ Q_r^T, the local M minus its local approximation (Q_r is
+  // this rank's Q from before the allreduce, kept for pass C). Then input_r =
+  // contribution_r + residual_r exactly, and the contributions P^ Q_r^T sum to the
+  // output. The allreduced Q is the next warm start (identical on every rank, as P^ is).
   Status DoReduce(float* bucket, size_t count, const std::vector<TensorSlice>& tensors,
                   uint64_t bucket_id, int64_t step, Communicator* comm,
                   const CollectiveOptions& opts, Update* update) override {
-    std::vector<float> m;
-    RETURN_IF_ERROR(WithResidual(bucket, count, bucket_id, &m));
+    const float* old_residual;
+    RETURN_IF_ERROR(Residual(bucket_id, count, &old_residual));
     const StateKey residual_key{StateKind::kResidual, bucket_id, 0};
     if (step < options_.powersgd_warmup_steps) {
       // Uncompressed warm-up: everything is sent, nothing is left over.
-      std::copy(m.begin(), m.end(), bucket);
-      if (options_.record_contributions) update->contribution.assign(m.begin(), m.end());
-      GiveBack(std::move(m));
+      if (old_residual != nullptr) AddInPlace(bucket, old_residual, count);
+      if (options_.record_contributions) update->contribution.assign(bucket, bucket + count);
       update->erase.push_back(residual_key);
       return comm->AllReduce(bucket, count, DType::kF32, ReduceOp::kSum, opts);
     }
 
     const int r = options_.powersgd_rank;
-    std::vector<Compressed> big;
-    std::vector<std::pair<size_t, size_t>> spans;  // compressed [begin, end), sorted below
-    size_t p_total = 0, q_total = 0;
-    for (uint32_t t = 0; t < tensors.size(); ++t) {
-      const TensorSlice& s = tensors[t];
-      if (s.rows < 2 || s.cols < 2) continue;
-      // Compression ratio rows*cols / (r*(rows+cols)) >= 2, in integers.
-      if (s.rows * s.cols < 2 * static_cast<size_t>(r) * (s.rows + s.cols)) continue;
-      big.push_back({t, s.offset, s.rows, s.cols, p_total, q_total});
-      p_total += s.rows * r;
-      q_total += s.cols * r;
-      spans.emplace_back(s.offset, s.offset + s.numel());
-    }
-    // What is sent uncompressed, as [begin, end) ranges in bucket order: everything
-    // between the compressed tensors (ranges, not indices: buckets hold millions).
-    std::sort(spans.begin(), spans.end());
-    std::vector<std::pair<size_t, size_t>> plain;
-    size_t plain_total = 0, at = 0;
-    for (const auto& [b, e] : spans) {
-      if (b > at) plain.emplace_back(at, b);
-      at = e;
-    }
-    if (at < count) plain.emplace_back(at, count);
-    for (const auto& [b, e] : plain) plain_total += e - b;
+    const auto [big, plain, p_total, q_total, plain_total] = Split(tensors, count, r);
 
-    // Message 1: P factors, then the uncompressed elements.
+    // Pass A, and message 1: P factors, then the uncompressed elements.
     std::vector<float> msg1(p_total + plain_total);
-    std::vector<std::vector<float>> qs(big.size());
-    for (size_t b = 0; b < big.size(); ++b) {
-      const Compressed& c = big[b];
-      qs[b] = WarmStart(bucket_id, c, step, r);
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, c.rows, r, c.cols, 1.0f,
-                  m.data() + c.offset, c.cols, qs[b].data(), r, 0.0f, msg1.data() + c.p_at, r);
+    std::vector<float> panels;  // one tensor's Q in the kernels' layout
+    for (const Compressed& c : big) {
+      panels.resize(psgd::PanelSize(c.cols, r));
+      psgd::ToPanels(WarmStart(bucket_id, c, step, r).data(), c.cols, r, panels.data());
+      const float* res = old_residual ? old_residual + c.offset : nullptr;
+      psgd::AddAndProject(bucket + c.offset, res, c.rows, c.cols, panels.data(), r, msg1.data() + c.p_at);
     }
     float* packed = msg1.data() + p_total;
-    for (const auto& [b, e] : plain) packed = std::copy(m.data() + b, m.data() + e, packed);
+    for (const auto& [b, e] : plain) {
+      if (old_residual != nullptr) AddInPlace(bucket + b, old_residual + b, e - b);
+      packed = std::copy(bucket + b, bucket + e, packed);
+    }
+    std::vector<float> before;  // M, kept only to record contributions (tests)
+    if (options_.record_contributions) before.assign(bucket, bucket + count);
     RETURN_IF_ERROR(comm->AllReduce(msg1.data(), msg1.size(), DType::kF32, ReduceOp::kSum, opts));
     const float* summed = msg1.data() + p_total;
     for (const auto& [b, e] : plain) {
@@ -101,44 +126,42 @@ class PowerSgdCodec : public FeedbackCodec {
       summed += e - b;
     }
 
-    // Message 2: local Q = M^T P^, and the residual M - P^ Q^T before Q is summed. M
-    // becomes the residual in place (M is not needed once Q is computed): a copy of a
-    // whole bucket less, which matters since these skinny products are memory-bound.
-    std::vector<float> before;  // M, kept only to record contributions (tests)
-    if (options_.record_contributions) before = m;
+    // Pass B, and message 2: local Q = M^T P^, also kept (as panels) for the residual.
+    std::vector<std::vector<float>> local(big.size());
     std::vector<float> msg2(q_total);
-    for (const Compressed& c : big) {
+    for (size_t b = 0; b < big.size(); ++b) {
+      const Compressed& c = big[b];
       float* p = msg1.data() + c.p_at;
       Orthogonalise(p, c.rows, r);
-      float* mi = m.data() + c.offset;
-      float* q = msg2.data() + c.q_at;
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, c.cols, r, c.rows, 1.0f, mi, c.cols,
-                  p, r, 0.0f, q, r);
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, c.rows, c.cols, r, -1.0f, p, r, q, r,
-                  1.0f, mi, c.cols);
+      local[b].resize(psgd::PanelSize(c.cols, r));
+      psgd::ProjectBack(bucket + c.offset, c.rows, c.cols, p, r, local[b].data());
+      psgd::FromPanels(local[b].data(), c.cols, r, msg2.data() + c.q_at);
     }
-    std::vector<float> residual = std::move(m);
+    RETURN_IF_ERROR(comm->AllReduce(msg2.data(), msg2.size(), DType::kF32, ReduceOp::kSum, opts));
+    if (big.empty()) {
+      update->erase.push_back(residual_key);  // everything went out exactly
+      if (options_.record_contributions) update->contribution = std::move(before);
+      return OkStatus();
+    }
+
+    // Pass C: the residual M - P^ Q_local^T and the output P^ Q_sum^T, from one read of M.
+    std::vector<float> residual = Borrow(count);
     for (const auto& [b, e] : plain) std::fill(residual.begin() + b, residual.begin() + e, 0.0f);  // sent exactly
+    for (size_t b = 0; b < big.size(); ++b) {
+      const Compressed& c = big[b];
+      const float* q = msg2.data() + c.q_at;
+      panels.resize(psgd::PanelSize(c.cols, r));
+      psgd::ToPanels(q, c.cols, r, panels.data());
+      psgd::Decode(bucket + c.offset, c.rows, c.cols, msg1.data() + c.p_at, r, local[b].data(), panels.data(),
+                   residual.data() + c.offset);
+      update->set[{StateKind::kPowerSgdQ, bucket_id, c.index}].assign(q, q + c.cols * r);
+    }
     if (options_.record_contributions) {
       update->contribution.resize(count);
       for (size_t i = 0; i < count; ++i) update->contribution[i] = before[i] - residual[i];
     }
-    RETURN_IF_ERROR(comm->AllReduce(msg2.data(), msg2.size(), DType::kF32, ReduceOp::kSum, opts));
-
-    // Decode: M_sum ~ P^ Q_sum^T, straight into the bucket.
-    for (const Compressed& c : big) {
-      const float* p = msg1.data() + c.p_at;
-      const float* q = msg2.data() + c.q_at;
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, c.rows, c.cols, r, 1.0f, p, r, q, r,
-                  0.0f, bucket + c.offset, c.cols);
-      update->set[{StateKind::kPowerSgdQ, bucket_id, c.index}].assign(q, q + c.cols * r);
-    }
-    if (big.empty()) {
-      GiveBack(std::move(residual));
-      update->erase.push_back(residual_key);  // everything went out exactly
-    } else {
-      update->set[residual_key] = std::move(residual);
-    }
+    update->set[residual_key] = std::move(residual);
+    update->state_finite = true;  // Decode zeroed non-finite residuals; the rest is 0
     return OkStatus();
   }
 
