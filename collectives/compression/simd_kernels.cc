@@ -46,8 +46,10 @@ SHOAL_AVX2 size_t CastEncode(const CastEncodeArgs& a, size_t count) {
     __m256 x = _mm256_loadu_ps(grad + i);
     if (old) x = _mm256_add_ps(x, _mm256_loadu_ps(old + i));
     // std::clamp(v, lo, hi) is v < lo ? lo : (hi < v ? hi : v); min/max_ps(a, b)
-    // return b unless a < b (a > b), so NaN passes through as it does there.
-    const __m256 v = _mm256_max_ps(lo, _mm256_min_ps(hi, _mm256_mul_ps(x, inv)));
+    // return b unless a < b (a > b), so NaN passes through as it does there. bf16's
+    // limit is infinity (f32's range), where the clamp changes nothing.
+    __m256 v = _mm256_mul_ps(x, inv);
+    if constexpr (T == DType::kF16) v = _mm256_max_ps(lo, _mm256_min_ps(hi, v));
     const __m128i w = dtype_detail::NarrowX8<T>(v);
     const __m256 sent = _mm256_mul_ps(dtype_detail::WidenX8<T>(w), n);
     _mm_storeu_si128(reinterpret_cast<__m128i*>(wire + i), w);
