@@ -3,7 +3,8 @@
 // (overlap=false), steps of the two interleaved; prints communication time without
 // overlap against the time the step actually waited for communication with overlap.
 // Launch: mpirun --allow-run-as-root -np 2 build/bin/overlap_bench [--backend gloo|mpi]
-//         [--batch N] [--steps N] [--bucket-mib X] [--first-mib Y]
+//         [--batch N] [--steps N] [--bucket-mib X] [--first-mib Y] [--codec NAME]
+// --codec picks the gradient codec (default none; PowerSGD at rank 4 without warm-up).
 // Set SHOAL_EMULATE_BANDWIDTH_MBPS (gloo only) to make communication matter.
 #include <mpi.h>
 
@@ -47,7 +48,8 @@ double Median(std::vector<double> v) {
 // the machine hits both alike), after 3 warm-up steps each, and returns the medians
 // per step; each figure is the slowest rank's.
 void RunBoth(Communicator* comm, Model* model, const Batch& batch, int steps, int block,
-             double bucket_mib, double first_mib, Result* after, Result* overlapped) {
+             double bucket_mib, double first_mib, const std::string& codec_name, Result* after,
+             Result* overlapped) {
   std::unique_ptr<GradientCodec> codecs[2];
   std::unique_ptr<Reducer> reducers[2];
   for (int mode = 0; mode < 2; ++mode) {
@@ -56,7 +58,10 @@ void RunBoth(Communicator* comm, Model* model, const Batch& batch, int steps, in
     o.bucket_mib = bucket_mib;
     o.first_bucket_mib = first_mib;
     o.collective.timeout = std::chrono::seconds(120);
-    auto codec = MakeCodec(CodecOptions{});  // "none"
+    CodecOptions co;
+    co.name = codec_name;
+    co.powersgd_warmup_steps = 0;
+    auto codec = MakeCodec(co);
     Check(codec.status(), "codec");
     codecs[mode] = std::move(codec).value();
     reducers[mode] = std::make_unique<Reducer>(comm, codecs[mode].get(), model->params(), o);
@@ -88,7 +93,7 @@ void RunBoth(Communicator* comm, Model* model, const Batch& batch, int steps, in
 }
 
 int Main(int argc, char** argv) {
-  std::string backend = "gloo";
+  std::string backend = "gloo", codec_name = "none";
   int batch_n = 64, steps = 40;
   double bucket_mib = ReducerOptions{}.bucket_mib, first_mib = ReducerOptions{}.first_bucket_mib;
   for (int i = 1; i + 1 < argc; i += 2) {
@@ -98,6 +103,7 @@ int Main(int argc, char** argv) {
     else if (a == "--steps") steps = std::atoi(argv[i + 1]);
     else if (a == "--bucket-mib") bucket_mib = std::atof(argv[i + 1]);
     else if (a == "--first-mib") first_mib = std::atof(argv[i + 1]);
+    else if (a == "--codec") codec_name = argv[i + 1];
   }
   auto mpi = MakeMpiCommunicator();
   Check(mpi.status(), "mpi");
@@ -126,13 +132,13 @@ int Main(int argc, char** argv) {
   const Batch batch{x.data(), y.data(), batch_n};
 
   Result after, overlapped;
-  RunBoth(comm, model->get(), batch, steps, 5, bucket_mib, first_mib, &after, &overlapped);
+  RunBoth(comm, model->get(), batch, steps, 5, bucket_mib, first_mib, codec_name, &after, &overlapped);
   if (rank == 0) {
     const char* bw = std::getenv("SHOAL_EMULATE_BANDWIDTH_MBPS");
     std::printf("overlap: MLP 784-2048-2048-10 (%.1f MB of gradients), %d ranks, %s, batch %d/rank, "
-                "median of %d steps, buckets %g/%g MiB, emulated bandwidth %s Mbit/s\n",
+                "median of %d steps, buckets %g/%g MiB, codec %s, emulated bandwidth %s Mbit/s\n",
                 (*model)->num_parameters() * 4 / 1e6, world, comm->backend().c_str(), batch_n,
-                steps, bucket_mib, first_mib, bw && *bw ? bw : "off");
+                steps, bucket_mib, first_mib, codec_name.c_str(), bw && *bw ? bw : "off");
     std::printf("  no overlap: step %7.1f ms, comm %7.1f ms (all exposed %7.1f ms)\n",
                 after.step_s * 1e3, after.comm_s * 1e3, after.exposed_s * 1e3);
     std::printf("  overlap   : step %7.1f ms, comm %7.1f ms, exposed %7.1f ms\n",
