@@ -3,6 +3,7 @@
 // encode+decode time on one thread, and the relative error. Not a test; prints a table.
 //
 //   codec_bench [--world N] [--steps S] [--codecs none,bf16,...] [--scalar 1]
+//               [--layers 784,2048,2048,10]
 //
 // --scalar 1 turns off the AVX2 kernels (SetAvx2ForTesting), for comparison.
 //
@@ -13,8 +14,8 @@
 // no-op or a copy, so it is the codec's own compute (OpenBLAS held to one thread), in
 // thread CPU time; "GB/s" is the f32 bucket size over it and "x memcpy" that over
 // memcpy's bandwidth at the same size (issue 3's yardstick: encode + decode at 0.5x
-// memcpy or better). "1MiB" repeats both on a 1 MiB bucket (the Reducer's first
-// bucket; its first 128 rows of fc1.w), which stays in cache where the big one
+// memcpy or better). "1MiB" repeats both on a bucket of up to 1 MiB (the Reducer's first
+// bucket; the first rows of fc1.w), which stays in cache where the big one
 // streams from memory. "step ms" is the wall time of Reduce at the given world size
 // over loopback Gloo (ranks are threads).
 #include <cblas.h>
@@ -154,11 +155,13 @@ double CodecSeconds(const std::string& label, const std::vector<float>& grad, si
 int Main(int argc, char** argv) {
   int world = 2, steps = 5;
   std::string codecs = "none,bf16,fp16,powersgd,qblock8,qblock4,topk";
+  std::string layers = "784,2048,2048,10";
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     if (flag == "--world") world = std::atoi(argv[i + 1]);
     else if (flag == "--steps") steps = std::atoi(argv[i + 1]);
     else if (flag == "--codecs") codecs = argv[i + 1];
+    else if (flag == "--layers") layers = argv[i + 1];
     else if (flag == "--scalar") SetAvx2ForTesting(std::atoi(argv[i + 1]) == 0);
     else {
       std::fprintf(stderr, "unknown flag %s\n", argv[i]);
@@ -168,13 +171,23 @@ int Main(int argc, char** argv) {
   if (world < 1 || steps < 1) return 2;
   openblas_set_num_threads(1);
 
+  // The MLP's layers as one bucket, weights then bias per layer.
   Model m;
-  m.Add("fc1.w", 784, 2048);
-  m.Add("fc1.b", 1, 2048);
-  m.Add("fc2.w", 2048, 2048);
-  m.Add("fc2.b", 1, 2048);
-  m.Add("fc3.w", 2048, 10);
-  m.Add("fc3.b", 1, 10);
+  {
+    std::vector<size_t> widths;
+    std::stringstream in(layers);
+    std::string w;
+    while (std::getline(in, w, ',')) widths.push_back(std::strtoul(w.c_str(), nullptr, 10));
+    if (widths.size() < 2) {
+      std::fprintf(stderr, "--layers needs at least two widths, got '%s'\n", layers.c_str());
+      return 2;
+    }
+    for (size_t l = 0; l + 1 < widths.size(); ++l) {
+      const std::string name = "fc" + std::to_string(l + 1);
+      m.Add((name + ".w").c_str(), widths[l], widths[l + 1]);
+      m.Add((name + ".b").c_str(), 1, widths[l + 1]);
+    }
+  }
   std::vector<std::vector<float>> grads;
   std::vector<double> truth(m.count, 0.0);
   for (int r = 0; r < world; ++r) {
@@ -183,8 +196,9 @@ int Main(int argc, char** argv) {
   }
   const double mb = m.count * 4.0 / 1e6;
   // The small bucket: fc1.w's first rows, 1 MiB.
-  const size_t small = 128 * 2048;
-  const std::vector<TensorSlice> small_tensors = {{"fc1.w[:128]", 0, 128, 2048}};
+  const size_t small_cols = m.tensors[0].cols, small_rows = std::min<size_t>(m.tensors[0].rows, (size_t{1} << 18) / small_cols);
+  const size_t small = small_rows * small_cols;
+  const std::vector<TensorSlice> small_tensors = {{"fc1.w[:rows]", 0, small_rows, small_cols}};
   const int small_reps = 20;  // steps per small-bucket measurement: each is ~100x shorter
   const double memcpy_big = MemcpyGBs(grads[0], m.count, 10);
   const double memcpy_small = MemcpyGBs(grads[0], small, 1000);
