@@ -57,7 +57,7 @@ class CastCodec : public FeedbackCodec {
     const float fn = static_cast<float>(comm->size()), inv = 1.0f / fn;
     const float* old;
     RETURN_IF_ERROR(Residual(bucket_id, count, &old));
-    std::vector<float> residual = Borrow(count);
+    Floats residual = Borrow(count);
     wire_.resize(count);
     const bool record = options_.record_contributions;
     if (record) update->contribution.resize(count);
@@ -88,7 +88,7 @@ class CastCodec : public FeedbackCodec {
 
  private:
   const DType wire_type_;
-  std::vector<uint16_t> wire_;  // reused across steps (under the base class's lock)
+  PageVector<uint16_t> wire_;  // reused across steps (under the base class's lock)
 };
 
 }  // namespace

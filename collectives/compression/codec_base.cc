@@ -120,7 +120,7 @@ Status FeedbackCodec::Reduce(float* bucket, size_t count, const std::vector<Tens
       // not carried over, or every later step of the bucket would be ruined as well.
       for (float& v : value) v = FiniteOrZero(v);
     }
-    std::vector<float>& slot = state_[key];
+    Floats& slot = state_[key];
     std::swap(slot, value);
     GiveBack(std::move(value));  // the replaced state becomes next step's scratch
   }
@@ -129,14 +129,14 @@ Status FeedbackCodec::Reduce(float* bucket, size_t count, const std::vector<Tens
   return OkStatus();
 }
 
-const std::vector<float>* FeedbackCodec::Find(const StateKey& key) const {
+const Floats* FeedbackCodec::Find(const StateKey& key) const {
   auto it = state_.find(key);
   return it == state_.end() ? nullptr : &it->second;
 }
 
 Status FeedbackCodec::Residual(uint64_t bucket_id, size_t count, const float** residual) const {
   *residual = nullptr;
-  const std::vector<float>* res = Find({StateKind::kResidual, bucket_id, 0});
+  const Floats* res = Find({StateKind::kResidual, bucket_id, 0});
   if (res == nullptr) return OkStatus();
   if (res->size() != count) {
     return InvalidArgument("codec " + name() + ": bucket " + std::to_string(bucket_id) + " has " +
@@ -149,7 +149,7 @@ Status FeedbackCodec::Residual(uint64_t bucket_id, size_t count, const float** r
 }
 
 Status FeedbackCodec::WithResidual(const float* bucket, size_t count, uint64_t bucket_id,
-                                   std::vector<float>* x) {
+                                   Floats* x) {
   const float* res;
   RETURN_IF_ERROR(Residual(bucket_id, count, &res));
   *x = Borrow(count);
@@ -161,7 +161,7 @@ Status FeedbackCodec::WithResidual(const float* bucket, size_t count, uint64_t b
   return OkStatus();
 }
 
-std::vector<float> FeedbackCodec::Borrow(size_t n) {
+Floats FeedbackCodec::Borrow(size_t n) {
   // Best fit among buffers large enough, else the largest (it grows once).
   size_t pick = pool_.size();
   for (size_t i = 0; i < pool_.size(); ++i) {
@@ -173,7 +173,7 @@ std::vector<float> FeedbackCodec::Borrow(size_t n) {
     const size_t best = pool_[pick].capacity();
     if ((cap >= n && (best < n || cap < best)) || (best < n && cap > best)) pick = i;
   }
-  std::vector<float> v;
+  Floats v;
   if (pick < pool_.size()) {
     v = std::move(pool_[pick]);
     pool_.erase(pool_.begin() + pick);
@@ -182,7 +182,7 @@ std::vector<float> FeedbackCodec::Borrow(size_t n) {
   return v;
 }
 
-void FeedbackCodec::GiveBack(std::vector<float>&& v) {
+void FeedbackCodec::GiveBack(Floats&& v) {
   if (v.capacity() == 0) return;
   if (pool_.size() < kPoolSize) {
     pool_.push_back(std::move(v));
@@ -248,7 +248,7 @@ Status FeedbackCodec::LoadState(const std::string& bytes) {
   }
   uint64_t entries = 0;
   if (!in.Get(&entries)) return DataLoss(what + "truncated entry count");
-  std::map<StateKey, std::vector<float>> loaded;
+  std::map<StateKey, Floats> loaded;
   // Sizes are checked against the bytes present before anything is allocated, so a
   // corrupt count cannot ask for terabytes.
   for (uint64_t e = 0; e < entries; ++e) {
@@ -267,7 +267,7 @@ Status FeedbackCodec::LoadState(const std::string& bytes) {
       return DataLoss(what + "entry " + std::to_string(e) + " claims " + std::to_string(floats) +
                       " floats, only " + std::to_string(in.left()) + " bytes left");
     }
-    std::vector<float> value(floats);
+    Floats value(floats);
     in.GetBytes(value.data(), floats * sizeof(float));
     if (!loaded.emplace(key, std::move(value)).second) {
       return DataLoss(what + "duplicate entry for bucket " + std::to_string(key.bucket_id));
@@ -290,9 +290,9 @@ void FeedbackCodec::ResetState() {
 
 std::optional<std::vector<float>> FeedbackCodec::StateEntry(const StateKey& key) const {
   std::lock_guard<std::mutex> lock(mu_);
-  const std::vector<float>* v = Find(key);
+  const Floats* v = Find(key);
   if (v == nullptr) return std::nullopt;
-  return *v;
+  return std::vector<float>(v->begin(), v->end());
 }
 
 std::optional<std::vector<float>> FeedbackCodec::LastContribution(uint64_t bucket_id) const {

@@ -145,7 +145,7 @@ class PowerSgdCodec : public FeedbackCodec {
     }
 
     // Pass C: the residual M - P^ Q_local^T and the output P^ Q_sum^T, from one read of M.
-    std::vector<float> residual = Borrow(count);
+    Floats residual = Borrow(count);
     for (const auto& [b, e] : plain) std::fill(residual.begin() + b, residual.begin() + e, 0.0f);  // sent exactly
     for (size_t b = 0; b < big.size(); ++b) {
       const Compressed& c = big[b];
@@ -171,9 +171,9 @@ class PowerSgdCodec : public FeedbackCodec {
   // non-finite (a zero gradient, or a direction Gram-Schmidt dropped) is redrawn, or
   // the power iteration could never leave it.
   std::vector<float> WarmStart(uint64_t bucket_id, const Compressed& c, int64_t step, int r) const {
-    const std::vector<float>* prev = Find({StateKind::kPowerSgdQ, bucket_id, c.index});
+    const Floats* prev = Find({StateKind::kPowerSgdQ, bucket_id, c.index});
     std::vector<float> q;
-    if (prev != nullptr && prev->size() == c.cols * r) q = *prev;
+    if (prev != nullptr && prev->size() == c.cols * r) q.assign(prev->begin(), prev->end());
     else q.assign(c.cols * r, 0.0f);
     const uint64_t key = StreamKey({options_.seed, bucket_id, c.index, static_cast<uint64_t>(step)});
     for (int j = 0; j < r; ++j) {

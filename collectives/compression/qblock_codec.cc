@@ -165,11 +165,11 @@ class QBlockCodec : public FeedbackCodec {
     // Contributions (x - residual) need x, which the passes below never store, and the
     // residual before FiniteOrZero: tests and benchmarks only, so a slower path.
     const bool record = options_.record_contributions;
-    std::vector<float> x;
+    Floats x;
     if (record) RETURN_IF_ERROR(WithResidual(bucket, count, bucket_id, &x));
 
     const Plan plan = MakePlan(count, bucket_id, static_cast<uint64_t>(step), *comm);
-    std::vector<float> residual = Borrow(count);
+    Floats residual = Borrow(count);
     // A world of one has nothing to exchange: it owns the whole bucket.
     if (plan.n > 1) {
       EncodeOthersRuns(plan, bucket, old, !record, residual.data());
@@ -260,7 +260,7 @@ class QBlockCodec : public FeedbackCodec {
 
   // Buffers reused across steps (under the base class's lock): the wire's, and one
   // block of the owner's sum.
-  std::vector<uint8_t> send_, from_, runs_, requant_;
+  PageVector<uint8_t> send_, from_, runs_, requant_;
   std::vector<float> sum_;
 };
 

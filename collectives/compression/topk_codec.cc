@@ -41,7 +41,7 @@ class TopKCodec : public FeedbackCodec {
                              " floats exceeds 32-bit indices; use smaller buckets");
     }
     const int n = comm->size(), me = comm->rank();
-    std::vector<float> x, u;
+    Floats x, u;
     if (options_.topk_momentum > 0) {
       RETURN_IF_ERROR(WithMomentum(bucket, count, bucket_id, &x, &u));
     } else {
@@ -103,11 +103,11 @@ class TopKCodec : public FeedbackCodec {
 
   // Momentum correction: u = m * u_old + bucket, x = residual + u, or with Nesterov
   // x = residual + bucket + m * u (both borrowed).
-  Status WithMomentum(const float* bucket, size_t count, uint64_t bucket_id, std::vector<float>* x,
-                      std::vector<float>* u) {
+  Status WithMomentum(const float* bucket, size_t count, uint64_t bucket_id, Floats* x,
+                      Floats* u) {
     const float* residual;
     RETURN_IF_ERROR(Residual(bucket_id, count, &residual));
-    const std::vector<float>* old = Find({StateKind::kMomentum, bucket_id, 0});
+    const Floats* old = Find({StateKind::kMomentum, bucket_id, 0});
     if (old != nullptr && old->size() != count) {
       return InvalidArgument("codec topk: bucket " + std::to_string(bucket_id) + " has " + std::to_string(count) +
                              " floats but its momentum has " + std::to_string(old->size()) +
@@ -125,7 +125,7 @@ class TopKCodec : public FeedbackCodec {
   }
 
   // Positions to send, ascending.
-  std::vector<uint32_t> Select(const std::vector<float>& x, uint64_t bucket_id, int64_t step,
+  std::vector<uint32_t> Select(const Floats& x, uint64_t bucket_id, int64_t step,
                                int rank) {
     const size_t count = x.size();
     const size_t k = std::clamp<size_t>(
