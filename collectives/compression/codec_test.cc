@@ -204,6 +204,20 @@ TEST(CodecBytesTest, WireBytesMatchDocumentedFormulas) {
   }
 }
 
+// Codec buffers start on a page boundary (codec_internal.h says why), however they grow.
+TEST(PageAlignedAllocatorTest, BuffersStartOnAPage) {
+  Floats v(3);
+  PageVector<uint16_t> w;
+  for (size_t n : {size_t{1}, size_t{4097}, size_t{1} << 22}) {
+    v.resize(n);
+    w.resize(n);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(v.data()) % 4096, 0u) << n;
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(w.data()) % 4096, 0u) << n;
+  }
+  Floats moved = std::move(v);
+  EXPECT_EQ(moved.size(), size_t{1} << 22);
+}
+
 TEST(MakeCodecTest, RejectsBadOptions) {
   CodecOptions o;
   o.name = "zip";
