@@ -1,9 +1,12 @@
 // Bandwidth emulation for the CPU backends: a token bucket that caps one worker's send
 // rate, plus a fixed delay per message, applied at the transport boundary (the Gloo
-// backend calls BeforeSend() before posting each message segment). Test and benchmark
-// feature, so the effect of compression can be measured on one machine.
+// backend calls BeforeSend() before posting each message segment; the MPI backend,
+// which does not show its messages, before each collective for the messages of its
+// ring model). Test and benchmark feature, so the effect of compression can be
+// measured on one machine.
 //
-// Environment (read by MakeGlooCommunicator; unset, empty or 0 = off):
+// Environment (read by MakeGlooCommunicator and MakeMpiCommunicator; unset, empty or
+// 0 = off):
 //   SHOAL_EMULATE_BANDWIDTH_MBPS  cap on this worker's send rate, in megabits per
 //                                 second (10^6 bit/s), summed over all its peers.
 //   SHOAL_EMULATE_LATENCY_US      microseconds added before every message is posted.

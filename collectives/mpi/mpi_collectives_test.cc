@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <future>
 #include <thread>
 
@@ -58,6 +59,29 @@ TEST(MpiCollectivesTest, AllReduceMatchesReference) {
   }
   EXPECT_EQ(comm->bytes_sent(), expected_bytes);
   EXPECT_EQ(comm->bytes_received(), expected_bytes);
+  WorldBarrier();
+}
+
+// Emulated links (bandwidth.h) on the MPI backend: an allreduce of B bytes sends
+// 2(n-1)/n * B per rank under the ring model, so at 100 Mbit/s (12.5 MB/s) it cannot
+// finish before that much over the rate (less the bucket's burst); the result stays
+// exact. The environment variables reach MakeMpiCommunicator.
+TEST(MpiCollectivesTest, EmulatedLinkCapsAllReduce) {
+  setenv("SHOAL_EMULATE_BANDWIDTH_MBPS", "100", 1);
+  auto comm = Make();
+  unsetenv("SHOAL_EMULATE_BANDWIDTH_MBPS");
+  ASSERT_TRUE(comm);
+  const int n = comm->size(), r = comm->rank();
+  const size_t count = 250000;  // 1 MB of f32
+  std::vector<float> data(count, static_cast<float>(r + 1));
+  WorldBarrier();
+  const auto start = Clock::now();
+  ASSERT_TRUE(comm->AllReduce(data.data(), count, DType::kF32, ReduceOp::kSum, {}).ok());
+  const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  for (size_t i = 0; i < count; i += 997) ASSERT_EQ(data[i], n * (n + 1) / 2.0f);
+  const double sent = 2.0 * (n - 1) * count * 4 / n;
+  EXPECT_GE(elapsed, (sent - LinkEmulation{}.burst_bytes) / 12.5e6) << "rank " << r;
+  EXPECT_EQ(comm->bytes_sent(), static_cast<int64_t>(sent));
   WorldBarrier();
 }
 

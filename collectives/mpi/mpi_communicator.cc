@@ -100,6 +100,8 @@ StatusOr<std::unique_ptr<Communicator>> MakeMpiCommunicator() {
   SHOAL_MPI_CHECK(MPI_Initialized(&initialized));
   SHOAL_MPI_CHECK(MPI_Finalized(&finalized));
   if (finalized) return FailedPrecondition("MakeMpiCommunicator: MPI was already finalized");
+  const StatusOr<LinkEmulation> emulation = LinkEmulationFromEnv();
+  if (!emulation.ok()) return emulation.status().WithContext("MakeMpiCommunicator");
   int provided = MPI_THREAD_SINGLE;
   if (!initialized) {
     SHOAL_MPI_CHECK(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_MULTIPLE, &provided));
@@ -130,7 +132,9 @@ StatusOr<std::unique_ptr<Communicator>> MakeMpiCommunicator() {
     state->progress = std::make_shared<Progress>();
     state->progress->thread = std::thread(&Progress::Loop, state->progress);
   }
-  return std::unique_ptr<Communicator>(std::make_unique<MpiCommunicator>(std::move(state)));
+  auto comm = std::make_unique<MpiCommunicator>(std::move(state));
+  comm->SetLinkEmulation(*emulation);
+  return std::unique_ptr<Communicator>(std::move(comm));
 }
 
 void FinalizeMpiIfInitialized() {
@@ -272,8 +276,9 @@ Status MpiCommunicator::AllReduce(void* data, size_t count, DType dtype, ReduceO
   if (count > 0 && data == nullptr) return InvalidArgument("AllReduce: data is null");
   RETURN_IF_ERROR(Usable("AllReduce", opts));
   if (count == 0) return OkStatus();
-  const auto deadline = Clock::now() + opts.timeout;
   const int n = size();
+  if (n > 1) Throttle(2 * (n - 1), count * 4 / n);
+  const auto deadline = Clock::now() + opts.timeout;
   // MPI does not report wire bytes. We count what a ring allreduce of the f32 buffer
   // moves, 2*(n-1)/n of it each way, so numbers compare with the Gloo backend.
   const int64_t moved = 2 * static_cast<int64_t>(n - 1) * static_cast<int64_t>(count * 4) / n;
@@ -340,8 +345,9 @@ Status MpiCommunicator::AllGather(const void* send, void* recv, size_t bytes_per
   }
   RETURN_IF_ERROR(Usable("AllGather", opts));
   if (bytes_per_rank == 0) return OkStatus();
-  const auto deadline = Clock::now() + opts.timeout;
   const int n = size();
+  Throttle(n - 1, bytes_per_rank);
+  const auto deadline = Clock::now() + opts.timeout;
   if (UseProgressThread()) {
     // In place in the caller's buffer; memmove since `send` may be its own slot.
     std::memmove(static_cast<char*>(recv) + rank() * bytes_per_rank, send, bytes_per_rank);
@@ -392,8 +398,9 @@ Status MpiCommunicator::AllToAll(const void* send, void* recv, size_t bytes_per_
   }
   RETURN_IF_ERROR(Usable("AllToAll", opts));
   if (bytes_per_rank == 0) return OkStatus();
-  const auto deadline = Clock::now() + opts.timeout;
   const int n = size();
+  Throttle(n - 1, bytes_per_rank);
+  const auto deadline = Clock::now() + opts.timeout;
   const int len = static_cast<int>(bytes_per_rank);
   if (n == 1) {
     std::memcpy(recv, send, bytes_per_rank);
@@ -430,6 +437,7 @@ Status MpiCommunicator::Broadcast(void* data, size_t bytes, int root,
   if (bytes > 0 && data == nullptr) return InvalidArgument("Broadcast: data is null");
   RETURN_IF_ERROR(Usable("Broadcast", opts));
   if (bytes == 0 || n == 1) return OkStatus();
+  if ((rank() - root + n) % n < n - 1) Throttle(1, bytes);
   const auto deadline = Clock::now() + opts.timeout;
   if (UseProgressThread()) {
     MPI_Comm comm = state_->comm;
@@ -504,5 +512,14 @@ Status MpiCommunicator::Usable(const char* name, const CollectiveOptions& opts) 
 }
 
 Status MpiCommunicator::MarkBroken(Status status) { return latch_.Break(std::move(status)); }
+
+void MpiCommunicator::SetLinkEmulation(const LinkEmulation& emulation) {
+  throttle_ = emulation.enabled() ? std::make_unique<TokenBucket>(emulation) : nullptr;
+}
+
+void MpiCommunicator::Throttle(int64_t messages, size_t bytes_each) {
+  if (throttle_ == nullptr) return;
+  for (int64_t i = 0; i < messages; ++i) throttle_->BeforeSend(bytes_each);
+}
 
 }  // namespace shoal

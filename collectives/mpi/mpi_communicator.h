@@ -10,6 +10,7 @@
 #include <mutex>
 #include <string>
 
+#include "collectives/bandwidth.h"
 #include "collectives/communicator.h"
 #include "collectives/failure_latch.h"
 
@@ -72,6 +73,8 @@ class MpiCommunicator : public Communicator {
   Status Broadcast(void* data, size_t bytes, int root, const CollectiveOptions& opts) override;
   Status Barrier(const CollectiveOptions& opts) override;
   void Abort() override;
+  // Bandwidth emulation (bandwidth.h); MakeMpiCommunicator applies the environment.
+  void SetLinkEmulation(const LinkEmulation& emulation);
 
  private:
   // Polls the request `start` issues (it gets an MPI_Request*) until it completes,
@@ -95,9 +98,17 @@ class MpiCommunicator : public Communicator {
                          std::chrono::steady_clock::time_point deadline);
   Status Usable(const char* name, const CollectiveOptions& opts);
   Status MarkBroken(Status status);
+  // Emulated links (bandwidth.h, from the environment at creation). MPI does not show
+  // its messages, so the calling thread serves the delay before each collective, for
+  // `messages` messages of `bytes_each` under the same model as the byte counters
+  // (ring allreduce: 2(n-1) blocks of 1/n of the buffer; allgather and all-to-all: n-1
+  // blocks; broadcast: the buffer once from every rank but the chain's last). The
+  // delay comes before the collective's timeout starts.
+  void Throttle(int64_t messages, size_t bytes_each);
 
   std::unique_ptr<State> state_;
   FailureLatch latch_;
+  std::unique_ptr<TokenBucket> throttle_;  // null unless links are emulated
 };
 
 }  // namespace shoal
