@@ -42,14 +42,10 @@ void EncodeTail(const simd::QBlockEncodeArgs& a, size_t from, size_t len) {
     // Truncation is floor for v >= 0; through int32, which converts in one instruction.
     return static_cast<uint32_t>(static_cast<int32_t>(std::clamp(v, 0.0f, levels)));
   };
-  // One 64-bit draw gives the dither of two neighbours (24 bits each): the draw is
-  // most of the cost of a code. Counter-based on the pair's index in the bucket.
+  // Counter-based dither (codec_common.h): any value's can be drawn on its own.
   for (size_t i = from; i < len; i += 2) {
-    const uint64_t r = Mix64(a.key + (a.pair0 + i / 2) * 0xD1B54A32D192ED03ull);
-    // 24-bit integers convert exactly; int32 (not uint64) converts in one instruction.
-    const float u0 = static_cast<float>(static_cast<int32_t>(r >> 40)) * 0x1.0p-24f;
-    const float u1 = static_cast<float>(static_cast<int32_t>((r >> 16) & 0xFFFFFFu)) * 0x1.0p-24f;
-    const uint32_t c0 = code(i, u0), c1 = i + 1 < len ? code(i + 1, u1) : 0;
+    const uint32_t c0 = code(i, QBlockDither(a.key, a.pair0, i));
+    const uint32_t c1 = i + 1 < len ? code(i + 1, QBlockDither(a.key, a.pair0, i + 1)) : 0;
     if (a.bits == 8) {
       a.codes[i] = static_cast<uint8_t>(c0);
       if (i + 1 < len) a.codes[i + 1] = static_cast<uint8_t>(c1);

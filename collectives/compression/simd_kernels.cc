@@ -106,7 +106,6 @@ SHOAL_AVX2 inline __m256i Mix64Finish(__m256i x) {
 }
 
 constexpr uint64_t kGolden = 0x9E3779B97F4A7C15ull;      // Mix64's first addend
-constexpr uint64_t kPairStride = 0xD1B54A32D192ED03ull;  // Quantize's counter stride
 
 }  // namespace
 
@@ -148,57 +147,64 @@ SHOAL_AVX2 bool QBlockRangeAvx2(const float* grad, const float* old, size_t len,
   return true;
 }
 
-SHOAL_AVX2 size_t QBlockEncodeAvx2(const QBlockEncodeArgs& a, size_t len) {
-  const __m256 vlo = _mm256_set1_ps(a.lo), vinv = _mm256_set1_ps(a.inv), vstep = _mm256_set1_ps(a.step);
-  const __m256 zero = _mm256_setzero_ps(), levels = _mm256_set1_ps(static_cast<float>((1 << a.bits) - 1));
-  const __m256 unit = _mm256_set1_ps(0x1.0p-24f);
-  const __m256i mid24 = _mm256_set1_epi64x(0x00FFFFFF00000000ll);
-  const __m256i exponent = _mm256_set1_epi32(0x7F800000);
-  // Counters of the four pairs of the next eight values, with Mix64's first addition.
-  const uint64_t c0 = a.key + kGolden + a.pair0 * kPairStride;
-  __m256i counter = _mm256_setr_epi64x(static_cast<int64_t>(c0), static_cast<int64_t>(c0 + kPairStride),
-                                       static_cast<int64_t>(c0 + 2 * kPairStride),
-                                       static_cast<int64_t>(c0 + 3 * kPairStride));
-  const __m256i advance = _mm256_set1_epi64x(static_cast<int64_t>(4 * kPairStride));
-  // Locals: the stores could alias `a`, which would reload its fields every iteration.
-  const float *grad = a.grad, *old = a.old;
-  uint8_t* codes = a.codes;
-  float *residual = a.residual, *decoded = a.decoded;
-  const bool four = a.bits == 4, finite = a.finite;
+// Eight values of QBlockEncodeAvx2 at i, with their dithers u.
+struct QBlockEncodeConsts {
+  __m256 lo, inv, step, zero, levels;
+  __m256i exponent;
+};
+SHOAL_AVX2 inline void QBlockEncode8(const QBlockEncodeArgs& a, const QBlockEncodeConsts& k, size_t i, __m256 u) {
+  __m256 x = _mm256_loadu_ps(a.grad + i);
+  if (a.old) x = _mm256_add_ps(x, _mm256_loadu_ps(a.old + i));
+  const __m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(x, k.lo), k.inv), u);
+  // std::clamp(v, 0, levels), NaN passing through as there; truncation turns NaN into
+  // INT_MIN as cvttss2si does, which the saturating packs below make 0, as the scalar
+  // code's uint8_t cast (and shift) of INT_MIN does.
+  const __m256i c = _mm256_cvttps_epi32(_mm256_min_ps(k.levels, _mm256_max_ps(k.zero, v)));
+  const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1));
+  const __m128i b = _mm_packus_epi16(w, w);  // low 8 bytes: the codes in order
+  if (a.bits == 8) {
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(a.codes + i), b);
+  } else {
+    // Byte pairs (c0, c1) as 16-bit words: (w | w >> 4) & 0xFF is c0 | c1 << 4.
+    const __m128i nib = _mm_and_si128(_mm_or_si128(b, _mm_srli_epi16(b, 4)), _mm_set1_epi16(0xFF));
+    const int32_t packed = _mm_cvtsi128_si32(_mm_packus_epi16(nib, nib));
+    std::memcpy(a.codes + i / 2, &packed, sizeof(packed));
+  }
+  // Decoded from the stored codes (NaN's code is 0 there), as a receiver decodes.
+  const __m256 dec = _mm256_add_ps(k.lo, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(b)), k.step));
+  __m256 res = _mm256_sub_ps(x, dec);
+  if (a.finite) {
+    const __m256i e = _mm256_and_si256(_mm256_castps_si256(res), k.exponent);
+    res = _mm256_andnot_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(e, k.exponent)), res);
+  }
+  _mm256_storeu_ps(a.residual + i, res);
+  if (a.decoded) _mm256_storeu_ps(a.decoded + i, dec);
+}
+
+SHOAL_AVX2 size_t QBlockEncodeAvx2(const QBlockEncodeArgs& args, size_t len) {
+  // A local copy: the stores could alias `args`, which would reload its fields.
+  const QBlockEncodeArgs a = args;
+  const QBlockEncodeConsts k{_mm256_set1_ps(a.lo), _mm256_set1_ps(a.inv), _mm256_set1_ps(a.step),
+                             _mm256_setzero_ps(), _mm256_set1_ps(static_cast<float>((1 << a.bits) - 1)),
+                             _mm256_set1_epi32(0x7F800000)};
+  const __m256 unit = _mm256_set1_ps(0x1.0p-16f);
+  // Counters of the four draws (four values each) of the next sixteen values, with
+  // Mix64's first addition.
+  const uint64_t c0 = a.key + kGolden + a.pair0 * kQDitherStride;
+  __m256i counter = _mm256_setr_epi64x(static_cast<int64_t>(c0), static_cast<int64_t>(c0 + kQDitherStride),
+                                       static_cast<int64_t>(c0 + 2 * kQDitherStride),
+                                       static_cast<int64_t>(c0 + 3 * kQDitherStride));
+  const __m256i advance = _mm256_set1_epi64x(static_cast<int64_t>(4 * kQDitherStride));
   size_t i = 0;
-  for (; i + 8 <= len; i += 8) {
+  for (; i + 16 <= len; i += 16) {
     const __m256i r = Mix64Finish(counter);
     counter = _mm256_add_epi64(counter, advance);
-    // Per pair: bits 40..63 dither the even value (low 32-bit half of the lane) and bits
-    // 16..39 the odd one (high half), so the 32-bit lanes are in element order.
-    const __m256i u24 = _mm256_or_si256(_mm256_srli_epi64(r, 40), _mm256_and_si256(_mm256_slli_epi64(r, 16), mid24));
-    const __m256 u = _mm256_mul_ps(_mm256_cvtepi32_ps(u24), unit);
-    __m256 x = _mm256_loadu_ps(grad + i);
-    if (old) x = _mm256_add_ps(x, _mm256_loadu_ps(old + i));
-    const __m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(x, vlo), vinv), u);
-    // std::clamp(v, 0, levels), NaN passing through as there; truncation turns NaN into
-    // INT_MIN as cvttss2si does, which the saturating packs below make 0, as the scalar
-    // code's uint8_t cast (and shift) of INT_MIN does.
-    const __m256i c = _mm256_cvttps_epi32(_mm256_min_ps(levels, _mm256_max_ps(zero, v)));
-    const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1));
-    const __m128i b = _mm_packus_epi16(w, w);  // low 8 bytes: the codes in order
-    if (!four) {
-      _mm_storel_epi64(reinterpret_cast<__m128i*>(codes + i), b);
-    } else {
-      // Byte pairs (c0, c1) as 16-bit words: (w | w >> 4) & 0xFF is c0 | c1 << 4.
-      const __m128i nib = _mm_and_si128(_mm_or_si128(b, _mm_srli_epi16(b, 4)), _mm_set1_epi16(0xFF));
-      const int32_t packed = _mm_cvtsi128_si32(_mm_packus_epi16(nib, nib));
-      std::memcpy(codes + i / 2, &packed, sizeof(packed));
-    }
-    // Decoded from the stored codes (NaN's code is 0 there), as a receiver decodes.
-    const __m256 dec = _mm256_add_ps(vlo, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(b)), vstep));
-    __m256 res = _mm256_sub_ps(x, dec);
-    if (finite) {
-      const __m256i e = _mm256_and_si256(_mm256_castps_si256(res), exponent);
-      res = _mm256_andnot_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(e, exponent)), res);
-    }
-    _mm256_storeu_ps(residual + i, res);
-    if (decoded) _mm256_storeu_ps(decoded + i, dec);
+    // Value 4q + j takes bits 16j.. of draw q: the 16-bit words of r in memory order
+    // are the values in order.
+    const __m256 u0 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(r))), unit);
+    const __m256 u1 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu16_epi32(_mm256_extracti128_si256(r, 1))), unit);
+    QBlockEncode8(a, k, i, u0);
+    QBlockEncode8(a, k, i + 8, u1);
   }
   return i;
 }

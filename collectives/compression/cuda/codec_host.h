@@ -63,14 +63,10 @@ SHOAL_HD inline void QStep(float lo, float hi, int bits, float* step, float* inv
   *inv = usable ? 1.0f / s : 0.0f;
   *step = *inv != 0.0f ? s : 0.0f;  // an inverse that underflows to 0 also means "constant"
 }
-// The dither of element i of the block starting at b0: one 64-bit draw serves a pair
-// of neighbours (block-relative indices 2j and 2j+1), 24 bits each, exactly as the CPU
-// qblock codec draws it (the CPU-twin test fails if either side changes).
+// The dither of element i of the block starting at b0, exactly as the CPU qblock codec
+// draws it (codec_common.h; the CPU-twin test fails if either side changes).
 SHOAL_HD inline float QDither(uint64_t key, size_t b0, size_t i) {
-  const size_t first = i & ~size_t{1};
-  const uint64_t r = Mix64(key + ((b0 + first) / 2) * 0xD1B54A32D192ED03ull);
-  const uint64_t bits24 = (i & 1) ? ((r >> 16) & 0xFFFFFFu) : (r >> 40);
-  return static_cast<float>(bits24) * 0x1.0p-24f;
+  return compression::QBlockDither(key, b0 / 2, i);
 }
 // floor((x - lo) * inv + u), clamped to [0, levels]: stochastic rounding.
 SHOAL_HD inline uint32_t QCode(float x, float lo, float inv, float u, int bits) {
