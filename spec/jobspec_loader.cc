@@ -67,6 +67,7 @@ JobSpec DefaultJobSpec() {
   c->set_topk_ratio(0.01);
   c->set_powersgd_warmup_steps(10);
   c->set_topk_momentum_correction(true);
+  c->set_error_feedback(true);
 
   CheckpointSpec* k = s.mutable_checkpoint();
   k->set_dir("");

@@ -155,6 +155,11 @@ void CheckCollectives(const CollectivesSpec& k, Checker& c) {
           std::to_string(k.qblock_bits()));
   c.Check(std::isfinite(k.topk_ratio()) && k.topk_ratio() > 0 && k.topk_ratio() <= 1, "collectives.topk_ratio",
           "must be in (0, 1]", spec_internal::FormatDouble(k.topk_ratio()));
+  c.Check(k.error_feedback() || k.codec() == "none" || k.codec() == "bf16" || k.codec() == "fp16",
+          "collectives.error_feedback",
+          "may be false only with codec none, bf16 or fp16 (codec '" + k.codec() +
+              "' drops most of each gradient without it)",
+          "false", "collectives.codec");
 }
 
 void CheckCheckpoint(const CheckpointSpec& k, Checker& c) {

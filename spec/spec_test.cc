@@ -377,7 +377,8 @@ TEST(SpecCodecOptions, DefaultsOverridesAndRefusals) {
                {"collectives: {topk_ratio: 0}\n", "collectives.topk_ratio"},
                {"collectives: {topk_ratio: 1.5}\n", "collectives.topk_ratio"},
                {"collectives: {powersgd_rank: 0}\n", "collectives.powersgd_rank"},
-               {"collectives: {powersgd_warmup_steps: -1}\n", "collectives.powersgd_warmup_steps"}};
+               {"collectives: {powersgd_warmup_steps: -1}\n", "collectives.powersgd_warmup_steps"},
+               {"collectives: {codec: qblock, error_feedback: false}\n", "collectives.error_feedback"}};
   for (const auto& c : cases) {
     auto r = ParseJobSpec(c.yaml, {}, "codec.yaml");
     ASSERT_FALSE(r.ok()) << c.yaml;
@@ -385,6 +386,10 @@ TEST(SpecCodecOptions, DefaultsOverridesAndRefusals) {
     EXPECT_NE(r.status().message().find(c.field), std::string::npos) << r.status().message();
     EXPECT_NE(r.status().message().find("line 1"), std::string::npos) << r.status().message();
   }
+  EXPECT_TRUE(DefaultJobSpec().collectives().error_feedback());
+  auto no_feedback = ParseJobSpec("collectives: {codec: bf16, error_feedback: false}\n");
+  ASSERT_TRUE(no_feedback.ok()) << no_feedback.status().ToString();
+  EXPECT_FALSE(no_feedback->collectives().error_feedback());
   auto over = ParseJobSpec("", {"collectives.qblock_bits=4"});
   ASSERT_TRUE(over.ok());
   EXPECT_EQ(over->collectives().qblock_bits(), 4);

@@ -95,6 +95,7 @@ StatusOr<JobResult> Train(const TrainerInputs& in, Communicator* comm, Model* mo
   codec_opts.seed = t.seed();
   codec_opts.powersgd_rank = spec.collectives().powersgd_rank();
   codec_opts.powersgd_warmup_steps = spec.collectives().powersgd_warmup_steps();
+  codec_opts.error_feedback = spec.collectives().error_feedback();
   // Top-k's momentum correction moves the momentum into the codec, before the
   // sparsification; the optimizer then applies the reduced values without momentum.
   const bool codec_momentum = codec_opts.name == "topk" && spec.collectives().topk_momentum_correction();

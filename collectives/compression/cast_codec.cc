@@ -21,7 +21,7 @@ void Encode(const simd::CastEncodeArgs& a, size_t count) {
     const float x = a.old ? a.grad[i] + a.old[i] : a.grad[i];
     a.wire[i] = Narrow<T>(std::clamp(x * a.inv, -a.limit, a.limit));  // NaN passes through
     const float sent = Widen<T>(a.wire[i]) * a.n;  // what this rank actually contributes
-    a.residual[i] = FiniteOrZero(x - sent);  // inf/NaN is not carried over
+    if (a.residual) a.residual[i] = FiniteOrZero(x - sent);  // inf/NaN is not carried over
     if (a.contribution) a.contribution[i] = sent;
   }
 }
@@ -55,9 +55,10 @@ class CastCodec : public FeedbackCodec {
                   uint64_t bucket_id, int64_t /*step*/, Communicator* comm,
                   const CollectiveOptions& opts, Update* update) override {
     const float fn = static_cast<float>(comm->size()), inv = 1.0f / fn;
-    const float* old;
-    RETURN_IF_ERROR(Residual(bucket_id, count, &old));
-    Floats residual = Borrow(count);
+    const float* old = nullptr;
+    const bool feedback = options_.error_feedback;
+    if (feedback) RETURN_IF_ERROR(Residual(bucket_id, count, &old));
+    Floats residual = feedback ? Borrow(count) : Floats();
     wire_.resize(count);
     const bool record = options_.record_contributions;
     if (record) update->contribution.resize(count);
@@ -68,7 +69,7 @@ class CastCodec : public FeedbackCodec {
     const float limit = wire_type_ == DType::kF16
                             ? static_cast<float>(65504.0 / (fn * (1.0 + fn / 1024.0)))
                             : std::numeric_limits<float>::infinity();
-    const simd::CastEncodeArgs args{bucket, old, inv, fn, limit, wire_.data(), residual.data(),
+    const simd::CastEncodeArgs args{bucket, old, inv, fn, limit, wire_.data(), feedback ? residual.data() : nullptr,
                                     record ? update->contribution.data() : nullptr};
     if (wire_type_ == DType::kF16) {
       Encode<DType::kF16>(args, count);
@@ -81,8 +82,10 @@ class CastCodec : public FeedbackCodec {
     } else {
       Decode<DType::kBF16>(wire_.data(), fn, bucket, count);
     }
-    update->set[{StateKind::kResidual, bucket_id, 0}] = std::move(residual);
-    update->state_finite = true;  // Encode zeroed inf/NaN
+    if (feedback) {
+      update->set[{StateKind::kResidual, bucket_id, 0}] = std::move(residual);
+      update->state_finite = true;  // Encode zeroed inf/NaN
+    }
     return OkStatus();
   }
 

@@ -41,6 +41,10 @@ struct CodecOptions {
   // (the optimizer's nesterov option, moved into the codec with the momentum).
   bool topk_nesterov = false;
   uint64_t seed = 0;                 // shared by all ranks (PowerSGD's Q, stochastic rounding)
+  // false: the casts keep no residual (what rounding lost is dropped, as in PyTorch's
+  // fp16/bf16 compression hooks): no state, and a Reduce reads and writes a bucket's
+  // worth less. Only none, bf16 and fp16 accept false.
+  bool error_feedback = true;
   // top-k: how many |values| are sampled to estimate the threshold; buckets no larger
   // than this are selected exactly.
   size_t topk_sample = 8192;

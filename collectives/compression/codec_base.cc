@@ -306,6 +306,10 @@ std::optional<std::vector<float>> FeedbackCodec::LastContribution(uint64_t bucke
 
 StatusOr<std::unique_ptr<GradientCodec>> MakeCodec(const CodecOptions& options) {
   const std::string& n = options.name;
+  if (!options.error_feedback && n != "none" && n != "bf16" && n != "fp16") {
+    return InvalidArgument("error feedback can be turned off only for codecs none, bf16 and fp16, not '" + n +
+                           "', which drops most of each gradient without it");
+  }
   if (n == "none") return compression::MakeNoneCodec(options);
   if (n == "bf16") return compression::MakeCastCodec(options, DType::kBF16);
   if (n == "fp16") return compression::MakeCastCodec(options, DType::kF16);

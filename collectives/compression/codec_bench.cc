@@ -3,6 +3,7 @@
 // encode+decode time on one thread, and the relative error. Not a test; prints a table.
 //
 //   codec_bench [--world N] [--steps S] [--codecs none,bf16,...] [--scalar 1]
+//   (codecs also: qblock8, qblock4, bf16-noef and fp16-noef, the casts without error feedback)
 //               [--layers 784,2048,2048,10]
 //
 // --scalar 1 turns off the AVX2 kernels (SetAvx2ForTesting), for comparison.
@@ -91,6 +92,10 @@ CodecOptions OptionsFor(const std::string& label) {
   o.name = label;
   o.powersgd_warmup_steps = 0;
   if (label == "qblock8") o.name = "qblock";
+  if (label == "bf16-noef" || label == "fp16-noef") {  // error feedback off
+    o.name = label.substr(0, 4);
+    o.error_feedback = false;
+  }
   if (label == "qblock4") {
     o.name = "qblock";
     o.qblock_bits = 4;

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <future>
 #include <tuple>
 
@@ -234,10 +235,50 @@ TEST(MakeCodecTest, RejectsBadOptions) {
   o = testing::Options("powersgd");
   o.powersgd_rank = 0;
   EXPECT_EQ(MakeCodec(o).status().code(), StatusCode::kInvalidArgument);
+  for (const std::string name : {"powersgd", "qblock", "topk"}) {
+    o = testing::Options(name);
+    o.error_feedback = false;
+    const auto refused = MakeCodec(o);
+    EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument) << name;
+    EXPECT_NE(refused.status().message().find("error feedback"), std::string::npos) << name;
+  }
   for (const std::string& name : kCodecs) {
     auto codec = MakeCodec(testing::Options(name));
     ASSERT_TRUE(codec.ok()) << name;
     EXPECT_EQ((*codec)->name(), name == "qblock4" ? "qblock" : name);
+  }
+}
+
+// Without error feedback a cast sends round(x / n) and keeps nothing: every step of the
+// same gradients gives the same output, the rounded sum, and no residual is stored.
+TEST(CastWithoutFeedbackTest, KeepsNoStateAndRoundsEachStepAlike) {
+  MemoryKvStore kv;
+  const std::string prefix = UniquePrefix("codec_noef");
+  const size_t count = 5000;
+  for (const std::string name : {"bf16", "fp16"}) {
+    RunRanks(2, [&](int r) {
+      auto comm = Connect(&kv, prefix + name, r, 2);
+      auto options = testing::Options(name);
+      options.error_feedback = false;
+      auto codec = testing::Make(options);
+      ASSERT_TRUE(comm && codec);
+      std::vector<float> first;
+      for (int s = 0; s < 3; ++s) {
+        auto v = testing::Gradient(r, count, 9);
+        ASSERT_TRUE(codec->Reduce(v.data(), count, {}, 0, s, comm.get(), {}).ok());
+        EXPECT_FALSE(testing::Inspect(codec.get())->StateEntry({StateKind::kResidual, 0, 0})) << name;
+        if (s == 0) {
+          first = v;
+          const auto a = testing::Gradient(0, count, 9), b = testing::Gradient(1, count, 9);
+          const double tol = name == "bf16" ? 1.0 / 128 : 1.0 / 1024;  // 2^-8 and 2^-11 twice, relative
+          for (size_t i = 0; i < count; ++i) {
+            ASSERT_NEAR(v[i], a[i] + b[i], tol * (std::abs(a[i]) + std::abs(b[i])) + 1e-6) << name << " " << i;
+          }
+        } else {
+          EXPECT_EQ(v, first) << name << " step " << s;  // nothing carried over
+        }
+      }
+    });
   }
 }
 

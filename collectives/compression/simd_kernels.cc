@@ -54,7 +54,9 @@ SHOAL_AVX2 size_t CastEncode(const CastEncodeArgs& a, size_t count) {
     const __m256 sent = _mm256_mul_ps(dtype_detail::WidenX8<T>(w), n);
     _mm_storeu_si128(reinterpret_cast<__m128i*>(wire + i), w);
     const __m256 r = FiniteOrZeroX8(_mm256_sub_ps(x, sent));
-    if (stream) {
+    if (residual == nullptr) {
+      // Error feedback off (CodecOptions::error_feedback): nothing to keep.
+    } else if (stream) {
       _mm_stream_ps(residual + i, _mm256_castps256_ps128(r));
       _mm_stream_ps(residual + i + 4, _mm256_extractf128_ps(r, 1));
     } else {

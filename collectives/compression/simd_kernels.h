@@ -14,7 +14,7 @@ namespace shoal::compression::simd {
 
 // One encode of the cast codecs over [0, count): x = grad (+ old when not null),
 // wire = narrow(clamp(x * inv, -limit, limit)), sent = widen(wire) * n,
-// residual = FiniteOrZero(x - sent), and contribution = sent when not null.
+// residual = FiniteOrZero(x - sent) when not null, and contribution = sent when not null.
 struct CastEncodeArgs {
   const float* grad;
   const float* old;
