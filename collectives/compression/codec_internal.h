@@ -3,6 +3,7 @@
 // counter-based RNG whose streams every rank can reproduce from the same keys.
 #pragma once
 
+#include <algorithm>
 #include <compare>
 #include <cstdlib>
 #include <limits>
@@ -37,7 +38,9 @@ struct PageAlignedAllocator {
   PageAlignedAllocator(const PageAlignedAllocator<U>&) {}
   T* allocate(size_t n) {
     if (n > std::numeric_limits<size_t>::max() / sizeof(T) - kAlign) throw std::bad_alloc();
-    void* p = std::aligned_alloc(kAlign, (n * sizeof(T) + kAlign - 1) / kAlign * kAlign);
+    // aligned_alloc wants a multiple of the alignment, and may return null for 0.
+    const size_t bytes = std::max<size_t>(n * sizeof(T), 1);
+    void* p = std::aligned_alloc(kAlign, (bytes + kAlign - 1) / kAlign * kAlign);
     if (p == nullptr) throw std::bad_alloc();
     return static_cast<T*>(p);
   }

@@ -215,6 +215,10 @@ TEST(PageAlignedAllocatorTest, BuffersStartOnAPage) {
     EXPECT_EQ(reinterpret_cast<uintptr_t>(v.data()) % 4096, 0u) << n;
     EXPECT_EQ(reinterpret_cast<uintptr_t>(w.data()) % 4096, 0u) << n;
   }
+  PageAlignedAllocator<float> alloc;
+  float* none = alloc.allocate(0);  // not null, freeable
+  ASSERT_NE(none, nullptr);
+  alloc.deallocate(none, 0);
   Floats moved = std::move(v);
   EXPECT_EQ(moved.size(), size_t{1} << 22);
 }
