@@ -8,6 +8,7 @@
 
 #include "common/file_util.h"
 #include "common/sha256.h"
+#include "datapipe/le_bytes.h"
 
 namespace shoal {
 
@@ -16,14 +17,8 @@ constexpr char kAdmittedMagic[] = "SHOALADM";
 constexpr uint32_t kAdmittedVersion = 1;
 constexpr size_t kAdmittedHeader = 8 + 4 + 4 + 8 + 8 + 32;
 
-void Put(std::string& s, uint64_t v, int bytes) {
-  for (int i = 0; i < bytes; ++i) s.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-}
-uint64_t Get(const uint8_t* p, int bytes) {
-  uint64_t v = 0;
-  for (int i = 0; i < bytes; ++i) v |= static_cast<uint64_t>(p[i]) << (8 * i);
-  return v;
-}
+using datapipe_le::Get;
+using datapipe_le::Put;
 }  // namespace
 
 std::string EncodeAdmitted(const AdmittedIndex& index) {

@@ -10,20 +10,15 @@
 #include <cstring>
 
 #include "common/file_util.h"
+#include "datapipe/le_bytes.h"
 
 namespace shoal {
 
 static_assert(std::endian::native == std::endian::little, "shards store f32/i32 little-endian");
 
 namespace {
-void Put(std::string& s, uint64_t v, int bytes) {
-  for (int i = 0; i < bytes; ++i) s.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-}
-uint64_t Get(const uint8_t* p, int bytes) {
-  uint64_t v = 0;
-  for (int i = 0; i < bytes; ++i) v |= static_cast<uint64_t>(p[i]) << (8 * i);
-  return v;
-}
+using datapipe_le::Get;
+using datapipe_le::Put;
 // zlib's crc32 takes 32-bit lengths; feed it in chunks so shards over 4 GiB still work.
 uint32_t Crc(uint32_t crc, const uint8_t* p, size_t n) {
   while (n > 0) {

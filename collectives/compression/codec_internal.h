@@ -25,8 +25,8 @@ namespace shoal::compression {
 // some arrays while it stores to others; where a store address trails a load address
 // by a few dozen bytes modulo 4 KiB, the CPU takes the load as depending on the store
 // ("4K aliasing") and the loop stalls. glibc places big buffers at arbitrary 16-byte
-// offsets, and the cast encode measured 3.0 ms with spread offsets against 10.1 ms
-// with unlucky ones on one 23 MB bucket. With every codec-owned buffer (residuals,
+// offsets, and in a one-off test the cast encode took 3.0 ms with spread offsets against
+// 10.1 ms with unlucky ones on one 23 MB bucket. With every codec-owned buffer (residuals,
 // wire, scratch) at offset 0, only a bucket whose own offset is within ~100 bytes below
 // a page boundary still collides.
 template <typename T>

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "collectives/compression/codec_common.h"
+#include "collectives/compression/simd_common.h"
 #include "collectives/dtype.h"
 
 namespace shoal::compression::psgd {
@@ -146,12 +147,7 @@ SHOAL_AVX2_FMA inline void StoreN(float* x, __m256 v, size_t n) {
   else _mm256_maskstore_ps(x, LaneMask(n), v);
 }
 
-// FiniteOrZero (codec_common.h) of eight lanes.
-SHOAL_AVX2_FMA inline __m256 FiniteOrZeroX8(__m256 v) {
-  const __m256i exponent = _mm256_set1_epi32(0x7F800000);
-  const __m256i bad = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_castps_si256(v), exponent), exponent);
-  return _mm256_andnot_ps(_mm256_castsi256_ps(bad), v);
-}
+using simd::FiniteOrZeroX8;
 
 // p_i[j] for the tile's rows i and P's columns j, in lanes: one panel block of n <=
 // kPanel columns at m. When res is not null (the first chunk) it is added into m

@@ -7,7 +7,7 @@
 #include <cstring>
 
 #include "collectives/compression/codec_common.h"
-
+#include "collectives/compression/simd_common.h"
 #include "collectives/dtype.h"
 
 namespace shoal::compression::simd {
@@ -21,13 +21,6 @@ namespace {
 constexpr size_t kStreamFloats = size_t{1} << 20;  // 4 MiB: beyond L2, most of L3's share
 inline bool Streams(const float* out, size_t count) {
   return count >= kStreamFloats && reinterpret_cast<uintptr_t>(out) % 16 == 0;
-}
-
-// FiniteOrZero (codec_common.h) of eight lanes.
-SHOAL_AVX2 inline __m256 FiniteOrZeroX8(__m256 v) {
-  const __m256i exp = _mm256_set1_epi32(0x7F800000);
-  const __m256i nonfinite = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_castps_si256(v), exp), exp);
-  return _mm256_andnot_ps(_mm256_castsi256_ps(nonfinite), v);
 }
 
 // ---- cast codecs
@@ -53,14 +46,14 @@ SHOAL_AVX2 size_t CastEncode(const CastEncodeArgs& a, size_t count) {
     const __m128i w = dtype_detail::NarrowX8<T>(v);
     const __m256 sent = _mm256_mul_ps(dtype_detail::WidenX8<T>(w), n);
     _mm_storeu_si128(reinterpret_cast<__m128i*>(wire + i), w);
-    const __m256 r = FiniteOrZeroX8(_mm256_sub_ps(x, sent));
-    if (residual == nullptr) {
-      // Error feedback off (CodecOptions::error_feedback): nothing to keep.
-    } else if (stream) {
-      _mm_stream_ps(residual + i, _mm256_castps256_ps128(r));
-      _mm_stream_ps(residual + i + 4, _mm256_extractf128_ps(r, 1));
-    } else {
-      _mm256_storeu_ps(residual + i, r);
+    if (residual != nullptr) {  // null: error feedback off, nothing to keep
+      const __m256 r = FiniteOrZeroX8(_mm256_sub_ps(x, sent));
+      if (stream) {
+        _mm_stream_ps(residual + i, _mm256_castps256_ps128(r));
+        _mm_stream_ps(residual + i + 4, _mm256_extractf128_ps(r, 1));
+      } else {
+        _mm256_storeu_ps(residual + i, r);
+      }
     }
     if (contribution) _mm256_storeu_ps(contribution + i, sent);
   }
@@ -152,7 +145,6 @@ SHOAL_AVX2 bool QBlockRangeAvx2(const float* grad, const float* old, size_t len,
 // Eight values of QBlockEncodeAvx2 at i, with their dithers u.
 struct QBlockEncodeConsts {
   __m256 lo, inv, step, zero, levels;
-  __m256i exponent;
 };
 SHOAL_AVX2 inline void QBlockEncode8(const QBlockEncodeArgs& a, const QBlockEncodeConsts& k, size_t i, __m256 u) {
   __m256 x = _mm256_loadu_ps(a.grad + i);
@@ -176,8 +168,7 @@ SHOAL_AVX2 inline void QBlockEncode8(const QBlockEncodeArgs& a, const QBlockEnco
   const __m256 dec = _mm256_add_ps(k.lo, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(b)), k.step));
   __m256 res = _mm256_sub_ps(x, dec);
   if (a.finite) {
-    const __m256i e = _mm256_and_si256(_mm256_castps_si256(res), k.exponent);
-    res = _mm256_andnot_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(e, k.exponent)), res);
+    res = FiniteOrZeroX8(res);
   }
   _mm256_storeu_ps(a.residual + i, res);
   if (a.decoded) _mm256_storeu_ps(a.decoded + i, dec);
@@ -187,8 +178,7 @@ SHOAL_AVX2 size_t QBlockEncodeAvx2(const QBlockEncodeArgs& args, size_t len) {
   // A local copy: the stores could alias `args`, which would reload its fields.
   const QBlockEncodeArgs a = args;
   const QBlockEncodeConsts k{_mm256_set1_ps(a.lo), _mm256_set1_ps(a.inv), _mm256_set1_ps(a.step),
-                             _mm256_setzero_ps(), _mm256_set1_ps(static_cast<float>((1 << a.bits) - 1)),
-                             _mm256_set1_epi32(0x7F800000)};
+                             _mm256_setzero_ps(), _mm256_set1_ps(static_cast<float>((1 << a.bits) - 1))};
   const __m256 unit = _mm256_set1_ps(0x1.0p-16f);
   // Counters of the four draws (four values each) of the next sixteen values, with
   // Mix64's first addition.
