@@ -11,11 +11,13 @@
 // Gradients are synthetic (see Gradient below): shared low-rank directions plus
 // per-rank noise, as data-parallel workers' gradients are; "err 1 step" is the
 // relative L2 error of one Reduce from fresh state, "err mean" that of the mean output
-// over all steps with the same gradients (error feedback at work). "codec ms" is Reduce at world size 1, where every collective is a
-// no-op or a copy, so it is the codec's own compute (OpenBLAS held to one thread), in
-// thread CPU time; "GB/s" is the f32 bucket size over it and "x memcpy" that over
-// memcpy's bandwidth at the same size (issue 3's yardstick: encode + decode at 0.5x
-// memcpy or better). "1MiB" repeats both on a bucket of up to 1 MiB (the Reducer's first
+// over all steps with the same gradients (error feedback at work). "codec ms" is Reduce
+// at world size 1, where every collective is a no-op or a copy, so it is the codec's own
+// compute (OpenBLAS held to one thread), in thread CPU time, median over the steps;
+// "GB/s" is the f32 bucket size over it and "x memcpy" the median over steps of a
+// memcpy of the same bytes timed just before each Reduce, divided by that Reduce's time
+// (issue 3's yardstick: encode + decode at 0.5x memcpy or better). "1MiB" repeats both
+// on a bucket of up to 1 MiB (the Reducer's first
 // bucket; the first rows of fc1.w), which stays in cache where the big one
 // streams from memory. "step ms" is the wall time of Reduce at the given world size
 // over loopback Gloo (ranks are threads).
@@ -112,49 +114,60 @@ double RelError(const std::vector<float>& got, const std::vector<double>& truth)
   return std::sqrt(num / den);
 }
 
-// memcpy bandwidth in GB/s over `floats` floats, best of a few rounds of `reps` copies.
-double MemcpyGBs(const std::vector<float>& src, size_t floats, int reps) {
-  std::vector<float> dst(floats);
-  std::memcpy(dst.data(), src.data(), floats * 4);  // faults the pages in
-  double best = 0;
-  for (int round = 0; round < 3; ++round) {
-    const double t0 = ThreadCpuSeconds();
-    for (int i = 0; i < reps; ++i) std::memcpy(dst.data(), src.data(), floats * 4);
-    best = std::max(best, reps * floats * 4.0 / 1e9 / (ThreadCpuSeconds() - t0));
-  }
-  return best;
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n == 0 ? 0.0 : (n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2);
 }
 
-// Seconds of thread CPU time per Reduce of `label` at world size 1, where every
-// collective is a no-op or a copy: the codec's own compute. Mean over `steps` steps
-// after two that warm caches and the buffer pool (the first replaced residual comes
-// back to the pool only at the end of the second step; before, each step faults a
-// fresh bucket-sized buffer in, as a training job does only at its start). Negative
-// on failure.
-double CodecSeconds(const std::string& label, const std::vector<float>& grad, size_t count,
-                    const std::vector<TensorSlice>& tensors, int steps) {
+// One codec's speed against memcpy, side by side: each step times a memcpy of the
+// bucket's bytes and then the codec's Reduce of the bucket, so that both see the same
+// machine (load from other tenants moves both alike); medians over the steps.
+struct Speed {
+  double codec_s = -1, memcpy_s = 0, ratio = 0;  // ratio: memcpy time / codec time
+};
+
+// Thread CPU time of Reduce of `label` at world size 1, where every collective is a
+// no-op or a copy: the codec's own compute. Measured over `steps` steps after two that
+// warm caches and the buffer pool (the first replaced residual comes back to the pool
+// only at the end of the second step; before, each step faults a fresh bucket-sized
+// buffer in, as a training job does only at its start). codec_s < 0 on failure.
+Speed CodecSpeed(const std::string& label, const std::vector<float>& grad, size_t count,
+                 const std::vector<TensorSlice>& tensors, int steps) {
+  Speed out;
   MemoryKvStore kv;
   auto comm = MakeGlooCommunicator(0, 1, &kv, "bench1/" + label, 10s);
   auto codec = MakeCodec(OptionsFor(label));
   if (!comm.ok() || !codec.ok()) {
     std::fprintf(stderr, "%s: %s %s\n", label.c_str(), comm.status().ToString().c_str(),
                  codec.status().ToString().c_str());
-    return -1;
+    return out;
   }
-  double total = 0;
-  std::vector<float> g(count);
+  std::vector<double> codec_s, memcpy_s, ratio;
+  std::vector<float> g(count), copy(count);
+  std::memcpy(copy.data(), grad.data(), count * 4);  // faults the pages in
   constexpr int kWarmup = 2;
   for (int s = 0; s < kWarmup + steps; ++s) {
+    double t0 = ThreadCpuSeconds();
+    std::memcpy(copy.data(), grad.data(), count * 4);
+    const double m = ThreadCpuSeconds() - t0;
     std::copy(grad.begin(), grad.begin() + count, g.begin());
-    const double t0 = ThreadCpuSeconds();
+    t0 = ThreadCpuSeconds();
     const Status st = (*codec)->Reduce(g.data(), count, tensors, 0, s, comm->get(), {});
-    if (s >= kWarmup) total += ThreadCpuSeconds() - t0;
+    const double c = ThreadCpuSeconds() - t0;
     if (!st.ok()) {
       std::fprintf(stderr, "%s: %s\n", label.c_str(), st.ToString().c_str());
-      return -1;
+      return out;
     }
+    if (s < kWarmup) continue;
+    codec_s.push_back(c);
+    memcpy_s.push_back(m);
+    ratio.push_back(m / c);
   }
-  return total / steps;
+  out.codec_s = Median(codec_s);
+  out.memcpy_s = Median(memcpy_s);
+  out.ratio = Median(ratio);
+  return out;
 }
 
 int Main(int argc, char** argv) {
@@ -205,11 +218,9 @@ int Main(int argc, char** argv) {
   const size_t small = small_rows * small_cols;
   const std::vector<TensorSlice> small_tensors = {{"fc1.w[:rows]", 0, small_rows, small_cols}};
   const int small_reps = 20;  // steps per small-bucket measurement: each is ~100x shorter
-  const double memcpy_big = MemcpyGBs(grads[0], m.count, 10);
-  const double memcpy_small = MemcpyGBs(grads[0], small, 1000);
-  std::printf("bucket: %zu floats (%.1f MB), world %d, %d steps; memcpy %.1f GB/s, at 1 MiB %.1f GB/s "
-              "(thread CPU time); %s kernels\n",
-              m.count, mb, world, steps, memcpy_big, memcpy_small, UseAvx2() ? "AVX2" : "scalar");
+  std::printf("bucket: %zu floats (%.1f MB), world %d, %d steps; %s kernels; times are thread CPU time, "
+              "medians; x memcpy is the median over steps of memcpy time / codec time, each step timing both\n",
+              m.count, mb, world, steps, UseAvx2() ? "AVX2" : "scalar");
   std::printf("%-9s %14s %14s %8s %9s %7s %9s %10s %9s %11s %11s %10s\n", "codec", "sent B/step",
               "f32 ring B", "ratio", "codec ms", "GB/s", "x memcpy", "1MiB GB/s", "x memcpy",
               "err 1 step", "err mean", "step ms");
@@ -217,9 +228,10 @@ int Main(int argc, char** argv) {
   std::stringstream list(codecs);
   std::string label;
   while (std::getline(list, label, ',')) {
-    const double codec_s = CodecSeconds(label, grads[0], m.count, m.tensors, steps);
-    const double small_s = CodecSeconds(label, grads[0], small, small_tensors, steps * small_reps);
-    if (codec_s < 0 || small_s < 0) return 1;
+    const Speed big_speed = CodecSpeed(label, grads[0], m.count, m.tensors, steps);
+    const Speed small_speed = CodecSpeed(label, grads[0], small, small_tensors, steps * small_reps);
+    if (big_speed.codec_s < 0 || small_speed.codec_s < 0) return 1;
+    const double codec_s = big_speed.codec_s, small_s = small_speed.codec_s;
     // The real reduction over `world` ranks on loopback.
     MemoryKvStore kv;
     std::vector<int64_t> sent(world, 0), uncompressed(world, 0);
@@ -259,7 +271,7 @@ int Main(int argc, char** argv) {
     const double gbs = mb / 1e3 / codec_s, small_gbs = small * 4.0 / 1e9 / small_s;
     std::printf("%-9s %14.0f %14.0f %7.1fx %9.2f %7.2f %8.2fx %10.2f %8.2fx %11.2e %11.2e %10.1f\n",
                 label.c_str(), per_step, base, per_step > 0 ? base / per_step : 0.0, codec_s * 1e3, gbs,
-                gbs / memcpy_big, small_gbs, small_gbs / memcpy_small, err1, err_mean,
+                big_speed.ratio, small_gbs, small_speed.ratio, err1, err_mean,
                 step_s[0] / steps * 1e3);
   }
   return 0;

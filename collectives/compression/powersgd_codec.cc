@@ -7,8 +7,8 @@
 // kernels in powersgd_kernels.h, and M never leaves it:
 //   A. M = grad + residual, in the bucket in place, and P = M Q from the same rows.
 //   B. Q_local = M^T P^, the rows of M accumulated into a cols x r sum held in cache.
-//   C. after Q's allreduce: residual = M - P^ Q_local^T, written to a fresh buffer
-//      with inf/NaN zeroed, and the output P^ Q_sum^T over M in the bucket.
+//   C. after Q's allreduce: the output P^ Q_sum^T over M in the bucket, and the
+//      residual M - output / world written to a fresh buffer with inf/NaN zeroed.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -81,11 +81,13 @@ class PowerSgdCodec : public FeedbackCodec {
   //   2. [Q_1 .. Q_k] with Q_i = M_i^T P^_i, P^_i = Gram-Schmidt(sum of P_i).
   // Result: P^ (sum_r Q_r)^T = P^ P^^T (sum_r M_r), the projection of the SUM onto the
   // r directions found; allreducing with kSum (not average) keeps that a sum.
-  // Error feedback (our choice, as in the paper's Algorithm 2 applied per worker):
-  // residual_r = M_r - P^ Q_r^T, the local M minus its local approximation (Q_r is
-  // this rank's Q from before the allreduce, kept for pass C). Then input_r =
-  // contribution_r + residual_r exactly, and the contributions P^ Q_r^T sum to the
-  // output. The allreduced Q is the next warm start (identical on every rank, as P^ is).
+  // Error feedback, as the PowerSGD authors' code and PyTorch's hook do it: residual_r
+  // = M_r - output / n, this rank's M minus its equal share of the decoded sum. The
+  // shares sum to the output, so sum_r residual_r + output = sum_r M_r: nothing is
+  // lost. (Subtracting the local approximation P^ Q_r^T instead would conserve the
+  // same, but costs r more multiply-adds per element in pass C, a third of the codec's
+  // arithmetic.) The allreduced Q is the next warm start (identical on every rank, as
+  // P^ is).
   Status DoReduce(float* bucket, size_t count, const std::vector<TensorSlice>& tensors,
                   uint64_t bucket_id, int64_t step, Communicator* comm,
                   const CollectiveOptions& opts, Update* update) override {
@@ -126,16 +128,14 @@ class PowerSgdCodec : public FeedbackCodec {
       summed += e - b;
     }
 
-    // Pass B, and message 2: local Q = M^T P^, also kept (as panels) for the residual.
-    std::vector<std::vector<float>> local(big.size());
+    // Pass B, and message 2: local Q = M^T P^.
     std::vector<float> msg2(q_total);
-    for (size_t b = 0; b < big.size(); ++b) {
-      const Compressed& c = big[b];
+    for (const Compressed& c : big) {
       float* p = msg1.data() + c.p_at;
       Orthogonalise(p, c.rows, r);
-      local[b].resize(psgd::PanelSize(c.cols, r));
-      psgd::ProjectBack(bucket + c.offset, c.rows, c.cols, p, r, local[b].data());
-      psgd::FromPanels(local[b].data(), c.cols, r, msg2.data() + c.q_at);
+      panels.resize(psgd::PanelSize(c.cols, r));
+      psgd::ProjectBack(bucket + c.offset, c.rows, c.cols, p, r, panels.data());
+      psgd::FromPanels(panels.data(), c.cols, r, msg2.data() + c.q_at);
     }
     RETURN_IF_ERROR(comm->AllReduce(msg2.data(), msg2.size(), DType::kF32, ReduceOp::kSum, opts));
     if (big.empty()) {
@@ -144,15 +144,15 @@ class PowerSgdCodec : public FeedbackCodec {
       return OkStatus();
     }
 
-    // Pass C: the residual M - P^ Q_local^T and the output P^ Q_sum^T, from one read of M.
+    // Pass C: the output P^ Q_sum^T and the residual M - output / n, from one read of M.
     Floats residual = Borrow(count);
     for (const auto& [b, e] : plain) std::fill(residual.begin() + b, residual.begin() + e, 0.0f);  // sent exactly
-    for (size_t b = 0; b < big.size(); ++b) {
-      const Compressed& c = big[b];
+    const float share = 1.0f / static_cast<float>(comm->size());
+    for (const Compressed& c : big) {
       const float* q = msg2.data() + c.q_at;
       panels.resize(psgd::PanelSize(c.cols, r));
       psgd::ToPanels(q, c.cols, r, panels.data());
-      psgd::Decode(bucket + c.offset, c.rows, c.cols, msg1.data() + c.p_at, r, local[b].data(), panels.data(),
+      psgd::Decode(bucket + c.offset, c.rows, c.cols, msg1.data() + c.p_at, r, panels.data(), share,
                    residual.data() + c.offset);
       update->set[{StateKind::kPowerSgdQ, bucket_id, c.index}].assign(q, q + c.cols * r);
     }

@@ -61,26 +61,21 @@ void ProjectBackScalar(const float* m, size_t rows, size_t cols, const float* p,
   }
 }
 
-void DecodeScalar(float* m, size_t rows, size_t cols, const float* p, int r, const float* local_q,
-                  const float* sum_q, float* residual) {
+void DecodeScalar(float* m, size_t rows, size_t cols, const float* p, int r, const float* sum_q, float share,
+                  float* residual) {
   for (size_t i = 0; i < rows; ++i) {
     float* row = m + i * cols;
     float* res = residual + i * cols;
     for (size_t c = 0; c < cols; c += kPanel) {
       const size_t n = std::min(kPanel, cols - c);
-      const float* lq = local_q + At(c, 0, r);
       const float* sq = sum_q + At(c, 0, r);
-      float l[kPanel] = {}, s[kPanel] = {};
-      for (size_t k = 0; k < n; ++k) l[k] = row[c + k];
+      float s[kPanel] = {};
       for (int j = 0; j < r; ++j) {
         const float pij = p[i * r + j];
-        for (size_t k = 0; k < kPanel; ++k) {
-          l[k] -= pij * lq[j * kPanel + k];
-          s[k] += pij * sq[j * kPanel + k];
-        }
+        for (size_t k = 0; k < kPanel; ++k) s[k] += pij * sq[j * kPanel + k];
       }
       for (size_t k = 0; k < n; ++k) {
-        res[c + k] = FiniteOrZero(l[k]);
+        res[c + k] = FiniteOrZero(row[c + k] - share * s[k]);
         row[c + k] = s[k];
       }
     }
@@ -97,9 +92,9 @@ void DecodeScalar(float* m, size_t rows, size_t cols, const float* p, int r, con
 
 // A kernel call covers a tile of a few rows of M and up to kChunk columns of P. Each
 // vector of Q read from cache then serves every row of the tile: Q (r floats per
-// column of M, 64 KB for Q_local and Q_sum at r = 4 and 2048 columns) does not fit
-// in L1, and reading it once per row made the L2 the bottleneck, not memory. The
-// sizes keep a tile's accumulators in the 16 vector registers.
+// column of M, 32 KB at r = 4 and 2048 columns) does not fit in L1 beside M's rows,
+// and reading it once per row made the L2 the bottleneck, not memory. The sizes keep
+// a tile's accumulators in the 16 vector registers.
 constexpr int kChunk = 4;
 // Rows per tile, per kernel (measured on the benchmark's MLP bucket: one row per tile
 // takes 35% longer than these).
@@ -212,44 +207,42 @@ SHOAL_AVX2_FMA void AccumulateTile(const float* m, size_t cols, const float* p, 
   if (c < cols) AccumulateBlock<RB, J>(m + c, cols, cols - c, pb, q);
 }
 
-// One panel block of n <= kPanel columns at out, for the tile's rows: res -= P
-// local_q^T and out += P sum_q^T over the chunk's columns of P. The first chunk
-// starts from res = M (which `out` holds, the bucket) and out = 0; the last one
-// zeroes non-finite residuals. In between, the rows (in L1) carry the partial sums.
+// One panel block of n <= kPanel columns at out, for the tile's rows: out += P
+// sum_q^T over the chunk's columns of P, and at the last chunk res = M - share * out.
+// The first chunk finds M in `out` (the bucket) and, when more chunks follow, parks it
+// in res; in between, the rows (in L1) carry the partial sums.
 template <int RB, int J>
 SHOAL_AVX2_FMA inline void DecodeBlock(float* out, float* res, size_t cols, size_t n, const __m256 (&pb)[RB][J],
-                                       const float* lq, const float* sq, bool first, bool last) {
-  __m256 l[RB], s[RB];
+                                       const float* sq, __m256 share, bool first, bool last) {
+  __m256 m[RB], s[RB];
   for (int i = 0; i < RB; ++i) {
-    l[i] = LoadN((first ? out : res) + i * cols, n);
+    m[i] = LoadN((first ? out : res) + i * cols, n);
     s[i] = first ? _mm256_setzero_ps() : LoadN(out + i * cols, n);
   }
   for (int j = 0; j < J; ++j) {
-    const __m256 lj = _mm256_loadu_ps(lq + j * kPanel), sj = _mm256_loadu_ps(sq + j * kPanel);
-    for (int i = 0; i < RB; ++i) {
-      l[i] = _mm256_fnmadd_ps(pb[i][j], lj, l[i]);
-      s[i] = _mm256_fmadd_ps(pb[i][j], sj, s[i]);
-    }
+    const __m256 sj = _mm256_loadu_ps(sq + j * kPanel);
+    for (int i = 0; i < RB; ++i) s[i] = _mm256_fmadd_ps(pb[i][j], sj, s[i]);
   }
   for (int i = 0; i < RB; ++i) {
-    StoreN(res + i * cols, last ? FiniteOrZeroX8(l[i]) : l[i], n);
+    StoreN(res + i * cols, last ? FiniteOrZeroX8(_mm256_fnmadd_ps(share, s[i], m[i])) : m[i], n);
     StoreN(out + i * cols, s[i], n);
   }
 }
 
 template <int RB, int J>
-SHOAL_AVX2_FMA void DecodeTile(float* out, float* res, size_t cols, const float* p, int r, const float* lq,
-                               const float* sq, bool first, bool last) {
+SHOAL_AVX2_FMA void DecodeTile(float* out, float* res, size_t cols, const float* p, int r, const float* sq,
+                               float share, bool first, bool last) {
   __m256 pb[RB][J];
   for (int i = 0; i < RB; ++i) {
     for (int j = 0; j < J; ++j) pb[i][j] = _mm256_set1_ps(p[i * r + j]);
   }
+  const __m256 vshare = _mm256_set1_ps(share);
   const size_t block = kPanel * r;
   size_t c = 0;
-  for (; c + kPanel <= cols; c += kPanel, lq += block, sq += block) {
-    DecodeBlock<RB, J>(out + c, res + c, cols, kPanel, pb, lq, sq, first, last);
+  for (; c + kPanel <= cols; c += kPanel, sq += block) {
+    DecodeBlock<RB, J>(out + c, res + c, cols, kPanel, pb, sq, vshare, first, last);
   }
-  if (c < cols) DecodeBlock<RB, J>(out + c, res + c, cols, cols - c, pb, lq, sq, first, last);
+  if (c < cols) DecodeBlock<RB, J>(out + c, res + c, cols, cols - c, pb, sq, vshare, first, last);
 }
 
 void AddAndProjectAvx2(float* m, const float* residual, size_t rows, size_t cols, const float* q, int r,
@@ -267,11 +260,11 @@ void ProjectBackAvx2(const float* m, size_t rows, size_t cols, const float* p, i
   });
 }
 
-void DecodeAvx2(float* m, size_t rows, size_t cols, const float* p, int r, const float* local_q,
-                const float* sum_q, float* residual) {
+void DecodeAvx2(float* m, size_t rows, size_t cols, const float* p, int r, const float* sum_q, float share,
+                float* residual) {
   ForTiles<kDecodeRows>(rows, r, [&](size_t i, int j0, auto RB, auto J) {
-    DecodeTile<RB.value, J.value>(m + i * cols, residual + i * cols, cols, p + i * r + j0, r, local_q + j0 * kPanel,
-                                  sum_q + j0 * kPanel, j0 == 0, j0 + J.value == r);
+    DecodeTile<RB.value, J.value>(m + i * cols, residual + i * cols, cols, p + i * r + j0, r, sum_q + j0 * kPanel,
+                                  share, j0 == 0, j0 + J.value == r);
   });
 }
 #endif
@@ -315,12 +308,12 @@ void ProjectBack(const float* m, size_t rows, size_t cols, const float* p, int r
   ProjectBackScalar(m, rows, cols, p, r, q);
 }
 
-void Decode(float* m, size_t rows, size_t cols, const float* p, int r, const float* local_q,
-            const float* sum_q, float* residual) {
+void Decode(float* m, size_t rows, size_t cols, const float* p, int r, const float* sum_q, float share,
+            float* residual) {
 #ifdef SHOAL_PSGD_AVX2
-  if (UseAvx2Fma()) return DecodeAvx2(m, rows, cols, p, r, local_q, sum_q, residual);
+  if (UseAvx2Fma()) return DecodeAvx2(m, rows, cols, p, r, sum_q, share, residual);
 #endif
-  DecodeScalar(m, rows, cols, p, r, local_q, sum_q, residual);
+  DecodeScalar(m, rows, cols, p, r, sum_q, share, residual);
 }
 
 }  // namespace shoal::compression::psgd

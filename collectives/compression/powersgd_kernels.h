@@ -35,10 +35,11 @@ void AddAndProject(float* m, const float* residual, size_t rows, size_t cols, co
 // Pass B: Q = m^T P.
 void ProjectBack(const float* m, size_t rows, size_t cols, const float* p, int r, float* q);
 
-// Pass C: residual = FiniteOrZero(m - P local_q^T) (error feedback of what local_q
-// missed, never inf or NaN), then m = P sum_q^T (the decoded output, in place).
-void Decode(float* m, size_t rows, size_t cols, const float* p, int r, const float* local_q,
-            const float* sum_q, float* residual);
+// Pass C: m = P sum_q^T (the decoded output, in place) and residual =
+// FiniteOrZero(m_before - share * output): error feedback of what this rank's share
+// of the output (share = 1 / world size) did not carry, never inf or NaN.
+void Decode(float* m, size_t rows, size_t cols, const float* p, int r, const float* sum_q, float share,
+            float* residual);
 
 // The kernels' path: true where they take AVX2+FMA.
 bool UseAvx2Fma();

@@ -119,29 +119,28 @@ TEST(PowerSgdKernelsTest, DecodeMatchesReferenceAndZeroesNonFiniteResiduals) {
       input[s.rows * s.cols - 1] = -inf;
       if (s.cols > 9) input[9] = inf;
       const auto p = testing::Gradient(1, s.rows * s.r, 8);
-      const auto lq = testing::Gradient(2, s.cols * s.r, 9);
       const auto sq = testing::Gradient(3, s.cols * s.r, 10);
-      auto out = input;
-      std::vector<float> residual(input.size(), std::nanf(""));
-      Decode(out.data(), s.rows, s.cols, p.data(), s.r, Panels(lq, s.cols, s.r).data(),
-             Panels(sq, s.cols, s.r).data(), residual.data());
-      for (size_t i = 0; i < s.rows; ++i) {
-        for (size_t c = 0; c < s.cols; ++c) {
-          Ref local, sum;
-          for (int j = 0; j < s.r; ++j) {
-            local.Add(p[i * s.r + j], lq[c * s.r + j]);
-            sum.Add(p[i * s.r + j], sq[c * s.r + j]);
-          }
-          const size_t k = i * s.cols + c;
-          const std::string where = path + " " + std::to_string(s.rows) + "x" + std::to_string(s.cols) +
-                                    " r=" + std::to_string(s.r) + " element " + std::to_string(k);
-          EXPECT_NEAR(out[k], sum.value, sum.Tolerance()) << where;
-          if (std::isfinite(input[k])) {
-            // input - local: the input's own rounding is part of the bound.
-            EXPECT_NEAR(residual[k], input[k] - local.value,
-                        local.Tolerance() + 1e-6 * std::abs(input[k])) << where;
-          } else {
-            EXPECT_EQ(residual[k], 0.0f) << where;
+      for (const float share : {1.0f, 0.25f, 1.0f / 3}) {
+        auto out = input;
+        std::vector<float> residual(input.size(), std::nanf(""));
+        Decode(out.data(), s.rows, s.cols, p.data(), s.r, Panels(sq, s.cols, s.r).data(), share, residual.data());
+        for (size_t i = 0; i < s.rows; ++i) {
+          for (size_t c = 0; c < s.cols; ++c) {
+            Ref sum;
+            for (int j = 0; j < s.r; ++j) sum.Add(p[i * s.r + j], sq[c * s.r + j]);
+            const size_t k = i * s.cols + c;
+            const std::string where = path + " " + std::to_string(s.rows) + "x" + std::to_string(s.cols) +
+                                      " r=" + std::to_string(s.r) + " share " + std::to_string(share) +
+                                      " element " + std::to_string(k);
+            EXPECT_NEAR(out[k], sum.value, sum.Tolerance()) << where;
+            if (std::isfinite(input[k])) {
+              // input - share * sum: the input's own rounding is part of the bound.
+              EXPECT_NEAR(residual[k], input[k] - share * sum.value,
+                          share * sum.Tolerance() + 1e-6 * (std::abs(input[k]) + share * sum.magnitude))
+                  << where;
+            } else {
+              EXPECT_EQ(residual[k], 0.0f) << where;
+            }
           }
         }
       }

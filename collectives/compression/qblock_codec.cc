@@ -236,15 +236,25 @@ class QBlockCodec : public FeedbackCodec {
     uint8_t* out = requant_.data();
     for (size_t b0 = own0; b0 < own1; b0 += p.block) {
       const size_t len = std::min(p.block, own1 - b0), at = QuantBytes(b0 - own0, p.block, p.bits);
+      // sum = ((0 + c_0) + c_1) + ...: the first term is written, not added to zeros.
+      // A decoded value lo + code * step is never -0 (code * step >= +0), so writing it
+      // equals adding it to 0; x may be -0, so it is added to 0 explicitly.
       float* sum = sum_.data();
-      std::fill(sum, sum + len, 0.0f);
       for (int r = 0; r < p.n; ++r) {
+        const bool first = r == 0;
+        const float* g = bucket + b0;
         if (r != p.me) {
-          Dequantize(from_.data() + r * p.slot + at, len, p.block, p.bits, sum, true);
+          Dequantize(from_.data() + r * p.slot + at, len, p.block, p.bits, sum, !first);
+        } else if (first) {
+          if (old) {
+            for (size_t i = 0; i < len; ++i) sum[i] = 0.0f + (g[i] + old[b0 + i]);
+          } else {
+            for (size_t i = 0; i < len; ++i) sum[i] = 0.0f + g[i];
+          }
         } else if (old) {
-          for (size_t i = 0; i < len; ++i) sum[i] += bucket[b0 + i] + old[b0 + i];
+          for (size_t i = 0; i < len; ++i) sum[i] += g[i] + old[b0 + i];
         } else {
-          for (size_t i = 0; i < len; ++i) sum[i] += bucket[b0 + i];
+          for (size_t i = 0; i < len; ++i) sum[i] += g[i];
         }
       }
       out += EncodeBlock({sum, nullptr, 0, 0, 0, p.bits, p.key2, (b0 - own0) / 2, nullptr, residual + b0,

@@ -142,21 +142,28 @@ SHOAL_AVX2 bool QBlockRangeAvx2(const float* grad, const float* old, size_t len,
   return true;
 }
 
-// Eight values of QBlockEncodeAvx2 at i, with their dithers u.
+namespace {
+
+// Eight values of QBlockEncodeAvx2 at i, with their dithers u; kBits, and whether x
+// has an old residual to add, as constants so that the loop has no branches on them.
 struct QBlockEncodeConsts {
   __m256 lo, inv, step, zero, levels;
 };
+template <int kBits, bool kOld>
 SHOAL_AVX2 inline void QBlockEncode8(const QBlockEncodeArgs& a, const QBlockEncodeConsts& k, size_t i, __m256 u) {
   __m256 x = _mm256_loadu_ps(a.grad + i);
-  if (a.old) x = _mm256_add_ps(x, _mm256_loadu_ps(a.old + i));
+  if constexpr (kOld) x = _mm256_add_ps(x, _mm256_loadu_ps(a.old + i));
   const __m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(x, k.lo), k.inv), u);
-  // std::clamp(v, 0, levels), NaN passing through as there; truncation turns NaN into
-  // INT_MIN as cvttss2si does, which the saturating packs below make 0, as the scalar
-  // code's uint8_t cast (and shift) of INT_MIN does.
-  const __m256i c = _mm256_cvttps_epi32(_mm256_min_ps(k.levels, _mm256_max_ps(k.zero, v)));
+  // std::clamp(v, 0, levels) and then truncation, as the scalar code does, except for
+  // NaN: max_ps returns its second operand when either is NaN, so NaN becomes 0 here,
+  // the code the scalar path stores for it (its INT_MIN truncated to 8 or 4 bits).
+  // Truncating in float keeps the decode below off the packing shuffles.
+  const __m256 cf = _mm256_round_ps(_mm256_min_ps(k.levels, _mm256_max_ps(v, k.zero)),
+                                    _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+  const __m256i c = _mm256_cvttps_epi32(cf);
   const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1));
   const __m128i b = _mm_packus_epi16(w, w);  // low 8 bytes: the codes in order
-  if (a.bits == 8) {
+  if constexpr (kBits == 8) {
     _mm_storel_epi64(reinterpret_cast<__m128i*>(a.codes + i), b);
   } else {
     // Byte pairs (c0, c1) as 16-bit words: (w | w >> 4) & 0xFF is c0 | c1 << 4.
@@ -164,21 +171,20 @@ SHOAL_AVX2 inline void QBlockEncode8(const QBlockEncodeArgs& a, const QBlockEnco
     const int32_t packed = _mm_cvtsi128_si32(_mm_packus_epi16(nib, nib));
     std::memcpy(a.codes + i / 2, &packed, sizeof(packed));
   }
-  // Decoded from the stored codes (NaN's code is 0 there), as a receiver decodes.
-  const __m256 dec = _mm256_add_ps(k.lo, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(b)), k.step));
+  // Decoded as a receiver decodes the stored codes.
+  const __m256 dec = _mm256_add_ps(k.lo, _mm256_mul_ps(cf, k.step));
   __m256 res = _mm256_sub_ps(x, dec);
-  if (a.finite) {
-    res = FiniteOrZeroX8(res);
-  }
+  if (a.finite) res = FiniteOrZeroX8(res);
+  // Plain stores: non-temporal ones measured slower here (the bench's next step finds
+  // part of the residual still in L3).
   _mm256_storeu_ps(a.residual + i, res);
   if (a.decoded) _mm256_storeu_ps(a.decoded + i, dec);
 }
 
-SHOAL_AVX2 size_t QBlockEncodeAvx2(const QBlockEncodeArgs& args, size_t len) {
-  // A local copy: the stores could alias `args`, which would reload its fields.
-  const QBlockEncodeArgs a = args;
+template <int kBits, bool kOld>
+SHOAL_AVX2 size_t QBlockEncode(const QBlockEncodeArgs& a, size_t len) {
   const QBlockEncodeConsts k{_mm256_set1_ps(a.lo), _mm256_set1_ps(a.inv), _mm256_set1_ps(a.step),
-                             _mm256_setzero_ps(), _mm256_set1_ps(static_cast<float>((1 << a.bits) - 1))};
+                             _mm256_setzero_ps(), _mm256_set1_ps(static_cast<float>((1 << kBits) - 1))};
   const __m256 unit = _mm256_set1_ps(0x1.0p-16f);
   // Counters of the four draws (four values each) of the next sixteen values, with
   // Mix64's first addition.
@@ -195,10 +201,20 @@ SHOAL_AVX2 size_t QBlockEncodeAvx2(const QBlockEncodeArgs& args, size_t len) {
     // are the values in order.
     const __m256 u0 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(r))), unit);
     const __m256 u1 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu16_epi32(_mm256_extracti128_si256(r, 1))), unit);
-    QBlockEncode8(a, k, i, u0);
-    QBlockEncode8(a, k, i + 8, u1);
+    QBlockEncode8<kBits, kOld>(a, k, i, u0);
+    QBlockEncode8<kBits, kOld>(a, k, i + 8, u1);
   }
   return i;
+}
+
+}  // namespace
+
+SHOAL_AVX2 size_t QBlockEncodeAvx2(const QBlockEncodeArgs& a, size_t len) {
+  // A copy of the arguments in each instance: the stores could alias `a`, which would
+  // reload its fields.
+  const QBlockEncodeArgs copy = a;
+  if (a.bits == 8) return a.old ? QBlockEncode<8, true>(copy, len) : QBlockEncode<8, false>(copy, len);
+  return a.old ? QBlockEncode<4, true>(copy, len) : QBlockEncode<4, false>(copy, len);
 }
 
 SHOAL_AVX2 size_t QBlockDecodeAvx2(const uint8_t* codes, size_t len, int bits, float lo, float step, float* out,
