@@ -85,6 +85,13 @@ size_t EncodeBlock(simd::QBlockEncodeArgs a, size_t len, uint8_t* wire) {
   return QBlockBytes(len, a.bits);
 }
 
+// sum = (first ? 0 : sum) + (grad + old), old possibly null: the owner's own term.
+void AccumulateOwn(float* sum, const float* grad, const float* old, size_t len, bool first) {
+  for (size_t i = UseAvx2() ? simd::QBlockAccumulateAvx2(sum, grad, old, len, first) : 0; i < len; ++i) {
+    sum[i] = (first ? 0.0f : sum[i]) + XAt(grad, old, i);
+  }
+}
+
 // out[i] (+)= decode(in)[i]; `add` selects accumulation.
 void Dequantize(const uint8_t* in, size_t count, size_t block, int bits, float* out, bool add) {
   const bool avx2 = UseAvx2();
@@ -245,16 +252,8 @@ class QBlockCodec : public FeedbackCodec {
         const float* g = bucket + b0;
         if (r != p.me) {
           Dequantize(from_.data() + r * p.slot + at, len, p.block, p.bits, sum, !first);
-        } else if (first) {
-          if (old) {
-            for (size_t i = 0; i < len; ++i) sum[i] = 0.0f + (g[i] + old[b0 + i]);
-          } else {
-            for (size_t i = 0; i < len; ++i) sum[i] = 0.0f + g[i];
-          }
-        } else if (old) {
-          for (size_t i = 0; i < len; ++i) sum[i] += g[i] + old[b0 + i];
         } else {
-          for (size_t i = 0; i < len; ++i) sum[i] += g[i];
+          AccumulateOwn(sum, g, old ? old + b0 : nullptr, len, first);
         }
       }
       out += EncodeBlock({sum, nullptr, 0, 0, 0, p.bits, p.key2, (b0 - own0) / 2, nullptr, residual + b0,

@@ -82,25 +82,15 @@ SHOAL_AVX2 size_t CastDecode(const uint16_t* wire, float n, float* out, size_t c
 
 // ---- qblock
 
-// The low 64 bits of x * m in each lane (AVX2 has no 64-bit multiply): lo*lo from one
-// 32x32->64 product, plus the two cross products' low halves (one 32-bit multiply of x
-// by m with its halves swapped) shifted up by 32.
-SHOAL_AVX2 inline __m256i MulLo64(__m256i x, uint64_t m) {
-  const __m256i m_lo = _mm256_set1_epi64x(static_cast<int64_t>(m & 0xFFFFFFFFu));
-  const __m256i m_swapped = _mm256_set1_epi64x(static_cast<int64_t>((m << 32) | (m >> 32)));
-  const __m256i cross = _mm256_mullo_epi32(x, m_swapped);  // lo*hi low, hi*lo high
-  const __m256i high = _mm256_add_epi32(cross, _mm256_slli_epi64(cross, 32));
-  return _mm256_add_epi64(_mm256_mul_epu32(x, m_lo), _mm256_blend_epi32(high, _mm256_setzero_si256(), 0x55));
+// Mix32 (codec_common.h) of eight lanes.
+SHOAL_AVX2 inline __m256i Mix32X8(__m256i x) {
+  x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 16));
+  x = _mm256_mullo_epi32(x, _mm256_set1_epi32(0x7FEB352D));
+  x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 15));
+  x = _mm256_mullo_epi32(x, _mm256_set1_epi32(static_cast<int32_t>(0x846CA68Bu)));
+  return _mm256_xor_si256(x, _mm256_srli_epi32(x, 16));
 }
 
-// Mix64 (codec_internal.h) of four lanes, the "+= golden ratio" already in x.
-SHOAL_AVX2 inline __m256i Mix64Finish(__m256i x) {
-  x = MulLo64(_mm256_xor_si256(x, _mm256_srli_epi64(x, 30)), 0xBF58476D1CE4E5B9ull);
-  x = MulLo64(_mm256_xor_si256(x, _mm256_srli_epi64(x, 27)), 0x94D049BB133111EBull);
-  return _mm256_xor_si256(x, _mm256_srli_epi64(x, 31));
-}
-
-constexpr uint64_t kGolden = 0x9E3779B97F4A7C15ull;      // Mix64's first addend
 
 }  // namespace
 
@@ -186,18 +176,19 @@ SHOAL_AVX2 size_t QBlockEncode(const QBlockEncodeArgs& a, size_t len) {
   const QBlockEncodeConsts k{_mm256_set1_ps(a.lo), _mm256_set1_ps(a.inv), _mm256_set1_ps(a.step),
                              _mm256_setzero_ps(), _mm256_set1_ps(static_cast<float>((1 << kBits) - 1))};
   const __m256 unit = _mm256_set1_ps(0x1.0p-16f);
-  // Counters of the four draws (four values each) of the next sixteen values, with
-  // Mix64's first addition.
-  const uint64_t c0 = a.key + kGolden + a.pair0 * kQDitherStride;
-  __m256i counter = _mm256_setr_epi64x(static_cast<int64_t>(c0), static_cast<int64_t>(c0 + kQDitherStride),
-                                       static_cast<int64_t>(c0 + 2 * kQDitherStride),
-                                       static_cast<int64_t>(c0 + 3 * kQDitherStride));
-  const __m256i advance = _mm256_set1_epi64x(static_cast<int64_t>(4 * kQDitherStride));
+  // Weyl steps of the counters of the eight draws (two values each) of the next sixteen
+  // values, mod 2^32.
+  const uint32_t c0 = static_cast<uint32_t>(a.pair0) * kQDitherStride;
+  __m256i weyl = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int32_t>(c0)),
+                                  _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                                     _mm256_set1_epi32(static_cast<int32_t>(kQDitherStride))));
+  const __m256i advance = _mm256_set1_epi32(static_cast<int32_t>(8 * kQDitherStride));
+  const __m256i key = _mm256_set1_epi32(static_cast<int32_t>(QDitherKey(a.key)));
   size_t i = 0;
   for (; i + 16 <= len; i += 16) {
-    const __m256i r = Mix64Finish(counter);
-    counter = _mm256_add_epi64(counter, advance);
-    // Value 4q + j takes bits 16j.. of draw q: the 16-bit words of r in memory order
+    const __m256i r = Mix32X8(_mm256_xor_si256(weyl, key));
+    weyl = _mm256_add_epi32(weyl, advance);
+    // Value 2q + j takes bits 16j.. of draw q: the 16-bit words of r in memory order
     // are the values in order.
     const __m256 u0 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(r))), unit);
     const __m256 u1 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu16_epi32(_mm256_extracti128_si256(r, 1))), unit);
@@ -215,6 +206,17 @@ SHOAL_AVX2 size_t QBlockEncodeAvx2(const QBlockEncodeArgs& a, size_t len) {
   const QBlockEncodeArgs copy = a;
   if (a.bits == 8) return a.old ? QBlockEncode<8, true>(copy, len) : QBlockEncode<8, false>(copy, len);
   return a.old ? QBlockEncode<4, true>(copy, len) : QBlockEncode<4, false>(copy, len);
+}
+
+SHOAL_AVX2 size_t QBlockAccumulateAvx2(float* sum, const float* grad, const float* old, size_t len, bool first) {
+  size_t i = 0;
+  for (; i + 8 <= len; i += 8) {
+    __m256 x = _mm256_loadu_ps(grad + i);
+    if (old) x = _mm256_add_ps(x, _mm256_loadu_ps(old + i));
+    // 0 + x, not x: the sum of -0 alone is +0, as the scalar loop's.
+    _mm256_storeu_ps(sum + i, _mm256_add_ps(first ? _mm256_setzero_ps() : _mm256_loadu_ps(sum + i), x));
+  }
+  return i;
 }
 
 SHOAL_AVX2 size_t QBlockDecodeAvx2(const uint8_t* codes, size_t len, int bits, float lo, float step, float* out,
@@ -245,6 +247,7 @@ size_t CastEncodeAvx2(DType, const CastEncodeArgs&, size_t) { return 0; }
 size_t CastDecodeAvx2(DType, const uint16_t*, float, float*, size_t) { return 0; }
 bool QBlockRangeAvx2(const float*, const float*, size_t, float*, float*) { return false; }
 size_t QBlockEncodeAvx2(const QBlockEncodeArgs&, size_t) { return 0; }
+size_t QBlockAccumulateAvx2(float*, const float*, const float*, size_t, bool) { return 0; }
 size_t QBlockDecodeAvx2(const uint8_t*, size_t, int, float, float, float*, bool) { return 0; }
 
 #endif

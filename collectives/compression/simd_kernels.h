@@ -50,6 +50,9 @@ struct QBlockEncodeArgs {
   bool finite;
 };
 size_t QBlockEncodeAvx2(const QBlockEncodeArgs& a, size_t len);
+// The owner's own term of a block's sum: sum_i = (first ? 0 : sum_i) + (grad_i + old_i)
+// (old may be null), in the scalar loop's order of additions.
+size_t QBlockAccumulateAvx2(float* sum, const float* grad, const float* old, size_t len, bool first);
 // out[i] (+)= lo + code_i * step.
 size_t QBlockDecodeAvx2(const uint8_t* codes, size_t len, int bits, float lo, float step, float* out, bool add);
 
