@@ -55,20 +55,20 @@ SHOAL_HD inline uint32_t Mix32(uint32_t x) {
   return x ^ (x >> 16);
 }
 
-// qblock's stochastic-rounding dither of value i of the block whose counters start at
-// `base` (the block's first index / 2 in the quantised array, so blocks never share a
-// counter): one 32-bit draw per pair of neighbours, 16 bits each, value i taking bits
-// 16*(i%2) .. 16*(i%2)+15 of draw base + i/2, the draw being Mix32 of the counter's
-// Weyl step xor the stream key folded to 32 bits. 16 bits leave a rounding bias of at
-// most 2^-16 of a step (error feedback takes even that back); the 32-bit hash is what
-// lets the AVX2 kernel draw eight pairs at a time for about half the instructions of
-// four Mix64 draws.
+// qblock's stochastic-rounding dither of value i of the block whose first value has
+// index `first` in the quantised array: one 32-bit draw per pair of values, 16 bits
+// each. In each group of 16 values, value j < 8 takes the low half of the group's draw
+// j and value 8 + j its high half (so a vector kernel splits eight draws into sixteen
+// dithers without shuffling). The draw of counter c is Mix32 of c's Weyl step xor the
+// stream key folded to 32 bits; block values use counters first + 8 * (i / 16) + i % 8,
+// all below first + len, so blocks never share one. 16 bits leave a rounding bias of at
+// most 2^-16 of a step (error feedback takes even that back).
 constexpr uint32_t kQDitherStride = 0x9E3779B9u;
 SHOAL_HD inline uint32_t QDitherKey(uint64_t key) { return static_cast<uint32_t>(key ^ (key >> 32)); }
-SHOAL_HD inline float QBlockDither(uint64_t key, uint64_t base, size_t i) {
-  const uint32_t counter = static_cast<uint32_t>(base + i / 2);
+SHOAL_HD inline float QBlockDither(uint64_t key, uint64_t first, size_t i) {
+  const uint32_t counter = static_cast<uint32_t>(first + 8 * (i / 16) + i % 8);
   const uint32_t r = Mix32((counter * kQDitherStride) ^ QDitherKey(key));
-  return static_cast<float>((r >> (16 * (i % 2))) & 0xFFFFu) * 0x1.0p-16f;
+  return static_cast<float>((r >> (16 * ((i / 8) % 2))) & 0xFFFFu) * 0x1.0p-16f;
 }
 
 // qblock on the wire, block by block: f32 minimum, f32 step, then one code per value

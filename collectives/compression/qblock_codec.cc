@@ -18,14 +18,21 @@ namespace {
 // x = grad (+ old where not null): the value quantised, computed where it is needed.
 inline float XAt(const float* grad, const float* old, size_t i) { return old ? grad[i] + old[i] : grad[i]; }
 
-// Min and max of one block of x.
-void BlockRange(const float* grad, const float* old, size_t len, float* lo, float* hi) {
-  if (UseAvx2() && simd::QBlockRangeAvx2(grad, old, len, lo, hi)) return;
+// Min and max of one block of x. Returns true when every x is known to be finite and
+// small enough (|x| <= 2^120) that the block's step, decoded values and residuals are
+// finite too, so that FiniteOrZero can be skipped: the AVX2 range says so (it has seen
+// no NaN); the scalar loop, which NaN can slip past, never does.
+bool BlockRange(const float* grad, const float* old, size_t len, float* lo, float* hi) {
+  if (UseAvx2() && simd::QBlockRangeAvx2(grad, old, len, lo, hi)) {
+    constexpr float kSafe = 0x1.0p120f;
+    return *lo >= -kSafe && *hi <= kSafe;
+  }
   *lo = *hi = XAt(grad, old, 0);
   for (size_t i = 1; i < len; ++i) {
     *lo = std::min(*lo, XAt(grad, old, i));
     *hi = std::max(*hi, XAt(grad, old, i));
   }
+  return false;
 }
 
 // Code i of a block as stored.
@@ -44,8 +51,8 @@ void EncodeTail(const simd::QBlockEncodeArgs& a, size_t from, size_t len) {
   };
   // Counter-based dither (codec_common.h): any value's can be drawn on its own.
   for (size_t i = from; i < len; i += 2) {
-    const uint32_t c0 = code(i, QBlockDither(a.key, a.pair0, i));
-    const uint32_t c1 = i + 1 < len ? code(i + 1, QBlockDither(a.key, a.pair0, i + 1)) : 0;
+    const uint32_t c0 = code(i, QBlockDither(a.key, a.first, i));
+    const uint32_t c1 = i + 1 < len ? code(i + 1, QBlockDither(a.key, a.first, i + 1)) : 0;
     if (a.bits == 8) {
       a.codes[i] = static_cast<uint8_t>(c0);
       if (i + 1 < len) a.codes[i + 1] = static_cast<uint8_t>(c1);
@@ -70,7 +77,8 @@ void EncodeTail(const simd::QBlockEncodeArgs& a, size_t from, size_t len) {
 // with the same results; EncodeTail does the rest. Returns the bytes written.
 size_t EncodeBlock(simd::QBlockEncodeArgs a, size_t len, uint8_t* wire) {
   float lo, hi;
-  BlockRange(a.grad, a.old, len, &lo, &hi);
+  // Zeroing non-finite residuals is a no-op where the range rules them out.
+  if (BlockRange(a.grad, a.old, len, &lo, &hi)) a.finite = false;
   float step = (hi - lo) / static_cast<float>((1 << a.bits) - 1);
   // A constant block (or a non-finite range) sends its minimum only.
   const float inv = (step > 0 && std::isfinite(step)) ? 1.0f / step : 0.0f;
@@ -224,7 +232,7 @@ class QBlockCodec : public FeedbackCodec {
       uint8_t* out = send_.data() + s * p.slot;
       for (size_t b0 = p.begin[s]; s != p.me && b0 < p.begin[s + 1]; b0 += p.block) {
         const size_t len = std::min(p.block, p.begin[s + 1] - b0);
-        out += EncodeBlock({grad + b0, old ? old + b0 : nullptr, 0, 0, 0, p.bits, p.key1, b0 / 2, nullptr,
+        out += EncodeBlock({grad + b0, old ? old + b0 : nullptr, 0, 0, 0, p.bits, p.key1, b0, nullptr,
                             residual + b0, nullptr, finite},
                            len, out);
       }
@@ -256,7 +264,7 @@ class QBlockCodec : public FeedbackCodec {
           AccumulateOwn(sum, g, old ? old + b0 : nullptr, len, first);
         }
       }
-      out += EncodeBlock({sum, nullptr, 0, 0, 0, p.bits, p.key2, (b0 - own0) / 2, nullptr, residual + b0,
+      out += EncodeBlock({sum, nullptr, 0, 0, 0, p.bits, p.key2, b0 - own0, nullptr, residual + b0,
                           bucket + b0, finite},
                          len, out);
     }

@@ -139,8 +139,8 @@ namespace {
 struct QBlockEncodeConsts {
   __m256 lo, inv, step, zero, levels;
 };
-template <int kBits, bool kOld>
-SHOAL_AVX2 inline void QBlockEncode8(const QBlockEncodeArgs& a, const QBlockEncodeConsts& k, size_t i, __m256 u) {
+template <bool kOld>
+SHOAL_AVX2 inline __m256i QBlockEncode8(const QBlockEncodeArgs& a, const QBlockEncodeConsts& k, size_t i, __m256 u) {
   __m256 x = _mm256_loadu_ps(a.grad + i);
   if constexpr (kOld) x = _mm256_add_ps(x, _mm256_loadu_ps(a.old + i));
   const __m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(x, k.lo), k.inv), u);
@@ -150,17 +150,6 @@ SHOAL_AVX2 inline void QBlockEncode8(const QBlockEncodeArgs& a, const QBlockEnco
   // Truncating in float keeps the decode below off the packing shuffles.
   const __m256 cf = _mm256_round_ps(_mm256_min_ps(k.levels, _mm256_max_ps(v, k.zero)),
                                     _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-  const __m256i c = _mm256_cvttps_epi32(cf);
-  const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1));
-  const __m128i b = _mm_packus_epi16(w, w);  // low 8 bytes: the codes in order
-  if constexpr (kBits == 8) {
-    _mm_storel_epi64(reinterpret_cast<__m128i*>(a.codes + i), b);
-  } else {
-    // Byte pairs (c0, c1) as 16-bit words: (w | w >> 4) & 0xFF is c0 | c1 << 4.
-    const __m128i nib = _mm_and_si128(_mm_or_si128(b, _mm_srli_epi16(b, 4)), _mm_set1_epi16(0xFF));
-    const int32_t packed = _mm_cvtsi128_si32(_mm_packus_epi16(nib, nib));
-    std::memcpy(a.codes + i / 2, &packed, sizeof(packed));
-  }
   // Decoded as a receiver decodes the stored codes.
   const __m256 dec = _mm256_add_ps(k.lo, _mm256_mul_ps(cf, k.step));
   __m256 res = _mm256_sub_ps(x, dec);
@@ -169,31 +158,56 @@ SHOAL_AVX2 inline void QBlockEncode8(const QBlockEncodeArgs& a, const QBlockEnco
   // part of the residual still in L3).
   _mm256_storeu_ps(a.residual + i, res);
   if (a.decoded) _mm256_storeu_ps(a.decoded + i, dec);
+  return _mm256_cvttps_epi32(cf);
 }
 
+// The dithers of eight values from the 16-bit halves of draws r (codec_common.h: of
+// each group of 16 values, the first eight take the low halves, the rest the high).
+SHOAL_AVX2 inline __m256 LowDithers(__m256i r) {
+  return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_and_si256(r, _mm256_set1_epi32(0xFFFF))),
+                       _mm256_set1_ps(0x1.0p-16f));
+}
+SHOAL_AVX2 inline __m256 HighDithers(__m256i r) {
+  return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(r, 16)), _mm256_set1_ps(0x1.0p-16f));
+}
+
+// 32 values per step: the shuffles that pack codes into bytes are the scarce resource
+// (two ports), and packing four vectors of codes at once takes 4 of them where one
+// vector at a time took 12.
 template <int kBits, bool kOld>
 SHOAL_AVX2 size_t QBlockEncode(const QBlockEncodeArgs& a, size_t len) {
   const QBlockEncodeConsts k{_mm256_set1_ps(a.lo), _mm256_set1_ps(a.inv), _mm256_set1_ps(a.step),
                              _mm256_setzero_ps(), _mm256_set1_ps(static_cast<float>((1 << kBits) - 1))};
-  const __m256 unit = _mm256_set1_ps(0x1.0p-16f);
-  // Weyl steps of the counters of the eight draws (two values each) of the next sixteen
-  // values, mod 2^32.
-  const uint32_t c0 = static_cast<uint32_t>(a.pair0) * kQDitherStride;
-  __m256i weyl = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int32_t>(c0)),
+  // Weyl steps of the counters of the next eight draws, mod 2^32.
+  const uint32_t start = static_cast<uint32_t>(a.first) * kQDitherStride;
+  __m256i weyl = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int32_t>(start)),
                                   _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
                                                      _mm256_set1_epi32(static_cast<int32_t>(kQDitherStride))));
   const __m256i advance = _mm256_set1_epi32(static_cast<int32_t>(8 * kQDitherStride));
   const __m256i key = _mm256_set1_epi32(static_cast<int32_t>(QDitherKey(a.key)));
+  // packs/packus work within 128-bit lanes; this puts their 32-bit groups in order.
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
   size_t i = 0;
-  for (; i + 16 <= len; i += 16) {
-    const __m256i r = Mix32X8(_mm256_xor_si256(weyl, key));
+  for (; i + 32 <= len; i += 32) {
+    const __m256i r0 = Mix32X8(_mm256_xor_si256(weyl, key));
     weyl = _mm256_add_epi32(weyl, advance);
-    // Value 2q + j takes bits 16j.. of draw q: the 16-bit words of r in memory order
-    // are the values in order.
-    const __m256 u0 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(r))), unit);
-    const __m256 u1 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu16_epi32(_mm256_extracti128_si256(r, 1))), unit);
-    QBlockEncode8<kBits, kOld>(a, k, i, u0);
-    QBlockEncode8<kBits, kOld>(a, k, i + 8, u1);
+    const __m256i r1 = Mix32X8(_mm256_xor_si256(weyl, key));
+    weyl = _mm256_add_epi32(weyl, advance);
+    const __m256i c0 = QBlockEncode8<kOld>(a, k, i, LowDithers(r0));
+    const __m256i c1 = QBlockEncode8<kOld>(a, k, i + 8, HighDithers(r0));
+    const __m256i c2 = QBlockEncode8<kOld>(a, k, i + 16, LowDithers(r1));
+    const __m256i c3 = QBlockEncode8<kOld>(a, k, i + 24, HighDithers(r1));
+    // Codes are in [0, levels]: the saturating packs keep them as they are.
+    const __m256i bytes = _mm256_permutevar8x32_epi32(
+        _mm256_packus_epi16(_mm256_packs_epi32(c0, c1), _mm256_packs_epi32(c2, c3)), order);
+    if constexpr (kBits == 8) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(a.codes + i), bytes);
+    } else {
+      // Byte pairs (c0, c1) as 16-bit words: (w | w >> 4) & 0xFF is c0 | c1 << 4.
+      const __m256i nib = _mm256_and_si256(_mm256_or_si256(bytes, _mm256_srli_epi16(bytes, 4)), _mm256_set1_epi16(0xFF));
+      const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi16(nib, nib), 0x08);  // qwords 0, 2
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(a.codes + i / 2), _mm256_castsi256_si128(packed));
+    }
   }
   return i;
 }

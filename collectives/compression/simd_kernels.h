@@ -34,7 +34,7 @@ size_t CastDecodeAvx2(DType wire_type, const uint16_t* wire, float n, float* out
 bool QBlockRangeAvx2(const float* grad, const float* old, size_t len, float* lo, float* hi);
 // One pass that quantises a block and does its error feedback while x is in L1:
 // code_i = floor((x_i - lo) * inv + u_i) clamped to [0, 2^bits - 1], with u_i the
-// dither QBlockDither(key, pair0, i) (codec_common.h); then
+// dither QBlockDither(key, first, i) (codec_common.h); then
 // residual_i = x_i - decode(code_i), 0 where that is not finite when `finite` (the
 // codec's FiniteOrZero), and decoded_i = decode(code_i) when `decoded` is not null,
 // where decode(c) = lo + c * step.
@@ -43,7 +43,7 @@ struct QBlockEncodeArgs {
   const float* old;
   float lo, inv, step;
   int bits;
-  uint64_t key, pair0;
+  uint64_t key, first;  // first: the block's first index in the quantised array
   uint8_t* codes;
   float* residual;
   float* decoded;

@@ -66,7 +66,7 @@ SHOAL_HD inline void QStep(float lo, float hi, int bits, float* step, float* inv
 // The dither of element i of the block starting at b0, exactly as the CPU qblock codec
 // draws it (codec_common.h; the CPU-twin test fails if either side changes).
 SHOAL_HD inline float QDither(uint64_t key, size_t b0, size_t i) {
-  return compression::QBlockDither(key, b0 / 2, i);
+  return compression::QBlockDither(key, b0, i);
 }
 // floor((x - lo) * inv + u), clamped to [0, levels]: stochastic rounding.
 SHOAL_HD inline uint32_t QCode(float x, float lo, float inv, float u, int bits) {
