@@ -160,7 +160,7 @@ class QBlockCodec : public FeedbackCodec {
   //
   // Memory passes: buckets are tens of MB and each extra pass over one costs about as
   // much as the arithmetic, so every block is finished while it is in L1 and x is never
-  // stored (what is left is compute, half of it the dither's Mix64): stage 1 reads grad
+  // stored (what is left is compute, bound by the kernel's byte-packing shuffles): stage 1 reads grad
   // and the old residual once per block outside the owned run and writes its codes
   // straight into the owner's send slot and its residual; stage 2 sums each owned
   // block in a block-sized buffer, then requantises it, writing the codes, the owned

@@ -134,11 +134,13 @@ SHOAL_AVX2 bool QBlockRangeAvx2(const float* grad, const float* old, size_t len,
 
 namespace {
 
-// Eight values of QBlockEncodeAvx2 at i, with their dithers u; kBits, and whether x
-// has an old residual to add, as constants so that the loop has no branches on them.
 struct QBlockEncodeConsts {
   __m256 lo, inv, step, zero, levels;
 };
+
+// Eight values of QBlockEncodeAvx2 at i, with their dithers u: writes the residual (and
+// the decoded values) and returns the codes as int32 lanes for the caller to pack.
+// Whether x has an old residual to add is a constant, so the loop has no branch on it.
 template <bool kOld>
 SHOAL_AVX2 inline __m256i QBlockEncode8(const QBlockEncodeArgs& a, const QBlockEncodeConsts& k, size_t i, __m256 u) {
   __m256 x = _mm256_loadu_ps(a.grad + i);
