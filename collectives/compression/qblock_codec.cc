@@ -160,13 +160,14 @@ class QBlockCodec : public FeedbackCodec {
   //
   // Memory passes: buckets are tens of MB and each extra pass over one costs about as
   // much as the arithmetic, so every block is finished while it is in L1 and x is never
-  // stored (what is left is compute, bound by the kernel's byte-packing shuffles): stage 1 reads grad
-  // and the old residual once per block outside the owned run and writes its codes
-  // straight into the owner's send slot and its residual; stage 2 sums each owned
-  // block in a block-sized buffer, then requantises it, writing the codes, the owned
-  // output and the residual. The last pass decodes the others' runs into the bucket.
-  // The kernels zero non-finite residuals themselves (FiniteOrZero), so the base
-  // class needs no pass of its own.
+  // stored (what is left is compute, bound by the kernel's byte-packing shuffles):
+  // stage 1 reads grad and the old residual once per block outside the owned run and
+  // writes its codes straight into the owner's send slot and its residual; stage 2
+  // sums each owned block in a block-sized buffer, then requantises it, writing the
+  // codes, the owned output and the residual. The last pass decodes the others' runs
+  // into the bucket. The kernels zero non-finite residuals themselves (FiniteOrZero,
+  // where a block's range does not rule them out), so the base class needs no pass of
+  // its own.
   Status DoReduce(float* bucket, size_t count, const std::vector<TensorSlice>& /*tensors*/,
                   uint64_t bucket_id, int64_t step, Communicator* comm,
                   const CollectiveOptions& opts, Update* update) override {
@@ -252,8 +253,9 @@ class QBlockCodec : public FeedbackCodec {
     for (size_t b0 = own0; b0 < own1; b0 += p.block) {
       const size_t len = std::min(p.block, own1 - b0), at = QuantBytes(b0 - own0, p.block, p.bits);
       // sum = ((0 + c_0) + c_1) + ...: the first term is written, not added to zeros.
-      // A decoded value lo + code * step is never -0 (code * step >= +0), so writing it
-      // equals adding it to 0; x may be -0, so it is added to 0 explicitly.
+      // A decoded value lo + code * step is never -0 (code * step >= +0 for any step a
+      // rank computes), so writing it equals adding it to 0; x may be -0, so it is
+      // added to 0 explicitly.
       float* sum = sum_.data();
       for (int r = 0; r < p.n; ++r) {
         const bool first = r == 0;
