@@ -137,7 +137,9 @@ TEST(CodecSimdTest, StreamingStoresOnLargeBucketsMatchScalar) {
 
 INSTANTIATE_TEST_SUITE_P(Codecs, CodecSimdTest,
                          ::testing::Values(Case{"bf16", 512}, Case{"fp16", 512}, Case{"qblock", 512},
-                                           Case{"qblock4", 512}, Case{"qblock", 10}, Case{"qblock4", 10}),
+                                           Case{"qblock4", 512}, Case{"qblock", 10}, Case{"qblock4", 10},
+                                           // 32 values per kernel step: blocks that leave a tail each
+                                           Case{"qblock", 40}, Case{"qblock4", 72}),
                          [](const ::testing::TestParamInfo<Case>& info) {
                            return info.param.codec + "_block" + std::to_string(info.param.block);
                          });
