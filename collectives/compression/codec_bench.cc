@@ -174,6 +174,17 @@ int Main(int argc, char** argv) {
   int world = 2, steps = 5;
   std::string codecs = "none,bf16,fp16,powersgd,qblock8,qblock4,topk";
   std::string layers = "784,2048,2048,10";
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") {
+      std::printf(
+          "usage: codec_bench [--world N=2] [--steps S=5] [--codecs LIST] [--layers W0,W1,...] [--scalar 1]\n"
+          "  codecs: none,bf16,fp16,bf16-noef,fp16-noef,powersgd,qblock8,qblock4,topk\n"
+          "  per codec: wire bytes against an f32 ring allreduce, encode+decode time on one thread\n"
+          "  (also against memcpy of the same bytes, side by side), error, and step time over\n"
+          "  loopback Gloo at --world ranks (threads)\n");
+      return 0;
+    }
+  }
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     if (flag == "--world") world = std::atoi(argv[i + 1]);
