@@ -19,14 +19,10 @@
 #include "collectives/gloo/gloo_communicator.h"
 #include "collectives/mpi/mpi_communicator.h"
 #include "common/clock.h"
+#include "common/median.h"
 
 namespace shoal {
 namespace {
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
 
 // The mean time of `iters` calls on the slowest rank, after a barrier.
 double TimeOnce(const std::function<void()>& op, int iters) {

@@ -18,19 +18,15 @@
 #include <vector>
 
 #include "bench/file_kv_store.h"
+#include "collectives/compression/codec.h"
 #include "collectives/gloo/gloo_communicator.h"
 #include "collectives/mpi/mpi_communicator.h"
-#include "collectives/compression/codec.h"
 #include "collectives/reducer.h"
 #include "common/clock.h"
+#include "common/median.h"
 
 namespace shoal {
 namespace {
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
 
 // Median over `repeats` of one call, after one warm-up; the slowest rank decides.
 // One timed run: the slowest rank's time.

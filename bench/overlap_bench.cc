@@ -17,11 +17,12 @@
 #include <vector>
 
 #include "bench/file_kv_store.h"
+#include "collectives/compression/codec.h"
 #include "collectives/gloo/gloo_communicator.h"
 #include "collectives/mpi/mpi_communicator.h"
-#include "collectives/compression/codec.h"
 #include "collectives/reducer.h"
 #include "common/clock.h"
+#include "common/median.h"
 #include "worker/models/mlp.h"
 
 namespace shoal {
@@ -38,11 +39,6 @@ void Check(const Status& s, const char* what) {
 struct Result {
   double step_s = 0, comm_s = 0, exposed_s = 0;
 };
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
-}
 
 // Runs both modes interleaved in blocks of `block` steps (so load from the rest of
 // the machine hits both alike), after 3 warm-up steps each, and returns the medians

@@ -14,12 +14,11 @@
 #include <string>
 #include <vector>
 
+#include "common/median.h"
+
 namespace {
 
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
-}
+using shoal::Median;
 
 nlohmann::json RunOnce(const std::string& shoalctl, int workers, int steps) {
   std::string dir = "/tmp/shoal-train-bench-" + std::to_string(::getpid());

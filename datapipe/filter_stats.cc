@@ -5,21 +5,13 @@
 #include <cmath>
 #include <cstdio>
 
+#include "common/median.h"
 #include "datapipe/filters.h"
 #include "datapipe/parallel.h"
 
 namespace shoal {
 
 namespace {
-double Median(std::vector<double>& v) {
-  if (v.empty()) return 0.0;
-  size_t mid = v.size() / 2;
-  std::nth_element(v.begin(), v.begin() + mid, v.end());
-  double hi = v[mid];
-  if (v.size() % 2) return hi;
-  double lo = *std::max_element(v.begin(), v.begin() + mid);
-  return 0.5 * (lo + hi);
-}
 std::string Fixed(double v, int digits) {
   char buf[64];
   std::snprintf(buf, sizeof(buf), "%.*f", digits, v);
@@ -32,9 +24,9 @@ namespace {
 // absolute deviation when over half the values are equal, which would make it 0).
 std::vector<double> RobustZ(const std::vector<double>& v, double* med_out) {
   std::vector<double> tmp = v;
-  double med = Median(tmp);
+  double med = MedianInPlace(tmp);
   for (auto& x : tmp) x = std::abs(x - med);
-  double mad = Median(tmp);
+  double mad = MedianInPlace(tmp);
   if (mad <= 0) {
     double mean_ad = 0;
     for (double x : v) mean_ad += std::abs(x - med);
@@ -67,10 +59,10 @@ std::vector<ClassFeatureStats> ComputeClassFeatureStats(const RecordTable& t, co
     std::vector<double> col(ns);
     for (int j = 0; j < f; ++j) {
       for (int64_t i = 0; i < ns; ++i) col[i] = sample[i * f + j];
-      double md = Median(col);
+      double md = MedianInPlace(col);
       for (auto& v : col) v = std::abs(v - md);
       out[c].median[j] = static_cast<float>(md);
-      out[c].inv_scale[j] = static_cast<float>(1.0 / std::max(1.4826 * Median(col), floor));
+      out[c].inv_scale[j] = static_cast<float>(1.0 / std::max(1.4826 * MedianInPlace(col), floor));
     }
   }
   return out;
@@ -137,7 +129,7 @@ std::vector<Flag> OutlierFilter(const RecordTable& t, const std::vector<int64_t>
     std::vector<double> center(dims), col(m), dist(m);
     for (int d = 0; d < dims; ++d) {
       for (int64_t i = 0; i < m; ++i) col[i] = p.row(members[i])[d];
-      center[d] = Median(col);
+      center[d] = MedianInPlace(col);
     }
     for (int64_t i = 0; i < m; ++i) {
       const float* z = p.row(members[i]);

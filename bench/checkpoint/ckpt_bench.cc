@@ -25,6 +25,7 @@
 #include "checkpoint/writer.h"
 #include "common/clock.h"
 #include "common/file_util.h"
+#include "common/median.h"
 #include "common/sha256.h"
 
 namespace {
@@ -43,11 +44,6 @@ double CpuSeconds() {
 std::string LoadAverage() {
   auto text = ReadFile("/proc/loadavg");
   return text.ok() ? text->substr(0, text->find(' ')) : "?";
-}
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : (v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2);
 }
 
 void Check(const Status& s, const char* what) {

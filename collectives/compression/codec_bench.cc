@@ -37,6 +37,7 @@
 #include "collectives/dtype.h"
 #include "collectives/gloo/gloo_communicator.h"
 #include "collectives/memory_kv_store.h"
+#include "common/median.h"
 
 extern "C" void openblas_set_num_threads(int);
 
@@ -112,12 +113,6 @@ double RelError(const std::vector<float>& got, const std::vector<double>& truth)
     den += truth[i] * truth[i];
   }
   return std::sqrt(num / den);
-}
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n == 0 ? 0.0 : (n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2);
 }
 
 // One codec's speed against memcpy, side by side: each step times a memcpy of the

@@ -45,6 +45,18 @@ Status MpiResult(int rc, const char* call, const char* file, int line) {
 // elements.
 constexpr size_t kMaxPiece = INT_MAX;
 
+// AllGather's and AllToAll's arguments: buffers present, and a piece per rank that fits
+// MPI's int count.
+Status CheckPieces(const char* name, const void* send, const void* recv, size_t bytes_per_rank) {
+  if (bytes_per_rank > 0 && (send == nullptr || recv == nullptr)) {
+    return InvalidArgument(fmt::format("{}: null buffer", name));
+  }
+  if (bytes_per_rank > kMaxPiece) {
+    return InvalidArgument(fmt::format("{}: {} bytes per rank exceeds MPI's int count", name, bytes_per_rank));
+  }
+  return OkStatus();
+}
+
 // Below MPI_THREAD_MULTIPLE, MPI may be entered by one thread at a time only, so
 // every MPI call in this file then takes this process-wide lock.
 std::mutex g_mpi_mu;
@@ -336,13 +348,7 @@ Status MpiCommunicator::AllReduce(void* data, size_t count, DType dtype, ReduceO
 
 Status MpiCommunicator::AllGather(const void* send, void* recv, size_t bytes_per_rank,
                                   const CollectiveOptions& opts) {
-  if (bytes_per_rank > 0 && (send == nullptr || recv == nullptr)) {
-    return InvalidArgument("AllGather: null buffer");
-  }
-  if (bytes_per_rank > kMaxPiece) {
-    return InvalidArgument(fmt::format("AllGather: {} bytes per rank exceeds MPI's int count",
-                                       bytes_per_rank));
-  }
+  RETURN_IF_ERROR(CheckPieces("AllGather", send, recv, bytes_per_rank));
   RETURN_IF_ERROR(Usable("AllGather", opts));
   if (bytes_per_rank == 0) return OkStatus();
   const int n = size();
@@ -389,13 +395,7 @@ Status MpiCommunicator::AllGatherPolled(const void* send, void* recv, size_t byt
 
 Status MpiCommunicator::AllToAll(const void* send, void* recv, size_t bytes_per_rank,
                                  const CollectiveOptions& opts) {
-  if (bytes_per_rank > 0 && (send == nullptr || recv == nullptr)) {
-    return InvalidArgument("AllToAll: null buffer");
-  }
-  if (bytes_per_rank > kMaxPiece) {
-    return InvalidArgument(fmt::format("AllToAll: {} bytes per rank exceeds MPI's int count",
-                                       bytes_per_rank));
-  }
+  RETURN_IF_ERROR(CheckPieces("AllToAll", send, recv, bytes_per_rank));
   RETURN_IF_ERROR(Usable("AllToAll", opts));
   if (bytes_per_rank == 0) return OkStatus();
   const int n = size();
