@@ -94,6 +94,7 @@ nlohmann::json SummaryJson(const Job& job) {
                       {"bytes_uncompressed_per_worker", r.bytes_uncompressed_per_worker()},
                       {"gradient_bytes_sent_per_worker", r.gradient_bytes_sent_per_worker()},
                       {"exposed_comm_seconds", r.exposed_comm_seconds()},
+                      {"codec_compute_seconds", r.codec_compute_seconds()},
                       {"resumed_from_step", r.resumed_from_step()},
                       {"checkpoints_saved", r.checkpoints_saved()},
                       {"checkpoint_stall_seconds", r.checkpoint_stall_seconds()},

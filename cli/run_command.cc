@@ -245,8 +245,10 @@ int DoRun(const RunOptions& o) {
         // Gradient bytes against gradient bytes; older results lack the gradient share.
         const int64_t sent = r.gradient_bytes_sent_per_worker() > 0 ? r.gradient_bytes_sent_per_worker()
                                                                     : r.bytes_sent_per_worker();
-        std::printf("  codec %s: %.1fx fewer gradient bytes than uncompressed\n", r.codec().c_str(),
-                    static_cast<double>(r.bytes_uncompressed_per_worker()) / std::max<int64_t>(1, sent));
+        std::printf("  codec %s: %.1fx fewer gradient bytes than uncompressed, %.2f s of codec compute\n",
+                    r.codec().c_str(),
+                    static_cast<double>(r.bytes_uncompressed_per_worker()) / std::max<int64_t>(1, sent),
+                    r.codec_compute_seconds());
       }
       std::printf("  time share: sgemm %.0f%%, communication %.0f%%, rest of compute %.0f%%\n",
                   100 * r.sgemm_seconds() * per_rank, 100 * r.comm_seconds() * per_rank,

@@ -141,6 +141,7 @@ void Reducer::BeginStep(int64_t step) {
   next_ = done_ = 0;
   error_ = OkStatus();
   stats_.last_comm_seconds = 0;
+  stats_.last_codec_compute_seconds = 0;
   in_step_ = true;
   cv_.notify_all();
 }
@@ -196,7 +197,10 @@ void Reducer::FinishBucket(size_t b, Status status, double seconds) {
   stats_.last_comm_seconds += seconds;
   // Read here, on the thread that just ran the codec, so stats() never races with
   // the codec updating its counters.
-  stats_.bytes_uncompressed = codec_->stats().bytes_uncompressed;
+  const CodecStats codec = codec_->stats();
+  stats_.bytes_uncompressed = codec.bytes_uncompressed;
+  stats_.last_codec_compute_seconds += codec.compute_seconds - stats_.codec_compute_seconds;
+  stats_.codec_compute_seconds = codec.compute_seconds;
   ++done_;
   cv_.notify_all();
 }

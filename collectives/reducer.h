@@ -46,6 +46,10 @@ struct ReducerStats {
   double last_exposed_comm_seconds = 0;
   int64_t bytes_sent = 0;             // the communicator's counter since construction
   int64_t bytes_uncompressed = 0;     // from the codec's stats
+  // The codec's CPU time outside the communicator's calls (CodecStats::compute_seconds):
+  // since construction, and for the last step.
+  double codec_compute_seconds = 0;
+  double last_codec_compute_seconds = 0;
 };
 
 // Step protocol, on the training thread: BeginStep(step); backward calls

@@ -1,6 +1,8 @@
 // Clocks: wall time for records, monotonic time for timeouts and measurements.
 #pragma once
 
+#include <time.h>
+
 #include <chrono>
 #include <cstdint>
 
@@ -14,6 +16,14 @@ inline int64_t UnixMillis() {
 
 inline double MonotonicSeconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// CPU time consumed by the calling thread (not time it spent blocked or descheduled):
+// what a piece of work costs in computation, whatever else the machine is doing.
+inline double ThreadCpuSeconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
 }
 
 // Measures elapsed seconds since construction or the last Reset().

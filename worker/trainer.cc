@@ -271,6 +271,7 @@ StatusOr<JobResult> Train(const TrainerInputs& in, Communicator* comm, Model* mo
   result.set_gradient_bytes_sent_per_worker(rs.bytes_sent);
   result.set_comm_seconds(comm_total);
   result.set_exposed_comm_seconds(exposed_total);
+  result.set_codec_compute_seconds(rs.codec_compute_seconds);
   result.set_compute_seconds(compute_total);
   result.set_sgemm_seconds(sgemm_total);
   result.set_loader_wait_seconds(loader_total);

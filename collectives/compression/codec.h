@@ -56,6 +56,10 @@ struct CodecOptions {
 
 struct CodecStats {
   int64_t bytes_uncompressed = 0;    // what an uncompressed f32 allreduce would have sent
+  // CPU time the calling threads spent in Reduce outside the communicator's calls:
+  // encoding, decoding, error feedback, state (thread CPU time, so neither time
+  // blocked on peers nor other processes' time slices count).
+  double compute_seconds = 0;
 };
 
 class GradientCodec {
@@ -81,16 +85,18 @@ class GradientCodec {
   // ranks could then take buckets in different orders: they say false.
   virtual bool reentrant() const { return false; }
 
-  CodecStats stats() const { return CodecStats{bytes_uncompressed_.load()}; }
+  CodecStats stats() const { return CodecStats{bytes_uncompressed_.load(), compute_nanos_.load() * 1e-9}; }
 
  protected:
   // What an uncompressed f32 ring allreduce of `count` floats would send from this rank.
   void CountUncompressed(size_t count, int world) {
     bytes_uncompressed_ += static_cast<int64_t>(count) * 4 * 2 * (world - 1) / world;
   }
+  void AddComputeSeconds(double s) { compute_nanos_ += static_cast<int64_t>(s * 1e9); }
 
  private:
   std::atomic<int64_t> bytes_uncompressed_{0};
+  std::atomic<int64_t> compute_nanos_{0};
 };
 
 StatusOr<std::unique_ptr<GradientCodec>> MakeCodec(const CodecOptions& options);

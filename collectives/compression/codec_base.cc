@@ -8,6 +8,7 @@
 #include <exception>
 
 #include "collectives/compression/codec_internal.h"
+#include "common/clock.h"
 
 namespace shoal {
 namespace compression {
@@ -58,6 +59,49 @@ class Reader {
   size_t at_ = 0;
 };
 
+// The communicator as a codec sees it: every call forwarded, and the calling thread's
+// CPU time inside the calls summed, so that Reduce can charge the codec only for its
+// own work. (A backend may spend CPU on the calling thread, as MPI's polling and
+// Gloo's ring reductions do; that is communication, not codec compute.)
+class CpuClockedComm final : public Communicator {
+ public:
+  explicit CpuClockedComm(Communicator* inner) : inner_(inner) {}
+  double seconds() const { return seconds_; }
+
+  int rank() const override { return inner_->rank(); }
+  int size() const override { return inner_->size(); }
+  std::string backend() const override { return inner_->backend(); }
+  Status AllReduce(void* data, size_t count, DType dtype, ReduceOp op, const CollectiveOptions& opts) override {
+    return Clocked([&] { return inner_->AllReduce(data, count, dtype, op, opts); });
+  }
+  Status AllGather(const void* send, void* recv, size_t bytes_per_rank, const CollectiveOptions& opts) override {
+    return Clocked([&] { return inner_->AllGather(send, recv, bytes_per_rank, opts); });
+  }
+  Status AllToAll(const void* send, void* recv, size_t bytes_per_rank, const CollectiveOptions& opts) override {
+    return Clocked([&] { return inner_->AllToAll(send, recv, bytes_per_rank, opts); });
+  }
+  Status Broadcast(void* data, size_t bytes, int root, const CollectiveOptions& opts) override {
+    return Clocked([&] { return inner_->Broadcast(data, bytes, root, opts); });
+  }
+  Status Barrier(const CollectiveOptions& opts) override {
+    return Clocked([&] { return inner_->Barrier(opts); });
+  }
+  void Abort() override { inner_->Abort(); }
+  bool concurrent_tags() const override { return inner_->concurrent_tags(); }
+
+ private:
+  template <typename F>
+  Status Clocked(F&& call) {
+    const double t0 = ThreadCpuSeconds();
+    Status s = call();
+    seconds_ += ThreadCpuSeconds() - t0;
+    return s;
+  }
+
+  Communicator* inner_;
+  double seconds_ = 0;  // one Reduce, one thread
+};
+
 }  // namespace
 
 float NormalAt(uint64_t key, uint64_t i) {
@@ -71,6 +115,18 @@ Status FeedbackCodec::Reduce(float* bucket, size_t count, const std::vector<Tens
                              uint64_t bucket_id, int64_t step, Communicator* comm,
                              const CollectiveOptions& opts) {
   if (comm == nullptr) return InvalidArgument("codec " + name() + ": communicator is null");
+  // All of it but the communicator's calls is the codec's compute, failed reductions
+  // included.
+  CpuClockedComm clocked(comm);
+  const double cpu0 = ThreadCpuSeconds();
+  Status s = ReduceAndCommit(bucket, count, tensors, bucket_id, step, &clocked, opts);
+  AddComputeSeconds(ThreadCpuSeconds() - cpu0 - clocked.seconds());
+  return s;
+}
+
+Status FeedbackCodec::ReduceAndCommit(float* bucket, size_t count, const std::vector<TensorSlice>& tensors,
+                                      uint64_t bucket_id, int64_t step, Communicator* comm,
+                                      const CollectiveOptions& opts) {
   if (count > 0 && bucket == nullptr) return InvalidArgument("codec " + name() + ": bucket is null");
   // The layout must stay inside the bucket and tensors must not overlap: PowerSGD
   // rewrites each tensor separately, and overlap would count elements twice.

@@ -37,6 +37,7 @@
 #include "collectives/dtype.h"
 #include "collectives/gloo/gloo_communicator.h"
 #include "collectives/memory_kv_store.h"
+#include "common/clock.h"
 #include "common/median.h"
 
 extern "C" void openblas_set_num_threads(int);
@@ -48,14 +49,6 @@ using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
 double Seconds(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
-
-// CPU time of the calling thread: the machine this runs on is shared, and wall time
-// would charge the codec for other processes' time slices.
-double ThreadCpuSeconds() {
-  timespec ts;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 struct Model {
   std::vector<TensorSlice> tensors;

@@ -70,9 +70,9 @@ struct StateKey {
 float NormalAt(uint64_t key, uint64_t i);
 
 // Base of every codec here. It serialises calls (one lock per codec), validates the
-// bucket layout, counts bytes_uncompressed, and commits a codec's new state only when
-// its Reduce succeeded: a failed reduction leaves residuals and Q as they were (the
-// bucket itself is then unspecified, as with the Communicator).
+// bucket layout, counts bytes_uncompressed and compute_seconds, and commits a codec's
+// new state only when its Reduce succeeded: a failed reduction leaves residuals and Q
+// as they were (the bucket itself is then unspecified, as with the Communicator).
 class FeedbackCodec : public GradientCodec {
  public:
   explicit FeedbackCodec(CodecOptions options) : options_(std::move(options)) {}
@@ -136,6 +136,10 @@ class FeedbackCodec : public GradientCodec {
   const CodecOptions options_;
 
  private:
+  // Reduce without the compute clock: validation, DoReduce, commit.
+  Status ReduceAndCommit(float* bucket, size_t count, const std::vector<TensorSlice>& tensors,
+                         uint64_t bucket_id, int64_t step, Communicator* comm, const CollectiveOptions& opts);
+
   mutable std::mutex mu_;  // guards everything below; DoReduce runs under it unless reentrant()
   std::map<StateKey, Floats> state_;
   std::map<uint64_t, std::vector<float>> contributions_;

@@ -13,6 +13,7 @@
 #include "collectives/compression/codec_test_util.h"
 #include "collectives/gloo/gloo_communicator.h"
 #include "collectives/memory_kv_store.h"
+#include "common/clock.h"
 
 namespace shoal::compression {
 namespace {
@@ -144,6 +145,56 @@ TEST(CodecTimeoutTest, SilentPeerTimesOut) {
       EXPECT_EQ(codec->stats().bytes_uncompressed, 0) << name;
       done.set_value();
     });
+  }
+}
+
+// A world of one whose every collective burns 50 ms of the calling thread's CPU, as a
+// polling backend does while it waits.
+class BusyLoopback : public ::shoal::testing::LoopbackCommunicator {
+ public:
+  static constexpr double kBurn = 0.05;
+  int calls = 0;
+  Status AllReduce(void* d, size_t n, DType t, ReduceOp op, const CollectiveOptions& o) override {
+    Burn();
+    return LoopbackCommunicator::AllReduce(d, n, t, op, o);
+  }
+  Status AllGather(const void* send, void* recv, size_t bytes, const CollectiveOptions& o) override {
+    Burn();
+    return LoopbackCommunicator::AllGather(send, recv, bytes, o);
+  }
+  Status AllToAll(const void* send, void* recv, size_t bytes, const CollectiveOptions& o) override {
+    Burn();
+    return LoopbackCommunicator::AllToAll(send, recv, bytes, o);
+  }
+
+ private:
+  void Burn() {
+    ++calls;
+    const double until = ThreadCpuSeconds() + kBurn;
+    while (ThreadCpuSeconds() < until) {
+    }
+  }
+};
+
+// compute_seconds is the codec's own CPU time: what the communicator's calls spend on
+// the calling thread is left out, and the work of encoding is counted.
+TEST(CodecStatsTest, ComputeSecondsLeaveOutTheCollectives) {
+  const Layout layout = testing::Layouts().back();  // mixed: PowerSGD compresses
+  for (const std::string& name : kCodecs) {
+    auto codec = testing::Make(testing::Options(name));
+    ASSERT_TRUE(codec) << name;
+    BusyLoopback comm;
+    for (int64_t step = 0; step < 3; ++step) {
+      auto input = testing::Gradient(0, layout.count, 11 + step);
+      ASSERT_TRUE(codec->Reduce(input.data(), layout.count, layout.tensors, 2, step, &comm, {}).ok()) << name;
+    }
+    // qblock at world 1 owns every block and calls no collective at all.
+    EXPECT_GE(comm.calls, name.starts_with("qblock") ? 0 : 3) << name;
+    const double compute = codec->stats().compute_seconds;
+    // 3 to 9 burns of 50 ms went by inside Reduce; a few thousand floats take
+    // microseconds to encode. Counting even one burn would show.
+    EXPECT_LT(compute, BusyLoopback::kBurn) << name;
+    if (name != "none") EXPECT_GT(compute, 0.0) << name << ": encoding cost nothing?";
   }
 }
 
