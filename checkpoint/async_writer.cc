@@ -30,9 +30,8 @@ struct Chunk {
   size_t len;
 };
 
-void AddChunks(std::string* dst, const char* src, size_t n, std::vector<Chunk>* chunks) {
-  dst->resize(n);  // no reallocation once the buffer has been used
-  for (size_t off = 0; off < n; off += kCopyChunk) chunks->push_back({dst->data() + off, src + off, std::min(kCopyChunk, n - off)});
+void AddChunks(char* dst, const char* src, size_t n, std::vector<Chunk>* chunks) {
+  for (size_t off = 0; off < n; off += kCopyChunk) chunks->push_back({dst + off, src + off, std::min(kCopyChunk, n - off)});
 }
 
 // The copy is the whole training stall of an asynchronous save, and one core does not
@@ -52,6 +51,11 @@ void CopyChunks(const std::vector<Chunk>& chunks) {
 }  // namespace
 
 void AssignBytes(std::string* dst, const void* src, size_t n) {
+  dst->resize(n);  // no reallocation once the buffer has been used
+  CopyBytes(dst->data(), src, n);
+}
+
+void CopyBytes(char* dst, const void* src, size_t n) {
   std::vector<Chunk> chunks;
   AddChunks(dst, static_cast<const char*>(src), n, &chunks);
   CopyChunks(chunks);
@@ -74,7 +78,8 @@ void CopySnapshotInto(const TrainerSnapshot& src, TrainerSnapshot* dst) {
     d.name = s.name;
     d.dtype = s.dtype;
     d.shape = s.shape;
-    AddChunks(&d.bytes, s.bytes.data(), s.bytes.size(), &chunks);
+    d.bytes.resize(s.bytes.size());  // no reallocation once the buffer has been used
+    AddChunks(d.bytes.data(), s.bytes.data(), s.bytes.size(), &chunks);
   }
   CopyChunks(chunks);
 }
@@ -198,6 +203,14 @@ Status AsyncCheckpointer::SaveNow(const TrainerSnapshot& snap) {
   return s.ok() ? pending : s;
 }
 
+void AsyncCheckpointer::Prewarm(std::vector<size_t> tensor_bytes) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    prewarm_ = std::move(tensor_bytes);
+  }
+  cv_.notify_all();
+}
+
 Status AsyncCheckpointer::Wait() {
   std::unique_lock<std::mutex> l(mu_);
   cv_.wait(l, [&] {
@@ -230,7 +243,24 @@ void AsyncCheckpointer::WriterLoop() {
     SHOAL_LOG_DEBUG("checkpoint writer: setpriority failed: {}", std::strerror(errno));
   std::unique_lock<std::mutex> l(mu_);
   for (;;) {
-    cv_.wait(l, [&] { return stop_ || !queue_.empty(); });
+    cv_.wait(l, [&] { return stop_ || !queue_.empty() || !prewarm_.empty(); });
+    if (!prewarm_.empty()) {
+      const std::vector<size_t> sizes = std::move(prewarm_);
+      prewarm_.clear();
+      for (Slot& slot : slots_) {
+        if (stop_ || slot.state != SlotState::kFree) continue;
+        slot.state = SlotState::kFilling;  // the slot is ours alone, as a save's fill
+        l.unlock();
+        slot.snap.tensors.resize(std::max(slot.snap.tensors.size(), sizes.size()));
+        // resize zero-fills: every page is touched here rather than by the first copy.
+        for (size_t i = 0; i < sizes.size(); ++i) slot.snap.tensors[i].bytes.resize(sizes[i]);
+        l.lock();
+        slot.state = SlotState::kFree;
+        ++stats_.prewarmed_buffers;
+        cv_.notify_all();
+      }
+      continue;
+    }
     if (queue_.empty()) return;  // stop_ and drained
     int slot = queue_.front();
     queue_.pop_front();

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include <atomic>
+#include <chrono>
 #include <thread>
 
 #include "checkpoint/async_writer.h"
@@ -267,6 +268,44 @@ TEST(Checkpoint, SaveAsyncWithFillsTheBufferDirectly) {
   ASSERT_EQ(loaded->snapshot.tensors.size(), 1u);
   EXPECT_EQ(loaded->snapshot.tensors[0].bytes,
             std::string(reinterpret_cast<const char*>(params.data()), params.size() * sizeof(float)));
+}
+
+// Prewarmed buffers hold zeros of the announced sizes; saves into them, by copy and by
+// fill, with more, fewer or differently sized tensors than announced, write exactly
+// the state they were given.
+TEST(Checkpoint, PrewarmedBuffersSaveExactlyWhatTheyAreGiven) {
+  TempDir tmp;
+  AsyncCheckpointerOptions o;
+  o.job_dir = tmp / "job";
+  auto cp = AsyncCheckpointer::Create(o);
+  ASSERT_TRUE(cp.ok());
+  const TrainerSnapshot first = MakeSnapshot(3, 1 << 16, 2);
+  std::vector<size_t> sizes;
+  for (const NamedTensor& t : first.tensors) sizes.push_back(t.bytes.size());
+  sizes.push_back(12345);  // a tensor the saves will not have
+  (*cp)->Prewarm(sizes);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while ((*cp)->stats().prewarmed_buffers < 2 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  ASSERT_EQ((*cp)->stats().prewarmed_buffers, 2);
+
+  ASSERT_TRUE((*cp)->SaveAsync(first).ok());
+  ASSERT_TRUE((*cp)->Wait().ok());
+  auto loaded = LoadCheckpoint(o.job_dir, TrustStore(), true);
+  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  ExpectSameState(first, loaded->snapshot);
+
+  TrainerSnapshot second = MakeSnapshot(4, 3 << 16, 1);  // bigger tensors, fewer of them
+  second.tensors.pop_back();
+  second.step = first.step + 1;
+  ASSERT_TRUE((*cp)->SaveAsyncWith([&](TrainerSnapshot* s) {
+    CopySnapshotInto(second, s);
+    return OkStatus();
+  }).ok());
+  ASSERT_TRUE((*cp)->Wait().ok());
+  loaded = LoadCheckpoint(o.job_dir, TrustStore(), true);
+  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  ExpectSameState(second, loaded->snapshot);
 }
 
 TEST(Checkpoint, WriteErrorsSurfaceInWait) {

@@ -174,6 +174,10 @@ StatusOr<JobResult> Train(const TrainerInputs& in, Communicator* comm, Model* mo
     return in.checkpointer->SaveNow(snapshot);
   };
 
+  // The snapshot buffers are faulted in on the writer thread while training starts,
+  // not by the first save on this one.
+  if (in.checkpointer && every > 0) in.checkpointer->Prewarm(SnapshotTensorBytes(*model, optimizer));
+
   int64_t step = pos.step;
   for (int64_t epoch = pos.epoch; epoch < t.epochs() && step < total_steps; ++epoch) {
     std::vector<uint32_t> order = in.loader ? std::vector<uint32_t>() : EpochPermutation(n, t.seed(), epoch);

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "checkpoint/async_writer.h"
 #include "common/log.h"
 
 namespace shoal {
@@ -24,8 +25,7 @@ void SetBytes(NamedTensor* t, const std::string& name, const std::string& dtype,
   t->name = name;
   t->dtype = dtype;
   t->shape = std::move(shape);
-  t->bytes.resize(bytes);
-  if (bytes) std::memcpy(t->bytes.data(), data, bytes);
+  AssignBytes(&t->bytes, data, bytes);  // big tensors on several threads, streaming stores
 }
 }  // namespace
 
@@ -59,14 +59,29 @@ void BuildSnapshot(Model& model, const SgdMomentum& optimizer, const GradientCod
   size_t i = 0;
   for (const ParamTensor& p : model.params())
     SetBytes(Slot(snap, i++), p.name, "F32", p.shape, p.data, p.numel * sizeof(float));
-  std::string opt = optimizer.SaveState();
-  SetBytes(Slot(snap, i++), kOptimizerTensor, "U8", {static_cast<int64_t>(opt.size())}, opt.data(), opt.size());
+  // The optimizer's state goes straight into the buffer: no temporary the model's size.
+  NamedTensor* opt = Slot(snap, i++);
+  const std::string header = optimizer.StateHeader();
+  const std::vector<float>& momentum = optimizer.momentum_buffer();
+  opt->name = kOptimizerTensor;
+  opt->dtype = "U8";
+  opt->bytes.resize(optimizer.StateBytes());
+  opt->shape = {static_cast<int64_t>(opt->bytes.size())};
+  std::memcpy(opt->bytes.data(), header.data(), header.size());
+  CopyBytes(opt->bytes.data() + header.size(), momentum.data(), momentum.size() * sizeof(float));
   for (size_t r = 0; r < codec_states.size(); ++r) {
     const std::string& cs = codec_states[r];
     SetBytes(Slot(snap, i++), kCodecTensorPrefix + std::to_string(r), "U8", {static_cast<int64_t>(cs.size())},
              cs.data(), cs.size());
   }
   snap->tensors.resize(i);
+}
+
+std::vector<size_t> SnapshotTensorBytes(Model& model, const SgdMomentum& optimizer) {
+  std::vector<size_t> sizes;
+  for (const ParamTensor& p : model.params()) sizes.push_back(p.numel * sizeof(float));
+  sizes.push_back(optimizer.StateBytes());
+  return sizes;
 }
 
 StatusOr<TrainingPosition> RestoreSnapshot(const TrainerSnapshot& snap, Model& model, SgdMomentum& optimizer,

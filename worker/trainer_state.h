@@ -31,6 +31,11 @@ void BuildSnapshot(Model& model, const SgdMomentum& optimizer, const GradientCod
                    const std::vector<std::string>& codec_states, const TrainingPosition& pos, int world_size,
                    TrainerSnapshot* snap);
 
+// Byte sizes of the snapshot's first tensors (the parameters, then the optimizer
+// state), what AsyncCheckpointer::Prewarm needs before the first save; the codec
+// states that follow are sized by the first save.
+std::vector<size_t> SnapshotTensorBytes(Model& model, const SgdMomentum& optimizer);
+
 // Applies a loaded snapshot; rank `rank` takes its own codec state. A codec's residuals
 // are per rank and only meaningful at the world size they were saved at: at another
 // world size (or from a checkpoint that kept one state for all ranks) they are reset

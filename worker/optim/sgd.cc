@@ -74,15 +74,21 @@ void SgdMomentum::Reset() {
   initialized_ = false;
 }
 
-std::string SgdMomentum::SaveState() const {
-  std::string out(kHeaderBytes + momentum_.size() * sizeof(float), '\0');
-  char* w = out.data();
+size_t SgdMomentum::StateBytes() const { return kHeaderBytes + momentum_.size() * sizeof(float); }
+
+std::string SgdMomentum::StateHeader() const {
+  std::string out(kHeaderBytes, '\0');
   const uint64_t count = momentum_.size();
-  std::memcpy(w, kMagic, 4);
-  std::memcpy(w + 4, &kVersion, 4);
-  w[8] = initialized_ ? 1 : 0;
-  std::memcpy(w + 9, &count, 8);
-  if (count) std::memcpy(w + kHeaderBytes, momentum_.data(), count * sizeof(float));
+  std::memcpy(out.data(), kMagic, 4);
+  std::memcpy(out.data() + 4, &kVersion, 4);
+  out[8] = initialized_ ? 1 : 0;
+  std::memcpy(out.data() + 9, &count, 8);
+  return out;
+}
+
+std::string SgdMomentum::SaveState() const {
+  std::string out = StateHeader();
+  out.append(reinterpret_cast<const char*>(momentum_.data()), momentum_.size() * sizeof(float));
   return out;
 }
 

@@ -48,6 +48,10 @@ class SgdMomentum {
 
   // Bytes: "SGDM", u32 version, u8 initialized, u64 count, count little-endian f32.
   std::string SaveState() const;
+  // SaveState() is StateHeader() followed by momentum_buffer()'s bytes: a checkpoint
+  // can copy the buffer straight into its own, without a temporary of the model's size.
+  std::string StateHeader() const;
+  size_t StateBytes() const;
   // Refuses bytes of the wrong size, a bad header, or a count other than num_parameters;
   // on refusal the current state is left unchanged.
   Status LoadState(const std::string& bytes);
