@@ -29,26 +29,25 @@ void SetBytes(NamedTensor* t, const std::string& name, const std::string& dtype,
 }
 }  // namespace
 
-StatusOr<std::vector<std::string>> GatherCodecStates(const GradientCodec* codec, Communicator* comm,
-                                                     const CollectiveOptions& opts) {
-  const std::string mine = codec ? codec->SaveState() : "";
+Status CodecStateGather::Gather(const GradientCodec* codec, Communicator* comm, const CollectiveOptions& opts) {
+  if (codec) codec->SaveStateInto(&mine_);
+  else mine_.clear();
   const int n = comm->size();
-  const uint64_t size = mine.size();
-  std::vector<uint64_t> sizes(n);
-  RETURN_IF_ERROR(comm->AllGather(&size, sizes.data(), sizeof(size), opts).WithContext("gathering codec state sizes"));
-  const uint64_t most = *std::max_element(sizes.begin(), sizes.end());
-  std::vector<std::string> states(n);
-  if (most == 0) return states;
-  std::string padded = mine;
-  padded.resize(most);
-  std::string all(most * n, '\0');
-  RETURN_IF_ERROR(comm->AllGather(padded.data(), all.data(), most, opts).WithContext("gathering codec states"));
-  for (int r = 0; r < n; ++r) states[r] = all.substr(r * most, sizes[r]);
-  return states;
+  const uint64_t size = mine_.size();
+  sizes_.assign(n, 0);
+  RETURN_IF_ERROR(comm->AllGather(&size, sizes_.data(), sizeof(size), opts).WithContext("gathering codec state sizes"));
+  const uint64_t most = *std::max_element(sizes_.begin(), sizes_.end());
+  views_.assign(n, std::string_view());
+  if (most == 0) return OkStatus();
+  mine_.resize(most);  // padded to the largest: allgather blocks are equal
+  all_.resize(most * n);
+  RETURN_IF_ERROR(comm->AllGather(mine_.data(), all_.data(), most, opts).WithContext("gathering codec states"));
+  for (int r = 0; r < n; ++r) views_[r] = std::string_view(all_).substr(r * most, sizes_[r]);
+  return OkStatus();
 }
 
 void BuildSnapshot(Model& model, const SgdMomentum& optimizer, const GradientCodec* codec,
-                   const std::vector<std::string>& codec_states, const TrainingPosition& pos, int world_size,
+                   const std::vector<std::string_view>& codec_states, const TrainingPosition& pos, int world_size,
                    TrainerSnapshot* snap) {
   snap->step = pos.step;
   snap->epoch = pos.epoch;
@@ -70,7 +69,7 @@ void BuildSnapshot(Model& model, const SgdMomentum& optimizer, const GradientCod
   std::memcpy(opt->bytes.data(), header.data(), header.size());
   CopyBytes(opt->bytes.data() + header.size(), momentum.data(), momentum.size() * sizeof(float));
   for (size_t r = 0; r < codec_states.size(); ++r) {
-    const std::string& cs = codec_states[r];
+    const std::string_view cs = codec_states[r];
     SetBytes(Slot(snap, i++), kCodecTensorPrefix + std::to_string(r), "U8", {static_cast<int64_t>(cs.size())},
              cs.data(), cs.size());
   }

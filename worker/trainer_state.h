@@ -5,6 +5,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 
 #include "checkpoint/format.h"
 #include "collectives/compression/codec.h"
@@ -21,14 +22,26 @@ struct TrainingPosition {
 
 // Every rank's codec state (residuals differ per rank), gathered so that all ranks
 // build the same snapshot: a checkpoint's shards are byte ranges of ONE serialized
-// state, each written by its rank. Collective: every rank calls it at the same step.
-StatusOr<std::vector<std::string>> GatherCodecStates(const GradientCodec* codec, Communicator* comm,
-                                                     const CollectiveOptions& opts);
+// state, each written by its rank. The buffers are kept from one checkpoint to the
+// next: residuals are the model's size, and fresh copies of them page-faulted on the
+// training thread at every save (with PowerSGD they were most of the stall).
+class CodecStateGather {
+ public:
+  // Collective: every rank calls it at the same step.
+  Status Gather(const GradientCodec* codec, Communicator* comm, const CollectiveOptions& opts);
+  // Rank r's state, valid until the next Gather.
+  const std::vector<std::string_view>& states() const { return views_; }
+
+ private:
+  std::string mine_, all_;
+  std::vector<uint64_t> sizes_;
+  std::vector<std::string_view> views_;
+};
 
 // Fills `snap` (reusing its buffers) from the live state; `codec_states` (one per
-// rank, from GatherCodecStates) become tensors codec.state.<rank>.
+// rank, from CodecStateGather) become tensors codec.state.<rank>.
 void BuildSnapshot(Model& model, const SgdMomentum& optimizer, const GradientCodec* codec,
-                   const std::vector<std::string>& codec_states, const TrainingPosition& pos, int world_size,
+                   const std::vector<std::string_view>& codec_states, const TrainingPosition& pos, int world_size,
                    TrainerSnapshot* snap);
 
 // Byte sizes of the snapshot's first tensors (the parameters, then the optimizer

@@ -76,6 +76,9 @@ class GradientCodec {
 
   // Codec state (residuals, PowerSGD's Q) for checkpoints.
   virtual std::string SaveState() const { return ""; }
+  // The same into *out, reusing its allocation: residuals are the size of the model,
+  // and a fresh buffer each checkpoint page-faults on the training thread.
+  virtual void SaveStateInto(std::string* out) const { *out = SaveState(); }
   virtual Status LoadState(const std::string& bytes) { return bytes.empty() ? OkStatus() : InvalidArgument("codec " + name() + " has no state"); }
   // Called when membership changes: residuals are per-rank and are dropped.
   virtual void ResetState() {}

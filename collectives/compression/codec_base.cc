@@ -18,7 +18,7 @@ static_assert(std::endian::native == std::endian::little,
               "the codec state format is little-endian; add byte swapping for this host");
 
 constexpr char kMagic[4] = {'S', 'H', 'C', 'S'};
-constexpr uint32_t kVersion = 1;
+constexpr uint32_t kVersion = 2;  // version 1 (byte-wise FNV-1a checksum) still loads
 
 uint64_t Fnv1a(const char* data, size_t n) {
   uint64_t h = 0xcbf29ce484222325ull;
@@ -29,9 +29,31 @@ uint64_t Fnv1a(const char* data, size_t n) {
   return h;
 }
 
-template <typename T>
-void Put(std::string* out, T v) {
-  out->append(reinterpret_cast<const char*>(&v), sizeof(v));
+// Version 2's checksum: FNV-1a's step (h = (h ^ x) * prime) on little-endian 64-bit
+// words in four interleaved lanes, word i in lane i % 4, over the whole 32-byte groups;
+// the remaining bytes go byte by byte into lane 0; then h = lane 0, and for lanes 1-3
+// h = (h ^ lane) * prime. Byte-wise FNV-1a is one chain of dependent multiplies per
+// byte: 30 ms over a 23 MB residual, on the training thread at every checkpoint. Each
+// step is a bijection of h, so any change confined to one word is always detected.
+uint64_t LaneFnv(const char* data, size_t n) {
+  constexpr uint64_t kBasis = 0xcbf29ce484222325ull, kPrime = 0x100000001b3ull;
+  uint64_t lane[4] = {kBasis, kBasis, kBasis, kBasis};
+  size_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    for (int k = 0; k < 4; ++k) {
+      uint64_t w;
+      std::memcpy(&w, data + i + 8 * k, 8);
+      lane[k] = (lane[k] ^ w) * kPrime;
+    }
+  }
+  for (; i < n; ++i) lane[0] = (lane[0] ^ static_cast<uint8_t>(data[i])) * kPrime;
+  uint64_t h = lane[0];
+  for (int k = 1; k < 4; ++k) h = (h ^ lane[k]) * kPrime;
+  return h;
+}
+
+uint64_t StateChecksum(uint32_t version, const char* data, size_t n) {
+  return version == 1 ? Fnv1a(data, n) : LaneFnv(data, n);
 }
 
 // Bounds-checked reads over the state bytes; every failure names what was cut off.
@@ -252,21 +274,36 @@ void FeedbackCodec::GiveBack(Floats&& v) {
 }
 
 std::string FeedbackCodec::SaveState() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  std::string out(kMagic, sizeof(kMagic));
-  Put<uint32_t>(&out, kVersion);
-  Put<uint32_t>(&out, static_cast<uint32_t>(options_.name.size()));
-  out += options_.name;
-  Put<uint64_t>(&out, state_.size());
-  for (const auto& [key, value] : state_) {
-    Put<uint8_t>(&out, static_cast<uint8_t>(key.kind));
-    Put<uint64_t>(&out, key.bucket_id);
-    Put<uint32_t>(&out, key.tensor);
-    Put<uint64_t>(&out, value.size());
-    out.append(reinterpret_cast<const char*>(value.data()), value.size() * sizeof(float));
-  }
-  Put<uint64_t>(&out, Fnv1a(out.data(), out.size()));
+  std::string out;
+  SaveStateInto(&out);
   return out;
+}
+
+void FeedbackCodec::SaveStateInto(std::string* out) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  // Sized once, then filled: appending would reallocate a model-sized string several times.
+  size_t total = sizeof(kMagic) + 4 + 4 + options_.name.size() + 8 + 8;
+  for (const auto& [key, value] : state_) total += 1 + 8 + 4 + 8 + value.size() * sizeof(float);
+  out->resize(total);
+  char* at = out->data();
+  auto put = [&at](const void* p, size_t n) {
+    std::memcpy(at, p, n);
+    at += n;
+  };
+  auto put_int = [&put](auto v) { put(&v, sizeof(v)); };
+  put(kMagic, sizeof(kMagic));
+  put_int(kVersion);
+  put_int(static_cast<uint32_t>(options_.name.size()));
+  put(options_.name.data(), options_.name.size());
+  put_int(static_cast<uint64_t>(state_.size()));
+  for (const auto& [key, value] : state_) {
+    put_int(static_cast<uint8_t>(key.kind));
+    put_int(key.bucket_id);
+    put_int(key.tensor);
+    put_int(static_cast<uint64_t>(value.size()));
+    put(value.data(), value.size() * sizeof(float));
+  }
+  put_int(LaneFnv(out->data(), total - sizeof(uint64_t)));
 }
 
 Status FeedbackCodec::LoadState(const std::string& bytes) {
@@ -283,15 +320,19 @@ Status FeedbackCodec::LoadState(const std::string& bytes) {
   const size_t body = bytes.size() - sizeof(uint64_t);
   uint64_t stored_sum;
   std::memcpy(&stored_sum, bytes.data() + body, sizeof(stored_sum));
-  if (stored_sum != Fnv1a(bytes.data(), body)) {
+  // The version picks the checksum; a version this build does not read is refused as
+  // such below, once its (version 2 style) checksum has held.
+  uint32_t claimed = 0;
+  if (body >= 8) std::memcpy(&claimed, bytes.data() + 4, 4);
+  if (stored_sum != StateChecksum(claimed, bytes.data(), body)) {
     return DataLoss(what + "checksum mismatch (corrupt or truncated checkpoint)");
   }
   Reader in(bytes, body);
   char magic[4];
   uint32_t version = 0, name_len = 0;
   in.GetBytes(magic, 4);
-  if (!in.Get(&version) || version != kVersion) {
-    return InvalidArgument(what + "version " + std::to_string(version) + ", this build reads " +
+  if (!in.Get(&version) || (version != 1 && version != kVersion)) {
+    return InvalidArgument(what + "version " + std::to_string(version) + ", this build reads 1 and " +
                            std::to_string(kVersion));
   }
   if (!in.Get(&name_len) || name_len > in.left()) return DataLoss(what + "truncated codec name");

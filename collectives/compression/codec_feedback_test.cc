@@ -183,10 +183,30 @@ void RunAlone(GradientCodec* codec, Communicator* comm, int first, int steps, st
   }
 }
 
-uint64_t Fnv1a(const char* data, size_t n) {  // the state format's checksum
-  uint64_t h = 0xcbf29ce484222325ull;
-  for (size_t i = 0; i < n; ++i) h = (h ^ static_cast<uint8_t>(data[i])) * 0x100000001b3ull;
+// The state format's checksums, written again from the format's description.
+constexpr uint64_t kFnvBasis = 0xcbf29ce484222325ull, kFnvPrime = 0x100000001b3ull;
+uint64_t Fnv1a(const char* data, size_t n) {  // version 1
+  uint64_t h = kFnvBasis;
+  for (size_t i = 0; i < n; ++i) h = (h ^ static_cast<uint8_t>(data[i])) * kFnvPrime;
   return h;
+}
+uint64_t LaneFnv(const char* data, size_t n) {  // version 2
+  uint64_t lane[4] = {kFnvBasis, kFnvBasis, kFnvBasis, kFnvBasis};
+  const size_t words = n / 32 * 4;
+  for (size_t w = 0; w < words; ++w) {
+    uint64_t x;
+    std::memcpy(&x, data + 8 * w, 8);
+    lane[w % 4] = (lane[w % 4] ^ x) * kFnvPrime;
+  }
+  for (size_t i = words * 8; i < n; ++i) lane[0] = (lane[0] ^ static_cast<uint8_t>(data[i])) * kFnvPrime;
+  return (((lane[0] ^ lane[1]) * kFnvPrime ^ lane[2]) * kFnvPrime ^ lane[3]) * kFnvPrime;
+}
+// `body` with its version field set to `version` and that version's checksum appended.
+std::string WithChecksum(std::string body, uint32_t version) {
+  std::memcpy(body.data() + 4, &version, 4);
+  const uint64_t sum = version == 1 ? Fnv1a(body.data(), body.size()) : LaneFnv(body.data(), body.size());
+  body.append(reinterpret_cast<const char*>(&sum), 8);
+  return body;
 }
 
 TEST(CodecStateTest, SaveLoadRoundTripContinuesIdentically) {
@@ -244,21 +264,20 @@ TEST(CodecStateTest, RefusesCorruptOrForeignState) {
   refused("garbage", StatusCode::kDataLoss, "not state");
   refused(testing::Make(testing::Options("topk"))->SaveState(), StatusCode::kInvalidArgument,
           "another codec's state");
+  const std::string body = good.substr(0, good.size() - 8);
+  ASSERT_EQ(WithChecksum(body, 2), good) << "SaveState writes version 2 as documented";
   // A future version, correctly checksummed: refused by version, not as corruption.
-  std::string future = good.substr(0, good.size() - 8);
-  future[4] = 2;
-  const uint64_t sum = Fnv1a(future.data(), future.size());
-  future.append(reinterpret_cast<const char*>(&sum), 8);
-  refused(future, StatusCode::kInvalidArgument, "version 2");
+  refused(WithChecksum(body, 3), StatusCode::kInvalidArgument, "version 3");
   // Well-formed framing around an entry that claims more floats than there are.
-  std::string lying = good.substr(0, good.size() - 8);
+  std::string lying = body;
   const size_t first_count_at = 4 + 4 + 4 + 8 + 8 + 1 + 8 + 4;  // "powersgd": 8 bytes of name
   const uint64_t huge = uint64_t{1} << 40;
   std::memcpy(lying.data() + first_count_at, &huge, 8);
-  const uint64_t lying_sum = Fnv1a(lying.data(), lying.size());
-  lying.append(reinterpret_cast<const char*>(&lying_sum), 8);
-  refused(lying, StatusCode::kDataLoss, "oversized entry");
+  refused(WithChecksum(lying, 2), StatusCode::kDataLoss, "oversized entry");
 
+  // Version 1 (byte-wise FNV-1a), as older checkpoints hold it, loads the same state.
+  EXPECT_TRUE(target->LoadState(WithChecksum(body, 1)).ok());
+  EXPECT_EQ(target->SaveState(), good);
   EXPECT_TRUE(target->LoadState(good).ok());
   EXPECT_EQ(target->SaveState(), good);
   EXPECT_TRUE(target->LoadState("").ok());  // no state: same as a reset

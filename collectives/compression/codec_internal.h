@@ -82,14 +82,16 @@ class FeedbackCodec : public GradientCodec {
                 uint64_t bucket_id, int64_t step, Communicator* comm,
                 const CollectiveOptions& opts) final;
 
-  // Format (little-endian), version 1:
+  // Format (little-endian), version 2:
   //   "SHCS" | u32 version | u32 name length | name | u64 entries |
   //   entries x (u8 kind | u64 bucket_id | u32 tensor | u64 floats | f32 x floats) |
-  //   u64 FNV-1a of everything before it.
+  //   u64 checksum of everything before it: four-lane word-wise FNV-1a (LaneFnv in
+  //   codec_base.cc). Version 1, the same with byte-wise FNV-1a, still loads.
   // LoadState refuses (and keeps the current state) on a wrong magic, version or codec
   // name, sizes that do not add up, an unknown kind, a duplicate entry or a checksum
   // mismatch. The empty string loads as "no state".
   std::string SaveState() const override;
+  void SaveStateInto(std::string* out) const override;
   Status LoadState(const std::string& bytes) override;
   // Drops residuals and PowerSGD's Q. Every rank must reset together: Q has to be
   // identical on all ranks (it is re-initialised from the shared seed).
