@@ -82,8 +82,9 @@ class AsyncCheckpointer {
   AsyncCheckpointer& operator=(const AsyncCheckpointer&) = delete;
 
   // Copies `snap` into a free buffer (reusing its allocation, so no page faults after the
-  // first two saves, or none at all after Prewarm) and queues it. Blocks only while both buffers are busy. Invalid
-  // snapshots are refused here; write errors surface in Wait() and last_error().
+  // first two saves, or none at all after Prewarm) and queues it. Blocks only while both
+  // buffers are busy. Invalid snapshots are refused here; write errors surface in Wait()
+  // and last_error().
   Status SaveAsync(const TrainerSnapshot& snap);
   // Same, moving instead of copying (the caller built a throwaway snapshot).
   Status SaveAsync(TrainerSnapshot&& snap);

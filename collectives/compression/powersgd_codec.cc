@@ -186,10 +186,6 @@ class PowerSgdCodec : public FeedbackCodec {
   }
 };
 
-}  // namespace
-
-namespace {
-
 // sum_i p[i][a] * p[i][b] over a rows x r row-major matrix, in double. Four partial sums
 // (rows 4k, 4k+1, ...): one running sum is a chain of dependent adds, and this was a
 // tenth of the codec's time on the example job's small matrices. The order is fixed, so
