@@ -55,6 +55,14 @@ void AssignBytes(std::string* dst, const void* src, size_t n) {
   CopyBytes(dst->data(), src, n);
 }
 
+namespace {
+// This rank's rank_tensors into their own file; the table travels in ShardInfo.
+StatusOr<std::string> WriteRankStateFor(const std::string& staging, int rank, int world, const TrainerSnapshot& snap) {
+  ASSIGN_OR_RETURN(CheckpointRankState state, WriteRankState(staging, rank, world, snap.rank_tensors));
+  return state.SerializeAsString();
+}
+}  // namespace
+
 void CopyBytes(char* dst, const void* src, size_t n) {
   std::vector<Chunk> chunks;
   AddChunks(dst, static_cast<const char*>(src), n, &chunks);
@@ -70,17 +78,21 @@ void CopySnapshotInto(const TrainerSnapshot& src, TrainerSnapshot* dst) {
   dst->spec_digest = src.spec_digest;
   dst->codec = src.codec;
   dst->world_size = src.world_size;
-  dst->tensors.resize(src.tensors.size());
   std::vector<Chunk> chunks;
-  for (size_t i = 0; i < src.tensors.size(); ++i) {
-    const NamedTensor& s = src.tensors[i];
-    NamedTensor& d = dst->tensors[i];
-    d.name = s.name;
-    d.dtype = s.dtype;
-    d.shape = s.shape;
-    d.bytes.resize(s.bytes.size());  // no reallocation once the buffer has been used
-    AddChunks(d.bytes.data(), s.bytes.data(), s.bytes.size(), &chunks);
-  }
+  auto copy = [&](const std::vector<NamedTensor>& from, std::vector<NamedTensor>* to) {
+    to->resize(from.size());
+    for (size_t i = 0; i < from.size(); ++i) {
+      const NamedTensor& s = from[i];
+      NamedTensor& d = (*to)[i];
+      d.name = s.name;
+      d.dtype = s.dtype;
+      d.shape = s.shape;
+      d.bytes.resize(s.bytes.size());  // no reallocation once the buffer has been used
+      AddChunks(d.bytes.data(), s.bytes.data(), s.bytes.size(), &chunks);
+    }
+  };
+  copy(src.tensors, &dst->tensors);
+  copy(src.rank_tensors, &dst->rank_tensors);
   CopyChunks(chunks);
 }
 
@@ -203,10 +215,10 @@ Status AsyncCheckpointer::SaveNow(const TrainerSnapshot& snap) {
   return s.ok() ? pending : s;
 }
 
-void AsyncCheckpointer::Prewarm(std::vector<size_t> tensor_bytes) {
+void AsyncCheckpointer::Prewarm(std::vector<size_t> tensor_bytes, std::vector<size_t> rank_tensor_bytes) {
   {
     std::lock_guard<std::mutex> l(mu_);
-    prewarm_ = std::move(tensor_bytes);
+    prewarm_ = PrewarmSizes{std::move(tensor_bytes), std::move(rank_tensor_bytes)};
   }
   cv_.notify_all();
 }
@@ -243,17 +255,22 @@ void AsyncCheckpointer::WriterLoop() {
     SHOAL_LOG_DEBUG("checkpoint writer: setpriority failed: {}", std::strerror(errno));
   std::unique_lock<std::mutex> l(mu_);
   for (;;) {
-    cv_.wait(l, [&] { return stop_ || !queue_.empty() || !prewarm_.empty(); });
-    if (!prewarm_.empty()) {
-      const std::vector<size_t> sizes = std::move(prewarm_);
-      prewarm_.clear();
+    cv_.wait(l, [&] { return stop_ || !queue_.empty() || prewarm_.has_value(); });
+    if (prewarm_) {
+      const PrewarmSizes sizes = std::move(*prewarm_);
+      prewarm_.reset();
+      // resize zero-fills: every new page is touched here rather than by the first copy
+      // (a buffer already of that size is not touched again).
+      auto warm = [](const std::vector<size_t>& bytes, std::vector<NamedTensor>* tensors) {
+        tensors->resize(std::max(tensors->size(), bytes.size()));
+        for (size_t i = 0; i < bytes.size(); ++i) (*tensors)[i].bytes.resize(bytes[i]);
+      };
       for (Slot& slot : slots_) {
         if (stop_ || slot.state != SlotState::kFree) continue;
         slot.state = SlotState::kFilling;  // the slot is ours alone, as a save's fill
         l.unlock();
-        slot.snap.tensors.resize(std::max(slot.snap.tensors.size(), sizes.size()));
-        // resize zero-fills: every page is touched here rather than by the first copy.
-        for (size_t i = 0; i < sizes.size(); ++i) slot.snap.tensors[i].bytes.resize(sizes[i]);
+        warm(sizes.tensors, &slot.snap.tensors);
+        warm(sizes.rank_tensors, &slot.snap.rank_tensors);
         l.lock();
         slot.state = SlotState::kFree;
         ++stats_.prewarmed_buffers;
@@ -300,20 +317,29 @@ Status AsyncCheckpointer::WriteOne(const TrainerSnapshot& snap) {
     int n = o.local_shards > 0 ? o.local_shards
             : total >= kParallelShardBytes ? static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1u, 4u)) : 1;
     std::vector<StatusOr<ShardInfo>> infos(n, Internal("not written"));
+    StatusOr<std::string> rank_state = std::string();
     auto write = [&](int i) { infos[i] = WriteShardPieces(staging, i, n, ViewRange(snap, SliceForRank(total, i, n))); };
     std::vector<std::thread> helpers;
     for (int i = 1; i < n; ++i) helpers.emplace_back(write, i);
+    if (!snap.rank_tensors.empty()) helpers.emplace_back([&] { rank_state = WriteRankStateFor(staging, 0, 1, snap); });
     write(0);
     for (auto& t : helpers) t.join();
     for (auto& info : infos) {
       if (!info.ok() && mine.ok()) mine = info.status();
       if (info.ok()) all.push_back(*info);
     }
+    if (!rank_state.ok() && mine.ok()) mine = rank_state.status();
+    if (mine.ok()) all[0].rank_state = *rank_state;
   } else {
     StatusOr<ShardInfo> info = WriteShardPieces(staging, o.rank, o.world, ViewRange(snap, SliceForRank(total, o.rank, o.world)));
+    if (info.ok() && !snap.rank_tensors.empty()) {
+      StatusOr<std::string> rank_state = WriteRankStateFor(staging, o.rank, o.world, snap);
+      if (rank_state.ok()) info->rank_state = *rank_state;
+      else info = rank_state.status();
+    }
     mine = info.status();
     ShardInfo sent = info.ok() ? *info : ShardInfo{staging, o.rank, o.world, ShardFileName(o.rank, o.world), 0, "",
-                                                   info.status().ToString()};
+                                                   info.status().ToString(), ""};
     StatusOr<std::vector<ShardInfo>> gathered = o.gather(sent);
     if (!gathered.ok()) return gathered.status().WithContext("gathering shard infos for step " + std::to_string(snap.step));
     all = std::move(gathered).value();

@@ -93,12 +93,14 @@ class AsyncCheckpointer {
   // its allocation and copies on several threads). The buffer still holds an earlier
   // save: fill sets every field and resizes `tensors`. A fill error frees the buffer.
   Status SaveAsyncWith(const std::function<Status(TrainerSnapshot*)>& fill);
-  // Sizes both buffers for tensors of these byte lengths (in snapshot order) and touches
-  // their pages, on the writer thread, so that the first saves do not page-fault on the
-  // training thread (a 256 MiB buffer's first fill measured 0.26 s, more than a whole
-  // synchronous save). Returns at once; a save that comes first takes whichever buffer
-  // is free, warm or not.
-  void Prewarm(std::vector<size_t> tensor_bytes);
+  // Sizes both buffers for tensors and rank_tensors of these byte lengths (in snapshot
+  // order) and touches their pages, on the writer thread, so that the first saves do not
+  // page-fault on the training thread (a 256 MiB buffer's first fill measured 0.26 s,
+  // more than a whole synchronous save). Buffers already that size are left alone, so
+  // calling again when a size grows (a codec's state, once buckets have passed) costs
+  // only the growth. Returns at once; a save that comes first takes whichever buffer is
+  // free, warm or not.
+  void Prewarm(std::vector<size_t> tensor_bytes, std::vector<size_t> rank_tensor_bytes = {});
   // Waits for queued saves, then writes `snap` on the calling thread (end of training).
   Status SaveNow(const TrainerSnapshot& snap);
   // Blocks until every queued save is done; returns the first error since the last Wait.
@@ -131,7 +133,10 @@ class AsyncCheckpointer {
   std::condition_variable cv_;
   Slot slots_[2];
   std::deque<int> queue_;
-  std::vector<size_t> prewarm_;  // tensor sizes for the writer thread to fault in
+  struct PrewarmSizes {
+    std::vector<size_t> tensors, rank_tensors;
+  };
+  std::optional<PrewarmSizes> prewarm_;  // sizes for the writer thread to fault in
   bool stop_ = false;
   Status last_error_;
   Status pending_error_;

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <thread>
 
 #include "checkpoint/async_writer.h"
@@ -69,8 +70,11 @@ TEST(Checkpoint, RoundTripIsBitExact) {
 }
 
 // Ranks as threads: each serializes the same replicated state, writes its slice, joins
-// the allgather; rank 0 commits. Then load (at "any world size": loading is global).
-void SaveMultiRank(const std::string& job, int world, const TrainerSnapshot& snap, const KeyPair& key) {
+// the allgather; rank 0 commits. `own_state(r, snap)` may give rank r rank tensors of its
+// own. Then load (at "any world size": loading is global).
+using OwnState = std::function<void(int rank, TrainerSnapshot* snap)>;
+std::vector<Status> TrySaveMultiRank(const std::string& job, int world, const TrainerSnapshot& snap,
+                                     const KeyPair& key, const OwnState& own_state = nullptr) {
   ThreadAllgather gather(world);
   std::vector<std::thread> ranks;
   std::vector<Status> results(world);
@@ -89,12 +93,66 @@ void SaveMultiRank(const std::string& job, int world, const TrainerSnapshot& sna
         results[r] = cp.status();
         return;
       }
-      results[r] = (*cp)->SaveAsync(snap);
+      TrainerSnapshot mine = snap;
+      if (own_state) own_state(r, &mine);
+      results[r] = (*cp)->SaveAsync(mine);
       if (results[r].ok()) results[r] = (*cp)->Wait();
     });
   }
   for (auto& t : ranks) t.join();
+  return results;
+}
+
+void SaveMultiRank(const std::string& job, int world, const TrainerSnapshot& snap, const KeyPair& key,
+                   const OwnState& own_state = nullptr) {
+  std::vector<Status> results = TrySaveMultiRank(job, world, snap, key, own_state);
   for (int r = 0; r < world; ++r) EXPECT_TRUE(results[r].ok()) << "rank " << r << ": " << results[r].ToString();
+}
+
+// Rank r's codec state: its own size and bytes.
+NamedTensor RankState(int r) { return testing::MakeRankState(100, r, 1000 + 37 * r); }
+
+// Per-rank state needs no exchange: each rank writes its own file; the loaded snapshot
+// holds every rank's, in rank order, and the signed statement covers each file.
+TEST(Checkpoint, EveryRankWritesItsOwnRankState) {
+  Keys k;
+  for (int world = 1; world <= 4; ++world) {
+    TempDir tmp;
+    TrainerSnapshot snap = MakeSnapshot(world, 50000, 30);
+    snap.world_size = world;
+    SaveMultiRank(tmp / "job", world, snap, k.key, [](int r, TrainerSnapshot* s) { s->rank_tensors = {RankState(r)}; });
+    auto loaded = LoadCheckpoint(tmp / "job", k.trust, false);
+    ASSERT_TRUE(loaded.ok()) << "world " << world << ": " << loaded.status().ToString();
+    ExpectSameState(snap, loaded->snapshot);
+    ASSERT_EQ(loaded->manifest.rank_states_size(), world);
+    ASSERT_EQ(loaded->snapshot.rank_tensors.size(), static_cast<size_t>(world));
+    for (int r = 0; r < world; ++r) {
+      const NamedTensor want = RankState(r);
+      EXPECT_EQ(loaded->snapshot.rank_tensors[r].name, want.name);
+      EXPECT_EQ(loaded->snapshot.rank_tensors[r].shape, want.shape);
+      EXPECT_TRUE(loaded->snapshot.rank_tensors[r].bytes == want.bytes) << "rank " << r;
+      EXPECT_EQ(loaded->manifest.rank_states(r).file(), RankStateFileName(r, world));
+      EXPECT_EQ(*Sha256FileHex(loaded->dir + "/" + RankStateFileName(r, world)), loaded->manifest.rank_states(r).sha256());
+    }
+    auto sig = ParseCheckpointSignature(*ReadFile(loaded->dir + "/manifest.sig"), &k.trust);
+    ASSERT_TRUE(sig.ok());
+    EXPECT_EQ(sig->subjects.size(), static_cast<size_t>(1 + 2 * world));  // manifest, shards, rank states
+    EXPECT_EQ(sig->subjects.at(RankStateFileName(world - 1, world)), loaded->manifest.rank_states(world - 1).sha256());
+  }
+}
+
+// A rank state from some ranks only is a bug in the caller: nothing is committed.
+TEST(Checkpoint, RankStatesFromSomeRanksOnlyAreRefused) {
+  Keys k;
+  TempDir tmp;
+  TrainerSnapshot snap = MakeSnapshot(3, 20000, 8);
+  snap.world_size = 3;
+  std::vector<Status> results = TrySaveMultiRank(tmp / "job", 3, snap, k.key, [](int r, TrainerSnapshot* s) {
+    if (r == 1) s->rank_tensors = {RankState(r)};
+  });
+  EXPECT_FALSE(results[0].ok());
+  EXPECT_NE(results[0].message().find("1 of 3 ranks wrote a rank state"), std::string::npos) << results[0].ToString();
+  EXPECT_EQ(LoadCheckpoint(tmp / "job", k.trust, false).status().code(), StatusCode::kNotFound);
 }
 
 TEST(Checkpoint, MultiRankWriteThenLoad) {
@@ -222,6 +280,7 @@ TEST(Checkpoint, OneProcessCanWriteSeveralShardsAtOnce) {
   auto cp = AsyncCheckpointer::Create(o);
   ASSERT_TRUE(cp.ok());
   TrainerSnapshot snap = MakeSnapshot(8, 100000, 4);
+  snap.rank_tensors = {RankState(0)};  // written beside the shards, as rank 0 of 1
   ASSERT_TRUE((*cp)->SaveAsync(snap).ok());
   ASSERT_TRUE((*cp)->Wait().ok());
   auto loaded = LoadCheckpoint(o.job_dir, k.trust, false);
@@ -229,6 +288,10 @@ TEST(Checkpoint, OneProcessCanWriteSeveralShardsAtOnce) {
   EXPECT_EQ(loaded->manifest.shards_size(), 3);
   EXPECT_EQ(loaded->manifest.world_size(), 1);  // the trainer's world, not the shard count
   ExpectSameState(snap, loaded->snapshot);
+  ASSERT_EQ(loaded->manifest.rank_states_size(), 1);
+  EXPECT_EQ(loaded->manifest.rank_states(0).file(), RankStateFileName(0, 1));
+  ASSERT_EQ(loaded->snapshot.rank_tensors.size(), 1u);
+  EXPECT_TRUE(loaded->snapshot.rank_tensors[0].bytes == snap.rank_tensors[0].bytes);
 }
 
 TEST(Checkpoint, SaveAsyncWithFillsTheBufferDirectly) {
@@ -288,12 +351,21 @@ TEST(Checkpoint, PrewarmedBuffersSaveExactlyWhatTheyAreGiven) {
   while ((*cp)->stats().prewarmed_buffers < 2 && std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   ASSERT_EQ((*cp)->stats().prewarmed_buffers, 2);
+  // Again once a codec's state exists: the rank tensors' buffers are warmed too.
+  TrainerSnapshot first_with_state = first;
+  first_with_state.rank_tensors = {testing::MakeRankState(3, 0, 5000)};
+  (*cp)->Prewarm(sizes, {5000, 777});
+  while ((*cp)->stats().prewarmed_buffers < 4 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  ASSERT_EQ((*cp)->stats().prewarmed_buffers, 4);
 
-  ASSERT_TRUE((*cp)->SaveAsync(first).ok());
+  ASSERT_TRUE((*cp)->SaveAsync(first_with_state).ok());
   ASSERT_TRUE((*cp)->Wait().ok());
   auto loaded = LoadCheckpoint(o.job_dir, TrustStore(), true);
   ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
   ExpectSameState(first, loaded->snapshot);
+  ASSERT_EQ(loaded->snapshot.rank_tensors.size(), 1u);  // not the prewarmed second one
+  EXPECT_TRUE(loaded->snapshot.rank_tensors[0].bytes == first_with_state.rank_tensors[0].bytes);
 
   TrainerSnapshot second = MakeSnapshot(4, 3 << 16, 1);  // bigger tensors, fewer of them
   second.tensors.pop_back();
@@ -306,6 +378,7 @@ TEST(Checkpoint, PrewarmedBuffersSaveExactlyWhatTheyAreGiven) {
   loaded = LoadCheckpoint(o.job_dir, TrustStore(), true);
   ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
   ExpectSameState(second, loaded->snapshot);
+  EXPECT_EQ(loaded->manifest.rank_states_size(), 0);  // this save had none
 }
 
 TEST(Checkpoint, WriteErrorsSurfaceInWait) {
@@ -385,15 +458,21 @@ TEST(Checkpoint, SavingAStepAgainReplacesIt) {
 }
 
 TEST(Checkpoint, ShardInfoSurvivesTheWire) {
-  ShardInfo s{"/x/step-1.tmp-n", 2, 4, "shard-2-of-4.bin", 12345, std::string(64, 'c'), "oops \"quoted\""};
+  auto state = BuildRankState({NamedTensor{"codec.state.2", "U8", {3}, "abc"}}, 2, 4);
+  ASSERT_TRUE(state.ok());
+  ShardInfo s{"/x/step-1.tmp-n", 2, 4, "shard-2-of-4.bin", 12345, std::string(64, 'c'), "oops \"quoted\"",
+              state->SerializeAsString()};
   auto back = DecodeShardInfo(EncodeShardInfo(s));
   ASSERT_TRUE(back.ok());
   EXPECT_EQ(back->staging_dir, s.staging_dir);
   EXPECT_EQ(back->rank, 2);
   EXPECT_EQ(back->length, 12345u);
   EXPECT_EQ(back->error, s.error);
+  EXPECT_EQ(back->rank_state, s.rank_state);  // binary protobuf bytes survive the JSON
   EXPECT_FALSE(DecodeShardInfo("{\"rank\": \"x\"}").ok());
   EXPECT_FALSE(DecodeShardInfo("\x01\x02").ok());
+  s.rank_state = "\xff\xff\xff\xff";  // not a CheckpointRankState
+  EXPECT_FALSE(DecodeShardInfo(EncodeShardInfo(s)).ok());
 }
 
 }  // namespace

@@ -86,6 +86,10 @@ TEST(CrashSafety, KillNineDuringSavesAlwaysLeavesALoadableLatest) {
     ASSERT_EQ(loaded->snapshot.tensors.size(), expect.tensors.size());
     for (size_t t = 0; t < expect.tensors.size(); ++t)
       ASSERT_TRUE(loaded->snapshot.tensors[t].bytes == expect.tensors[t].bytes) << "step " << step << " tensor " << t;
+    ASSERT_EQ(loaded->snapshot.rank_tensors.size(), 1u);  // the rank-state file, also written under kill -9
+    ASSERT_TRUE(loaded->snapshot.rank_tensors[0].bytes ==
+                testing::MakeRankState(static_cast<uint64_t>(step), 0, testing::kRankStateBytes).bytes)
+        << "step " << step << " rank state";
     for (int64_t s : *steps) {
       auto v = VerifyCheckpoint(job + "/" + StepDirName(s), trust, false);
       EXPECT_TRUE(v.ok()) << "after kill " << i << ", committed " << StepDirName(s) << ": " << v.status().ToString();

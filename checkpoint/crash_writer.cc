@@ -2,8 +2,8 @@
 // AsyncCheckpointer until killed. checkpoint_crash_test kill -9's it at random moments;
 // each start removes the previous run's leftovers (AsyncCheckpointer::Create).
 //   ckpt_crash_writer JOB_DIR SECRET_KEY [MIB=3] [KEEP_LAST=3] [KEEP_EVERY_STEPS=5]
-// The state of step S is testing::MakeSnapshot(S, MIB MiB, S), so a test can check the
-// bytes it loads.
+// The state of step S is testing::MakeSnapshot(S, MIB MiB, S) with the rank state
+// testing::MakeRankState(S, 0, kRankStateBytes), so a test can check the bytes it loads.
 #include <unistd.h>
 
 #include <cstdio>
@@ -34,6 +34,7 @@ int main(int argc, char** argv) {
   int64_t step = steps.ok() && !steps->empty() ? steps->back() + 1 : 1;
   for (;; ++step) {
     shoal::TrainerSnapshot snap = shoal::testing::MakeSnapshot(static_cast<uint64_t>(step), mib << 20, step);
+    snap.rank_tensors = {shoal::testing::MakeRankState(static_cast<uint64_t>(step), 0, shoal::testing::kRankStateBytes)};
     shoal::Status s = (*cp)->SaveAsync(std::move(snap));
     if (!s.ok()) {
       std::fprintf(stderr, "ckpt_crash_writer: %s\n", s.ToString().c_str());

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <charconv>
 #include <climits>
+#include <functional>
 #include <set>
 
 #include <google/protobuf/io/coded_stream.h>
@@ -59,6 +60,10 @@ std::string ShardFileName(int rank, int world) {
   return "shard-" + std::to_string(rank) + "-of-" + std::to_string(world) + ".bin";
 }
 
+std::string RankStateFileName(int rank, int world) {
+  return "rank-" + std::to_string(rank) + "-of-" + std::to_string(world) + ".bin";
+}
+
 std::string StagingDirName(int64_t step, const std::string& nonce) { return StepDirName(step) + ".tmp-" + nonce; }
 
 ByteRange SliceForRank(uint64_t total_bytes, int rank, int world) {
@@ -75,6 +80,33 @@ uint64_t TotalBytes(const TrainerSnapshot& snap) {
   return total;
 }
 
+namespace {
+// Appends `tensors` to a table with offsets from 0 in order; refuses empty or repeated
+// names (across every table sharing `names`) and sizes that disagree with dtype x shape.
+Status AppendTensorTable(const std::vector<NamedTensor>& tensors, int shard, std::set<std::string>* names,
+                         google::protobuf::RepeatedPtrField<CheckpointTensor>* table) {
+  uint64_t offset = 0;
+  for (const auto& t : tensors) {
+    if (t.name.empty()) return InvalidArgument("a tensor has an empty name");
+    if (!names->insert(t.name).second) return InvalidArgument("tensor '" + t.name + "' appears twice");
+    auto len = TensorByteLength(t.dtype, t.shape);
+    if (!len.ok()) return len.status().WithContext("tensor '" + t.name + "'");
+    if (*len != t.bytes.size())
+      return InvalidArgument("tensor '" + t.name + "' has " + std::to_string(t.bytes.size()) + " bytes; " +
+                             t.dtype + " of its shape needs " + std::to_string(*len));
+    CheckpointTensor* e = table->Add();
+    e->set_name(t.name);
+    e->set_dtype(t.dtype);
+    for (int64_t d : t.shape) e->add_shape(d);
+    e->set_shard(shard);
+    e->set_offset(offset);
+    e->set_length(t.bytes.size());
+    offset += t.bytes.size();
+  }
+  return OkStatus();
+}
+}  // namespace
+
 StatusOr<CheckpointManifest> BuildManifest(const TrainerSnapshot& snap) {
   CheckpointManifest m;
   m.set_format_version(kCheckpointFormatVersion);
@@ -86,25 +118,25 @@ StatusOr<CheckpointManifest> BuildManifest(const TrainerSnapshot& snap) {
   m.set_spec_digest(snap.spec_digest);
   m.set_codec(snap.codec);
   m.set_world_size(snap.world_size);
-  std::set<std::string_view> names;
-  uint64_t offset = 0;
-  for (const auto& t : snap.tensors) {
-    if (t.name.empty()) return InvalidArgument("a tensor has an empty name");
-    if (!names.insert(t.name).second) return InvalidArgument("tensor '" + t.name + "' appears twice");
-    auto len = TensorByteLength(t.dtype, t.shape);
-    if (!len.ok()) return len.status().WithContext("tensor '" + t.name + "'");
-    if (*len != t.bytes.size())
-      return InvalidArgument("tensor '" + t.name + "' has " + std::to_string(t.bytes.size()) + " bytes; " +
-                             t.dtype + " of its shape needs " + std::to_string(*len));
-    CheckpointTensor* e = m.add_tensors();
-    e->set_name(t.name);
-    e->set_dtype(t.dtype);
-    for (int64_t d : t.shape) e->add_shape(d);
-    e->set_offset(offset);
-    e->set_length(t.bytes.size());
-    offset += t.bytes.size();
-  }
+  std::set<std::string> names;
+  RETURN_IF_ERROR(AppendTensorTable(snap.tensors, 0, &names, m.mutable_tensors()));
+  // This rank's own tensors are tabled by its rank state; their names must not collide.
+  RETURN_IF_ERROR(AppendTensorTable(snap.rank_tensors, 0, &names, CheckpointRankState().mutable_tensors()));
   return m;
+}
+
+StatusOr<CheckpointRankState> BuildRankState(const std::vector<NamedTensor>& rank_tensors, int rank, int world) {
+  if (world < 1 || rank < 0 || rank >= world)
+    return InvalidArgument("rank " + std::to_string(rank) + " of world " + std::to_string(world));
+  CheckpointRankState state;
+  std::set<std::string> names;
+  RETURN_IF_ERROR(AppendTensorTable(rank_tensors, rank, &names, state.mutable_tensors()));
+  uint64_t length = 0;
+  for (const auto& t : rank_tensors) length += t.bytes.size();
+  state.set_rank(rank);
+  state.set_file(RankStateFileName(rank, world));
+  state.set_length(length);
+  return state;
 }
 
 std::vector<std::string_view> ViewRange(const TrainerSnapshot& snap, ByteRange range) {
@@ -144,13 +176,38 @@ bool IsLowerHex64(const std::string& s) {
 }
 }  // namespace
 
+namespace {
+// Tensors tile [0, total) in table order, as the writer packs them: no gaps, no overlaps,
+// so a reader can scatter file bytes straight into tensor buffers. `shard_of` names the
+// file a tensor's first byte lies in.
+Status CheckTiling(const google::protobuf::RepeatedPtrField<CheckpointTensor>& tensors, uint64_t total,
+                   const std::function<int(uint64_t)>& shard_of, std::set<std::string>* names) {
+  uint64_t next = 0;
+  for (const auto& t : tensors) {
+    if (t.name().empty() || !names->insert(t.name()).second)
+      return InvalidArgument("tensor name '" + t.name() + "' is empty or repeated");
+    std::vector<int64_t> shape(t.shape().begin(), t.shape().end());
+    auto len = TensorByteLength(t.dtype(), shape);
+    if (!len.ok()) return len.status().WithContext("tensor '" + t.name() + "'");
+    if (*len != t.length()) return InvalidArgument("tensor '" + t.name() + "' length disagrees with dtype and shape");
+    if (t.offset() != next || t.length() > total - t.offset())
+      return InvalidArgument("tensor '" + t.name() + "' does not start where the previous one ends, or lies outside its file");
+    next += t.length();
+    if (t.shard() != shard_of(t.offset())) return InvalidArgument("tensor '" + t.name() + "' names the wrong shard");
+  }
+  if (next != total) return InvalidArgument("files hold " + std::to_string(total - next) + " bytes no tensor covers");
+  return OkStatus();
+}
+}  // namespace
+
 StatusOr<CheckpointManifest> ParseManifest(std::string_view bytes) {
   CheckpointManifest m;
   if (bytes.size() > static_cast<size_t>(INT_MAX) || !m.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())))
     return InvalidArgument("manifest is not a valid CheckpointManifest protobuf");
-  if (m.format_version() != kCheckpointFormatVersion)
+  if (m.format_version() < kOldestReadableFormatVersion || m.format_version() > kCheckpointFormatVersion)
     return InvalidArgument("unsupported checkpoint format version " + std::to_string(m.format_version()) +
-                           " (this build reads " + std::to_string(kCheckpointFormatVersion) + ")");
+                           " (this build reads " + std::to_string(kOldestReadableFormatVersion) + " to " +
+                           std::to_string(kCheckpointFormatVersion) + ")");
   const int n = m.shards_size();
   if (n < 1 || n > 65536) return InvalidArgument("manifest lists " + std::to_string(n) + " shards");
   std::vector<uint64_t> ends;
@@ -167,24 +224,28 @@ StatusOr<CheckpointManifest> ParseManifest(std::string_view bytes) {
     ends.push_back(total);
   }
   std::set<std::string> names;
-  uint64_t next = 0;
-  for (const auto& t : m.tensors()) {
-    if (t.name().empty() || !names.insert(t.name()).second)
-      return InvalidArgument("tensor name '" + t.name() + "' is empty or repeated");
-    std::vector<int64_t> shape(t.shape().begin(), t.shape().end());
-    auto len = TensorByteLength(t.dtype(), shape);
-    if (!len.ok()) return len.status().WithContext("tensor '" + t.name() + "'");
-    if (*len != t.length()) return InvalidArgument("tensor '" + t.name() + "' length disagrees with dtype and shape");
-    // Tensors tile the stream in table order, as the writer packs them: no gaps, no
-    // overlaps, so a reader can scatter shard bytes straight into tensor buffers.
-    if (t.offset() != next || t.length() > total - t.offset())
-      return InvalidArgument("tensor '" + t.name() + "' does not start where the previous one ends, or lies outside the shards");
-    next += t.length();
-    int shard = static_cast<int>(std::upper_bound(ends.begin(), ends.end(), t.offset()) - ends.begin());
-    if (shard >= n) shard = n - 1;
-    if (t.shard() != shard) return InvalidArgument("tensor '" + t.name() + "' names the wrong shard");
+  auto shard_of = [&](uint64_t offset) {
+    int shard = static_cast<int>(std::upper_bound(ends.begin(), ends.end(), offset) - ends.begin());
+    return std::min(shard, n - 1);
+  };
+  RETURN_IF_ERROR(CheckTiling(m.tensors(), total, shard_of, &names));
+
+  const int ranks = m.rank_states_size();
+  if (ranks > 0) {
+    if (m.format_version() < 2) return InvalidArgument("a version 1 manifest has rank states");
+    if (m.world_size() != ranks)
+      return InvalidArgument("manifest has " + std::to_string(ranks) + " rank states for world size " +
+                             std::to_string(m.world_size()));
   }
-  if (next != total) return InvalidArgument("shards hold " + std::to_string(total - next) + " bytes no tensor covers");
+  for (int r = 0; r < ranks; ++r) {
+    const auto& rs = m.rank_states(r);
+    if (rs.rank() != r || rs.file() != RankStateFileName(r, ranks))
+      return InvalidArgument("rank state " + std::to_string(r) + " is named '" + rs.file() + "', expected " +
+                             RankStateFileName(r, ranks));
+    if (!IsLowerHex64(rs.sha256())) return InvalidArgument("rank state " + rs.file() + " has a malformed sha256");
+    RETURN_IF_ERROR(CheckTiling(rs.tensors(), rs.length(), [r](uint64_t) { return r; }, &names)
+                        .WithContext("rank state " + rs.file()));
+  }
   return m;
 }
 

@@ -15,7 +15,9 @@
 
 namespace shoal {
 
-inline constexpr uint32_t kCheckpointFormatVersion = 1;
+// 2 added per-rank state files (CheckpointRankState); version 1 manifests still load.
+inline constexpr uint32_t kCheckpointFormatVersion = 2;
+inline constexpr uint32_t kOldestReadableFormatVersion = 1;
 inline constexpr char kManifestFile[] = "manifest.pb";
 inline constexpr char kSignatureFile[] = "manifest.sig";
 inline constexpr char kLatestFile[] = "latest";
@@ -30,14 +32,18 @@ struct NamedTensor {
 };
 
 // Everything a trainer needs to resume. Data-parallel state is replicated, so every rank
-// holds the same snapshot and can serialize it locally.
+// holds the same `tensors` and writes its slice of them; `rank_tensors` differ from rank
+// to rank (a codec's residuals) and each rank writes its own to a file of its own, so no
+// rank needs another's. Names carry the rank ("codec.state.<r>") and are unique across
+// all of them. A loaded snapshot holds every rank's rank_tensors, in rank order.
 struct TrainerSnapshot {
   std::string job_id;
   int64_t step = 0;
   int64_t epoch = 0;
   int64_t cursor = 0;
   std::string rng_state;
-  std::vector<NamedTensor> tensors;  // params, "optim.*", "codec.*"
+  std::vector<NamedTensor> tensors;       // params, "optim.*" (replicated)
+  std::vector<NamedTensor> rank_tensors;  // "codec.state.<rank>" (this rank's own)
   std::string spec_digest;
   std::string codec;
   int world_size = 1;
@@ -52,6 +58,8 @@ StatusOr<uint64_t> TensorByteLength(std::string_view dtype, const std::vector<in
 std::string StepDirName(int64_t step);
 std::optional<int64_t> ParseStepDirName(std::string_view name);
 std::string ShardFileName(int rank, int world);
+// "rank-<r>-of-<W>.bin": rank r's rank_tensors.
+std::string RankStateFileName(int rank, int world);
 // Staging name "step-<N>.tmp-<nonce>"; the nonce is equal on every rank of one run.
 std::string StagingDirName(int64_t step, const std::string& nonce);
 
@@ -69,6 +77,10 @@ ByteRange SliceForRank(uint64_t total_bytes, int rank, int world);
 // dtype and shape, and that names are unique.
 StatusOr<CheckpointManifest> BuildManifest(const TrainerSnapshot& snap);
 uint64_t TotalBytes(const TrainerSnapshot& snap);
+// The table of `rank`'s rank_tensors (offsets into its rank file, shard = rank) with the
+// file's name and length; the writer adds the digest. Checks sizes and names like
+// BuildManifest.
+StatusOr<CheckpointRankState> BuildRankState(const std::vector<NamedTensor>& rank_tensors, int rank, int world);
 // Zero-copy views of bytes [range) of the concatenated tensors.
 std::vector<std::string_view> ViewRange(const TrainerSnapshot& snap, ByteRange range);
 
@@ -84,7 +96,8 @@ StatusOr<SerializedSnapshot> SerializeSnapshot(const TrainerSnapshot& snap);
 std::string SerializeManifest(const CheckpointManifest& manifest);
 // Parses and validates hostile bytes: format version, safe shard names, a tensor table
 // that tiles the shards exactly (in order, no gaps or overlaps) with sizes matching
-// dtype x shape. Never throws.
+// dtype x shape, and rank states (none, or one per rank, each tiled the same way).
+// Never throws.
 StatusOr<CheckpointManifest> ParseManifest(std::string_view bytes);
 
 // "<code version>": the project version and git commit recorded at configure time.

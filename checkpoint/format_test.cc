@@ -116,6 +116,54 @@ TEST(Format, ParseManifestRefusesInconsistentTables) {
   EXPECT_EQ(ParseManifest("\xff\xff\xff").status().code(), StatusCode::kInvalidArgument);
 }
 
+// Rank states are held to the same rules as shards, plus: one per rank of world_size,
+// names unique across every table, and none in a version 1 manifest.
+TEST(Format, ParseManifestChecksRankStates) {
+  CheckpointManifest m = ValidManifest();
+  m.set_world_size(2);
+  for (int r = 0; r < 2; ++r) {
+    auto state = BuildRankState({NamedTensor{"codec.state." + std::to_string(r), "U8", {5}, "abcde"}}, r, 2);
+    ASSERT_TRUE(state.ok());
+    state->set_sha256(std::string(64, 'b'));
+    *m.add_rank_states() = *state;
+  }
+  ASSERT_TRUE(ParseManifest(SerializeManifest(m)).ok());
+  auto why = [](const CheckpointManifest& bad) {
+    auto r = ParseManifest(SerializeManifest(bad));
+    return r.ok() ? std::string("accepted") : std::string(r.status().message());
+  };
+  auto expect_refused = [&](const CheckpointManifest& bad, const std::string& reason) {
+    std::string got = why(bad);
+    EXPECT_NE(got.find(reason), std::string::npos) << "wanted '" << reason << "', got '" << got << "'";
+  };
+  CheckpointManifest bad = m;
+  bad.mutable_rank_states(1)->set_file("../shard-0-of-1.bin");
+  expect_refused(bad, "expected rank-1-of-2.bin");
+  bad = m;
+  bad.set_world_size(3);
+  expect_refused(bad, "2 rank states for world size 3");
+  bad = m;
+  bad.mutable_rank_states(0)->set_length(6);
+  expect_refused(bad, "1 bytes no tensor covers");
+  bad = m;
+  bad.mutable_rank_states(1)->mutable_tensors(0)->set_name("codec.state.0");
+  expect_refused(bad, "'codec.state.0' is empty or repeated");
+  bad = m;  // a rank tensor must not shadow a replicated one
+  bad.mutable_rank_states(1)->mutable_tensors(0)->set_name(m.tensors(0).name());
+  expect_refused(bad, "is empty or repeated");
+  bad = m;
+  bad.mutable_rank_states(0)->mutable_tensors(0)->set_shard(1);
+  expect_refused(bad, "names the wrong shard");
+  bad = m;
+  bad.mutable_rank_states(1)->set_sha256("XYZ");
+  expect_refused(bad, "rank-1-of-2.bin has a malformed sha256");
+  bad = m;
+  bad.set_format_version(1);
+  expect_refused(bad, "version 1 manifest has rank states");
+  bad.clear_rank_states();  // what format 1 wrote still reads
+  EXPECT_EQ(why(bad), "accepted");
+}
+
 TEST(Retention, KeepsLastKAndEveryMth) {
   std::vector<int64_t> steps;
   for (int s = 1; s <= 20; ++s) steps.push_back(s);

@@ -114,35 +114,61 @@ Status HashShard(const std::string& path, uint64_t length, const std::string& wa
   return OkStatus();
 }
 
-// The tensor-buffer pieces that bytes [begin, end) of the stream land in. ParseManifest
-// guarantees the tensors tile the stream in order.
-std::vector<Span> SpansFor(std::vector<NamedTensor>& tensors, const CheckpointManifest& m, uint64_t begin, uint64_t end) {
+// The tensor-buffer pieces that bytes [begin, end) of a file land in; `table` tiles the
+// file's stream in order (ParseManifest guarantees it), `tensors` are its buffers.
+std::vector<Span> SpansFor(NamedTensor* tensors, const google::protobuf::RepeatedPtrField<CheckpointTensor>& table,
+                           uint64_t begin, uint64_t end) {
   std::vector<Span> out;
-  for (int k = 0; k < m.tensors_size(); ++k) {
-    uint64_t b = m.tensors(k).offset(), e = b + m.tensors(k).length();
+  for (int k = 0; k < table.size(); ++k) {
+    uint64_t b = table[k].offset(), e = b + table[k].length();
     uint64_t lo = std::max(b, begin), hi = std::min(e, end);
     if (lo < hi) out.push_back({tensors[k].bytes.data() + (lo - b), hi - lo});
   }
   return out;
 }
 
-// Hashes every shard with up to `threads` threads; the first failure by shard order
-// wins. With `tensors` set (sized from the manifest), shard bytes are scattered into them.
-Status HashShards(const std::string& dir, const CheckpointManifest& m, int threads, std::vector<NamedTensor>* tensors) {
-  const int n = m.shards_size();
-  std::vector<uint64_t> offsets(n, 0);
-  for (int i = 1; i < n; ++i) offsets[i] = offsets[i - 1] + m.shards(i - 1).length();
+// One file the manifest accounts for: a shard or a rank state.
+struct ListedFile {
+  const std::string* name;
+  uint64_t length;
+  const std::string* sha256;
+};
+
+std::vector<ListedFile> ListedFiles(const CheckpointManifest& m) {
+  std::vector<ListedFile> out;
+  for (const auto& s : m.shards()) out.push_back({&s.file(), s.length(), &s.sha256()});
+  for (const auto& s : m.rank_states()) out.push_back({&s.file(), s.length(), &s.sha256()});
+  return out;
+}
+
+// Hashes every shard and rank-state file with up to `threads` threads; the first failure
+// in manifest order wins. With `snap` set (its tensors and rank_tensors sized from the
+// manifest), file bytes are scattered into them.
+Status HashFiles(const std::string& dir, const CheckpointManifest& m, int threads, TrainerSnapshot* snap) {
+  const std::vector<ListedFile> files = ListedFiles(m);
+  const int n = static_cast<int>(files.size());
+  const int shards = m.shards_size();
+  std::vector<std::vector<Span>> dest(n);
+  if (snap) {
+    uint64_t offset = 0;
+    for (int i = 0; i < shards; ++i) {
+      dest[i] = SpansFor(snap->tensors.data(), m.tensors(), offset, offset + files[i].length);
+      offset += files[i].length;
+    }
+    NamedTensor* first = snap->rank_tensors.data();
+    for (int r = 0; r < m.rank_states_size(); ++r) {
+      const auto& table = m.rank_states(r).tensors();
+      dest[shards + r] = SpansFor(first, table, 0, files[shards + r].length);
+      first += table.size();
+    }
+  }
   int hw = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   int workers = std::max(1, std::min(n, threads > 0 ? threads : hw));
   std::vector<Status> results(n);
   std::atomic<int> next{0};
   auto work = [&] {
-    for (int i; (i = next.fetch_add(1)) < n;) {
-      const auto& s = m.shards(i);
-      std::vector<Span> dest;
-      if (tensors) dest = SpansFor(*tensors, m, offsets[i], offsets[i] + s.length());
-      results[i] = HashShard(JoinPath(dir, s.file()), s.length(), s.sha256(), dest);
-    }
+    for (int i; (i = next.fetch_add(1)) < n;)
+      results[i] = HashShard(JoinPath(dir, *files[i].name), files[i].length, *files[i].sha256, dest[i]);
   };
   std::vector<std::thread> pool;
   for (int t = 1; t < workers; ++t) pool.emplace_back(work);
@@ -154,22 +180,23 @@ Status HashShards(const std::string& dir, const CheckpointManifest& m, int threa
 
 // Every file in the directory must be one the manifest (or the signature) accounts for.
 Status CheckDirectoryContents(const std::string& dir, const CheckpointManifest& m) {
+  const std::vector<ListedFile> files = ListedFiles(m);
   std::set<std::string> expected{kManifestFile, kSignatureFile};
-  for (const auto& s : m.shards()) expected.insert(s.file());
+  for (const auto& f : files) expected.insert(*f.name);
   std::error_code ec;
   for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
     std::string name = it->path().filename().string();
     if (!expected.count(name)) return DataLoss(JoinPath(dir, name) + ": unexpected file in checkpoint directory");
   }
   if (ec) return DataLoss(dir + ": cannot list: " + ec.message());
-  for (const auto& s : m.shards()) {
-    std::string path = JoinPath(dir, s.file());
+  for (const auto& f : files) {
+    std::string path = JoinPath(dir, *f.name);
     struct stat st;
-    if (::stat(path.c_str(), &st) != 0) return DataLoss(path + ": missing shard");
+    if (::stat(path.c_str(), &st) != 0) return DataLoss(path + ": missing file");
     if (!S_ISREG(st.st_mode)) return DataLoss(path + ": not a regular file");
-    if (static_cast<uint64_t>(st.st_size) != s.length())
-      return DataLoss(path + ": has " + std::to_string(st.st_size) + " bytes, the manifest says " + std::to_string(s.length()) +
-                      (static_cast<uint64_t>(st.st_size) < s.length() ? " (truncated)" : ""));
+    if (static_cast<uint64_t>(st.st_size) != f.length)
+      return DataLoss(path + ": has " + std::to_string(st.st_size) + " bytes, the manifest says " + std::to_string(f.length) +
+                      (static_cast<uint64_t>(st.st_size) < f.length ? " (truncated)" : ""));
   }
   return OkStatus();
 }
@@ -222,35 +249,40 @@ StatusOr<LoadedCheckpoint> Open(const std::string& path, const TrustStore& trust
   out.manifest = std::move(manifest).value();
   const CheckpointManifest& m = out.manifest;
   if (subjects) {
-    // The manifest is authenticated now; the statement must list exactly its shards.
-    if (subjects->size() != static_cast<size_t>(m.shards_size()) + 1)
+    // The manifest is authenticated now; the statement must list exactly its files.
+    const std::vector<ListedFile> files = ListedFiles(m);
+    if (subjects->size() != files.size() + 1)
       return InvalidArgument(sig_path + ": the signed statement lists " + std::to_string(subjects->size()) +
-                             " files, the manifest " + std::to_string(m.shards_size() + 1));
-    for (const auto& s : m.shards()) {
-      auto it = subjects->find(s.file());
-      if (it == subjects->end() || it->second != s.sha256())
-        return InvalidArgument(sig_path + ": the signed statement disagrees with the manifest about " + s.file());
+                             " files, the manifest " + std::to_string(files.size() + 1));
+    for (const auto& f : files) {
+      auto it = subjects->find(*f.name);
+      if (it == subjects->end() || it->second != *f.sha256)
+        return InvalidArgument(sig_path + ": the signed statement disagrees with the manifest about " + *f.name);
     }
   }
 
   // 3. Files present, nothing extra, sizes right; then 4. digests, in parallel.
   RETURN_IF_ERROR(CheckDirectoryContents(out.dir, m));
-  for (const auto& s : m.shards()) out.total_bytes += s.length();
+  for (const auto& f : ListedFiles(m)) out.total_bytes += f.length;
   TrainerSnapshot& snap = out.snapshot;
   if (materialize) {
-    // Sizes are safe to allocate: they sum to the shard sizes just checked on disk.
+    // Sizes are safe to allocate: they sum to the file sizes just checked on disk.
+    auto add = [](const CheckpointTensor& t, std::vector<NamedTensor>* to) {
+      to->push_back(NamedTensor{t.name(), t.dtype(), std::vector<int64_t>(t.shape().begin(), t.shape().end()),
+                                std::string(t.length(), '\0')});
+    };
     try {
-      snap.tensors.reserve(m.tensors_size());
-      for (const auto& t : m.tensors())
-        snap.tensors.push_back(NamedTensor{t.name(), t.dtype(), std::vector<int64_t>(t.shape().begin(), t.shape().end()),
-                                           std::string(t.length(), '\0')});
+      for (const auto& t : m.tensors()) add(t, &snap.tensors);
+      for (const auto& rs : m.rank_states())
+        for (const auto& t : rs.tensors()) add(t, &snap.rank_tensors);
     } catch (const std::bad_alloc&) {
       return Internal("cannot allocate " + std::to_string(out.total_bytes) + " bytes to load " + out.dir);
     }
   }
-  Status hashed = HashShards(out.dir, m, threads, materialize ? &snap.tensors : nullptr);
+  Status hashed = HashFiles(out.dir, m, threads, materialize ? &snap : nullptr);
   if (!hashed.ok()) {
     snap.tensors.clear();  // bytes that failed verification are never handed out
+    snap.rank_tensors.clear();
     return hashed;
   }
 

@@ -18,7 +18,7 @@ struct LoadedCheckpoint {
   std::string manifest_digest;  // SHA-256 hex of manifest.pb
   std::string signer_key_id;    // the trusted key that signed; "" when not verified
   bool signature_verified = false;
-  uint64_t total_bytes = 0;     // sum of the shard lengths
+  uint64_t total_bytes = 0;     // sum of the shard and rank-state file lengths
   // Trainer state; tensors are filled by LoadCheckpoint, left empty by VerifyCheckpoint.
   TrainerSnapshot snapshot;
 };

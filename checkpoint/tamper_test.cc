@@ -1,5 +1,5 @@
-// Tampering: 1,000 random mutations (fixed seed) of a signed 3-shard checkpoint of 64 KiB:
-// bit flips in shards, manifest and signature, truncation and extension, shards swapped
+// Tampering: 1,000 random mutations (fixed seed) of a signed 3-shard checkpoint of 64 KiB
+// with three rank-state files: bit flips in shards, rank states, manifest and signature, truncation and extension, shards swapped
 // in from another checkpoint, re-signing by an untrusted key, garbled signatures, missing,
 // renamed and extra files. Every one must be refused with a message naming a file it
 // touched; the fresh copy made before each mutation must always be accepted.
@@ -27,14 +27,21 @@ using testing::TempDir;
 constexpr int kMutations = 1000;
 constexpr int kWorld = 3;
 
+// Every rank writes its slice and a rank-state file of its own (as a codec's residuals).
 void Save(const std::string& job, uint64_t seed, const KeyPair& key) {
-  auto ser = SerializeSnapshot(MakeSnapshot(seed, 64 << 10, 100));
+  TrainerSnapshot snap = MakeSnapshot(seed, 64 << 10, 100);
+  snap.world_size = kWorld;
+  auto ser = SerializeSnapshot(snap);
   ASSERT_TRUE(ser.ok());
   std::vector<ShardInfo> shards;
   for (int r = 0; r < kWorld; ++r) {
+    const std::string staging = StagingPath(job, 100, "t");
     ByteRange b = SliceForRank(ser->bytes.size(), r, kWorld);
-    auto info = WriteShard(StagingPath(job, 100, "t"), r, kWorld, std::string_view(ser->bytes).substr(b.begin, b.size()));
+    auto info = WriteShard(staging, r, kWorld, std::string_view(ser->bytes).substr(b.begin, b.size()));
     ASSERT_TRUE(info.ok());
+    auto state = WriteRankState(staging, r, kWorld, {testing::MakeRankState(seed, r, 4000 + 100 * r)});
+    ASSERT_TRUE(state.ok());
+    info->rank_state = state->SerializeAsString();
     shards.push_back(*info);
   }
   ASSERT_TRUE(CommitCheckpoint(job, 100, ser->manifest, shards, &key).ok());
@@ -55,7 +62,10 @@ class Mutator {
 
   // Applies mutation `kind` to `dir`; returns the file names a refusal may name.
   std::vector<std::string> Apply(int kind, const std::string& dir) {
-    std::string shard = ShardFileName(Pick(kWorld), kWorld);
+    // Any data file: a shard or a rank state.
+    const size_t file = Pick(2 * kWorld);
+    std::string shard = file < kWorld ? ShardFileName(static_cast<int>(file), kWorld)
+                                      : RankStateFileName(static_cast<int>(file - kWorld), kWorld);
     auto at = [&](const std::string& f) { return dir + "/" + f; };
     switch (kind) {
       case 0: FlipBit(at(shard)); return {shard};

@@ -64,6 +64,15 @@ inline TrainerSnapshot MakeSnapshot(uint64_t seed, size_t total_bytes, int64_t s
   return s;
 }
 
+// Rank `rank`'s own state for TrainerSnapshot::rank_tensors (as a codec's residuals):
+// "codec.state.<rank>", `bytes` long, contents depending only on (seed, rank).
+inline constexpr size_t kRankStateBytes = 256 << 10;  // what ckpt_crash_writer saves
+inline NamedTensor MakeRankState(uint64_t seed, int rank, size_t bytes) {
+  NamedTensor t{"codec.state." + std::to_string(rank), "U8", {static_cast<int64_t>(bytes)}, std::string(bytes, '\0')};
+  FillPattern(&t.bytes, seed * 7919 + static_cast<uint64_t>(rank) + 1);
+  return t;
+}
+
 // An allgather of ShardInfo between threads acting as ranks (Gloo's spawnThreads style);
 // each contribution goes through EncodeShardInfo/DecodeShardInfo like a real transport.
 class ThreadAllgather {

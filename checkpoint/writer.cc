@@ -77,7 +77,8 @@ constexpr size_t kChunkBytes = 8 << 20;
 
 std::string EncodeShardInfo(const ShardInfo& s) {
   return json{{"dir", s.staging_dir}, {"rank", s.rank}, {"world", s.world}, {"file", s.file},
-              {"length", s.length}, {"sha256", s.sha256_hex}, {"error", s.error}}
+              {"length", s.length}, {"sha256", s.sha256_hex}, {"error", s.error},
+              {"rank_state", Base64Encode(s.rank_state)}}
       .dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
@@ -93,6 +94,12 @@ StatusOr<ShardInfo> DecodeShardInfo(std::string_view bytes) {
     s.length = j.at("length").get<uint64_t>();
     s.sha256_hex = j.at("sha256").get<std::string>();
     s.error = j.at("error").get<std::string>();
+    if (j.contains("rank_state")) {
+      ASSIGN_OR_RETURN(s.rank_state, Base64Decode(j.at("rank_state").get<std::string>()));
+      CheckpointRankState parsed;
+      if (!s.rank_state.empty() && !parsed.ParseFromString(s.rank_state))
+        return InvalidArgument("shard info carries a malformed rank state");
+    }
     return s;
   } catch (const std::exception& e) {
     return InvalidArgument(std::string("malformed shard info: ") + e.what());
@@ -107,19 +114,20 @@ StatusOr<ShardInfo> WriteShard(const std::string& staging_dir, int rank, int wor
   return WriteShardPieces(staging_dir, rank, world, {bytes});
 }
 
-StatusOr<ShardInfo> WriteShardPieces(const std::string& staging_dir, int rank, int world,
-                                     const std::vector<std::string_view>& pieces) {
-  if (world < 1 || rank < 0 || rank >= world)
-    return InvalidArgument("rank " + std::to_string(rank) + " of world " + std::to_string(world));
-  RETURN_IF_ERROR(MakeDirs(staging_dir));
-  ShardInfo info{staging_dir, rank, world, ShardFileName(rank, world), 0, "", ""};
-  for (auto p : pieces) info.length += p.size();
-  const std::string path = JoinPath(staging_dir, info.file);
+namespace {
+struct Written {
+  uint64_t length = 0;
+  std::string sha256_hex;
+};
+
+// Creates `path` from `pieces`: hashes on a helper thread while writing, so the file is
+// never read back (both threads only read the caller's memory, and hashing overlaps the
+// write syscalls and the fsync instead of adding to them), then fsyncs it.
+StatusOr<Written> WriteHashed(const std::string& path, const std::vector<std::string_view>& pieces) {
+  Written out;
+  for (auto p : pieces) out.length += p.size();
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return Errno("cannot create", path);
-
-  // Both threads only read the caller's memory: hashing overlaps the write syscalls and
-  // the fsync instead of adding to them, and the file is never read back.
   Digest digest{};
   auto hash_all = [&] {
     Sha256 h;
@@ -127,7 +135,7 @@ StatusOr<ShardInfo> WriteShardPieces(const std::string& staging_dir, int rank, i
     digest = h.Finish();
   };
   std::thread hasher;
-  if (info.length >= kInlineHashBytes) hasher = std::thread(hash_all);
+  if (out.length >= kInlineHashBytes) hasher = std::thread(hash_all);
   else hash_all();
 
   Status s;
@@ -144,13 +152,38 @@ StatusOr<ShardInfo> WriteShardPieces(const std::string& staging_dir, int rank, i
   ::close(fd);
   if (hasher.joinable()) hasher.join();
   if (!s.ok()) return s;
-  info.sha256_hex = ToHex(digest);
+  out.sha256_hex = ToHex(digest);
+  return out;
+}
+}  // namespace
+
+StatusOr<ShardInfo> WriteShardPieces(const std::string& staging_dir, int rank, int world,
+                                     const std::vector<std::string_view>& pieces) {
+  if (world < 1 || rank < 0 || rank >= world)
+    return InvalidArgument("rank " + std::to_string(rank) + " of world " + std::to_string(world));
+  RETURN_IF_ERROR(MakeDirs(staging_dir));
+  ShardInfo info{staging_dir, rank, world, ShardFileName(rank, world), 0, "", "", ""};
+  ASSIGN_OR_RETURN(Written w, WriteHashed(JoinPath(staging_dir, info.file), pieces));
+  info.length = w.length;
+  info.sha256_hex = w.sha256_hex;
   return info;
+}
+
+StatusOr<CheckpointRankState> WriteRankState(const std::string& staging_dir, int rank, int world,
+                                             const std::vector<NamedTensor>& rank_tensors) {
+  ASSIGN_OR_RETURN(CheckpointRankState state, BuildRankState(rank_tensors, rank, world));
+  RETURN_IF_ERROR(MakeDirs(staging_dir));
+  std::vector<std::string_view> pieces;
+  for (const auto& t : rank_tensors) pieces.emplace_back(t.bytes);
+  ASSIGN_OR_RETURN(Written w, WriteHashed(JoinPath(staging_dir, state.file()), pieces));
+  state.set_sha256(w.sha256_hex);
+  return state;
 }
 
 std::string MakeCheckpointStatement(const CheckpointManifest& m, const std::string& manifest_sha256_hex) {
   std::vector<Subject> subjects{{kManifestFile, manifest_sha256_hex}};
   for (const auto& s : m.shards()) subjects.push_back({s.file(), s.sha256()});
+  for (const auto& s : m.rank_states()) subjects.push_back({s.file(), s.sha256()});
   // The predicate repeats a few manifest fields for people reading the envelope; the
   // reader trusts only the manifest whose digest is the first subject.
   json pred = {{"job_id", m.job_id()}, {"step", m.step()}, {"spec_digest", m.spec_digest()},
@@ -196,6 +229,25 @@ Status FillShards(const std::vector<ShardInfo>& shards, CheckpointManifest* m) {
   return OkStatus();
 }
 
+// The rank states the ranks sent, in rank order: one per rank of the manifest's world
+// size, or none at all.
+Status FillRankStates(const std::vector<ShardInfo>& shards, CheckpointManifest* m) {
+  std::vector<CheckpointRankState> states;
+  for (const auto& s : shards) {
+    if (s.rank_state.empty()) continue;
+    if (!states.emplace_back().ParseFromString(s.rank_state))
+      return InvalidArgument("rank " + std::to_string(s.rank) + " sent a malformed rank state");
+  }
+  m->clear_rank_states();
+  if (states.empty()) return OkStatus();
+  if (static_cast<int>(states.size()) != m->world_size())
+    return InvalidArgument(std::to_string(states.size()) + " of " + std::to_string(m->world_size()) +
+                           " ranks wrote a rank state; all must, or none");
+  std::sort(states.begin(), states.end(), [](const auto& a, const auto& b) { return a.rank() < b.rank(); });
+  for (auto& st : states) *m->add_rank_states() = std::move(st);
+  return OkStatus();  // ParseManifest checks ranks, names and tables before the commit
+}
+
 Status RemoveStrays(const std::string& dir, const std::set<std::string>& wanted) {
   std::error_code ec;
   for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
@@ -220,6 +272,7 @@ Status CommitCheckpoint(const std::string& job_dir, int64_t step, const Checkpoi
   m.set_step(step);
   RETURN_IF_ERROR(FillShards(shards, &m));
   if (m.world_size() <= 0) m.set_world_size(static_cast<int>(shards.size()));
+  RETURN_IF_ERROR(FillRankStates(shards, &m));
   if (m.created_unix_ms() == 0) m.set_created_unix_ms(UnixMillis());
   if (m.code_version().empty()) m.set_code_version(CodeVersion());
   for (const auto& [name, version] : LinkedDependencyVersions()) m.mutable_dependency_versions()->insert({name, version});
@@ -237,6 +290,7 @@ Status CommitCheckpoint(const std::string& job_dir, int64_t step, const Checkpoi
   const std::string digest = Sha256Hex(manifest_bytes);
   std::set<std::string> wanted{kManifestFile};
   for (const auto& s : m.shards()) wanted.insert(s.file());
+  for (const auto& s : m.rank_states()) wanted.insert(s.file());
   std::vector<std::pair<std::string, const std::string*>> files{{JoinPath(staging, kManifestFile), &manifest_bytes}};
   std::string envelope;
   if (key) {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "checkpoint.pb.h"
+#include "checkpoint/format.h"
 #include "checkpoint/job_dir.h"
 #include "common/signing.h"
 #include "common/status.h"
@@ -27,6 +28,9 @@ struct ShardInfo {
   // Non-empty when this rank failed to write. A failed rank still joins the allgather
   // (so nobody hangs) and rank 0 then refuses to commit.
   std::string error;
+  // This rank's rank-state file, when it wrote one (WriteRankState): a serialized
+  // CheckpointRankState with its digest, for rank 0 to put in the manifest.
+  std::string rank_state;
 };
 
 std::string EncodeShardInfo(const ShardInfo& info);
@@ -43,6 +47,11 @@ StatusOr<ShardInfo> WriteShard(const std::string& staging_dir, int rank, int wor
 StatusOr<ShardInfo> WriteShardPieces(const std::string& staging_dir, int rank, int world,
                                      const std::vector<std::string_view>& pieces);
 
+// Writes rank_tensors to <staging_dir>/rank-<rank>-of-<world>.bin the same way (hashed
+// while writing, fsynced) and returns its table and digest for ShardInfo::rank_state.
+StatusOr<CheckpointRankState> WriteRankState(const std::string& staging_dir, int rank, int world,
+                                             const std::vector<NamedTensor>& rank_tensors);
+
 struct CommitInfo {
   int64_t step = 0;
   std::string dir;              // <job_dir>/step-<N>
@@ -52,7 +61,8 @@ struct CommitInfo {
 
 // Run by rank 0 once every rank's shard is durable. `manifest_without_shards` comes from
 // BuildManifest/SerializeSnapshot plus parent digest, code and dependency versions;
-// this fills the shard table and each tensor's shard index. In order: writes
+// this fills the shard table, each tensor's shard index and, when the ranks wrote rank
+// states (all of them or none), the rank-state table. In order: writes
 // manifest.pb and (when key != nullptr) manifest.sig into the staging directory, removes
 // stray files, fsyncs the files and the directory, renames it to step-<N> (replacing an
 // earlier save of the same step), fsyncs the parent, points `latest` at it, then applies
@@ -61,7 +71,8 @@ Status CommitCheckpoint(const std::string& job_dir, int64_t step, const Checkpoi
                         const std::vector<ShardInfo>& shards, const KeyPair* key,
                         const RetentionPolicy& retention = {}, CommitInfo* info = nullptr);
 
-// The in-toto Statement v1 that manifest.sig signs: subjects manifest.pb and every shard.
+// The in-toto Statement v1 that manifest.sig signs: subjects manifest.pb, every shard and
+// every rank-state file.
 std::string MakeCheckpointStatement(const CheckpointManifest& manifest, const std::string& manifest_sha256_hex);
 
 }  // namespace shoal

@@ -98,6 +98,7 @@ nlohmann::json SummaryJson(const Job& job) {
                       {"resumed_from_step", r.resumed_from_step()},
                       {"checkpoints_saved", r.checkpoints_saved()},
                       {"checkpoint_stall_seconds", r.checkpoint_stall_seconds()},
+                      {"checkpoint_final_save_seconds", r.checkpoint_final_save_seconds()},
                       {"records_admitted", r.records_admitted()},
                       {"records_quarantined", r.records_quarantined()},
                       {"gpu_seconds", r.gpu_seconds()},

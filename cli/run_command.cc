@@ -239,8 +239,10 @@ int DoRun(const RunOptions& o) {
       double per_rank = r.wall_seconds() > 0 ? 1.0 / r.wall_seconds() : 0;
       if (r.resumed_from_step() > 0) std::printf("  resumed from step %lld\n", static_cast<long long>(r.resumed_from_step()));
       if (r.checkpoints_saved() > 0)
-        std::printf("  %lld checkpoint(s) saved, training stalled %.3f s for them\n", static_cast<long long>(r.checkpoints_saved()),
-                    r.checkpoint_stall_seconds());
+        std::printf("  %lld checkpoint(s) saved, training stalled %.3f s for the asynchronous ones (the final, "
+                    "synchronous save took %.3f s)\n",
+                    static_cast<long long>(r.checkpoints_saved()), r.checkpoint_stall_seconds(),
+                    r.checkpoint_final_save_seconds());
       if (r.codec() != "none" && r.bytes_uncompressed_per_worker() > 0) {
         // Gradient bytes against gradient bytes; older results lack the gradient share.
         const int64_t sent = r.gradient_bytes_sent_per_worker() > 0 ? r.gradient_bytes_sent_per_worker()

@@ -159,32 +159,47 @@ StatusOr<JobResult> Train(const TrainerInputs& in, Communicator* comm, Model* mo
   constexpr int kWindow = 20;
   Window w;
 
-  CodecStateGather codec_states;
   auto fill = [&](TrainerSnapshot* snap) {
-    BuildSnapshot(*model, optimizer, codec.get(), codec_states.states(), pos, world, snap);
+    BuildSnapshot(*model, optimizer, codec.get(), pos, world, rank, snap);
     snap->job_id = in.job_id;
     return OkStatus();
   };
-  // What asynchronous saves cost the training thread: gathering the ranks' codec
-  // states as well as the copy into a snapshot buffer (the checkpointer's own stall).
-  double save_stall_total = 0;
+  // What asynchronous saves cost the training thread: the copy into a free snapshot
+  // buffer (the codec's state included; no rank waits for another).
+  double save_stall_total = 0, final_save_seconds = 0;
   auto save = [&](bool final_save) -> Status {
     if (!in.checkpointer) return OkStatus();
     ++saves;
-    Stopwatch stall;
-    RETURN_IF_ERROR(codec_states.Gather(codec.get(), comm, opts));
     if (!final_save) {
+      Stopwatch stall;
       Status s = in.checkpointer->SaveAsyncWith(fill);  // one copy, straight into a free buffer
       save_stall_total += stall.Seconds();
       return s;
     }
+    // Timed alone (earlier saves drained, the state already in host memory): what an
+    // asynchronous save's stall compares with.
+    RETURN_IF_ERROR(in.checkpointer->Wait());
     RETURN_IF_ERROR(fill(&snapshot));
-    return in.checkpointer->SaveNow(snapshot);
+    Stopwatch sync;
+    Status s = in.checkpointer->SaveNow(snapshot);
+    final_save_seconds = sync.Seconds();
+    return s;
   };
 
   // The snapshot buffers are faulted in on the writer thread while training starts,
   // not by the first save on this one.
-  if (in.checkpointer && every > 0) in.checkpointer->Prewarm(SnapshotTensorBytes(*model, optimizer));
+  // The codec's state appears (and grows) as buckets first pass through it, so its
+  // buffer is warmed when that happens, well before the first save.
+  const bool prewarm = in.checkpointer && every > 0;
+  size_t warmed_codec_bytes = 0;
+  auto prewarm_codec_state = [&] {
+    if (!prewarm || codec->name() == "none") return;
+    const size_t bytes = codec->StateBytes();
+    if (bytes <= warmed_codec_bytes) return;
+    warmed_codec_bytes = bytes;
+    in.checkpointer->Prewarm(SnapshotTensorBytes(*model, optimizer), {bytes});
+  };
+  if (prewarm) in.checkpointer->Prewarm(SnapshotTensorBytes(*model, optimizer));
 
   int64_t step = pos.step;
   for (int64_t epoch = pos.epoch; epoch < t.epochs() && step < total_steps; ++epoch) {
@@ -256,6 +271,7 @@ StatusOr<JobResult> Train(const TrainerInputs& in, Communicator* comm, Model* mo
         w = Window();
       }
       if (hooks.on_metrics) hooks.on_metrics(m);
+      prewarm_codec_state();
       if (every > 0 && (step + 1) % every == 0 && step + 1 < total_steps) RETURN_IF_ERROR(save(false));
     }
     bool epoch_done = cursor >= n || step == total_steps;
@@ -292,7 +308,10 @@ StatusOr<JobResult> Train(const TrainerInputs& in, Communicator* comm, Model* mo
     result.set_records_admitted(in.loader->size());
     result.set_records_quarantined(in.loader->quarantined());
   }
-  if (in.checkpointer) result.set_checkpoint_stall_seconds(save_stall_total);
+  if (in.checkpointer) {
+    result.set_checkpoint_stall_seconds(save_stall_total);
+    result.set_checkpoint_final_save_seconds(final_save_seconds);
+  }
   return result;
 }
 

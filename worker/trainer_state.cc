@@ -29,26 +29,8 @@ void SetBytes(NamedTensor* t, const std::string& name, const std::string& dtype,
 }
 }  // namespace
 
-Status CodecStateGather::Gather(const GradientCodec* codec, Communicator* comm, const CollectiveOptions& opts) {
-  if (codec) codec->SaveStateInto(&mine_);
-  else mine_.clear();
-  const int n = comm->size();
-  const uint64_t size = mine_.size();
-  sizes_.assign(n, 0);
-  RETURN_IF_ERROR(comm->AllGather(&size, sizes_.data(), sizeof(size), opts).WithContext("gathering codec state sizes"));
-  const uint64_t most = *std::max_element(sizes_.begin(), sizes_.end());
-  views_.assign(n, std::string_view());
-  if (most == 0) return OkStatus();
-  mine_.resize(most);  // padded to the largest: allgather blocks are equal
-  all_.resize(most * n);
-  RETURN_IF_ERROR(comm->AllGather(mine_.data(), all_.data(), most, opts).WithContext("gathering codec states"));
-  for (int r = 0; r < n; ++r) views_[r] = std::string_view(all_).substr(r * most, sizes_[r]);
-  return OkStatus();
-}
-
-void BuildSnapshot(Model& model, const SgdMomentum& optimizer, const GradientCodec* codec,
-                   const std::vector<std::string_view>& codec_states, const TrainingPosition& pos, int world_size,
-                   TrainerSnapshot* snap) {
+void BuildSnapshot(Model& model, const SgdMomentum& optimizer, const GradientCodec* codec, const TrainingPosition& pos,
+                   int world_size, int rank, TrainerSnapshot* snap) {
   snap->step = pos.step;
   snap->epoch = pos.epoch;
   snap->cursor = pos.cursor;
@@ -68,12 +50,19 @@ void BuildSnapshot(Model& model, const SgdMomentum& optimizer, const GradientCod
   opt->shape = {static_cast<int64_t>(opt->bytes.size())};
   std::memcpy(opt->bytes.data(), header.data(), header.size());
   CopyBytes(opt->bytes.data() + header.size(), momentum.data(), momentum.size() * sizeof(float));
-  for (size_t r = 0; r < codec_states.size(); ++r) {
-    const std::string_view cs = codec_states[r];
-    SetBytes(Slot(snap, i++), kCodecTensorPrefix + std::to_string(r), "U8", {static_cast<int64_t>(cs.size())},
-             cs.data(), cs.size());
-  }
   snap->tensors.resize(i);
+  // Every rank has one when the codec is not "none" (the same on every rank), so either
+  // all ranks write a rank state or none does.
+  if (!codec || codec->name() == "none") {
+    snap->rank_tensors.clear();
+    return;
+  }
+  snap->rank_tensors.resize(1);
+  NamedTensor& cs = snap->rank_tensors[0];
+  cs.name = kCodecTensorPrefix + std::to_string(rank);
+  cs.dtype = "U8";
+  codec->SaveStateInto(&cs.bytes);  // straight into the buffer, sized once
+  cs.shape = {static_cast<int64_t>(cs.bytes.size())};
 }
 
 std::vector<size_t> SnapshotTensorBytes(Model& model, const SgdMomentum& optimizer) {
@@ -89,9 +78,15 @@ StatusOr<TrainingPosition> RestoreSnapshot(const TrainerSnapshot& snap, Model& m
   const NamedTensor* opt = nullptr;
   const NamedTensor* codec_state = nullptr;
   std::vector<const NamedTensor*> by_param(params.size(), nullptr);
+  const std::string mine = kCodecTensorPrefix + std::to_string(rank);
+  for (const NamedTensor& t : snap.rank_tensors) {
+    if (t.name == mine) codec_state = &t;
+    else if (t.name.rfind(kCodecTensorPrefix, 0) != 0)
+      return InvalidArgument("checkpoint rank tensor '" + t.name + "' is not a codec state");
+  }
   for (const NamedTensor& t : snap.tensors) {
     if (t.name == kOptimizerTensor) { opt = &t; continue; }
-    if (t.name == kCodecTensorPrefix + std::to_string(rank)) { codec_state = &t; continue; }
+    if (t.name == mine) { codec_state = &t; continue; }  // format 1 kept every rank's here
     if (t.name == kOldCodecTensor || t.name.rfind(kCodecTensorPrefix, 0) == 0) continue;  // not ours
     size_t i = 0;
     while (i < params.size() && params[i].name != t.name) ++i;

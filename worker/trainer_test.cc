@@ -184,6 +184,7 @@ TEST_F(TrainerCheckpointTest, ResumeReproducesTheUninterruptedRunBitForBit) {
     RunOutput full = RunThreads(spec, 2, train, nullptr, nullptr, job);
     ASSERT_EQ(full.results[0].steps(), 32);  // 2 epochs x ceil(1000 / 64)
     EXPECT_EQ(full.results[0].checkpoints_saved(), 4);  // steps 10, 20, 30 and the end
+    EXPECT_GT(full.results[0].checkpoint_final_save_seconds(), 0.0);  // the end's, synchronous
     // The codec's CPU time is part of the time the reductions took, on one thread each.
     const JobResult& r = full.results[0];
     if (codec == "topk") {
@@ -198,6 +199,8 @@ TEST_F(TrainerCheckpointTest, ResumeReproducesTheUninterruptedRunBitForBit) {
     ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
     EXPECT_TRUE(loaded->signature_verified);
     EXPECT_EQ(loaded->snapshot.step, 10);
+    // Each rank wrote its own codec state to a file of its own; "none" has none.
+    EXPECT_EQ(loaded->manifest.rank_states_size(), codec == "none" ? 0 : 2);
     RunOutput resumed = RunThreads(resume, 2, train, nullptr, &loaded->snapshot, "resumed-" + codec);
     EXPECT_EQ(resumed.results[0].steps(), 32);
     EXPECT_EQ(resumed.results[0].resumed_from_step(), 10);

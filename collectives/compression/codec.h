@@ -79,6 +79,9 @@ class GradientCodec {
   // The same into *out, reusing its allocation: residuals are the size of the model,
   // and a fresh buffer each checkpoint page-faults on the training thread.
   virtual void SaveStateInto(std::string* out) const { *out = SaveState(); }
+  // Bytes SaveStateInto would write now (it grows as buckets first pass through), so a
+  // checkpointer can fault a buffer of that size in ahead of the first save.
+  virtual size_t StateBytes() const { return SaveState().size(); }
   virtual Status LoadState(const std::string& bytes) { return bytes.empty() ? OkStatus() : InvalidArgument("codec " + name() + " has no state"); }
   // Called when membership changes: residuals are per-rank and are dropped.
   virtual void ResetState() {}

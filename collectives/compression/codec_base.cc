@@ -279,11 +279,21 @@ std::string FeedbackCodec::SaveState() const {
   return out;
 }
 
+size_t FeedbackCodec::StateBytesLocked() const {
+  size_t total = sizeof(kMagic) + 4 + 4 + options_.name.size() + 8 + 8;
+  for (const auto& [key, value] : state_) total += 1 + 8 + 4 + 8 + value.size() * sizeof(float);
+  return total;
+}
+
+size_t FeedbackCodec::StateBytes() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return StateBytesLocked();
+}
+
 void FeedbackCodec::SaveStateInto(std::string* out) const {
   std::lock_guard<std::mutex> lock(mu_);
   // Sized once, then filled: appending would reallocate a model-sized string several times.
-  size_t total = sizeof(kMagic) + 4 + 4 + options_.name.size() + 8 + 8;
-  for (const auto& [key, value] : state_) total += 1 + 8 + 4 + 8 + value.size() * sizeof(float);
+  const size_t total = StateBytesLocked();
   out->resize(total);
   char* at = out->data();
   auto put = [&at](const void* p, size_t n) {

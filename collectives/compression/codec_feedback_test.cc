@@ -219,6 +219,8 @@ TEST(CodecStateTest, SaveLoadRoundTripContinuesIdentically) {
     std::vector<float> out_a, out_b;
     RunAlone(a.get(), comm.get(), 0, 3, &out_a);
     const std::string saved = a->SaveState();
+    EXPECT_EQ(a->StateBytes(), saved.size()) << name;  // what a checkpointer prewarms
+    EXPECT_EQ(b->StateBytes(), b->SaveState().size()) << name;  // before any state exists
     ASSERT_TRUE(b->LoadState(saved).ok()) << name;
     EXPECT_EQ(b->SaveState(), saved) << name;
     if (name != "none") {

@@ -92,6 +92,7 @@ class FeedbackCodec : public GradientCodec {
   // mismatch. The empty string loads as "no state".
   std::string SaveState() const override;
   void SaveStateInto(std::string* out) const override;
+  size_t StateBytes() const override;
   Status LoadState(const std::string& bytes) override;
   // Drops residuals and PowerSGD's Q. Every rank must reset together: Q has to be
   // identical on all ranks (it is re-initialised from the shared seed).
@@ -141,6 +142,7 @@ class FeedbackCodec : public GradientCodec {
   // Reduce without the compute clock: validation, DoReduce, commit.
   Status ReduceAndCommit(float* bucket, size_t count, const std::vector<TensorSlice>& tensors,
                          uint64_t bucket_id, int64_t step, Communicator* comm, const CollectiveOptions& opts);
+  size_t StateBytesLocked() const;
 
   mutable std::mutex mu_;  // guards everything below; DoReduce runs under it unless reentrant()
   std::map<StateKey, Floats> state_;

@@ -194,7 +194,9 @@ TEST(CodecStatsTest, ComputeSecondsLeaveOutTheCollectives) {
     // 3 to 9 burns of 50 ms went by inside Reduce; a few thousand floats take
     // microseconds to encode. Counting even one burn would show.
     EXPECT_LT(compute, BusyLoopback::kBurn) << name;
-    if (name != "none") EXPECT_GT(compute, 0.0) << name << ": encoding cost nothing?";
+    if (name != "none") {
+      EXPECT_GT(compute, 0.0) << name << ": encoding cost nothing?";
+    }
   }
 }
 
