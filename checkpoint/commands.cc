@@ -80,6 +80,7 @@ void Verify(const Args& a, int* code, std::ostream& out, std::ostream& err) {
       j["signer"] = r->signer_key_id;
       j["signed"] = r->signature_verified;
       j["shards"] = r->manifest.shards_size();
+      j["rank_states"] = r->manifest.rank_states_size();
       j["bytes"] = r->total_bytes;
       j["manifest_digest"] = r->manifest_digest;
     }
@@ -91,7 +92,10 @@ void Verify(const Args& a, int* code, std::ostream& out, std::ostream& err) {
     return;
   }
   out << "OK " << r->dir << "\n  job " << r->manifest.job_id() << ", step " << r->manifest.step() << ", "
-      << r->manifest.shards_size() << " shard(s), " << HumanBytes(r->total_bytes) << "\n  "
+      << r->manifest.shards_size() << " shard(s)"
+      << (r->manifest.rank_states_size() ? ", " + std::to_string(r->manifest.rank_states_size()) + " rank state file(s)"
+                                         : std::string())
+      << ", " << HumanBytes(r->total_bytes) << "\n  "
       << (r->signature_verified ? "signed by trusted key " + r->signer_key_id : std::string("NOT signed by a trusted key (allowed)"))
       << "\n  manifest sha256 " << r->manifest_digest << "\n";
 }

@@ -27,7 +27,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   return 0;
 }
 
-// Valid manifests of 1 and 3 shards (tensors crossing shard boundaries), with versions.
+// Valid manifests of 1 and 3 shards (tensors crossing shard boundaries), with versions,
+// without and with rank states.
 std::vector<std::string> ShoalFuzzSeeds() {
   std::vector<std::string> seeds;
   for (int world : {1, 3}) {
@@ -51,6 +52,15 @@ std::vector<std::string> ShoalFuzzSeeds() {
     }
     m->set_parent_digest(std::string(64, 'f'));
     (*m->mutable_dependency_versions())["nccl"] = "2.18.5";
+    seeds.push_back(shoal::SerializeManifest(*m));
+    // The same with a rank state per rank (format 2), so mutations reach their checks.
+    m->set_world_size(world);
+    for (int r = 0; r < world; ++r) {
+      auto state = shoal::BuildRankState({shoal::testing::MakeRankState(7, r, 100 + r)}, r, world);
+      if (!state.ok()) continue;
+      state->set_sha256(std::string(64, 'd'));
+      *m->add_rank_states() = *state;
+    }
     seeds.push_back(shoal::SerializeManifest(*m));
   }
   seeds.push_back("");
