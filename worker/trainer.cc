@@ -187,9 +187,9 @@ StatusOr<JobResult> Train(const TrainerInputs& in, Communicator* comm, Model* mo
   };
 
   // The snapshot buffers are faulted in on the writer thread while training starts,
-  // not by the first save on this one.
-  // The codec's state appears (and grows) as buckets first pass through it, so its
-  // buffer is warmed when that happens, well before the first save.
+  // not by the first save on this one. The codec's state appears (and grows) as buckets
+  // first pass through the codec, so its buffer is warmed when that happens, well
+  // before the first save.
   const bool prewarm = in.checkpointer && every > 0;
   size_t warmed_codec_bytes = 0;
   auto prewarm_codec_state = [&] {
