@@ -175,9 +175,7 @@ void Export(const Args& a, int* code, std::ostream& out, std::ostream& err) {
     *code = 1;
     return;
   }
-  size_t n = 0;
-  for (const auto& t : r->snapshot.tensors)
-    n += a.include_optimizer || (t.name.rfind("optim.", 0) != 0 && t.name.rfind("codec.", 0) != 0);
+  const size_t n = ExportedTensors(r->snapshot, a.include_optimizer).size();
   out << "exported " << n << " tensor(s) of " << r->dir << " (step " << r->manifest.step() << ") to " << a.safetensors << "\n";
   *code = 0;
 }
@@ -216,7 +214,7 @@ void RegisterCheckpointCommands(CLI::App& app, int* exit_code, std::ostream& out
   CLI::App* exp = ckpt->add_subcommand("export", "export a verified checkpoint's weights to safetensors");
   exp->add_option("path", args->path, "step directory, or job directory (follows latest)")->required();
   exp->add_option("--safetensors", args->safetensors, "output .safetensors file")->required();
-  exp->add_flag("--include-optimizer", args->include_optimizer, "also export optim.* and codec.* tensors");
+  exp->add_flag("--include-optimizer", args->include_optimizer, "also export optim.* and codec.* tensors (every rank's codec state)");
   AddVerifyFlags(exp, args.get());
   exp->callback([args, exit_code, o, e] { Export(*args, exit_code, *o, *e); });
 }

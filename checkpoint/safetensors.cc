@@ -23,10 +23,6 @@ using nlohmann::json;
 // The format caps the header at 100 MB; anything larger is hostile.
 constexpr uint64_t kMaxHeader = 100'000'000;
 
-bool Exported(const std::string& name, bool include_optimizer) {
-  bool state = name.rfind("optim.", 0) == 0 || name.rfind("codec.", 0) == 0;
-  return include_optimizer || !state;
-}
 
 Status WriteAllFd(int fd, const char* p, size_t n, const std::string& path) {
   while (n > 0) {
@@ -40,16 +36,25 @@ Status WriteAllFd(int fd, const char* p, size_t n, const std::string& path) {
 }
 }  // namespace
 
+std::vector<const NamedTensor*> ExportedTensors(const TrainerSnapshot& snap, bool include_optimizer) {
+  std::vector<const NamedTensor*> out;
+  for (const auto& t : snap.tensors) {
+    const bool state = t.name.rfind("optim.", 0) == 0 || t.name.rfind("codec.", 0) == 0;
+    if (include_optimizer || !state) out.push_back(&t);
+  }
+  if (include_optimizer)
+    for (const auto& t : snap.rank_tensors) out.push_back(&t);
+  return out;
+}
+
 Status ExportSafetensors(const LoadedCheckpoint& ckpt, const std::string& out_path, bool include_optimizer) {
   json header = json::object();
-  std::vector<const NamedTensor*> chosen;
+  const std::vector<const NamedTensor*> chosen = ExportedTensors(ckpt.snapshot, include_optimizer);
   uint64_t offset = 0;
-  for (const auto& t : ckpt.snapshot.tensors) {
-    if (!Exported(t.name, include_optimizer)) continue;
-    if (t.name == "__metadata__") return InvalidArgument("a tensor named __metadata__ cannot be exported");
-    header[t.name] = {{"dtype", t.dtype}, {"shape", t.shape}, {"data_offsets", {offset, offset + t.bytes.size()}}};
-    offset += t.bytes.size();
-    chosen.push_back(&t);
+  for (const NamedTensor* t : chosen) {
+    if (t->name == "__metadata__") return InvalidArgument("a tensor named __metadata__ cannot be exported");
+    header[t->name] = {{"dtype", t->dtype}, {"shape", t->shape}, {"data_offsets", {offset, offset + t->bytes.size()}}};
+    offset += t->bytes.size();
   }
   const CheckpointManifest& m = ckpt.manifest;
   header["__metadata__"] = {{"format", "pt"},

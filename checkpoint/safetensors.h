@@ -14,9 +14,13 @@
 
 namespace shoal {
 
-// Writes the model tensors of `ckpt` (and "optim.*"/"codec.*" when include_optimizer)
-// to out_path atomically (temp name, fsync, rename). __metadata__ records job, step,
-// manifest digest, signer and spec digest, all as strings (the format's rule).
+// The tensors an export writes, in order: the model's, plus with include_optimizer the
+// "optim.*" and "codec.*" state, every rank's codec state (rank_tensors) included.
+std::vector<const NamedTensor*> ExportedTensors(const TrainerSnapshot& snap, bool include_optimizer);
+
+// Writes ExportedTensors of `ckpt` to out_path atomically (temp name, fsync, rename).
+// __metadata__ records job, step, manifest digest, signer and spec digest, all as
+// strings (the format's rule).
 Status ExportSafetensors(const LoadedCheckpoint& ckpt, const std::string& out_path, bool include_optimizer = false);
 
 struct SafetensorsFile {

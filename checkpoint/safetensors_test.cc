@@ -66,16 +66,24 @@ TEST(Safetensors, ExportMatchesTheFormat) {
 TEST(Safetensors, IncludeOptimizerRoundTripsEveryTensor) {
   TempDir tmp;
   TrainerSnapshot snap = MakeSnapshot(5, 9000, 3);
+  snap.rank_tensors = {testing::MakeRankState(5, 0, 333)};  // this rank's codec state
   LoadedCheckpoint ckpt = SaveAndLoad(tmp, snap);
   ASSERT_TRUE(ExportSafetensors(ckpt, tmp / "all.safetensors", /*include_optimizer=*/true).ok());
   auto parsed = ReadSafetensors(tmp / "all.safetensors");
   ASSERT_TRUE(parsed.ok());
-  ASSERT_EQ(parsed->tensors.size(), snap.tensors.size());
-  for (size_t i = 0; i < snap.tensors.size(); ++i) {  // written in manifest order
-    EXPECT_EQ(parsed->tensors[i].name, snap.tensors[i].name);
-    EXPECT_EQ(parsed->tensors[i].shape, snap.tensors[i].shape);
-    EXPECT_TRUE(parsed->tensors[i].bytes == snap.tensors[i].bytes);
+  std::vector<NamedTensor> all = snap.tensors;  // manifest order, then the rank states
+  all.push_back(snap.rank_tensors[0]);
+  ASSERT_EQ(parsed->tensors.size(), all.size());
+  for (size_t i = 0; i < all.size(); ++i) {
+    EXPECT_EQ(parsed->tensors[i].name, all[i].name);
+    EXPECT_EQ(parsed->tensors[i].shape, all[i].shape);
+    EXPECT_TRUE(parsed->tensors[i].bytes == all[i].bytes);
   }
+  // Weights only by default: no rank state either.
+  ASSERT_TRUE(ExportSafetensors(ckpt, tmp / "weights.safetensors").ok());
+  auto weights = ReadSafetensors(tmp / "weights.safetensors");
+  ASSERT_TRUE(weights.ok());
+  for (const auto& t : weights->tensors) EXPECT_EQ(t.name.rfind("codec.", 0), std::string::npos) << t.name;
 }
 
 std::string Build(const std::string& header, const std::string& data) {
