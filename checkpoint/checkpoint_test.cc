@@ -141,6 +141,40 @@ TEST(Checkpoint, EveryRankWritesItsOwnRankState) {
   }
 }
 
+// A resuming worker reads its own rank state only; another rank's file must still be
+// there at its size, but its bytes are never read (nor used).
+TEST(Checkpoint, LoadForRankReadsOnlyItsOwnRankState) {
+  Keys k;
+  TempDir tmp;
+  TrainerSnapshot snap = MakeSnapshot(9, 30000, 12);
+  snap.world_size = 3;
+  SaveMultiRank(tmp / "job", 3, snap, k.key, [](int r, TrainerSnapshot* s) { s->rank_tensors = {RankState(r)}; });
+  for (int r = 0; r < 3; ++r) {
+    auto mine = LoadCheckpointForRank(tmp / "job", k.trust, false, OwnRankState{r, 3});
+    ASSERT_TRUE(mine.ok()) << mine.status().ToString();
+    ExpectSameState(snap, mine->snapshot);
+    ASSERT_EQ(mine->snapshot.rank_tensors.size(), 1u);
+    EXPECT_EQ(mine->snapshot.rank_tensors[0].name, RankState(r).name);
+    EXPECT_TRUE(mine->snapshot.rank_tensors[0].bytes == RankState(r).bytes);
+  }
+  // Saved at 3, resumed at 2: nobody's state applies (the worker resets it).
+  auto other_world = LoadCheckpointForRank(tmp / "job", k.trust, false, OwnRankState{1, 2});
+  ASSERT_TRUE(other_world.ok());
+  EXPECT_TRUE(other_world->snapshot.rank_tensors.empty());
+
+  const std::string dir = tmp / "job/step-12";
+  std::string two = *ReadFile(dir + "/" + RankStateFileName(2, 3));
+  two[5] ^= 1;
+  ASSERT_TRUE(WriteFileAtomic(dir + "/" + RankStateFileName(2, 3), two).ok());
+  EXPECT_TRUE(LoadCheckpointForRank(dir, k.trust, false, OwnRankState{0, 3}).ok());  // rank 2's bytes unused
+  auto own = LoadCheckpointForRank(dir, k.trust, false, OwnRankState{2, 3});
+  EXPECT_EQ(own.status().code(), StatusCode::kDataLoss);
+  EXPECT_NE(own.status().message().find(RankStateFileName(2, 3)), std::string::npos) << own.status().ToString();
+  EXPECT_EQ(VerifyCheckpoint(dir, k.trust, false).status().code(), StatusCode::kDataLoss);  // verify checks all
+  ASSERT_TRUE(WriteFileAtomic(dir + "/" + RankStateFileName(2, 3), two.substr(1)).ok());
+  EXPECT_EQ(LoadCheckpointForRank(dir, k.trust, false, OwnRankState{0, 3}).status().code(), StatusCode::kDataLoss);
+}
+
 // A rank state from some ranks only is a bug in the caller: nothing is committed.
 TEST(Checkpoint, RankStatesFromSomeRanksOnlyAreRefused) {
   Keys k;

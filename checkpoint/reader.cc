@@ -141,14 +141,15 @@ std::vector<ListedFile> ListedFiles(const CheckpointManifest& m) {
   return out;
 }
 
-// Hashes every shard and rank-state file with up to `threads` threads; the first failure
-// in manifest order wins. With `snap` set (its tensors and rank_tensors sized from the
-// manifest), file bytes are scattered into them.
-Status HashFiles(const std::string& dir, const CheckpointManifest& m, int threads, TrainerSnapshot* snap) {
-  const std::vector<ListedFile> files = ListedFiles(m);
-  const int n = static_cast<int>(files.size());
+// Hashes every shard and the rank-state files of ranks marked in `rank_used` with up to
+// `threads` threads; the first failure in manifest order wins. With `snap` set (its
+// tensors and the used ranks' rank_tensors sized from the manifest), file bytes are
+// scattered into them.
+Status HashFiles(const std::string& dir, const CheckpointManifest& m, int threads, const std::vector<bool>& rank_used,
+                 TrainerSnapshot* snap) {
   const int shards = m.shards_size();
-  std::vector<std::vector<Span>> dest(n);
+  std::vector<ListedFile> files = ListedFiles(m);
+  std::vector<std::vector<Span>> dest(files.size());
   if (snap) {
     uint64_t offset = 0;
     for (int i = 0; i < shards; ++i) {
@@ -157,18 +158,25 @@ Status HashFiles(const std::string& dir, const CheckpointManifest& m, int thread
     }
     NamedTensor* first = snap->rank_tensors.data();
     for (int r = 0; r < m.rank_states_size(); ++r) {
+      if (!rank_used[r]) continue;
       const auto& table = m.rank_states(r).tensors();
       dest[shards + r] = SpansFor(first, table, 0, files[shards + r].length);
       first += table.size();
     }
   }
+  std::vector<int> todo;  // indices into files
+  for (int i = 0; i < static_cast<int>(files.size()); ++i)
+    if (i < shards || rank_used[i - shards]) todo.push_back(i);
+  const int n = static_cast<int>(todo.size());
   int hw = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   int workers = std::max(1, std::min(n, threads > 0 ? threads : hw));
   std::vector<Status> results(n);
   std::atomic<int> next{0};
   auto work = [&] {
-    for (int i; (i = next.fetch_add(1)) < n;)
-      results[i] = HashShard(JoinPath(dir, *files[i].name), files[i].length, *files[i].sha256, dest[i]);
+    for (int k; (k = next.fetch_add(1)) < n;) {
+      const int i = todo[k];
+      results[k] = HashShard(JoinPath(dir, *files[i].name), files[i].length, *files[i].sha256, dest[i]);
+    }
   };
   std::vector<std::thread> pool;
   for (int t = 1; t < workers; ++t) pool.emplace_back(work);
@@ -202,7 +210,7 @@ Status CheckDirectoryContents(const std::string& dir, const CheckpointManifest& 
 }
 
 StatusOr<LoadedCheckpoint> Open(const std::string& path, const TrustStore& trust, bool allow_unsigned, int threads,
-                                bool materialize) {
+                                bool materialize, std::optional<OwnRankState> own) {
   LoadedCheckpoint out;
   ASSIGN_OR_RETURN(out.dir, ResolveCheckpointDir(path));
   const std::string sig_path = JoinPath(out.dir, kSignatureFile);
@@ -264,6 +272,9 @@ StatusOr<LoadedCheckpoint> Open(const std::string& path, const TrustStore& trust
   // 3. Files present, nothing extra, sizes right; then 4. digests, in parallel.
   RETURN_IF_ERROR(CheckDirectoryContents(out.dir, m));
   for (const auto& f : ListedFiles(m)) out.total_bytes += f.length;
+  std::vector<bool> rank_used(m.rank_states_size(), !own.has_value());
+  if (own && own->world == m.world_size() && own->rank >= 0 && own->rank < m.rank_states_size())
+    rank_used[own->rank] = true;
   TrainerSnapshot& snap = out.snapshot;
   if (materialize) {
     // Sizes are safe to allocate: they sum to the file sizes just checked on disk.
@@ -273,13 +284,14 @@ StatusOr<LoadedCheckpoint> Open(const std::string& path, const TrustStore& trust
     };
     try {
       for (const auto& t : m.tensors()) add(t, &snap.tensors);
-      for (const auto& rs : m.rank_states())
-        for (const auto& t : rs.tensors()) add(t, &snap.rank_tensors);
+      for (int r = 0; r < m.rank_states_size(); ++r)
+        if (rank_used[r])
+          for (const auto& t : m.rank_states(r).tensors()) add(t, &snap.rank_tensors);
     } catch (const std::bad_alloc&) {
       return Internal("cannot allocate " + std::to_string(out.total_bytes) + " bytes to load " + out.dir);
     }
   }
-  Status hashed = HashFiles(out.dir, m, threads, materialize ? &snap : nullptr);
+  Status hashed = HashFiles(out.dir, m, threads, rank_used, materialize ? &snap : nullptr);
   if (!hashed.ok()) {
     snap.tensors.clear();  // bytes that failed verification are never handed out
     snap.rank_tensors.clear();
@@ -301,11 +313,16 @@ StatusOr<LoadedCheckpoint> Open(const std::string& path, const TrustStore& trust
 }  // namespace
 
 StatusOr<LoadedCheckpoint> LoadCheckpoint(const std::string& path, const TrustStore& trust, bool allow_unsigned, int threads) {
-  return Open(path, trust, allow_unsigned, threads, /*materialize=*/true);
+  return Open(path, trust, allow_unsigned, threads, /*materialize=*/true, std::nullopt);
+}
+
+StatusOr<LoadedCheckpoint> LoadCheckpointForRank(const std::string& path, const TrustStore& trust, bool allow_unsigned,
+                                                 OwnRankState own, int threads) {
+  return Open(path, trust, allow_unsigned, threads, /*materialize=*/true, own);
 }
 
 StatusOr<LoadedCheckpoint> VerifyCheckpoint(const std::string& path, const TrustStore& trust, bool allow_unsigned, int threads) {
-  return Open(path, trust, allow_unsigned, threads, /*materialize=*/false);
+  return Open(path, trust, allow_unsigned, threads, /*materialize=*/false, std::nullopt);
 }
 
 }  // namespace shoal

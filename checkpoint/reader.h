@@ -3,6 +3,7 @@
 // parallel), and only then is any tensor byte used. Every refusal names the file.
 #pragma once
 
+#include <optional>
 #include <string>
 
 #include "checkpoint.pb.h"
@@ -37,6 +38,19 @@ StatusOr<std::string> ResolveCheckpointDir(const std::string& path);
 // shard, at most the hardware's concurrency).
 StatusOr<LoadedCheckpoint> LoadCheckpoint(const std::string& path_or_latest_dir, const TrustStore& trust,
                                           bool allow_unsigned, int threads = 0);
+
+// What a resuming worker needs: rank `rank` of `world` uses only its own rank state, and
+// none when the checkpoint was saved at another world size (its codec state is reset
+// then). Loading every rank's would cost each of W workers W times the state.
+struct OwnRankState {
+  int rank = 0;
+  int world = 1;
+};
+// LoadCheckpoint for one rank: the other ranks' rank-state files are checked for
+// presence, size and their place in the signed statement, but neither read nor hashed,
+// since no byte of them is used; snapshot.rank_tensors holds this rank's alone.
+StatusOr<LoadedCheckpoint> LoadCheckpointForRank(const std::string& path_or_latest_dir, const TrustStore& trust,
+                                                 bool allow_unsigned, OwnRankState own, int threads = 0);
 // The same checks without materialising tensors (streams each shard through SHA-256).
 StatusOr<LoadedCheckpoint> VerifyCheckpoint(const std::string& path_or_latest_dir, const TrustStore& trust,
                                             bool allow_unsigned, int threads = 0);

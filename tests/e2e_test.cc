@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "checkpoint/reader.h"
 #include "tests/process_util.h"
 
 namespace shoal::testing {
@@ -168,6 +169,70 @@ TEST(ShoalctlRun, TrainsTwoWorkersAndWritesTheSummary) {
   EXPECT_EQ(s["world_size"], 2);
   EXPECT_GT(s["final_test_accuracy"].get<double>(), 0.5);
   EXPECT_TRUE(std::filesystem::exists(dir + "/.shoal/coordinator")) << "state under ./.shoal/";
+}
+
+// The only job directory under a run's checkpoint.dir.
+std::string OnlyJobDir(const std::string& ckpt_dir) {
+  std::vector<std::string> jobs;
+  for (const auto& e : std::filesystem::directory_iterator(ckpt_dir)) jobs.push_back(e.path().string());
+  EXPECT_EQ(jobs.size(), 1u) << ckpt_dir;
+  return jobs.empty() ? "" : jobs[0];
+}
+
+// Exact resume across processes, with a codec whose state differs per rank: 2 workers,
+// PowerSGD, signed checkpoints. 20 steps, then `--resume` to 40, equals 40 steps in one
+// run: parameters, momentum and each rank's codec state, bit for bit.
+TEST(ShoalctlRun, ResumeContinuesBitForBitWithEachRanksCodecState) {
+  if (!HaveDataset()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
+  std::string dir = TempDir("resume");
+  auto keygen = RunCommand({kBin + "/shoalctl", "keygen", "--out", dir + "/keys"}, 30);
+  ASSERT_EQ(keygen.exit_code, 0) << keygen.err;
+  auto run = [&](const std::string& ckpt, int steps, const std::string& resume) {
+    std::vector<std::string> argv = {kBin + "/shoalctl", "run", kSpec, "--workers", "2", "--json",
+                                     "--set", "model.layers=[784,64,10]", "--set", "training.evaluate=false",
+                                     "--set", "collectives.codec=powersgd", "--set", "collectives.powersgd_warmup_steps=3",
+                                     "--set", "training.max_steps=" + std::to_string(steps),
+                                     "--set", "checkpoint.dir=" + ckpt, "--set", "checkpoint.every_steps=20",
+                                     "--set", "checkpoint.sign_key=" + dir + "/keys/shoal.key",
+                                     "--set", "checkpoint.trust=[" + dir + "/keys/shoal.pub]"};
+    if (!resume.empty()) argv.insert(argv.end(), {"--resume", resume});
+    auto r = RunCommand(argv, 240, dir);
+    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+    return nlohmann::json::parse(r.out, nullptr, false);
+  };
+  run(dir + "/full", 40, "");
+  run(dir + "/part", 20, "");
+  const std::string part_job = OnlyJobDir(dir + "/part");
+  auto resumed = run(dir + "/part", 40, part_job + "/step-20");
+  ASSERT_FALSE(resumed.is_discarded());
+  EXPECT_EQ(resumed.dump().find("\"resumed_from_step\":20") != std::string::npos, true) << resumed.dump();
+
+  // The resumed run's spec differs (max_steps, resume), and so does its job id.
+  std::string resumed_job;
+  for (const auto& e : std::filesystem::directory_iterator(dir + "/part"))
+    if (e.path().string() != part_job) resumed_job = e.path().string();
+  ASSERT_FALSE(resumed_job.empty());
+
+  TrustStore trust;
+  ASSERT_TRUE(trust.AddFile(dir + "/keys/shoal.pub").ok());
+  auto full = LoadCheckpoint(OnlyJobDir(dir + "/full") + "/step-40", trust, false);
+  auto again = LoadCheckpoint(resumed_job + "/step-40", trust, false);
+  auto parent = VerifyCheckpoint(part_job + "/step-20", trust, false);
+  ASSERT_TRUE(full.ok()) << full.status().ToString();
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  ASSERT_TRUE(parent.ok());
+  EXPECT_EQ(again->manifest.parent_digest(), parent->manifest_digest);  // lineage: step-20 is its parent
+  ASSERT_EQ(full->manifest.rank_states_size(), 2);
+  ASSERT_EQ(full->snapshot.tensors.size(), again->snapshot.tensors.size());
+  for (size_t i = 0; i < full->snapshot.tensors.size(); ++i)
+    EXPECT_TRUE(full->snapshot.tensors[i].bytes == again->snapshot.tensors[i].bytes) << full->snapshot.tensors[i].name;
+  ASSERT_EQ(full->snapshot.rank_tensors.size(), 2u);
+  ASSERT_EQ(again->snapshot.rank_tensors.size(), 2u);
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_TRUE(full->snapshot.rank_tensors[r].bytes == again->snapshot.rank_tensors[r].bytes) << "rank " << r;
+  }
+  EXPECT_FALSE(full->snapshot.rank_tensors[0].bytes == full->snapshot.rank_tensors[1].bytes)
+      << "the ranks' residuals should differ";
 }
 
 TEST(ClusterPath, KilledWorkerIsDetectedAndTheSurvivorStopsInSeconds) {

@@ -57,8 +57,9 @@ StatusOr<TrustStore> CheckpointTrust(const JobSpec& spec) {
   return trust;
 }
 
-StatusOr<LoadedCheckpoint> LoadResumeCheckpoint(const JobSpec& spec) {
+StatusOr<LoadedCheckpoint> LoadResumeCheckpoint(const JobSpec& spec, std::optional<OwnRankState> own) {
   ASSIGN_OR_RETURN(TrustStore trust, CheckpointTrust(spec));
+  if (own) return LoadCheckpointForRank(spec.checkpoint().resume(), trust, spec.checkpoint().allow_unsigned(), *own);
   return LoadCheckpoint(spec.checkpoint().resume(), trust, spec.checkpoint().allow_unsigned());
 }
 

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "checkpoint/async_writer.h"
@@ -36,6 +37,8 @@ StatusOr<TrustStore> CheckpointTrust(const JobSpec& spec);
 
 // Loads and verifies checkpoint.resume (a step or job directory). Refusals name the
 // file and the reason; an unsigned or untrusted checkpoint needs checkpoint.allow_unsigned.
-StatusOr<LoadedCheckpoint> LoadResumeCheckpoint(const JobSpec& spec);
+// With `own`, only that rank's rank state is read (what a worker process needs);
+// without, every rank's (ranks sharing one loaded snapshot, as threads in tests).
+StatusOr<LoadedCheckpoint> LoadResumeCheckpoint(const JobSpec& spec, std::optional<OwnRankState> own = std::nullopt);
 
 }  // namespace shoal

@@ -158,7 +158,7 @@ int Run(const std::string& endpoint, const std::string& job_id, int blas_threads
   // A checkpoint to resume from is verified (signature, then every shard) before use.
   std::optional<LoadedCheckpoint> resume;
   if (!spec.checkpoint().resume().empty()) {
-    auto loaded = LoadResumeCheckpoint(spec);
+    auto loaded = LoadResumeCheckpoint(spec, OwnRankState{assignment->rank(), assignment->world_size()});
     if (!loaded.ok()) return fail(loaded.status().WithContext("resume"));
     SHOAL_LOG_INFO("resuming from {} (step {}, {})", loaded->dir, loaded->snapshot.step,
                    loaded->signature_verified ? "signed by " + loaded->signer_key_id : std::string("unsigned"));
