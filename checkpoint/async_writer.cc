@@ -55,14 +55,6 @@ void AssignBytes(std::string* dst, const void* src, size_t n) {
   CopyBytes(dst->data(), src, n);
 }
 
-namespace {
-// This rank's rank_tensors into their own file; the table travels in ShardInfo.
-StatusOr<std::string> WriteRankStateFor(const std::string& staging, int rank, int world, const TrainerSnapshot& snap) {
-  ASSIGN_OR_RETURN(CheckpointRankState state, WriteRankState(staging, rank, world, snap.rank_tensors));
-  return state.SerializeAsString();
-}
-}  // namespace
-
 void CopyBytes(char* dst, const void* src, size_t n) {
   std::vector<Chunk> chunks;
   AddChunks(dst, static_cast<const char*>(src), n, &chunks);
@@ -317,29 +309,30 @@ Status AsyncCheckpointer::WriteOne(const TrainerSnapshot& snap) {
     int n = o.local_shards > 0 ? o.local_shards
             : total >= kParallelShardBytes ? static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1u, 4u)) : 1;
     std::vector<StatusOr<ShardInfo>> infos(n, Internal("not written"));
-    StatusOr<std::string> rank_state = std::string();
+    std::optional<StatusOr<CheckpointRankState>> rank_state;
     auto write = [&](int i) { infos[i] = WriteShardPieces(staging, i, n, ViewRange(snap, SliceForRank(total, i, n))); };
     std::vector<std::thread> helpers;
     for (int i = 1; i < n; ++i) helpers.emplace_back(write, i);
-    if (!snap.rank_tensors.empty()) helpers.emplace_back([&] { rank_state = WriteRankStateFor(staging, 0, 1, snap); });
+    if (!snap.rank_tensors.empty())
+      helpers.emplace_back([&] { rank_state = WriteRankState(staging, 0, 1, snap.rank_tensors); });
     write(0);
     for (auto& t : helpers) t.join();
     for (auto& info : infos) {
       if (!info.ok() && mine.ok()) mine = info.status();
       if (info.ok()) all.push_back(*info);
     }
-    if (!rank_state.ok() && mine.ok()) mine = rank_state.status();
-    if (mine.ok()) all[0].rank_state = *rank_state;
+    if (rank_state && !rank_state->ok() && mine.ok()) mine = rank_state->status();
+    if (rank_state && mine.ok()) all[0].rank_state = **rank_state;
   } else {
     StatusOr<ShardInfo> info = WriteShardPieces(staging, o.rank, o.world, ViewRange(snap, SliceForRank(total, o.rank, o.world)));
     if (info.ok() && !snap.rank_tensors.empty()) {
-      StatusOr<std::string> rank_state = WriteRankStateFor(staging, o.rank, o.world, snap);
+      StatusOr<CheckpointRankState> rank_state = WriteRankState(staging, o.rank, o.world, snap.rank_tensors);
       if (rank_state.ok()) info->rank_state = *rank_state;
       else info = rank_state.status();
     }
     mine = info.status();
     ShardInfo sent = info.ok() ? *info : ShardInfo{staging, o.rank, o.world, ShardFileName(o.rank, o.world), 0, "",
-                                                   info.status().ToString(), ""};
+                                                   info.status().ToString(), std::nullopt};
     StatusOr<std::vector<ShardInfo>> gathered = o.gather(sent);
     if (!gathered.ok()) return gathered.status().WithContext("gathering shard infos for step " + std::to_string(snap.step));
     all = std::move(gathered).value();

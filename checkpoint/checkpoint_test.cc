@@ -494,19 +494,22 @@ TEST(Checkpoint, SavingAStepAgainReplacesIt) {
 TEST(Checkpoint, ShardInfoSurvivesTheWire) {
   auto state = BuildRankState({NamedTensor{"codec.state.2", "U8", {3}, "abc"}}, 2, 4);
   ASSERT_TRUE(state.ok());
-  ShardInfo s{"/x/step-1.tmp-n", 2, 4, "shard-2-of-4.bin", 12345, std::string(64, 'c'), "oops \"quoted\"",
-              state->SerializeAsString()};
+  ShardInfo s{"/x/step-1.tmp-n", 2, 4, "shard-2-of-4.bin", 12345, std::string(64, 'c'), "oops \"quoted\"", *state};
   auto back = DecodeShardInfo(EncodeShardInfo(s));
   ASSERT_TRUE(back.ok());
   EXPECT_EQ(back->staging_dir, s.staging_dir);
   EXPECT_EQ(back->rank, 2);
   EXPECT_EQ(back->length, 12345u);
   EXPECT_EQ(back->error, s.error);
-  EXPECT_EQ(back->rank_state, s.rank_state);  // binary protobuf bytes survive the JSON
+  ASSERT_TRUE(back->rank_state.has_value());  // binary protobuf bytes survive the JSON
+  EXPECT_EQ(back->rank_state->SerializeAsString(), s.rank_state->SerializeAsString());
   EXPECT_FALSE(DecodeShardInfo("{\"rank\": \"x\"}").ok());
   EXPECT_FALSE(DecodeShardInfo("\x01\x02").ok());
-  s.rank_state = "\xff\xff\xff\xff";  // not a CheckpointRankState
-  EXPECT_FALSE(DecodeShardInfo(EncodeShardInfo(s)).ok());
+  std::string garbled = EncodeShardInfo(s);
+  const size_t at = garbled.find(Base64Encode(s.rank_state->SerializeAsString()));
+  ASSERT_NE(at, std::string::npos);
+  garbled.replace(at, Base64Encode(s.rank_state->SerializeAsString()).size(), Base64Encode("\xff\xff\xff\xff"));
+  EXPECT_FALSE(DecodeShardInfo(garbled).ok());  // not a CheckpointRankState
 }
 
 }  // namespace

@@ -141,14 +141,13 @@ std::vector<ListedFile> ListedFiles(const CheckpointManifest& m) {
   return out;
 }
 
-// Hashes every shard and the rank-state files of ranks marked in `rank_used` with up to
-// `threads` threads; the first failure in manifest order wins. With `snap` set (its
-// tensors and the used ranks' rank_tensors sized from the manifest), file bytes are
-// scattered into them.
-Status HashFiles(const std::string& dir, const CheckpointManifest& m, int threads, const std::vector<bool>& rank_used,
-                 TrainerSnapshot* snap) {
+// Hashes `files` (ListedFiles(m)): every shard, and the rank-state files of the ranks
+// marked in `rank_used`, with up to `threads` threads; the first failure in manifest
+// order wins. With `snap` set (its tensors and the used ranks' rank_tensors sized from
+// the manifest), file bytes are scattered into them.
+Status HashFiles(const std::string& dir, const CheckpointManifest& m, const std::vector<ListedFile>& files, int threads,
+                 const std::vector<bool>& rank_used, TrainerSnapshot* snap) {
   const int shards = m.shards_size();
-  std::vector<ListedFile> files = ListedFiles(m);
   std::vector<std::vector<Span>> dest(files.size());
   if (snap) {
     uint64_t offset = 0;
@@ -186,9 +185,9 @@ Status HashFiles(const std::string& dir, const CheckpointManifest& m, int thread
   return OkStatus();
 }
 
-// Every file in the directory must be one the manifest (or the signature) accounts for.
-Status CheckDirectoryContents(const std::string& dir, const CheckpointManifest& m) {
-  const std::vector<ListedFile> files = ListedFiles(m);
+// Every file in the directory must be one the manifest (`files`) or the signature
+// accounts for.
+Status CheckDirectoryContents(const std::string& dir, const std::vector<ListedFile>& files) {
   std::set<std::string> expected{kManifestFile, kSignatureFile};
   for (const auto& f : files) expected.insert(*f.name);
   std::error_code ec;
@@ -256,9 +255,9 @@ StatusOr<LoadedCheckpoint> Open(const std::string& path, const TrustStore& trust
   if (!manifest.ok()) return InvalidArgument(manifest_path + ": " + manifest.status().message());
   out.manifest = std::move(manifest).value();
   const CheckpointManifest& m = out.manifest;
+  const std::vector<ListedFile> files = ListedFiles(m);
   if (subjects) {
     // The manifest is authenticated now; the statement must list exactly its files.
-    const std::vector<ListedFile> files = ListedFiles(m);
     if (subjects->size() != files.size() + 1)
       return InvalidArgument(sig_path + ": the signed statement lists " + std::to_string(subjects->size()) +
                              " files, the manifest " + std::to_string(files.size() + 1));
@@ -270,8 +269,8 @@ StatusOr<LoadedCheckpoint> Open(const std::string& path, const TrustStore& trust
   }
 
   // 3. Files present, nothing extra, sizes right; then 4. digests, in parallel.
-  RETURN_IF_ERROR(CheckDirectoryContents(out.dir, m));
-  for (const auto& f : ListedFiles(m)) out.total_bytes += f.length;
+  RETURN_IF_ERROR(CheckDirectoryContents(out.dir, files));
+  for (const auto& f : files) out.total_bytes += f.length;
   std::vector<bool> rank_used(m.rank_states_size(), !own.has_value());
   if (own && own->world == m.world_size() && own->rank >= 0 && own->rank < m.rank_states_size())
     rank_used[own->rank] = true;
@@ -291,7 +290,7 @@ StatusOr<LoadedCheckpoint> Open(const std::string& path, const TrustStore& trust
       return Internal("cannot allocate " + std::to_string(out.total_bytes) + " bytes to load " + out.dir);
     }
   }
-  Status hashed = HashFiles(out.dir, m, threads, rank_used, materialize ? &snap : nullptr);
+  Status hashed = HashFiles(out.dir, m, files, threads, rank_used, materialize ? &snap : nullptr);
   if (!hashed.ok()) {
     snap.tensors.clear();  // bytes that failed verification are never handed out
     snap.rank_tensors.clear();

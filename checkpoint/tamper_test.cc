@@ -41,7 +41,7 @@ void Save(const std::string& job, uint64_t seed, const KeyPair& key) {
     ASSERT_TRUE(info.ok());
     auto state = WriteRankState(staging, r, kWorld, {testing::MakeRankState(seed, r, 4000 + 100 * r)});
     ASSERT_TRUE(state.ok());
-    info->rank_state = state->SerializeAsString();
+    info->rank_state = *state;
     shards.push_back(*info);
   }
   ASSERT_TRUE(CommitCheckpoint(job, 100, ser->manifest, shards, &key).ok());

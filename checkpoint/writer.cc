@@ -78,7 +78,7 @@ constexpr size_t kChunkBytes = 8 << 20;
 std::string EncodeShardInfo(const ShardInfo& s) {
   return json{{"dir", s.staging_dir}, {"rank", s.rank}, {"world", s.world}, {"file", s.file},
               {"length", s.length}, {"sha256", s.sha256_hex}, {"error", s.error},
-              {"rank_state", Base64Encode(s.rank_state)}}
+              {"rank_state", s.rank_state ? Base64Encode(s.rank_state->SerializeAsString()) : ""}}
       .dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
@@ -95,9 +95,8 @@ StatusOr<ShardInfo> DecodeShardInfo(std::string_view bytes) {
     s.sha256_hex = j.at("sha256").get<std::string>();
     s.error = j.at("error").get<std::string>();
     if (j.contains("rank_state")) {
-      ASSIGN_OR_RETURN(s.rank_state, Base64Decode(j.at("rank_state").get<std::string>()));
-      CheckpointRankState parsed;
-      if (!s.rank_state.empty() && !parsed.ParseFromString(s.rank_state))
+      ASSIGN_OR_RETURN(std::string bytes, Base64Decode(j.at("rank_state").get<std::string>()));
+      if (!bytes.empty() && !s.rank_state.emplace().ParseFromString(bytes))
         return InvalidArgument("shard info carries a malformed rank state");
     }
     return s;
@@ -162,7 +161,7 @@ StatusOr<ShardInfo> WriteShardPieces(const std::string& staging_dir, int rank, i
   if (world < 1 || rank < 0 || rank >= world)
     return InvalidArgument("rank " + std::to_string(rank) + " of world " + std::to_string(world));
   RETURN_IF_ERROR(MakeDirs(staging_dir));
-  ShardInfo info{staging_dir, rank, world, ShardFileName(rank, world), 0, "", "", ""};
+  ShardInfo info{staging_dir, rank, world, ShardFileName(rank, world), 0, "", "", std::nullopt};
   ASSIGN_OR_RETURN(Written w, WriteHashed(JoinPath(staging_dir, info.file), pieces));
   info.length = w.length;
   info.sha256_hex = w.sha256_hex;
@@ -233,11 +232,8 @@ Status FillShards(const std::vector<ShardInfo>& shards, CheckpointManifest* m) {
 // size, or none at all.
 Status FillRankStates(const std::vector<ShardInfo>& shards, CheckpointManifest* m) {
   std::vector<CheckpointRankState> states;
-  for (const auto& s : shards) {
-    if (s.rank_state.empty()) continue;
-    if (!states.emplace_back().ParseFromString(s.rank_state))
-      return InvalidArgument("rank " + std::to_string(s.rank) + " sent a malformed rank state");
-  }
+  for (const auto& s : shards)
+    if (s.rank_state) states.push_back(*s.rank_state);
   m->clear_rank_states();
   if (states.empty()) return OkStatus();
   if (static_cast<int>(states.size()) != m->world_size())

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -28,9 +29,9 @@ struct ShardInfo {
   // Non-empty when this rank failed to write. A failed rank still joins the allgather
   // (so nobody hangs) and rank 0 then refuses to commit.
   std::string error;
-  // This rank's rank-state file, when it wrote one (WriteRankState): a serialized
-  // CheckpointRankState with its digest, for rank 0 to put in the manifest.
-  std::string rank_state;
+  // This rank's rank-state file, when it wrote one (WriteRankState): its table and
+  // digest, for rank 0 to put in the manifest.
+  std::optional<CheckpointRankState> rank_state;
 };
 
 std::string EncodeShardInfo(const ShardInfo& info);

@@ -27,6 +27,6 @@ std::vector<std::string> ShoalFuzzSeeds() {
   std::string file(8, '\0');
   for (int i = 0; i < 8; ++i) file[i] = static_cast<char>((header.size() >> (8 * i)) & 0xff);
   file += header + std::string(24, '\x3f');
-  shoal::ShardInfo info{"/d/step-1.tmp-n", 1, 2, "shard-1-of-2.bin", 99, std::string(64, 'a'), "", ""};
+  shoal::ShardInfo info{"/d/step-1.tmp-n", 1, 2, "shard-1-of-2.bin", 99, std::string(64, 'a'), "", std::nullopt};
   return {file, shoal::EncodeShardInfo(info)};
 }
