@@ -3,6 +3,7 @@
 #include "checkpoint/commands.h"
 
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -32,6 +33,15 @@ std::string HumanBytes(uint64_t n) {
   else if (n >= 1024) std::snprintf(buf, sizeof(buf), "%.1f KiB", n / 1024.0);
   else std::snprintf(buf, sizeof(buf), "%llu B", static_cast<unsigned long long>(n));
   return buf;
+}
+
+// Bytes of the files directly in `dir`: what an unverifiable checkpoint occupies.
+uint64_t BytesOnDisk(const std::string& dir) {
+  uint64_t total = 0;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec))
+    if (e.is_regular_file(ec)) total += e.file_size(ec);
+  return total;
 }
 
 std::string Dump(const json& j) { return j.dump(2, ' ', false, json::error_handler_t::replace); }
@@ -134,7 +144,7 @@ void List(Args a, const JobDirResolver& resolve_job, int* code, std::ostream& ou
     auto r = VerifyCheckpoint(dir, trust, a.allow_unsigned);
     all_valid = all_valid && r.ok();
     rows.push_back({{"step", step}, {"dir", dir}, {"latest", StepDirName(step) == latest},
-                    {"verified", r.ok()}, {"bytes", r.ok() ? r->total_bytes : 0},
+                    {"verified", r.ok()}, {"bytes", r.ok() ? r->total_bytes : BytesOnDisk(dir)},
                     {"signer", r.ok() ? r->signer_key_id : ""},
                     {"error", r.ok() ? "" : r.status().ToString()}});
   }
@@ -176,8 +186,15 @@ void Export(const Args& a, int* code, std::ostream& out, std::ostream& err) {
     return;
   }
   const size_t n = ExportedTensors(r->snapshot, a.include_optimizer).size();
-  out << "exported " << n << " tensor(s) of " << r->dir << " (step " << r->manifest.step() << ") to " << a.safetensors << "\n";
   *code = 0;
+  if (a.as_json) {
+    std::error_code ec;
+    out << Dump(json{{"out", a.safetensors}, {"dir", r->dir}, {"step", r->manifest.step()}, {"tensors", n},
+                     {"bytes", std::filesystem::file_size(a.safetensors, ec)}, {"signer", r->signer_key_id}})
+        << "\n";
+    return;
+  }
+  out << "exported " << n << " tensor(s) of " << r->dir << " (step " << r->manifest.step() << ") to " << a.safetensors << "\n";
 }
 
 }  // namespace
@@ -216,6 +233,7 @@ void RegisterCheckpointCommands(CLI::App& app, int* exit_code, std::ostream& out
   exp->add_option("--safetensors", args->safetensors, "output .safetensors file")->required();
   exp->add_flag("--include-optimizer", args->include_optimizer, "also export optim.* and codec.* tensors (every rank's codec state)");
   AddVerifyFlags(exp, args.get());
+  exp->add_flag("--json", args->as_json, "print what was written as JSON");
   exp->callback([args, exit_code, o, e] { Export(*args, exit_code, *o, *e); });
 }
 

@@ -2,6 +2,7 @@
 // JSON output, and that a refusal names the bad file.
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -74,6 +75,10 @@ TEST_F(CommandsTest, VerifyExitCodesAndJson) {
   EXPECT_NE(untrusted.out.find("--trust"), std::string::npos);  // the hint
   EXPECT_EQ(RunCli({"checkpoint", "verify", job_, "--allow-unsigned"}).code, 0);
 
+  Result via_pointer = RunCli({"checkpoint", "verify", job_ + "/latest", "--trust", pub_});
+  EXPECT_EQ(via_pointer.code, 0) << via_pointer.out;
+  EXPECT_NE(via_pointer.out.find("step-20"), std::string::npos);
+
   Result js = RunCli({"checkpoint", "verify", job_ + "/step-10", "--trust", pub_, "--json"});
   auto j = nlohmann::json::parse(js.out);
   EXPECT_EQ(j["valid"], true);
@@ -108,6 +113,10 @@ TEST_F(CommandsTest, ListShowsEveryStep) {
   EXPECT_EQ(j["checkpoints"][1]["bytes"].get<uint64_t>(), 10000u);
   ::unlink((job_ + "/step-10/manifest.sig").c_str());
   EXPECT_EQ(RunCli({"checkpoint", "list", job_, "--trust", pub_}).code, 1);
+  j = nlohmann::json::parse(RunCli({"checkpoint", "list", job_, "--trust", pub_, "--json"}).out);
+  EXPECT_EQ(j["checkpoints"][0]["verified"], false);
+  EXPECT_NE(j["checkpoints"][0]["error"].get<std::string>().find("manifest.sig"), std::string::npos);
+  EXPECT_GT(j["checkpoints"][0]["bytes"].get<uint64_t>(), 10000u);  // its files on disk, manifest included
 }
 
 TEST_F(CommandsTest, ExportWritesSafetensors) {
@@ -117,6 +126,12 @@ TEST_F(CommandsTest, ExportWritesSafetensors) {
   auto parsed = ReadSafetensors(out);
   ASSERT_TRUE(parsed.ok());
   EXPECT_EQ(parsed->metadata.at("shoal.step"), "20");
+  Result js = RunCli({"checkpoint", "export", job_ + "/step-10", "--safetensors", out, "--trust", pub_, "--json"});
+  ASSERT_EQ(js.code, 0) << js.err;
+  auto j = nlohmann::json::parse(js.out);
+  EXPECT_EQ(j["step"], 10);
+  EXPECT_EQ(j["tensors"].get<size_t>(), ReadSafetensors(out)->tensors.size());
+  EXPECT_EQ(j["bytes"].get<uint64_t>(), std::filesystem::file_size(out));
   Result refused = RunCli({"checkpoint", "export", job_, "--safetensors", tmp_ / "x.safetensors"});
   EXPECT_EQ(refused.code, 1);
   EXPECT_FALSE(PathExists(tmp_ / "x.safetensors"));

@@ -201,6 +201,7 @@ TEST(JobDir, LatestPointerResolution) {
   EXPECT_EQ(*ResolveCheckpointDir(job), job + "/step-12");  // no latest: newest committed
   ASSERT_TRUE(UpdateLatestPointer(job, 3).ok());
   EXPECT_EQ(*ResolveCheckpointDir(job), job + "/step-3");
+  EXPECT_EQ(*ResolveCheckpointDir(job + "/latest"), job + "/step-3");  // the pointer file itself
   ASSERT_TRUE(UpdateLatestPointer(job, 12).ok());
   ASSERT_TRUE(UpdateLatestPointer(job, 3).ok());  // an older save never moves latest back
   EXPECT_EQ(*ReadLatestPointer(job), "step-12");

@@ -50,6 +50,12 @@ StatusOr<CheckpointSignature> ParseCheckpointSignature(const std::string& envelo
 
 StatusOr<std::string> ResolveCheckpointDir(const std::string& path) {
   if (!PathExists(path)) return NotFound("no checkpoint at " + path);
+  // The `latest` pointer file itself stands for the job directory it lives in.
+  std::error_code ec;
+  if (fs::path(path).filename() == kLatestFile && fs::is_regular_file(path, ec)) {
+    std::string job = fs::path(path).parent_path().string();
+    return ResolveCheckpointDir(job.empty() ? "." : job);
+  }
   if (PathExists(JoinPath(path, kManifestFile))) return path;
   // A step directory without a manifest is a damaged checkpoint, not a job directory.
   if (ParseStepDirName(fs::path(path).filename().string())) return path;

@@ -24,7 +24,8 @@ struct LoadedCheckpoint {
   TrainerSnapshot snapshot;
 };
 
-// PATH may be a step directory (holds manifest.pb) or a job directory: then `latest`
+// PATH may be a step directory (holds manifest.pb), a job's `latest` pointer file, or a
+// job directory: then `latest`
 // names the step; if `latest` is missing or names a directory that does not exist (a
 // crash while replacing a step), the newest committed step-N directory is used. A
 // `latest` that names a checkpoint which fails verification is refused, not skipped.

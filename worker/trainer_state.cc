@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "checkpoint/async_writer.h"
 #include "common/log.h"
@@ -92,7 +94,9 @@ StatusOr<TrainingPosition> RestoreSnapshot(const TrainerSnapshot& snap, Model& m
     while (i < params.size() && params[i].name != t.name) ++i;
     if (i == params.size()) return InvalidArgument("checkpoint tensor '" + t.name + "' does not exist in this model");
     if (t.dtype != "F32" || t.shape != params[i].shape || t.bytes.size() != params[i].numel * sizeof(float))
-      return InvalidArgument("checkpoint tensor '" + t.name + "' has another dtype or shape than the model's");
+      return InvalidArgument(fmt::format("checkpoint tensor '{}' is {}[{}], the model's is F32[{}] (was it saved from "
+                                         "another model.layers?)",
+                                         t.name, t.dtype, fmt::join(t.shape, ","), fmt::join(params[i].shape, ",")));
     by_param[i] = &t;
   }
   for (size_t i = 0; i < params.size(); ++i)

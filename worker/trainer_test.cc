@@ -3,6 +3,7 @@
 // on real Fashion-MNIST must learn.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <filesystem>
 #include <random>
 #include <thread>
@@ -15,6 +16,7 @@
 #include "worker/models/mlp.h"
 #include "worker/checkpoint_glue.h"
 #include "worker/trainer.h"
+#include "worker/trainer_state.h"
 
 namespace shoal {
 namespace {
@@ -208,6 +210,40 @@ TEST_F(TrainerCheckpointTest, ResumeReproducesTheUninterruptedRunBitForBit) {
     EXPECT_EQ(0, std::memcmp(full.params.data(), resumed.params.data(), full.params.size() * sizeof(float)))
         << "resumed parameters differ from the uninterrupted run";
   }
+}
+
+size_t NumParameters(Model& m) {
+  size_t n = 0;
+  for (const ParamTensor& p : m.params()) n += p.numel;
+  return n;
+}
+
+// A snapshot of another model is refused by name and shape before anything is applied.
+TEST(TrainerState, RestoreRefusesAnotherModelAndChangesNothing) {
+  auto saved = MakeMlp({20, 16, 4}, 1);
+  auto other = MakeMlp({20, 8, 4}, 2);
+  ASSERT_TRUE(saved.ok() && other.ok());
+  SgdMomentum saved_opt(SgdOptions{}, NumParameters(**saved));
+  SgdMomentum other_opt(SgdOptions{}, NumParameters(**other));
+  TrainerSnapshot snap;
+  BuildSnapshot(**saved, saved_opt, nullptr, TrainingPosition{7, 0, 224}, 1, 0, &snap);
+  const std::vector<float> before((*other)->params()[0].data,
+                                  (*other)->params()[0].data + (*other)->params()[0].numel);
+  auto r = RestoreSnapshot(snap, **other, other_opt, nullptr, 1, 0);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("[16,20]"), std::string::npos) << r.status().ToString();  // saved shape
+  EXPECT_NE(r.status().message().find("[8,20]"), std::string::npos) << r.status().ToString();   // the model's
+  EXPECT_EQ(0, std::memcmp(before.data(), (*other)->params()[0].data, before.size() * sizeof(float)));
+  // The same model restores, at the saved position.
+  auto same = MakeMlp({20, 16, 4}, 3);
+  SgdMomentum same_opt(SgdOptions{}, NumParameters(**same));
+  auto pos = RestoreSnapshot(snap, **same, same_opt, nullptr, 1, 0);
+  ASSERT_TRUE(pos.ok()) << pos.status().ToString();
+  EXPECT_EQ(pos->step, 7);
+  EXPECT_EQ(pos->cursor, 224);
+  EXPECT_EQ(0, std::memcmp((*saved)->params()[0].data, (*same)->params()[0].data,
+                           (*saved)->params()[0].numel * sizeof(float)));
 }
 
 TEST_F(TrainerCheckpointTest, ResumesAtAnotherWorldSizeAndRefusesAnUntrustedCheckpoint) {
