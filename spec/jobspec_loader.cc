@@ -59,7 +59,7 @@ JobSpec DefaultJobSpec() {
   CollectivesSpec* c = s.mutable_collectives();
   c->set_backend("auto");
   c->set_codec("none");
-  c->set_bucket_mib(4);
+  c->set_bucket_mib(16);  // ReducerOptions::bucket_mib, chosen by measurement (docs/BENCHMARKS.md)
   c->set_timeout_s(60);
   c->set_overlap(true);
   c->set_powersgd_rank(4);

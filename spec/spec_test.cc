@@ -59,7 +59,7 @@ TEST(Defaults, MatchDocumentedValues) {
   EXPECT_DOUBLE_EQ(s.workers().heartbeat_timeout_s(), 5);
   EXPECT_EQ(s.collectives().backend(), "auto");
   EXPECT_EQ(s.collectives().codec(), "none");
-  EXPECT_DOUBLE_EQ(s.collectives().bucket_mib(), 4);
+  EXPECT_DOUBLE_EQ(s.collectives().bucket_mib(), 16);
   EXPECT_DOUBLE_EQ(s.collectives().timeout_s(), 60);
   EXPECT_TRUE(s.collectives().overlap());
   EXPECT_EQ(s.checkpoint().dir(), "");
