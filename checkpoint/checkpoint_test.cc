@@ -2,6 +2,7 @@
 // including an empty state), lineage fields in the manifest, asynchronous saves and
 // their callback, keys and unsigned checkpoints.
 #include <gtest/gtest.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 #include <atomic>
@@ -474,6 +475,31 @@ TEST(Keys, UnsignedAndUntrustedNeedAllowUnsigned) {
   ASSERT_TRUE(allowed.ok());
   EXPECT_FALSE(allowed->signature_verified);
   EXPECT_EQ(allowed->signer_key_id, "");
+}
+
+// A grown signature or manifest is refused by its size, before it is read into memory
+// (a sparse file: nothing is written to disk either), with or without --allow-unsigned.
+TEST(Keys, OversizedSignatureOrManifestIsRefusedUnread) {
+  TempDir tmp;
+  Keys k;
+  AsyncCheckpointerOptions o;
+  o.job_dir = tmp / "job";
+  o.key = k.key;
+  ASSERT_TRUE((*AsyncCheckpointer::Create(o))->SaveNow(MakeSnapshot(1, 4096, 5)).ok());
+  ASSERT_TRUE(LoadCheckpoint(o.job_dir, k.trust, false).ok());
+  for (const char* file : {"manifest.sig", "manifest.pb"}) {
+    SCOPED_TRACE(file);
+    const std::string path = o.job_dir + "/step-5/" + file;
+    const std::string saved = *ReadFile(path);
+    ASSERT_EQ(::truncate(path.c_str(), off_t{1} << 30), 0);  // 1 GiB
+    for (bool allow_unsigned : {false, true}) {
+      auto r = LoadCheckpoint(o.job_dir, k.trust, allow_unsigned);
+      EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << r.status().ToString();
+      EXPECT_NE(r.status().message().find(path + ": larger than"), std::string::npos) << r.status().ToString();
+    }
+    ASSERT_TRUE(WriteFileAtomic(path, saved).ok());
+    ASSERT_TRUE(LoadCheckpoint(o.job_dir, k.trust, false).ok());
+  }
 }
 
 TEST(Checkpoint, SavingAStepAgainReplacesIt) {

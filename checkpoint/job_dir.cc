@@ -47,7 +47,7 @@ StatusOr<std::vector<int64_t>> ListCommittedSteps(const std::string& job_dir) {
 }
 
 StatusOr<std::string> ReadLatestPointer(const std::string& job_dir) {
-  auto text = ReadFile(JoinPath(job_dir, kLatestFile));
+  auto text = ReadFile(JoinPath(job_dir, kLatestFile), 4096);  // "step-<N>\n"
   if (!text.ok()) return text.status();
   std::string name = *text;
   while (!name.empty() && (name.back() == '\n' || name.back() == ' ')) name.pop_back();

@@ -75,6 +75,10 @@ StatusOr<std::string> ResolveCheckpointDir(const std::string& path) {
 namespace {
 
 constexpr size_t kReadChunk = 4 << 20;
+// Read whole before anything checks them, so bounded: far above what any real job
+// writes (a subject or a tensor entry is ~100 bytes), far below what exhausts memory.
+constexpr size_t kMaxSignatureBytes = size_t{64} << 20;
+constexpr size_t kMaxManifestBytes = size_t{256} << 20;
 
 // Where a shard's bytes go when loading: consecutive pieces of tensor buffers.
 struct Span {
@@ -223,7 +227,8 @@ StatusOr<LoadedCheckpoint> Open(const std::string& path, const TrustStore& trust
 
   // 1. Signature, before anything else is believed.
   std::optional<std::map<std::string, std::string>> subjects;
-  StatusOr<std::string> envelope = ReadFile(sig_path);
+  StatusOr<std::string> envelope = ReadFile(sig_path, kMaxSignatureBytes);
+  if (!envelope.ok() && envelope.status().code() == StatusCode::kInvalidArgument) return envelope.status();  // too large
   if (!envelope.ok() && envelope.status().code() != StatusCode::kNotFound)
     return DataLoss(sig_path + ": " + envelope.status().message());
   if (!envelope.ok()) {
@@ -246,7 +251,9 @@ StatusOr<LoadedCheckpoint> Open(const std::string& path, const TrustStore& trust
   }
 
   // 2. The manifest must be the one the statement signed.
-  StatusOr<std::string> manifest_bytes = ReadFile(manifest_path);
+  StatusOr<std::string> manifest_bytes = ReadFile(manifest_path, kMaxManifestBytes);
+  if (!manifest_bytes.ok() && manifest_bytes.status().code() == StatusCode::kInvalidArgument)
+    return manifest_bytes.status();  // too large
   if (!manifest_bytes.ok())
     return DataLoss(manifest_path + ": " + (manifest_bytes.status().code() == StatusCode::kNotFound
                                                 ? std::string("missing") : manifest_bytes.status().message()));

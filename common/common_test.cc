@@ -125,6 +125,10 @@ TEST(FileUtil, AtomicWriteReplacesContent) {
   ASSERT_TRUE(WriteFileAtomic(path, "two").ok());
   EXPECT_EQ(*ReadFile(path), "two");
   EXPECT_EQ(ReadFile(path + ".missing").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(*ReadFile(path, 3), "two");  // exactly at the limit
+  auto capped = ReadFile(path, 2);
+  EXPECT_EQ(capped.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(capped.status().message().find(path), std::string::npos);
   std::filesystem::remove(path);
 }
 

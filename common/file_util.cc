@@ -17,12 +17,18 @@ Status Errno(const std::string& what, const std::string& path) {
 }
 }  // namespace
 
-StatusOr<std::string> ReadFile(const std::string& path) {
+StatusOr<std::string> ReadFile(const std::string& path, size_t max_bytes) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     if (errno == ENOENT) return NotFound("no such file: " + path);
     return Errno("cannot open", path);
   }
+  auto too_large = [&] {
+    ::close(fd);
+    return InvalidArgument(path + ": larger than " + std::to_string(max_bytes) + " bytes, the most accepted here");
+  };
+  struct stat st;
+  if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && static_cast<uint64_t>(st.st_size) > max_bytes) return too_large();
   std::string out;
   char buf[1 << 16];
   for (;;) {
@@ -33,6 +39,7 @@ StatusOr<std::string> ReadFile(const std::string& path) {
       return Errno("read failed on", path);
     }
     if (n == 0) break;
+    if (out.size() + static_cast<size_t>(n) > max_bytes) return too_large();  // grew while read
     out.append(buf, static_cast<size_t>(n));
   }
   ::close(fd);

@@ -27,7 +27,7 @@ constexpr char kSecretHeader[] = "shoal-ed25519-secret v1";
 constexpr char kPublicHeader[] = "shoal-ed25519-public v1";
 
 StatusOr<std::string> ParseKeyFile(const std::string& path, const std::string& header, size_t raw_len) {
-  ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  ASSIGN_OR_RETURN(std::string text, ReadFile(path, 4096));  // two short lines
   std::istringstream in(text);
   std::string first, hex;
   std::getline(in, first);

@@ -15,6 +15,10 @@
 namespace shoal {
 
 namespace {
+// The manifest and its signature are read whole before they are checked: bounded, far
+// above what a real dataset's (a line per shard) reach.
+constexpr size_t kMaxDatasetManifestBytes = size_t{64} << 20;
+
 bool IsPlainShardName(const std::string& f) {
   if (f.empty() || f.size() > 200 || f[0] == '.') return false;
   if (f.find('/') != std::string::npos || f.find('\\') != std::string::npos) return false;
@@ -28,7 +32,7 @@ StatusOr<std::string> ReadManifestBytes(const std::string& dir) {
   std::string path = dir + "/" + kDatasetManifestFile;
   if (!PathExists(path))
     return NotFound(dir + " has no " + kDatasetManifestFile + " (not an ingested dataset; run `shoalctl data ingest`)");
-  return ReadFile(path);
+  return ReadFile(path, kMaxDatasetManifestBytes);
 }
 }  // namespace
 
@@ -109,7 +113,7 @@ Status CheckSignature(const std::string& dir, const DatasetManifest& m, const st
     out->provenance = "unsigned (allowed)";
     return OkStatus();
   }
-  ASSIGN_OR_RETURN(std::string env, ReadFile(sig_path));
+  ASSIGN_OR_RETURN(std::string env, ReadFile(sig_path, kMaxDatasetManifestBytes));
   VerifiedEnvelope verified;
   if (trust.trust.empty()) {
     if (!trust.allow_unsigned)

@@ -119,7 +119,7 @@ StatusOr<JobSpec> ParseJobSpec(const std::string& yaml_text, const std::vector<s
 }
 
 StatusOr<JobSpec> LoadJobSpecFile(const std::string& path, const std::vector<std::string>& overrides) {
-  StatusOr<std::string> text = ReadFile(path);
+  StatusOr<std::string> text = ReadFile(path, size_t{16} << 20);  // a spec is a page or two
   if (!text.ok()) {
     if (text.status().code() == StatusCode::kNotFound) {
       return NotFound("job spec file not found: " + path);
