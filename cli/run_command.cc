@@ -14,6 +14,7 @@
 
 #include "cli/commands.h"
 #include "cli/format.h"
+#include "cli/worker_launch.h"
 #include "common/clock.h"
 #include "common/file_util.h"
 #include "common/log.h"
@@ -65,34 +66,6 @@ StatusOr<std::string> ResolveResume(const JobSpec& spec, const std::string& resu
   return best.string();
 }
 
-// shoal-worker lives next to shoalctl (both in build/bin, or both installed together).
-std::string WorkerBinary() {
-  std::error_code ec;
-  auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
-  if (!ec) {
-    auto candidate = self.parent_path() / "shoal-worker";
-    if (std::filesystem::exists(candidate)) return candidate.string();
-  }
-  return "shoal-worker";  // from PATH
-}
-
-pid_t SpawnWorker(const std::string& binary, const std::string& endpoint, const std::string& job, int blas_threads) {
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    // Workers started by `run` must not think they run under an outer mpirun.
-    for (const char* v : {"OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_NTASKS", "SLURM_PROCID"})
-      ::unsetenv(v);
-    std::string threads = std::to_string(blas_threads);
-    ::execl(binary.c_str(), binary.c_str(), "--coordinator", endpoint.c_str(), "--job", job.c_str(), "--blas-threads",
-            threads.c_str(), static_cast<char*>(nullptr));
-    ::execlp("shoal-worker", "shoal-worker", "--coordinator", endpoint.c_str(), "--job", job.c_str(), "--blas-threads",
-             threads.c_str(), static_cast<char*>(nullptr));
-    std::fprintf(stderr, "shoalctl: cannot start %s: %s\n", binary.c_str(), std::strerror(errno));
-    ::_exit(127);
-  }
-  return pid;
-}
-
 StatusOr<Job> FetchJob(ControlClient& client, const std::string& job_id, StatusResponse* full) {
   Request r;
   r.mutable_status()->set_job_id(job_id);
@@ -102,8 +75,11 @@ StatusOr<Job> FetchJob(ControlClient& client, const std::string& job_id, StatusR
   return resp.status().jobs(0);
 }
 
-// Prints progress until the job ends; returns the final job record.
-StatusOr<Job> Watch(ControlClient& client, const std::string& job_id, const std::vector<pid_t>& pids, bool quiet) {
+// Prints progress until the job ends; returns the final job record. Reaps the launched
+// processes as they exit: one that fails is reported at once (the coordinator only
+// notices a dead worker by its heartbeat), and when none is left before the job ended,
+// nothing can finish it, so the job is cancelled and the run fails.
+StatusOr<Job> Watch(ControlClient& client, const std::string& job_id, std::vector<LaunchedProcess> live, bool quiet) {
   const bool tty = ::isatty(STDERR_FILENO);
   int last_epoch_printed = -1;
   double last_line = 0;
@@ -137,15 +113,30 @@ StatusOr<Job> Watch(ControlClient& client, const std::string& job_id, const std:
       if (!quiet && tty) std::fprintf(stderr, "\n");
       return job;
     }
-    // A worker that died before the job ended: the coordinator notices by heartbeat
-    // timeout; say so now so the user is not left guessing.
-    for (pid_t pid : pids) {
+    std::string last_exit;
+    for (auto it = live.begin(); it != live.end();) {
       int st;
-      if (::waitpid(pid, &st, WNOHANG) == pid && (!WIFEXITED(st) || WEXITSTATUS(st) != 0)) {
-        std::string why = WIFSIGNALED(st) ? "killed by signal " + std::to_string(WTERMSIG(st))
-                                          : "exited with code " + std::to_string(WEXITSTATUS(st));
-        std::fprintf(stderr, "%sshoalctl: worker pid %d %s\n", tty ? "\n" : "", pid, why.c_str());
+      if (::waitpid(it->pid, &st, WNOHANG) != it->pid) {
+        ++it;
+        continue;
       }
+      last_exit = it->what + " (pid " + std::to_string(it->pid) + ") " +
+                  (WIFSIGNALED(st) ? "was killed by signal " + std::to_string(WTERMSIG(st))
+                                   : "exited with code " + std::to_string(WEXITSTATUS(st)));
+      if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) std::fprintf(stderr, "%sshoalctl: %s\n", tty ? "\n" : "", last_exit.c_str());
+      it = live.erase(it);
+    }
+    if (live.empty()) {
+      // Exited workers may have reported the job's end just now: look once more.
+      ASSIGN_OR_RETURN(Job again, FetchJob(client, job_id, nullptr));
+      if (IsTerminal(again.state())) return again;
+      Request c;
+      c.mutable_cancel()->set_job_id(job_id);
+      c.mutable_cancel()->set_reason("every worker process exited before the job ended; the last: " + last_exit);
+      (void)client.Call(c, std::chrono::seconds(5));
+      ASSIGN_OR_RETURN(Job cancelled, FetchJob(client, job_id, nullptr));
+      if (IsTerminal(cancelled.state())) return cancelled;  // its reason says why
+      return Aborted("job " + job_id + ": every worker process exited before the job ended (the last: " + last_exit + ")");
     }
   }
 }
@@ -192,24 +183,25 @@ int DoRun(const RunOptions& o) {
                  spec->collectives().backend().c_str(), endpoint.c_str());
 
   int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  int blas_threads = std::max(1, cores / n);
-  std::vector<pid_t> pids;
-  std::string binary = WorkerBinary();
-  for (int i = 0; i < n; ++i) {
-    pid_t pid = SpawnWorker(binary, endpoint, job_id, blas_threads);
-    if (pid < 0) return ReportError(Internal("fork failed: " + std::string(std::strerror(errno))));
-    pids.push_back(pid);
-  }
+  WorkerLaunch launch{spec->collectives().backend(), n, endpoint, job_id, std::max(1, cores / n)};
+  auto launched = LaunchWorkers(launch);
+  if (!launched.ok()) return ReportError(launched.status());
 
-  auto job = Watch(client, job_id, pids, o.quiet);
-  // Workers exit on their own once the job ends; give them a moment, then insist.
+  auto job = Watch(client, job_id, *launched, o.quiet);
+  // Workers exit on their own once the job ends; give them a moment, then insist
+  // (mpirun first gets SIGTERM, which it forwards to its ranks).
   double deadline = MonotonicSeconds() + 15;
-  for (pid_t pid : pids) {
+  for (const LaunchedProcess& p : *launched) {
     int st;
-    while (::waitpid(pid, &st, WNOHANG) == 0) {
-      if (MonotonicSeconds() > deadline) {
-        ::kill(pid, SIGKILL);
-        ::waitpid(pid, &st, 0);
+    bool termed = false;
+    while (::waitpid(p.pid, &st, WNOHANG) == 0) {
+      if (MonotonicSeconds() > deadline && !termed) {
+        ::kill(p.pid, SIGTERM);
+        termed = true;
+        deadline += 5;
+      } else if (MonotonicSeconds() > deadline) {
+        ::kill(p.pid, SIGKILL);
+        ::waitpid(p.pid, &st, 0);
         break;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -265,7 +257,9 @@ int DoRun(const RunOptions& o) {
 
 void RegisterRunCommand(CLI::App& app, int* exit_code) {
   auto opts = std::make_shared<RunOptions>();
-  CLI::App* run = app.add_subcommand("run", "Run a job here: embedded coordinator on loopback, workers as child processes");
+  CLI::App* run = app.add_subcommand(
+      "run", "Run a job here: embedded coordinator on loopback, workers as child processes (through mpirun for "
+             "collectives.backend=mpi)");
   run->add_option("spec", opts->spec_path, "job spec YAML file")->required();
   run->add_option("--workers", opts->workers, "number of workers (overrides workers.initial)")->check(CLI::Range(1, 256));
   run->add_option("--summary", opts->summary_path, "write the run summary as JSON to this file");

@@ -171,6 +171,40 @@ TEST(ShoalctlRun, TrainsTwoWorkersAndWritesTheSummary) {
   EXPECT_TRUE(std::filesystem::exists(dir + "/.shoal/coordinator")) << "state under ./.shoal/";
 }
 
+// collectives.backend=mpi: `run` starts its workers through one mpirun, and they reduce
+// with MPI.
+TEST(ShoalctlRun, MpiBackendStartsTheWorkersThroughMpirun) {
+  if (!HaveDataset()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
+  std::string dir = TempDir("run-mpi");
+  auto r = RunCommand({kBin + "/shoalctl", "run", kSpec, "--workers", "2", "--json", "--set", "training.max_steps=40",
+                       "--set", "training.evaluate=false", "--set", "collectives.backend=mpi"},
+                      240, dir);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  auto s = nlohmann::json::parse(r.out, nullptr, false);
+  ASSERT_FALSE(s.is_discarded()) << r.out;
+  EXPECT_EQ(s["state"], "completed");
+  EXPECT_EQ(s["backend"], "mpi");
+  EXPECT_EQ(s["world_size"], 2);
+  EXPECT_EQ(s["steps"], 40);
+  EXPECT_GT(s["bytes_sent_per_worker"].get<int64_t>(), 0);
+}
+
+// Worker processes that all exit before the job ends (here a worker binary that cannot
+// work) fail the run at once, with the reason, instead of leaving it waiting forever.
+TEST(ShoalctlRun, WorkersThatAllExitEarlyFailTheRunInsteadOfHanging) {
+  if (!HaveDataset()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
+  std::string dir = TempDir("run-noworker");
+  auto r = RunCommand({"/usr/bin/env", "SHOAL_WORKER=/bin/false", kBin + "/shoalctl", "run", kSpec, "--workers", "2",
+                       "--json", "--set", "training.max_steps=40"},
+                      60, dir);
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  auto s = nlohmann::json::parse(r.out, nullptr, false);
+  ASSERT_FALSE(s.is_discarded()) << r.out << r.err;
+  EXPECT_EQ(s["state"], "cancelled");
+  EXPECT_NE(r.err.find("worker 0"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("exited with code 1"), std::string::npos) << r.err;
+}
+
 // The only job directory under a run's checkpoint.dir.
 std::string OnlyJobDir(const std::string& ckpt_dir) {
   std::vector<std::string> jobs;
