@@ -1,6 +1,7 @@
 #include "cli/worker_launch.h"
 
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -22,12 +23,20 @@ std::string EnvOr(const char* name, const std::string& fallback) {
 
 // Forks and execs argv (argv[0] a path, or a name looked up in PATH). The child forgets
 // any outer launcher, so that a worker started here never takes an outer mpirun's rank.
+// It gets a process group of its own: Ctrl-C at the terminal then reaches shoalctl
+// alone, which cancels the job so that every worker stops at the same step (a worker
+// signalled directly would stop on its own and fail the job). And it is sent SIGTERM
+// if shoalctl dies, so that no worker outlives the run that started it.
 pid_t Spawn(const std::vector<std::string>& argv) {
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
+  const pid_t parent = ::getpid();
   pid_t pid = ::fork();
   if (pid == 0) {
+    ::setpgid(0, 0);
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (::getppid() != parent) ::_exit(143);  // shoalctl died before prctl took effect
     for (const char* v : {"OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "PMIX_RANK",
                           "SLURM_NTASKS", "SLURM_PROCID"})
       ::unsetenv(v);

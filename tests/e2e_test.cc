@@ -205,6 +205,64 @@ TEST(ShoalctlRun, WorkersThatAllExitEarlyFailTheRunInsteadOfHanging) {
   EXPECT_NE(r.err.find("exited with code 1"), std::string::npos) << r.err;
 }
 
+// A long `shoalctl run` in the background, logging to DIR/run.log; returns once its
+// workers train (the job id read from the log), or with an empty id after 60 s.
+std::string StartLongRun(const std::string& dir, std::unique_ptr<BackgroundProcess>* run) {
+  *run = std::make_unique<BackgroundProcess>(
+      std::vector<std::string>{kBin + "/shoalctl", "run", kSpec, "--workers", "2", "--state-dir", dir + "/.shoal",
+                               "--set", "training.epochs=200"},
+      dir + "/run.log");
+  for (int i = 0; i < 600; ++i) {
+    const std::string log = ReadText(dir + "/run.log");
+    const size_t at = log.find("shoalctl: job ");
+    if (at != std::string::npos && log.find("samples/s") != std::string::npos) {
+      const size_t start = at + std::string("shoalctl: job ").size();
+      return log.substr(start, log.find(',', start) - start);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return "";
+}
+
+bool WorkersOfJobRunning(const std::string& job) {
+  return RunCommand({"pgrep", "-f", "shoal-worker.*--job " + job}, 10).exit_code == 0;
+}
+
+// Ctrl-C reaches shoalctl (the workers have a process group of their own): it cancels
+// the job, every worker stops through the coordinator, and the run exits 130.
+TEST(ShoalctlRun, InterruptCancelsTheJobAndEveryWorkerStops) {
+  if (!HaveDataset()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
+  std::string dir = TempDir("run-interrupt");
+  std::unique_ptr<BackgroundProcess> run;
+  const std::string job = StartLongRun(dir, &run);
+  ASSERT_FALSE(job.empty()) << ReadText(dir + "/run.log");
+  ASSERT_TRUE(WorkersOfJobRunning(job));
+  run->Kill(SIGINT);
+  EXPECT_EQ(run->Wait(60), 130) << ReadText(dir + "/run.log");
+  const std::string log = ReadText(dir + "/run.log");
+  EXPECT_NE(log.find("job " + job + " cancelled"), std::string::npos) << log;
+  EXPECT_NE(log.find("interrupted (Ctrl-C)"), std::string::npos) << log;
+  EXPECT_FALSE(WorkersOfJobRunning(job));
+}
+
+// shoalctl killed outright: its workers are sent SIGTERM and do not outlive it.
+TEST(ShoalctlRun, WorkersDoNotOutliveAKilledShoalctl) {
+  if (!HaveDataset()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
+  std::string dir = TempDir("run-killed");
+  std::unique_ptr<BackgroundProcess> run;
+  const std::string job = StartLongRun(dir, &run);
+  ASSERT_FALSE(job.empty()) << ReadText(dir + "/run.log");
+  ASSERT_TRUE(WorkersOfJobRunning(job));
+  run->Kill(SIGKILL);
+  run->Wait(10);
+  bool gone = false;
+  for (int i = 0; i < 300 && !gone; ++i) {  // they may first try to report to the dead coordinator
+    gone = !WorkersOfJobRunning(job);
+    if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_TRUE(gone) << "workers of " << job << " still running 30 s after shoalctl was killed";
+}
+
 // The only job directory under a run's checkpoint.dir.
 std::string OnlyJobDir(const std::string& ckpt_dir) {
   std::vector<std::string> jobs;

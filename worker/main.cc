@@ -146,7 +146,14 @@ int Run(const std::string& endpoint, const std::string& job_id, int blas_threads
 
   WorkerMetrics last_metrics;
   auto fail = [&](const Status& s) {
-    SHOAL_LOG_ERROR("{}", s.ToString());
+    // A collective aborted because the coordinator ended the job, or training stopped
+    // by SIGINT/SIGTERM, is the stop that was asked for, not a fault of this worker.
+    if ((s.code() == StatusCode::kAborted && heartbeat.stop_requested()) ||
+        (s.code() == StatusCode::kCancelled && g_signalled.load())) {
+      SHOAL_LOG_INFO("stopped: {}", s.ToString());
+    } else {
+      SHOAL_LOG_ERROR("{}", s.ToString());
+    }
     ReportFinish(client, member_id, s, nullptr, last_metrics);
     return kExitFailed;
   };
