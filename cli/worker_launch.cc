@@ -50,7 +50,7 @@ pid_t Spawn(const std::vector<std::string>& argv) {
 }  // namespace
 
 std::string WorkerBinary() {
-  if (const char* v = std::getenv("SHOAL_WORKER"); v && *v) return v;
+  if (std::string v = EnvOr("SHOAL_WORKER", ""); !v.empty()) return v;
   std::error_code ec;
   auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
   if (!ec) {
