@@ -223,8 +223,8 @@ int DoRun(const RunOptions& o) {
     if (!job->failure_reason().empty()) std::printf("  reason: %s\n", job->failure_reason().c_str());
     if (job->state() == JOB_COMPLETED) {
       const JobResult& r = job->result();
-      std::printf("  epochs %d, steps %lld, world size %d, backend %s\n", r.epochs(), static_cast<long long>(r.steps()),
-                  r.world_size(), r.backend().c_str());
+      std::printf("  %lld steps, %d epoch(s) completed, world size %d, backend %s\n", static_cast<long long>(r.steps()),
+                  r.epochs(), r.world_size(), r.backend().c_str());
       std::printf("  final test accuracy %.4f, final loss %.4f\n", r.final_test_accuracy(), r.final_loss());
       std::printf("  %.0f samples/s, %.1f s wall, %.1f MiB sent per worker\n", r.samples_per_second(), r.wall_seconds(),
                   r.bytes_sent_per_worker() / 1048576.0);

@@ -61,8 +61,10 @@ class MpiCommunicator : public Communicator {
   int size() const override;
   std::string backend() const override { return "mpi"; }
 
-  // MPI_Iallreduce in f32 (bf16/f16 converted to f32 and back; average divides the
-  // f32 sum before converting, so there is one rounding to the 16-bit dtype).
+  // Summed in f32 by MPI (bf16/f16 converted to f32 and back; average divides the f32
+  // sum before converting, so there is one rounding to the 16-bit dtype): blocking
+  // MPI_Allreduce on the progress thread under MPI_THREAD_MULTIPLE, else MPI_Iallreduce
+  // polled with MPI_Test.
   Status AllReduce(void* data, size_t count, DType dtype, ReduceOp op,
                    const CollectiveOptions& opts) override;
   Status AllGather(const void* send, void* recv, size_t bytes_per_rank,
