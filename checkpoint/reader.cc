@@ -80,6 +80,16 @@ constexpr size_t kReadChunk = 4 << 20;
 constexpr size_t kMaxSignatureBytes = size_t{64} << 20;
 constexpr size_t kMaxManifestBytes = size_t{256} << 20;
 
+// ReadFile for manifest.sig and manifest.pb: kNotFound stays for the caller to word, an
+// oversized file is refused as ReadFile words it (kInvalidArgument), and any other
+// failure to read is kDataLoss.
+StatusOr<std::string> ReadBounded(const std::string& path, size_t max_bytes) {
+  StatusOr<std::string> bytes = ReadFile(path, max_bytes);
+  const StatusCode code = bytes.status().code();
+  if (bytes.ok() || code == StatusCode::kNotFound || code == StatusCode::kInvalidArgument) return bytes;
+  return DataLoss(path + ": " + bytes.status().message());
+}
+
 // Where a shard's bytes go when loading: consecutive pieces of tensor buffers.
 struct Span {
   char* data;
@@ -227,10 +237,8 @@ StatusOr<LoadedCheckpoint> Open(const std::string& path, const TrustStore& trust
 
   // 1. Signature, before anything else is believed.
   std::optional<std::map<std::string, std::string>> subjects;
-  StatusOr<std::string> envelope = ReadFile(sig_path, kMaxSignatureBytes);
-  if (!envelope.ok() && envelope.status().code() == StatusCode::kInvalidArgument) return envelope.status();  // too large
-  if (!envelope.ok() && envelope.status().code() != StatusCode::kNotFound)
-    return DataLoss(sig_path + ": " + envelope.status().message());
+  StatusOr<std::string> envelope = ReadBounded(sig_path, kMaxSignatureBytes);
+  if (!envelope.ok() && envelope.status().code() != StatusCode::kNotFound) return envelope.status();
   if (!envelope.ok()) {
     if (!allow_unsigned)
       return PermissionDenied(sig_path + ": missing, the checkpoint is unsigned (pass --allow-unsigned to load it anyway)");
@@ -251,12 +259,10 @@ StatusOr<LoadedCheckpoint> Open(const std::string& path, const TrustStore& trust
   }
 
   // 2. The manifest must be the one the statement signed.
-  StatusOr<std::string> manifest_bytes = ReadFile(manifest_path, kMaxManifestBytes);
-  if (!manifest_bytes.ok() && manifest_bytes.status().code() == StatusCode::kInvalidArgument)
-    return manifest_bytes.status();  // too large
+  StatusOr<std::string> manifest_bytes = ReadBounded(manifest_path, kMaxManifestBytes);
   if (!manifest_bytes.ok())
-    return DataLoss(manifest_path + ": " + (manifest_bytes.status().code() == StatusCode::kNotFound
-                                                ? std::string("missing") : manifest_bytes.status().message()));
+    return manifest_bytes.status().code() == StatusCode::kNotFound ? DataLoss(manifest_path + ": missing")
+                                                                    : manifest_bytes.status();
   out.manifest_digest = Sha256Hex(*manifest_bytes);
   if (subjects) {
     auto it = subjects->find(kManifestFile);

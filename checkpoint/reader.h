@@ -25,9 +25,9 @@ struct LoadedCheckpoint {
 };
 
 // PATH may be a step directory (holds manifest.pb), a job's `latest` pointer file, or a
-// job directory: then `latest`
-// names the step; if `latest` is missing or names a directory that does not exist (a
-// crash while replacing a step), the newest committed step-N directory is used. A
+// job directory: then `latest` names the step; if `latest` is missing or names a
+// directory that does not exist (a crash while replacing a step), the newest committed
+// step-N directory is used. A
 // `latest` that names a checkpoint which fails verification is refused, not skipped.
 StatusOr<std::string> ResolveCheckpointDir(const std::string& path);
 

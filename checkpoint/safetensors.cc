@@ -23,7 +23,6 @@ using nlohmann::json;
 // The format caps the header at 100 MB; anything larger is hostile.
 constexpr uint64_t kMaxHeader = 100'000'000;
 
-
 Status WriteAllFd(int fd, const char* p, size_t n, const std::string& path) {
   while (n > 0) {
     ssize_t w = ::write(fd, p, n);

@@ -130,13 +130,14 @@ StatusOr<Job> Watch(ControlClient& client, const std::string& job_id, std::vecto
       // Exited workers may have reported the job's end just now: look once more.
       ASSIGN_OR_RETURN(Job again, FetchJob(client, job_id, nullptr));
       if (IsTerminal(again.state())) return again;
+      const std::string why = "every worker process exited before the job ended; the last: " + last_exit;
       Request c;
       c.mutable_cancel()->set_job_id(job_id);
-      c.mutable_cancel()->set_reason("every worker process exited before the job ended; the last: " + last_exit);
+      c.mutable_cancel()->set_reason(why);
       (void)client.Call(c, std::chrono::seconds(5));
       ASSIGN_OR_RETURN(Job cancelled, FetchJob(client, job_id, nullptr));
       if (IsTerminal(cancelled.state())) return cancelled;  // its reason says why
-      return Aborted("job " + job_id + ": every worker process exited before the job ended (the last: " + last_exit + ")");
+      return Aborted("job " + job_id + ": " + why);
     }
   }
 }
