@@ -5,7 +5,8 @@
 #   bench/codec_accuracy.sh [WORKERS=4] [EPOCHS=3] [SEEDS="42"]
 # CODECS="none bf16 fp16 powersgd qblock qblock4 topk" picks the codecs (qblock4 is qblock
 # with qblock_bits=4); EXTRA="--set k=v ..." is passed to every run.
-# Set SHOAL_EMULATE_BANDWIDTH_MBPS=100 to emulate slow links (Gloo backend).
+# Set SHOAL_EMULATE_BANDWIDTH_MBPS=100 to emulate slow links (Gloo backend; the same as the
+# spec's collectives.emulate_bandwidth_mbps).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORKERS=${1:-4}; EPOCHS=${2:-3}; SEEDS=${3:-42}

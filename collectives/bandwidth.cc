@@ -24,12 +24,20 @@ StatusOr<double> ReadNonNegative(const char* name) {
 
 }  // namespace
 
-StatusOr<LinkEmulation> LinkEmulationFromEnv() {
+StatusOr<LinkEmulation> LinkEmulationFor(double spec_bandwidth_mbps, double spec_latency_us) {
   LinkEmulation e;
-  ASSIGN_OR_RETURN(e.bandwidth_mbps, ReadNonNegative("SHOAL_EMULATE_BANDWIDTH_MBPS"));
-  ASSIGN_OR_RETURN(e.latency_us, ReadNonNegative("SHOAL_EMULATE_LATENCY_US"));
+  e.bandwidth_mbps = spec_bandwidth_mbps;
+  e.latency_us = spec_latency_us;
+  if (e.bandwidth_mbps <= 0) {
+    ASSIGN_OR_RETURN(e.bandwidth_mbps, ReadNonNegative("SHOAL_EMULATE_BANDWIDTH_MBPS"));
+  }
+  if (e.latency_us <= 0) {
+    ASSIGN_OR_RETURN(e.latency_us, ReadNonNegative("SHOAL_EMULATE_LATENCY_US"));
+  }
   return e;
 }
+
+StatusOr<LinkEmulation> LinkEmulationFromEnv() { return LinkEmulationFor(0, 0); }
 
 TokenBucket::TokenBucket(const LinkEmulation& config)
     : config_(config),

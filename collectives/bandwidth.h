@@ -5,8 +5,9 @@
 // ring model). Test and benchmark feature, so the effect of compression can be
 // measured on one machine.
 //
-// Environment (read by MakeGlooCommunicator and MakeMpiCommunicator; unset, empty or
-// 0 = off):
+// Set by the job spec (collectives.emulate_bandwidth_mbps, collectives.emulate_latency_us)
+// or the environment, which a spec field left at 0 falls back to (read by
+// MakeGlooCommunicator and MakeMpiCommunicator when not given one; unset, empty or 0 = off):
 //   SHOAL_EMULATE_BANDWIDTH_MBPS  cap on this worker's send rate, in megabits per
 //                                 second (10^6 bit/s), summed over all its peers.
 //   SHOAL_EMULATE_LATENCY_US      microseconds added before every message is posted.
@@ -35,6 +36,10 @@ struct LinkEmulation {
 // Reads the two variables above. kInvalidArgument (naming the variable) for a value
 // that is not a finite non-negative number.
 StatusOr<LinkEmulation> LinkEmulationFromEnv();
+
+// The job spec's settings, field by field: a value > 0 is used as given, 0 takes the
+// environment's. Errors as LinkEmulationFromEnv (only a variable that is consulted).
+StatusOr<LinkEmulation> LinkEmulationFor(double spec_bandwidth_mbps, double spec_latency_us);
 
 // Thread-safe token bucket: every sender of one communicator shares it, so the cap is
 // per worker. The bucket starts EMPTY, so the first B bytes already take B / rate.

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdlib>
 
+#include "collectives/factory.h"
 #include "collectives/gloo/gloo_communicator.h"
 #include "collectives/memory_kv_store.h"
 #include "collectives/test_util.h"
@@ -84,15 +85,42 @@ TEST(LinkEmulationTest, ParsesEnvironment) {
   }
 }
 
+TEST(LinkEmulationTest, SpecFieldsOverrideTheEnvironmentOneByOne) {
+  EnvGuard env("100", "250");
+  auto both = LinkEmulationFor(40, 0);  // the spec sets the rate; the latency is the environment's
+  ASSERT_TRUE(both.ok());
+  EXPECT_EQ(both->bandwidth_mbps, 40);
+  EXPECT_EQ(both->latency_us, 250);
+  auto spec_only = LinkEmulationFor(0, 7);
+  ASSERT_TRUE(spec_only.ok());
+  EXPECT_EQ(spec_only->bandwidth_mbps, 100);
+  EXPECT_EQ(spec_only->latency_us, 7);
+}
+
+TEST(LinkEmulationTest, BadEnvironmentMattersOnlyWhereTheSpecDefersToIt) {
+  EnvGuard env("fast", nullptr);
+  EXPECT_TRUE(LinkEmulationFor(100, 0).ok());
+  auto deferred = LinkEmulationFor(0, 5);
+  EXPECT_EQ(deferred.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(deferred.status().message().find("SHOAL_EMULATE_BANDWIDTH_MBPS"), std::string::npos);
+}
+
 // End to end: with the cap on, an allreduce takes at least what each rank sent,
-// less one burst, over the rate.
-TEST(LinkEmulationTest, GlooAllreduceRespectsTheCap) {
-  EnvGuard env("100", nullptr);  // 12.5 MB/s per worker
+// less one burst, over the rate. Once set by the environment, once by the
+// communicator config (the job spec's path, through MakeCommunicator), where an
+// unreadable environment must not matter.
+class CappedAllreduceTest : public ::testing::TestWithParam<bool> {};
+
+TEST_P(CappedAllreduceTest, GlooAllreduceRespectsTheCap) {
+  const bool from_config = GetParam();
+  EnvGuard env(from_config ? "not-a-number" : "100", nullptr);  // 100 Mbit/s = 12.5 MB/s per worker
   MemoryKvStore kv;
   const std::string prefix = testing::UniquePrefix("capped");
   constexpr size_t kCount = 256 << 10;  // 1 MiB of floats
   testing::RunRanks(2, [&](int r) {
-    auto comm = MakeGlooCommunicator(r, 2, &kv, prefix, 10s);
+    CommunicatorConfig config{"gloo", r, 2, &kv, prefix, 10s};
+    if (from_config) config.link_emulation = LinkEmulation{100, 0};
+    auto comm = MakeCommunicator(config);
     ASSERT_TRUE(comm.ok()) << comm.status().ToString();
     std::vector<float> v(kCount, 1.0f);
     const auto start = Clock::now();
@@ -104,6 +132,9 @@ TEST(LinkEmulationTest, GlooAllreduceRespectsTheCap) {
     EXPECT_GE(elapsed, (sent - LinkEmulation{}.burst_bytes) / 12.5e6) << "rank " << r;
   });
 }
+
+INSTANTIATE_TEST_SUITE_P(EnvironmentOrConfig, CappedAllreduceTest, ::testing::Bool(),
+                         [](const auto& info) { return info.param ? "Config" : "Environment"; });
 
 }  // namespace
 }  // namespace shoal

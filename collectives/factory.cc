@@ -33,7 +33,7 @@ struct Backend {
 };
 
 StatusOr<std::unique_ptr<Communicator>> MakeMpi(const CommunicatorConfig& config) {
-  ASSIGN_OR_RETURN(auto comm, MakeMpiCommunicator());
+  ASSIGN_OR_RETURN(auto comm, MakeMpiCommunicator(config.link_emulation));
   if (config.size > 1 && config.size != comm->size()) {
     return InvalidArgument(fmt::format("mpi backend: job expects {} ranks but mpirun started {}",
                                        config.size, comm->size()));
@@ -48,7 +48,7 @@ const std::vector<Backend>& Backends() {
       {"gloo", [] { return true; }, "",
        [](const CommunicatorConfig& c) {
          return MakeGlooCommunicator(c.rank, c.size, c.kv, c.prefix, c.timeout,
-                                     c.interface_or_host);
+                                     c.interface_or_host, c.link_emulation);
        }},
 #if SHOAL_HAVE_NCCL
       // Enabled where a CUDA device is visible; the device comes from the launcher's

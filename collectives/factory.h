@@ -4,9 +4,11 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "collectives/bandwidth.h"
 #include "collectives/communicator.h"
 
 namespace shoal {
@@ -21,6 +23,8 @@ struct CommunicatorConfig {
   // Gloo only: interface name ("eth0") or host/address to bind to.
   std::string interface_or_host = "127.0.0.1";
   int device = -1;  // nccl: -1 = the launcher's local rank
+  // gloo and mpi: link emulation (bandwidth.h); unset = read from the environment.
+  std::optional<LinkEmulation> link_emulation = std::nullopt;
 };
 
 // "auto" becomes "mpi" when this process was started by an MPI launcher, else

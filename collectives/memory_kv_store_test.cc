@@ -94,7 +94,9 @@ TEST(FactoryTest, ReportsWhyABackendCannotBeBuilt) {
   auto nccl = MakeCommunicator(config);
 #if SHOAL_HAVE_NCCL
   // Built with NCCL: refused only because no GPU is visible (as on the CPU machines).
-  if (!nccl.ok()) EXPECT_EQ(nccl.status().code(), StatusCode::kFailedPrecondition) << nccl.status().ToString();
+  if (!nccl.ok()) {
+    EXPECT_EQ(nccl.status().code(), StatusCode::kFailedPrecondition) << nccl.status().ToString();
+  }
 #else
   EXPECT_EQ(nccl.status().code(), StatusCode::kUnimplemented);
   EXPECT_NE(nccl.status().message().find("nccl backend not built"), std::string::npos);

@@ -160,6 +160,14 @@ void CheckCollectives(const CollectivesSpec& k, Checker& c) {
           "may be false only with codec none, bf16 or fp16 (codec '" + k.codec() +
               "' drops most of each gradient without it)",
           "false", "collectives.codec");
+  c.NonNegative("collectives.emulate_bandwidth_mbps", k.emulate_bandwidth_mbps());
+  c.NonNegative("collectives.emulate_latency_us", k.emulate_latency_us());
+  for (const auto& [path, value] : {std::pair{"collectives.emulate_bandwidth_mbps", k.emulate_bandwidth_mbps()},
+                                     std::pair{"collectives.emulate_latency_us", k.emulate_latency_us()}}) {
+    c.Check(k.backend() != "nccl" || value == 0, path,
+            "link emulation applies to the CPU backends (gloo, mpi) only, not nccl", FormatDouble(value),
+            "collectives.backend");
+  }
 }
 
 void CheckCheckpoint(const CheckpointSpec& k, Checker& c) {

@@ -394,5 +394,28 @@ TEST(SpecCodecOptions, DefaultsOverridesAndRefusals) {
   ASSERT_TRUE(over.ok());
   EXPECT_EQ(over->collectives().qblock_bits(), 4);
 }
+
+TEST(SpecLinkEmulation, OffByDefaultSetInTheSpecRefusedWhereItCannotApply) {
+  EXPECT_EQ(DefaultJobSpec().collectives().emulate_bandwidth_mbps(), 0);
+  EXPECT_EQ(DefaultJobSpec().collectives().emulate_latency_us(), 0);
+  auto set = ParseJobSpec("collectives: {backend: gloo, emulate_bandwidth_mbps: 100}\n",
+                          {"collectives.emulate_latency_us=50"});
+  ASSERT_TRUE(set.ok()) << set.status().ToString();
+  EXPECT_DOUBLE_EQ(set->collectives().emulate_bandwidth_mbps(), 100);
+  EXPECT_DOUBLE_EQ(set->collectives().emulate_latency_us(), 50);
+  struct Bad {
+    std::string yaml, field, reason;
+  } cases[] = {{"collectives: {emulate_bandwidth_mbps: -1}\n", "collectives.emulate_bandwidth_mbps", ">= 0"},
+               {"collectives: {emulate_latency_us: .nan}\n", "collectives.emulate_latency_us", "finite"},
+               {"collectives: {backend: nccl, emulate_latency_us: 50}\n", "collectives.emulate_latency_us",
+                "CPU backends"}};
+  for (const auto& c : cases) {
+    auto r = ParseJobSpec(c.yaml, {}, "link.yaml");
+    ASSERT_FALSE(r.ok()) << c.yaml;
+    EXPECT_NE(r.status().message().find(c.field), std::string::npos) << r.status().message();
+    EXPECT_NE(r.status().message().find(c.reason), std::string::npos) << r.status().message();
+    EXPECT_NE(r.status().message().find("line 1"), std::string::npos) << r.status().message();
+  }
+}
 }  // namespace
 }  // namespace shoal

@@ -189,6 +189,26 @@ TEST(ShoalctlRun, MpiBackendStartsTheWorkersThroughMpirun) {
   EXPECT_GT(s["bytes_sent_per_worker"].get<int64_t>(), 0);
 }
 
+// collectives.emulate_bandwidth_mbps reaches the workers' communicators: each worker's
+// gradient bytes take at least bytes / rate on the wire (less a 64 KiB burst per
+// message; half the bound leaves room for that), where unthrottled they take
+// milliseconds. A correctness bound of the token bucket, not a performance threshold.
+TEST(ShoalctlRun, SpecLinkEmulationCapsTheWorkersSends) {
+  if (!HaveDataset()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
+  std::string dir = TempDir("run-capped");
+  auto r = RunCommand({kBin + "/shoalctl", "run", kSpec, "--workers", "2", "--json", "--set", "training.max_steps=10",
+                       "--set", "training.evaluate=false", "--set", "collectives.backend=gloo", "--set",
+                       "collectives.emulate_bandwidth_mbps=40"},
+                      240, dir);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  auto s = nlohmann::json::parse(r.out, nullptr, false);
+  ASSERT_FALSE(s.is_discarded()) << r.out;
+  const double bytes = s["gradient_bytes_sent_per_worker"].get<double>();
+  EXPECT_GT(bytes, 1e6) << r.out;
+  EXPECT_GE(s["comm_seconds"].get<double>(), 0.5 * bytes / 5e6) << r.out;  // 40 Mbit/s = 5 MB/s
+  EXPECT_NE(r.err.find("link emulation on: send rate capped at 40 Mbit/s"), std::string::npos) << r.err;
+}
+
 // Worker processes that all exit before the job ends (here a worker binary that cannot
 // work) fail the run at once, with the reason, instead of leaving it waiting forever.
 TEST(ShoalctlRun, WorkersThatAllExitEarlyFailTheRunInsteadOfHanging) {

@@ -221,6 +221,13 @@ int Run(const std::string& endpoint, const std::string& job_id, int blas_threads
   cc.prefix = assignment->kv_prefix();
   cc.timeout = std::chrono::milliseconds(static_cast<int64_t>(spec.collectives().timeout_s() * 1000));
   cc.interface_or_host = ListenHost(endpoint, listen_flag);
+  auto link = LinkEmulationFor(spec.collectives().emulate_bandwidth_mbps(), spec.collectives().emulate_latency_us());
+  if (!link.ok()) return fail(link.status().WithContext("link emulation"));
+  if (link->enabled()) {
+    SHOAL_LOG_INFO("link emulation on: send rate capped at {} Mbit/s (0 = no cap), {} us added per message",
+                   link->bandwidth_mbps, link->latency_us);
+  }
+  cc.link_emulation = *link;
   auto made = MakeCommunicator(cc);
   if (!made.ok()) return fail(made.status().WithContext("building the " + cc.backend + " communicator"));
   {

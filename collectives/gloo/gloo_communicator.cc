@@ -289,7 +289,7 @@ void GlooCommunicator::Untrack(gloo::transport::UnboundBuffer* buf) {
 
 StatusOr<std::unique_ptr<Communicator>> MakeGlooCommunicator(
     int rank, int size, KvStore* kv, const std::string& prefix, std::chrono::milliseconds timeout,
-    const std::string& interface_or_host) {
+    const std::string& interface_or_host, const std::optional<LinkEmulation>& emulation_or_env) {
   if (kv == nullptr) return InvalidArgument("MakeGlooCommunicator: kv store is null");
   if (size < 1 || rank < 0 || rank >= size) {
     return InvalidArgument(
@@ -298,7 +298,7 @@ StatusOr<std::unique_ptr<Communicator>> MakeGlooCommunicator(
   if (timeout.count() <= 0) {
     return InvalidArgument("MakeGlooCommunicator: timeout must be positive");
   }
-  auto emulation_or = LinkEmulationFromEnv();
+  auto emulation_or = emulation_or_env ? StatusOr<LinkEmulation>(*emulation_or_env) : LinkEmulationFromEnv();
   if (!emulation_or.ok()) return emulation_or.status().WithContext("MakeGlooCommunicator");
   const LinkEmulation emulation = *emulation_or;
   const std::string where =

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <unordered_map>
@@ -34,7 +35,8 @@ namespace shoal {
 // after about twice `timeout`.
 StatusOr<std::unique_ptr<Communicator>> MakeGlooCommunicator(
     int rank, int size, KvStore* kv, const std::string& prefix, std::chrono::milliseconds timeout,
-    const std::string& interface_or_host = "127.0.0.1");
+    const std::string& interface_or_host = "127.0.0.1",
+    const std::optional<LinkEmulation>& emulation = std::nullopt);  // unset: the environment
 
 // Failure model: a timeout or transport error makes Gloo close every connection of
 // the context (its reaction to an application timeout), so after any failed call
@@ -90,7 +92,7 @@ class GlooCommunicator : public Communicator {
   // The same, in the form gloo::AllreduceOptions takes.
   std::shared_ptr<gloo::Context> shared_context() { return context_; }
 
-  // Bandwidth emulation (bandwidth.h); MakeGlooCommunicator applies the environment.
+  // Bandwidth emulation (bandwidth.h); MakeGlooCommunicator applies it.
   // Call before the communicator is shared between threads.
   void SetLinkEmulation(const LinkEmulation& emulation);
 
@@ -112,7 +114,8 @@ class GlooCommunicator : public Communicator {
  private:
   friend StatusOr<std::unique_ptr<Communicator>> MakeGlooCommunicator(
       int rank, int size, KvStore* kv, const std::string& prefix,
-      std::chrono::milliseconds timeout, const std::string& interface_or_host);
+      std::chrono::milliseconds timeout, const std::string& interface_or_host,
+      const std::optional<LinkEmulation>& emulation);
 
   class Op;
   class Buffer;

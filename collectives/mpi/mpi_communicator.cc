@@ -107,12 +107,14 @@ struct MpiCommunicator::State {
 
 std::string MpiThreadLevel() { return ThreadLevelName(g_thread_level.load()); }
 
-StatusOr<std::unique_ptr<Communicator>> MakeMpiCommunicator() {
+StatusOr<std::unique_ptr<Communicator>> MakeMpiCommunicator(
+    const std::optional<LinkEmulation>& emulation_or_env) {
   int initialized = 0, finalized = 0;
   SHOAL_MPI_CHECK(MPI_Initialized(&initialized));
   SHOAL_MPI_CHECK(MPI_Finalized(&finalized));
   if (finalized) return FailedPrecondition("MakeMpiCommunicator: MPI was already finalized");
-  const StatusOr<LinkEmulation> emulation = LinkEmulationFromEnv();
+  const StatusOr<LinkEmulation> emulation =
+      emulation_or_env ? StatusOr<LinkEmulation>(*emulation_or_env) : LinkEmulationFromEnv();
   if (!emulation.ok()) return emulation.status().WithContext("MakeMpiCommunicator");
   int provided = MPI_THREAD_SINGLE;
   if (!initialized) {

@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 
 #include "collectives/bandwidth.h"
@@ -18,7 +19,8 @@ namespace shoal {
 
 // Calls MPI_Init_thread (asking for MPI_THREAD_MULTIPLE) unless MPI is already
 // initialised, requires at least MPI_THREAD_SERIALIZED, and logs the level provided.
-StatusOr<std::unique_ptr<Communicator>> MakeMpiCommunicator();
+StatusOr<std::unique_ptr<Communicator>> MakeMpiCommunicator(
+    const std::optional<LinkEmulation>& emulation = std::nullopt);  // unset: the environment
 // MPI_Finalize if MPI is initialised and not yet finalised. Call once at exit,
 // after every MpiCommunicator is destroyed.
 void FinalizeMpiIfInitialized();
@@ -75,7 +77,7 @@ class MpiCommunicator : public Communicator {
   Status Broadcast(void* data, size_t bytes, int root, const CollectiveOptions& opts) override;
   Status Barrier(const CollectiveOptions& opts) override;
   void Abort() override;
-  // Bandwidth emulation (bandwidth.h); MakeMpiCommunicator applies the environment.
+  // Bandwidth emulation (bandwidth.h); MakeMpiCommunicator applies it.
   void SetLinkEmulation(const LinkEmulation& emulation);
 
  private:
