@@ -210,6 +210,10 @@ TEST(JobDir, LatestPointerResolution) {
   ASSERT_TRUE(WriteFileAtomic(job + "/latest", "../../etc\n").ok());
   EXPECT_EQ(ResolveCheckpointDir(job).status().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(*ResolveCheckpointDir(job + "/step-3"), job + "/step-3");
+  ASSERT_TRUE(WriteFileAtomic(job + "/weights.bin", "not a checkpoint").ok());
+  auto file = ResolveCheckpointDir(job + "/weights.bin");
+  EXPECT_EQ(file.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(file.status().message().find("is a file, not a checkpoint"), std::string::npos) << file.status().ToString();
 }
 
 TEST(JobDir, WriterStartRemovesLeftoversOfACrashedWriter) {

@@ -56,6 +56,10 @@ StatusOr<std::string> ResolveCheckpointDir(const std::string& path) {
     std::string job = fs::path(path).parent_path().string();
     return ResolveCheckpointDir(job.empty() ? "." : job);
   }
+  if (!fs::is_directory(path, ec)) {
+    return InvalidArgument(path + " is a file, not a checkpoint: give a step-N directory, a job directory "
+                           "holding `latest`, or that `latest` file");
+  }
   if (PathExists(JoinPath(path, kManifestFile))) return path;
   // A step directory without a manifest is a damaged checkpoint, not a job directory.
   if (ParseStepDirName(fs::path(path).filename().string())) return path;

@@ -27,8 +27,9 @@ struct LoadedCheckpoint {
 // PATH may be a step directory (holds manifest.pb), a job's `latest` pointer file, or a
 // job directory: then `latest` names the step; if `latest` is missing or names a
 // directory that does not exist (a crash while replacing a step), the newest committed
-// step-N directory is used. A
-// `latest` that names a checkpoint which fails verification is refused, not skipped.
+// step-N directory is used. A `latest` that names a checkpoint which fails
+// verification is refused, not skipped. kNotFound where there is nothing,
+// kInvalidArgument for any other file.
 StatusOr<std::string> ResolveCheckpointDir(const std::string& path);
 
 // Errors: kPermissionDenied (no signature, bad signature, untrusted key), kDataLoss

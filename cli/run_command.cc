@@ -15,6 +15,7 @@
 #include "cli/commands.h"
 #include "cli/format.h"
 #include "cli/worker_launch.h"
+#include "checkpoint/reader.h"
 #include "common/clock.h"
 #include "common/file_util.h"
 #include "common/log.h"
@@ -43,9 +44,15 @@ struct RunOptions {
 
 // "--resume latest": the newest committed checkpoint of any earlier job with this spec's
 // name under checkpoint.dir (job ids are "<name>-<random>"). The worker then follows
-// that job directory's `latest` pointer and verifies what it finds.
+// that job directory's `latest` pointer and verifies what it finds. A path is checked
+// here to name a checkpoint, so that a typo is bad input (exit 2) before any worker
+// starts; the workers verify it.
 StatusOr<std::string> ResolveResume(const JobSpec& spec, const std::string& resume) {
-  if (resume != "latest") return resume;
+  if (resume != "latest") {
+    auto dir = ResolveCheckpointDir(resume);
+    if (!dir.ok()) return dir.status().WithContext("--resume " + resume);
+    return resume;
+  }
   const std::string& dir = spec.checkpoint().dir();
   if (dir.empty()) return InvalidArgument("--resume latest needs checkpoint.dir in the spec");
   std::error_code ec;

@@ -416,6 +416,15 @@ TEST(BadInput, MissingDatasetFolder) {
   EXPECT_NE(r.err.find("/nonexistent/fmnist"), std::string::npos) << r.err;
 }
 
+// A --resume path that names no checkpoint is bad input, refused before any worker starts.
+TEST(BadInput, ResumeFromAPathWithNoCheckpoint) {
+  std::string dir = TempDir("noresume");
+  auto r = RunCommand({kBin + "/shoalctl", "run", kSpec, "--resume", dir + "/missing"}, 30, dir);
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("--resume " + dir + "/missing"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("worker["), std::string::npos) << "no worker should have started: " << r.err;
+}
+
 TEST(BadInput, UnreachableCoordinator) {
   auto r = RunCommand({kBin + "/shoalctl", "status", "--coordinator", "tcp://127.0.0.1:1", "--timeout", "0.5"}, 30);
   EXPECT_EQ(r.exit_code, 3);
