@@ -69,7 +69,8 @@ void Keygen(const Args& a, int* code, std::ostream& out, std::ostream& err) {
   Status s = WriteKeyPair(key, a.out, a.name);
   if (!s.ok()) {
     err << "keygen: " << s.ToString() << "\n";
-    *code = 1;
+    // An existing key is never overwritten: the user's to move, so bad input (2).
+    *code = s.code() == StatusCode::kAlreadyExists || s.code() == StatusCode::kInvalidArgument ? 2 : 1;
     return;
   }
   out << "wrote " << JoinPath(a.out, a.name + ".key") << " (secret, mode 0600) and " << JoinPath(a.out, a.name + ".pub")

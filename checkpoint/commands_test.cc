@@ -61,7 +61,7 @@ class CommandsTest : public ::testing::Test {
 
 TEST_F(CommandsTest, KeygenRefusesToOverwrite) {
   Result r = RunCli({"keygen", "--out", tmp_ / "keys", "--name", "ci"});
-  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.code, 2);
   EXPECT_NE(r.err.find("refusing to overwrite"), std::string::npos);
 }
 

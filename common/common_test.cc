@@ -130,6 +130,10 @@ TEST(FileUtil, AtomicWriteReplacesContent) {
   EXPECT_EQ(capped.status().code(), StatusCode::kInvalidArgument);
   EXPECT_NE(capped.status().message().find(path), std::string::npos);
   std::filesystem::remove(path);
+  // A directory where a file was expected is the caller's mistake, said as such.
+  auto dir = ReadFile(std::filesystem::temp_directory_path().string());
+  EXPECT_EQ(dir.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(dir.status().message().find("is a directory"), std::string::npos) << dir.status().ToString();
 }
 
 }  // namespace

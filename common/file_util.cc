@@ -21,6 +21,7 @@ StatusOr<std::string> ReadFile(const std::string& path, size_t max_bytes) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     if (errno == ENOENT) return NotFound("no such file: " + path);
+    if (errno == EACCES) return PermissionDenied("no permission to read " + path);
     return Errno("cannot open", path);
   }
   auto too_large = [&] {
@@ -28,7 +29,13 @@ StatusOr<std::string> ReadFile(const std::string& path, size_t max_bytes) {
     return InvalidArgument(path + ": larger than " + std::to_string(max_bytes) + " bytes, the most accepted here");
   };
   struct stat st;
-  if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && static_cast<uint64_t>(st.st_size) > max_bytes) return too_large();
+  if (::fstat(fd, &st) == 0) {
+    if (S_ISDIR(st.st_mode)) {
+      ::close(fd);
+      return InvalidArgument(path + " is a directory, not a file");
+    }
+    if (S_ISREG(st.st_mode) && static_cast<uint64_t>(st.st_size) > max_bytes) return too_large();
+  }
   std::string out;
   char buf[1 << 16];
   for (;;) {
