@@ -73,6 +73,16 @@ StatusOr<std::string> ResolveResume(const JobSpec& spec, const std::string& resu
   return best.string();
 }
 
+// Waits for `pid` to exit until `deadline` (MonotonicSeconds); true once it is reaped
+// (or was already, by Watch).
+bool ReapBy(pid_t pid, double deadline) {
+  while (::waitpid(pid, nullptr, WNOHANG) == 0) {
+    if (MonotonicSeconds() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return true;
+}
+
 StatusOr<Job> FetchJob(ControlClient& client, const std::string& job_id, StatusResponse* full) {
   Request r;
   r.mutable_status()->set_job_id(job_id);
@@ -196,24 +206,16 @@ int DoRun(const RunOptions& o) {
   if (!launched.ok()) return ReportError(launched.status());
 
   auto job = Watch(client, job_id, *launched, o.quiet);
-  // Workers exit on their own once the job ends; give them a moment, then insist
-  // (mpirun first gets SIGTERM, which it forwards to its ranks).
+  // Workers exit on their own once the job ends; give them a moment, then insist:
+  // SIGTERM first (mpirun forwards it to its ranks), SIGKILL 5 s later.
   double deadline = MonotonicSeconds() + 15;
   for (const LaunchedProcess& p : *launched) {
-    int st;
-    bool termed = false;
-    while (::waitpid(p.pid, &st, WNOHANG) == 0) {
-      if (MonotonicSeconds() > deadline && !termed) {
-        ::kill(p.pid, SIGTERM);
-        termed = true;
-        deadline += 5;
-      } else if (MonotonicSeconds() > deadline) {
-        ::kill(p.pid, SIGKILL);
-        ::waitpid(p.pid, &st, 0);
-        break;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
+    if (ReapBy(p.pid, deadline)) continue;
+    ::kill(p.pid, SIGTERM);
+    deadline = MonotonicSeconds() + 5;
+    if (ReapBy(p.pid, deadline)) continue;
+    ::kill(p.pid, SIGKILL);
+    ::waitpid(p.pid, nullptr, 0);
   }
   // The embedded coordinator stops with us: do not point later `status` calls at it.
   std::filesystem::remove(o.state_dir + "/endpoint");

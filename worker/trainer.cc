@@ -164,18 +164,12 @@ StatusOr<JobResult> Train(const TrainerInputs& in, Communicator* comm, Model* mo
     snap->job_id = in.job_id;
     return OkStatus();
   };
-  // What asynchronous saves cost the training thread: the copy into a free snapshot
-  // buffer (the codec's state included; no rank waits for another).
-  double save_stall_total = 0, final_save_seconds = 0;
+  double final_save_seconds = 0;
   auto save = [&](bool final_save) -> Status {
     if (!in.checkpointer) return OkStatus();
     ++saves;
-    if (!final_save) {
-      Stopwatch stall;
-      Status s = in.checkpointer->SaveAsyncWith(fill);  // one copy, straight into a free buffer
-      save_stall_total += stall.Seconds();
-      return s;
-    }
+    // One copy, straight into a free buffer; the checkpointer counts that stall.
+    if (!final_save) return in.checkpointer->SaveAsyncWith(fill);
     // Timed alone (earlier saves drained, the state already in host memory): what an
     // asynchronous save's stall compares with.
     RETURN_IF_ERROR(in.checkpointer->Wait());
@@ -309,7 +303,7 @@ StatusOr<JobResult> Train(const TrainerInputs& in, Communicator* comm, Model* mo
     result.set_records_quarantined(in.loader->quarantined());
   }
   if (in.checkpointer) {
-    result.set_checkpoint_stall_seconds(save_stall_total);
+    result.set_checkpoint_stall_seconds(in.checkpointer->stats().total_stall_s);
     result.set_checkpoint_final_save_seconds(final_save_seconds);
   }
   return result;

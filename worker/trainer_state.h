@@ -5,7 +5,6 @@
 #pragma once
 
 #include <string>
-#include <string_view>
 
 #include "checkpoint/format.h"
 #include "collectives/compression/codec.h"
@@ -26,9 +25,9 @@ struct TrainingPosition {
 void BuildSnapshot(Model& model, const SgdMomentum& optimizer, const GradientCodec* codec, const TrainingPosition& pos,
                    int world_size, int rank, TrainerSnapshot* snap);
 
-// Byte sizes of the snapshot's first tensors (the parameters, then the optimizer
-// state), what AsyncCheckpointer::Prewarm needs before the first save; the codec
-// states that follow are sized by the first save.
+// Byte sizes of the snapshot's tensors (the parameters, then the optimizer state), what
+// AsyncCheckpointer::Prewarm needs before the first save; the codec's state, a rank
+// tensor that grows as buckets first pass through the codec, is sized separately.
 std::vector<size_t> SnapshotTensorBytes(Model& model, const SgdMomentum& optimizer);
 
 // Applies a loaded snapshot; rank `rank` takes its own codec state. A codec's residuals
