@@ -14,6 +14,15 @@ inline int64_t UnixMillis() {
       .count();
 }
 
+// Milliseconds that read like wall time (Unix epoch) but advance with the monotonic
+// clock: anchored to the wall clock once per process, so a wall-clock step (NTP) never
+// makes a heartbeat look late or early. For timing members; records may use UnixMillis.
+inline int64_t MonotonicUnixMillis() {
+  using namespace std::chrono;
+  static const int64_t anchor = UnixMillis() - duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count();
+  return anchor + duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count();
+}
+
 inline double MonotonicSeconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }

@@ -1,4 +1,5 @@
-// Coordinator request handling: jobs, membership by generations, heartbeats.
+// Coordinator request handling: dispatch, jobs, events, checkpoints and the ledger.
+// Membership (registration, heartbeats, generations) is in members.cc.
 #include "coordinator/coordinator.h"
 
 #include <algorithm>
@@ -11,12 +12,6 @@
 namespace shoal {
 
 namespace {
-std::string GenKey(const std::string& job, int64_t n) {
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), "%010lld", static_cast<long long>(n));
-  return "gen/" + job + "/" + buf;
-}
-
 std::string NewJobId(const std::string& name) {
   static std::mt19937_64 rng(std::random_device{}());
   char buf[8];
@@ -57,11 +52,13 @@ std::string MemberStateName(MemberState s) {
     case MEMBER_FINISHED: return "finished";
     case MEMBER_DEAD: return "dead";
     case MEMBER_LEFT: return "left";
+    case MEMBER_LEAVING: return "leaving";
     default: return "unknown";
   }
 }
 
-Coordinator::Coordinator(std::unique_ptr<StateStore> store) : store_(std::move(store)), kv_(store_.get()) {}
+Coordinator::Coordinator(std::unique_ptr<StateStore> store)
+    : store_(std::move(store)), kv_(store_.get()), checkpoints_(store_.get()), ledgers_(store_.get()) {}
 
 Status Coordinator::Load(int64_t now_ms) {
   ASSIGN_OR_RETURN(auto jobs, store_->Scan("job/"));
@@ -75,12 +72,24 @@ Status Coordinator::Load(int64_t now_ms) {
     // Live members get a fresh grace period: they could not reach us while we were down.
     m.set_last_heartbeat_ms(now_ms);
     auto& idx = next_member_index_[m.job_id()];
-    idx = std::max(idx, std::atoi(m.id().substr(m.id().rfind("/m") + 2).c_str()) + 1);
+    const size_t at = m.id().rfind("/m");
+    if (at == std::string::npos) return DataLoss("state entry " + k + " has a malformed member id '" + m.id() + "'");
+    idx = std::max(idx, std::atoi(m.id().substr(at + 2).c_str()) + 1);
     members_[m.id()].member = m;
   }
   RETURN_IF_ERROR(kv_.Load());
+  // A regroup in progress restarts its window: parked reports were lost with the old
+  // process and the workers repeat them.
+  for (const auto& [id, job] : jobs_)
+    if (job.state() == JOB_RUNNING && job.regroup() != REGROUP_NONE) first_report_ms_[id] = now_ms;
   auto seq = store_->Get("meta/next_event_seq");
-  if (seq.ok()) next_event_seq_ = std::stoll(*seq);
+  if (seq.ok()) {
+    // Stored state is input too: no std::stoll that throws on a corrupt entry.
+    char* end = nullptr;
+    long long v = std::strtoll(seq->c_str(), &end, 10);
+    if (end == seq->c_str() || v < 1) return DataLoss("state entry meta/next_event_seq is corrupt");
+    next_event_seq_ = v;
+  }
   SHOAL_LOG_INFO("loaded {} job(s) and {} member(s) from the state store", jobs_.size(), members_.size());
   return OkStatus();
 }
@@ -88,6 +97,11 @@ Status Coordinator::Load(int64_t now_ms) {
 const Job* Coordinator::FindJob(const std::string& id) const {
   auto it = jobs_.find(id);
   return it == jobs_.end() ? nullptr : &it->second;
+}
+
+const Member* Coordinator::FindMember(const std::string& id) const {
+  auto it = members_.find(id);
+  return it == members_.end() ? nullptr : &it->second.member;
 }
 
 std::vector<Event> Coordinator::EventsOf(const std::string& job_id) const {
@@ -106,8 +120,10 @@ Status Coordinator::SaveMember(const Member& m) {
   return store_->Put("member/" + m.job_id() + "/" + m.id(), m.SerializeAsString());
 }
 
-void Coordinator::AddEvent(const std::string& job_id, const std::string& kind, const std::string& detail, int64_t now_ms) {
+void Coordinator::AddEvent(const std::string& job_id, const std::string& kind, const std::string& detail, int64_t now_ms,
+                           const std::map<std::string, double>& figures) {
   Event e;
+  for (const auto& [k, v] : figures) (*e.mutable_figures())[k] = v;
   e.set_seq(next_event_seq_++);
   e.set_unix_ms(now_ms);
   e.set_job_id(job_id);
@@ -133,9 +149,16 @@ void Coordinator::Handle(const Request& req, int64_t now_ms, Responder respond) 
     case Request::kAwaitAssignment: AwaitAssignment(req, now_ms, std::move(respond)); return;
     case Request::kHeartbeat: s = Heartbeat(req.heartbeat(), now_ms, resp.mutable_heartbeat()); break;
     case Request::kFinish: s = Finish(req.finish(), now_ms); resp.mutable_finish(); break;
-    case Request::kKvSet: s = kv_.Set(req.kv_set().key(), req.kv_set().value()); resp.mutable_kv_set(); break;
+    case Request::kKvSet:
+      s = CheckKvScope(req.kv_set().key());
+      if (s.ok()) s = kv_.Set(req.kv_set().key(), req.kv_set().value());
+      resp.mutable_kv_set();
+      break;
     case Request::kKvGet: {
       std::vector<std::string> keys(req.kv_get().keys().begin(), req.kv_get().keys().end());
+      for (const std::string& k : keys)
+        if (s.ok()) s = CheckKvScope(k);
+      if (!s.ok()) break;
       int64_t timeout = std::clamp<int64_t>(req.kv_get().timeout_ms(), 0, 600'000);
       uint64_t id = req.id();
       kv_.Get(keys, now_ms + timeout, [id, respond](const Status& st, const std::vector<std::string>& values) {
@@ -148,7 +171,11 @@ void Coordinator::Handle(const Request& req, int64_t now_ms, Responder respond) 
       });
       return;
     }
-    case Request::kCheckpointCommit: s = CommitCheckpoint(req.checkpoint_commit().record(), now_ms); resp.mutable_checkpoint_commit(); break;
+    case Request::kCheckpointCommit: s = CommitCheckpoint(req.checkpoint_commit(), now_ms); resp.mutable_checkpoint_commit(); break;
+    case Request::kLeave: s = Leave(req.leave(), now_ms); resp.mutable_leave(); break;
+    case Request::kScale: s = Scale(req.scale(), now_ms, resp.mutable_scale()); break;
+    case Request::kGenerationReport: s = GenerationReport(req.generation_report(), now_ms); resp.mutable_generation_report(); break;
+    case Request::kLedger: s = GetLedger(req.ledger(), resp.mutable_ledger()); break;
     case Request::kCheckpointList:
       for (auto& rec : CheckpointsOf(req.checkpoint_list().job_id())) *resp.mutable_checkpoint_list()->add_records() = rec;
       break;
@@ -196,29 +223,47 @@ Status Coordinator::Cancel(const CancelRequest& req, int64_t now_ms, CancelRespo
   return OkStatus();
 }
 
-Status Coordinator::CommitCheckpoint(const CheckpointRecord& rec, int64_t now_ms) {
+Status Coordinator::CommitCheckpoint(const CheckpointCommitRequest& req, int64_t now_ms) {
+  const CheckpointRecord& rec = req.record();
   if (!jobs_.count(rec.job_id())) return NotFound("unknown job " + rec.job_id());
-  if (rec.step() < 0 || rec.manifest_digest().size() != 64) return InvalidArgument("malformed checkpoint record");
-  CheckpointRecord stored = rec;
-  stored.set_committed_ms(now_ms);
-  char step[24];
-  std::snprintf(step, sizeof(step), "%012lld", static_cast<long long>(rec.step()));
-  RETURN_IF_ERROR(store_->Put("ckpt/" + rec.job_id() + "/" + step, stored.SerializeAsString()));
+  if (!req.member_id().empty()) {
+    // Fencing: a member declared dead (or of an older generation) commits nothing.
+    auto it = members_.find(req.member_id());
+    if (it == members_.end() || it->second.member.job_id() != rec.job_id())
+      return NotFound("unknown member " + req.member_id());
+    const Member& m = it->second.member;
+    if (m.state() == MEMBER_DEAD || m.state() == MEMBER_LEFT || req.generation() < jobs_.at(rec.job_id()).generation())
+      return FailedPrecondition("fenced: " + m.id() + " is " + MemberStateName(m.state()) + " in generation " +
+                                std::to_string(req.generation()) + "; its checkpoint is not registered");
+  }
+  RETURN_IF_ERROR(checkpoints_.Commit(rec, now_ms));
   AddEvent(rec.job_id(), "checkpoint", "step " + std::to_string(rec.step()) + " " + rec.manifest_digest().substr(0, 12) +
                                            (rec.signer_key_id().empty() ? " unsigned" : " signed by " + rec.signer_key_id()),
            now_ms);
   return OkStatus();
 }
 
-std::vector<CheckpointRecord> Coordinator::CheckpointsOf(const std::string& job_id) const {
-  std::vector<CheckpointRecord> out;
-  auto entries = store_->Scan("ckpt/" + job_id + "/");
-  if (!entries.ok()) return out;
-  for (auto& [k, v] : *entries) {
-    CheckpointRecord r;
-    if (r.ParseFromString(v)) out.push_back(r);
-  }
-  return out;
+Status Coordinator::GetLedger(const LedgerRequest& req, LedgerResponse* out) const {
+  auto it = jobs_.find(req.job_id());
+  if (it == jobs_.end()) return NotFound("unknown job " + req.job_id());
+  *out->mutable_ledger() = ledgers_.Of(req.job_id());
+  out->set_epochs(it->second.spec().training().epochs());
+  out->set_max_steps(it->second.spec().training().max_steps());
+  out->set_state(it->second.state());
+  return OkStatus();
+}
+
+// Keys "<job>/gen-<n>/...": only the job's current generation may use them.
+Status Coordinator::CheckKvScope(const std::string& key) const {
+  const size_t at = key.find("/gen-");
+  if (at == std::string::npos) return OkStatus();
+  auto it = jobs_.find(key.substr(0, at));
+  if (it == jobs_.end()) return OkStatus();
+  const long long gen = std::atoll(key.c_str() + at + 5);
+  if (gen < it->second.generation())
+    return FailedPrecondition("fenced: key " + key + " belongs to generation " + std::to_string(gen) +
+                              ", the job is in generation " + std::to_string(it->second.generation()));
+  return OkStatus();
 }
 
 void Coordinator::FillStatus(const StatusRequest& req, int64_t now_ms, StatusResponse* out) const {
@@ -233,142 +278,15 @@ void Coordinator::FillStatus(const StatusRequest& req, int64_t now_ms, StatusRes
   }
 }
 
-Status Coordinator::Register(const RegisterRequest& req, int64_t now_ms, RegisterResponse* out) {
-  auto it = jobs_.find(req.job_id());
-  if (it == jobs_.end()) return NotFound("unknown job '" + req.job_id() + "' (shoalctl status lists the jobs)");
-  Job& job = it->second;
-  if (IsTerminal(job.state()))
-    return FailedPrecondition("job " + job.id() + " has already ended (" + JobStateName(job.state()) + ")");
-  if (job.state() == JOB_RUNNING)
-    return FailedPrecondition("job " + job.id() + " is running with a fixed membership of " +
-                              std::to_string(job.world_size()) + "; it takes no new workers");
-  int index = next_member_index_[job.id()]++;
-  Member m;
-  m.set_id(job.id() + "/m" + std::to_string(index));
-  m.set_job_id(job.id());
-  m.set_host(req.host());
-  m.set_pid(req.pid());
-  m.set_state(MEMBER_REGISTERED);
-  m.set_rank(-1);
-  m.set_last_heartbeat_ms(now_ms);
-  m.set_launcher_rank(req.launcher_rank());
-  m.set_launcher_size(req.launcher_size());
-  m.mutable_metrics()->set_test_accuracy(-1);
-  RETURN_IF_ERROR(SaveMember(m));
-  members_[m.id()].member = m;
-  AddEvent(job.id(), "registered", m.id() + " from " + req.host() + " pid " + std::to_string(req.pid()), now_ms);
-  out->set_member_id(m.id());
-  out->set_heartbeat_interval_s(job.spec().workers().heartbeat_interval_s());
-  MaybeFormGeneration(job, now_ms);
-  return OkStatus();
-}
-
-std::vector<Coordinator::MemberRecord*> Coordinator::MembersOf(const std::string& job_id, MemberState state) {
-  std::vector<MemberRecord*> out;
-  for (auto& [id, rec] : members_)
-    if (rec.member.job_id() == job_id && rec.member.state() == state) out.push_back(&rec);
-  return out;
-}
-
-void Coordinator::MaybeFormGeneration(Job& job, int64_t now_ms) {
-  if (job.state() != JOB_PENDING) return;
-  auto waiting = MembersOf(job.id(), MEMBER_REGISTERED);
-  if (static_cast<int>(waiting.size()) < job.spec().workers().initial()) return;
-  // Launcher ranks (mpirun/srun) fix the order so the MPI rank equals the Shoal rank.
-  bool launched = std::all_of(waiting.begin(), waiting.end(), [](auto* r) { return r->member.launcher_rank() >= 0; });
-  std::stable_sort(waiting.begin(), waiting.end(), [&](auto* a, auto* b) {
-    if (launched) return a->member.launcher_rank() < b->member.launcher_rank();
-    return std::atoi(a->member.id().substr(a->member.id().rfind("/m") + 2).c_str()) <
-           std::atoi(b->member.id().substr(b->member.id().rfind("/m") + 2).c_str());
-  });
-  waiting.resize(job.spec().workers().initial());
-  Generation gen;
-  gen.set_job_id(job.id());
-  gen.set_number(job.generation() + 1);
-  gen.set_formed_ms(now_ms);
-  std::vector<std::pair<std::string, std::string>> batch;
-  for (size_t r = 0; r < waiting.size(); ++r) {
-    Member& m = waiting[r]->member;
-    m.set_state(MEMBER_ACTIVE);
-    m.set_rank(static_cast<int>(r));
-    m.set_generation(gen.number());
-    gen.add_member_ids(m.id());
-    batch.emplace_back("member/" + m.job_id() + "/" + m.id(), m.SerializeAsString());
-  }
-  job.set_state(JOB_RUNNING);
-  job.set_generation(gen.number());
-  job.set_world_size(static_cast<int>(waiting.size()));
-  job.set_updated_ms(now_ms);
-  batch.emplace_back(GenKey(job.id(), gen.number()), gen.SerializeAsString());
-  batch.emplace_back("job/" + job.id(), job.SerializeAsString());
-  Status s = store_->PutBatch(batch);  // one atomic write: ranks, generation, job state
-  if (!s.ok()) SHOAL_LOG_ERROR("cannot persist generation: {}", s.ToString());
-  AddEvent(job.id(), "generation", std::to_string(gen.number()) + " formed with " + std::to_string(waiting.size()) + " member(s)", now_ms);
-  for (auto* rec : waiting) AnswerAssignment(*rec);
-}
-
-void Coordinator::AwaitAssignment(const Request& req, int64_t now_ms, Responder respond) {
-  auto it = members_.find(req.await_assignment().member_id());
-  Response resp;
-  resp.set_id(req.id());
-  if (it == members_.end()) {
-    resp.set_code(static_cast<int>(StatusCode::kNotFound));
-    resp.set_error("unknown member " + req.await_assignment().member_id());
-    respond(std::move(resp));
-    return;
-  }
-  it->second.awaiting = std::move(respond);
-  it->second.awaiting_id = req.id();
-  if (it->second.member.state() != MEMBER_REGISTERED) AnswerAssignment(it->second);
-}
-
-void Coordinator::AnswerAssignment(MemberRecord& rec) {
-  if (!rec.awaiting) return;
-  Response resp;
-  resp.set_id(rec.awaiting_id);
-  const Job& job = jobs_.at(rec.member.job_id());
-  if (rec.member.state() == MEMBER_ACTIVE) {
-    Assignment* a = resp.mutable_assignment();
-    a->set_job_id(job.id());
-    a->set_member_id(rec.member.id());
-    a->set_generation(rec.member.generation());
-    a->set_rank(rec.member.rank());
-    a->set_world_size(job.world_size());
-    *a->mutable_spec() = job.spec();
-    a->set_kv_prefix(job.id() + "/gen-" + std::to_string(rec.member.generation()) + "/");
-  } else {
-    resp.set_code(static_cast<int>(StatusCode::kAborted));
-    resp.set_error("no assignment: job " + job.id() + " is " + JobStateName(job.state()) +
-                   (job.failure_reason().empty() ? "" : " (" + job.failure_reason() + ")"));
-  }
-  Responder respond = std::move(rec.awaiting);
-  rec.awaiting = nullptr;
-  respond(std::move(resp));
-}
-
-Status Coordinator::Heartbeat(const HeartbeatRequest& req, int64_t now_ms, HeartbeatResponse* out) {
-  auto it = members_.find(req.member_id());
-  if (it == members_.end()) return NotFound("unknown member " + req.member_id());
-  Member& m = it->second.member;
-  m.set_last_heartbeat_ms(now_ms);
-  if (req.has_metrics()) *m.mutable_metrics() = req.metrics();
-  const Job& job = jobs_.at(m.job_id());
-  if (job.state() == JOB_RUNNING && req.metrics().total_steps() > 0 && job.total_steps() != req.metrics().total_steps()) {
-    Job& mutable_job = jobs_.at(m.job_id());
-    mutable_job.set_total_steps(req.metrics().total_steps());
-    RETURN_IF_ERROR(SaveJob(mutable_job));
-  }
-  RETURN_IF_ERROR(SaveMember(m));
-  out->set_job_state(job.state());
-  out->set_generation(job.generation());
-  return OkStatus();
-}
-
 Status Coordinator::Finish(const FinishRequest& req, int64_t now_ms) {
   auto it = members_.find(req.member_id());
   if (it == members_.end()) return NotFound("unknown member " + req.member_id());
   Member& m = it->second.member;
   Job& job = jobs_.at(m.job_id());
+  if (m.state() == MEMBER_DEAD || m.state() == MEMBER_LEFT) {
+    // A fenced member's result is not the job's; its failure is no news either.
+    return FailedPrecondition("fenced: " + m.id() + " is " + MemberStateName(m.state()));
+  }
   if (req.has_metrics()) *m.mutable_metrics() = req.metrics();
   m.set_last_heartbeat_ms(now_ms);
   if (!req.success()) {
@@ -382,7 +300,8 @@ Status Coordinator::Finish(const FinishRequest& req, int64_t now_ms) {
   RETURN_IF_ERROR(SaveMember(m));
   if (m.rank() == 0 && req.has_result()) *job.mutable_result() = req.result();
   AddEvent(job.id(), "finished", m.id() + " (rank " + std::to_string(m.rank()) + ")", now_ms);
-  if (job.state() == JOB_RUNNING && MembersOf(job.id(), MEMBER_ACTIVE).empty()) {
+  if (job.state() == JOB_RUNNING && MembersOf(job.id(), MEMBER_ACTIVE).empty() &&
+      MembersOf(job.id(), MEMBER_LEAVING).empty()) {
     // GPU accounting is per job: every worker's GPU-seconds and energy, summed.
     double gpu_s = 0, joules = 0;
     for (auto* rec : MembersOf(job.id(), MEMBER_FINISHED)) {
@@ -392,9 +311,9 @@ Status Coordinator::Finish(const FinishRequest& req, int64_t now_ms) {
     job.mutable_result()->set_gpu_seconds(gpu_s);
     job.mutable_result()->set_energy_joules(joules);
     EndJob(job, JOB_COMPLETED, "", now_ms);
-  }
-  else
+  } else {
     RETURN_IF_ERROR(SaveJob(job));
+  }
   return OkStatus();
 }
 
@@ -402,33 +321,20 @@ void Coordinator::EndJob(Job& job, JobState state, const std::string& reason, in
   job.set_state(state);
   job.set_failure_reason(reason);
   job.set_updated_ms(now_ms);
+  job.set_regroup(REGROUP_NONE);
   Status s = SaveJob(job);
   if (!s.ok()) SHOAL_LOG_ERROR("cannot persist job {}: {}", job.id(), s.ToString());
   AddEvent(job.id(), JobStateName(state), reason, now_ms);
-  for (auto* rec : MembersOf(job.id(), MEMBER_REGISTERED)) AnswerAssignment(*rec);
+  for (auto& [id, rec] : members_)
+    if (rec.member.job_id() == job.id()) AnswerAssignment(rec);
   kv_.DropPrefix(job.id() + "/");
 }
 
 void Coordinator::Tick(int64_t now_ms) {
   kv_.Expire(now_ms);
-  for (auto& [id, rec] : members_) {
-    Member& m = rec.member;
-    if (m.state() != MEMBER_ACTIVE && m.state() != MEMBER_REGISTERED) continue;
-    Job& job = jobs_.at(m.job_id());
-    if (IsTerminal(job.state())) continue;
-    int64_t timeout_ms = static_cast<int64_t>(job.spec().workers().heartbeat_timeout_s() * 1000);
-    if (now_ms - m.last_heartbeat_ms() <= timeout_ms) continue;
-    std::string why = "no heartbeat for " + std::to_string((now_ms - m.last_heartbeat_ms()) / 1000.0).substr(0, 4) + " s";
-    bool was_active = m.state() == MEMBER_ACTIVE;
-    m.set_state(MEMBER_DEAD);
-    m.set_failure_reason(why);
-    (void)SaveMember(m);
-    AddEvent(job.id(), "member_dead", m.id() + ": " + why, now_ms);
-    if (rec.awaiting) AnswerAssignment(rec);
-    // Membership is fixed within a generation and regrouping is not implemented yet:
-    // losing an active member ends the job rather than hanging its peers.
-    if (was_active) EndJob(job, JOB_FAILED, "member " + m.id() + " (rank " + std::to_string(m.rank()) + ") died: " + why, now_ms);
-  }
+  DetectDeadMembers(now_ms);
+  for (auto& [id, job] : jobs_)
+    if (job.state() == JOB_RUNNING) MaybeFormNextGeneration(job, now_ms);
 }
 
 }  // namespace shoal

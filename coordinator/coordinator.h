@@ -15,23 +15,50 @@
 //     ranks 0..N-1 (in launcher-rank order when mpirun/srun gave one, else in
 //     registration order), stores Generation{1, members}, sets the job RUNNING, and
 //     answers every waiting member with its Assignment{generation, rank, world, spec,
-//     kv_prefix="<job>/gen-1/"}.
+//     kv_prefix="<job>/gen-1/", state_source}.
 //  4. Rendezvous. Workers build their communicator through KvSet/KvGet under the
-//     kv_prefix (Gloo addresses; later the NCCL unique id). KvGet is a long poll
-//     answered once every requested key exists, or kDeadlineExceeded at its deadline.
-//  5. Train. Each worker sends HeartbeatRequest{metrics} every
-//     `workers.heartbeat_interval_s`; the answer carries the job state (a worker stops
-//     when it reads CANCELLED or FAILED) and the current generation (a change means
-//     regroup, for elastic membership). A member silent for `heartbeat_timeout_s` is
-//     marked DEAD; while membership is fixed, that fails the job.
-//  6. Finish. Each worker sends FinishRequest{success, result}. Rank 0's result becomes
-//     the job's; when every active member has finished the job is COMPLETED (FAILED if
+//     kv_prefix (Gloo addresses; the NCCL unique id). KvGet is a long poll answered
+//     once every requested key exists, kDeadlineExceeded at its deadline, or kAborted
+//     when its generation is superseded (its scope is dropped). A KvSet or KvGet for an
+//     older generation's scope is refused: a fenced member cannot disturb a newer one.
+//     Every member then takes rank state_source's state (parameters, optimizer, data
+//     position, ledger) by broadcast; with state_source -1 no member holds state and
+//     each loads resume_checkpoint (or starts from the spec).
+//  5. Train. Each worker sends HeartbeatRequest{metrics, generation} every
+//     `workers.heartbeat_interval_s` (rank 0 adds its data ledger); the answer carries
+//     the job state (stop on CANCELLED or FAILED), the generation and how it is ending:
+//       REGROUP_AT_BOUNDARY  a planned change (join, leave, scale) is pending: the
+//                            member raises the flag its ranks exchange every few steps;
+//                            the step whose exchange carries it is the generation's last.
+//       REGROUP_NOW          a failure: abort the communicator and report at once.
+//     A member silent for `heartbeat_timeout_s` (monotonic clock) is marked DEAD and
+//     the generation ends NOW. A DEAD or LEFT member is fenced: its heartbeats are
+//     answered `fenced`, its reports refused; it may register again as a joiner.
+//  6. Regroup. Each member of the ending generation sends AwaitAssignment again with
+//     {ended_generation, committed_step, has_state, failed, ledger}. A report of a
+//     failed collective ends the generation NOW. When every member has reported (or
+//     `workers.regroup_window_s` after the first report, the silent ones being taken
+//     for dead), the next generation is formed (PlanGeneration): survivors in their old
+//     rank order, then queued joiners, within [workers.min, workers.max] and the target
+//     size; leavers are answered `exit` and become LEFT. The state source is the
+//     member with the highest committed step. Below `min`, the job waits
+//     `workers.min_grace_s` for joiners, then fails saying so. Old generations' keys are
+//     dropped. A backend that cannot regroup (mpi) keeps the old rule: a failure ends
+//     the job.
+//  7. Planned changes: Register while RUNNING queues a joiner; LeaveRequest (SIGTERM)
+//     marks a member LEAVING; ScaleRequest sets the target size. Each ends the
+//     generation AT_BOUNDARY. After its first step in a new generation, rank 0 sends
+//     GenerationReport (detect, regroup, rendezvous, sync times): an event.
+//  8. Finish. Each worker sends FinishRequest{success, result}. Rank 0's result becomes
+//     the job's; when no member is active any more the job is COMPLETED (FAILED if
 //     any reported failure).
-//  7. Checkpoints. After committing a checkpoint, rank 0 sends CheckpointCommitRequest
+//  9. Checkpoints. After committing a checkpoint, rank 0 sends CheckpointCommitRequest
 //     {step, path, manifest digest, signer}; the registry keeps it (ckpt/<job>/<step>)
-//     and StatusResponse carries each job's latest.
-//  8. Observe and control. StatusRequest lists jobs and their members (shoalctl status);
-//     CancelRequest moves a job to CANCELLED; EventsRequest reads the job's event log.
+//     and StatusResponse carries each job's latest. When no member holds state, the
+//     latest is what the next generation resumes from (the ledger is cut back to it).
+// 10. Observe and control. StatusRequest lists jobs and their members (shoalctl status);
+//     CancelRequest moves a job to CANCELLED; EventsRequest reads the job's event log;
+//     LedgerRequest reads the data ledger (shoalctl ledger --check).
 //
 // The server loop is single-threaded: handlers never block. Long polls are parked and
 // answered later by Tick() or by the event that completes them.
@@ -45,6 +72,7 @@
 
 #include "control.pb.h"
 #include "coordinator/kv_service.h"
+#include "coordinator/registry.h"
 #include "coordinator/store.h"
 
 namespace shoal {
@@ -58,16 +86,21 @@ class Coordinator {
 
   // Reloads jobs, members, generations, kv and the event counter from the store.
   Status Load(int64_t now_ms);
-  // Handles one request; `respond` is called exactly once, now or later.
+  // Handles one request; `respond` is called exactly once, now or later. now_ms must
+  // not go backwards (the server passes a monotonic clock anchored at wall time).
   void Handle(const Request& request, int64_t now_ms, Responder respond);
-  // Expires long polls and detects members whose heartbeats stopped.
+  // Expires long polls, detects members whose heartbeats stopped, forms generations
+  // whose regroup window passed, fails jobs left below workers.min too long.
   void Tick(int64_t now_ms);
 
   // For tests and shoalctl run.
   const Job* FindJob(const std::string& id) const;
+  const Member* FindMember(const std::string& id) const;
   std::vector<Event> EventsOf(const std::string& job_id) const;
   // The checkpoint registry: committed checkpoints of a job, oldest first.
-  std::vector<CheckpointRecord> CheckpointsOf(const std::string& job_id) const;
+  std::vector<CheckpointRecord> CheckpointsOf(const std::string& job_id) const { return checkpoints_.Of(job_id); }
+  Ledger LedgerOf(const std::string& job_id) const { return ledgers_.Of(job_id); }
+  size_t kv_waiting() const { return kv_.waiting(); }
 
  private:
   struct MemberRecord {
@@ -76,28 +109,50 @@ class Coordinator {
     uint64_t awaiting_id = 0;
   };
 
+  // Jobs (coordinator.cc).
   Status Submit(const SubmitRequest& req, int64_t now_ms, SubmitResponse* out);
   Status Cancel(const CancelRequest& req, int64_t now_ms, CancelResponse* out);
   void FillStatus(const StatusRequest& req, int64_t now_ms, StatusResponse* out) const;
+  Status Finish(const FinishRequest& req, int64_t now_ms);
+  Status CommitCheckpoint(const CheckpointCommitRequest& req, int64_t now_ms);
+  Status GetLedger(const LedgerRequest& req, LedgerResponse* out) const;
+  Status CheckKvScope(const std::string& key) const;
+  void EndJob(Job& job, JobState state, const std::string& reason, int64_t now_ms);
+
+  // Membership (members.cc).
   Status Register(const RegisterRequest& req, int64_t now_ms, RegisterResponse* out);
   void AwaitAssignment(const Request& req, int64_t now_ms, Responder respond);
   Status Heartbeat(const HeartbeatRequest& req, int64_t now_ms, HeartbeatResponse* out);
-  Status Finish(const FinishRequest& req, int64_t now_ms);
-  Status CommitCheckpoint(const CheckpointRecord& rec, int64_t now_ms);
-
-  void MaybeFormGeneration(Job& job, int64_t now_ms);
+  Status Leave(const LeaveRequest& req, int64_t now_ms);
+  Status Scale(const ScaleRequest& req, int64_t now_ms, ScaleResponse* out);
+  Status GenerationReport(const GenerationReportRequest& req, int64_t now_ms);
+  void DetectDeadMembers(int64_t now_ms);
+  void FormFirstGeneration(Job& job, int64_t now_ms);
+  // Ends the job's current generation (a failure upgrades a pending planned change).
+  void EndGeneration(Job& job, RegroupMode mode, const std::string& cause, int64_t now_ms);
+  // Forms the next generation once the current one's members have all reported.
+  void MaybeFormNextGeneration(Job& job, int64_t now_ms);
+  void FormGeneration(Job& job, const std::vector<MemberRecord*>& members, const std::string& cause, int64_t now_ms);
   void AnswerAssignment(MemberRecord& rec);
-  void EndJob(Job& job, JobState state, const std::string& reason, int64_t now_ms);
+  void MarkGone(MemberRecord& rec, MemberState state, const std::string& why, int64_t now_ms);
   std::vector<MemberRecord*> MembersOf(const std::string& job_id, MemberState state);
+  // ACTIVE and LEAVING members of the job's current generation, by rank.
+  std::vector<MemberRecord*> CurrentMembers(const Job& job);
+  int Capacity(const Job& job) const;
+
   Status SaveJob(const Job& job);
   Status SaveMember(const Member& m);
-  void AddEvent(const std::string& job_id, const std::string& kind, const std::string& detail, int64_t now_ms);
+  void AddEvent(const std::string& job_id, const std::string& kind, const std::string& detail, int64_t now_ms,
+                const std::map<std::string, double>& figures = {});
 
   std::unique_ptr<StateStore> store_;
   KvService kv_;
+  CheckpointRegistry checkpoints_;
+  LedgerBook ledgers_;
   std::map<std::string, Job> jobs_;
   std::map<std::string, MemberRecord> members_;
   std::map<std::string, int> next_member_index_;  // per job
+  std::map<std::string, int64_t> first_report_ms_;  // per job: the ending generation's first report
   int64_t next_event_seq_ = 1;
 };
 

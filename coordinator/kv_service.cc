@@ -1,6 +1,8 @@
 // Key-value rendezvous with long-poll waiters.
 #include "coordinator/kv_service.h"
 
+#include <algorithm>
+
 namespace shoal {
 
 namespace {
@@ -62,6 +64,17 @@ void KvService::DropPrefix(const std::string& prefix) {
     (void)store_->Delete(kPrefix + it->first);
     it = values_.erase(it);
   }
+  // A rendezvous still waiting in a dropped scope can never complete: answer it now,
+  // so that a member stuck building a superseded generation's communicator moves on.
+  std::vector<Waiter> still;
+  for (auto& w : waiters_) {
+    const bool dropped = std::any_of(w.keys.begin(), w.keys.end(), [&](const std::string& k) { return k.starts_with(prefix); });
+    if (dropped)
+      w.answer(Aborted("rendezvous scope " + prefix + " was dropped (its generation ended)"), {});
+    else
+      still.push_back(std::move(w));
+  }
+  waiters_ = std::move(still);
 }
 
 }  // namespace shoal

@@ -40,7 +40,7 @@ StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Create(const Ser
     ASSIGN_OR_RETURN(store, OpenRocksStore(options.state_dir));
   }
   server->impl_->coordinator = std::make_unique<Coordinator>(std::move(store));
-  RETURN_IF_ERROR(server->impl_->coordinator->Load(UnixMillis()));
+  RETURN_IF_ERROR(server->impl_->coordinator->Load(MonotonicUnixMillis()));
   try {
     auto& s = server->impl_->socket;
     s.set(zmq::sockopt::linger, 0);
@@ -99,10 +99,10 @@ void CoordinatorServer::Run() {
           impl.Send(id, bad);
           continue;
         }
-        impl.coordinator->Handle(req, UnixMillis(), [&impl, id](Response resp) { impl.Send(id, resp); });
+        impl.coordinator->Handle(req, MonotonicUnixMillis(), [&impl, id](Response resp) { impl.Send(id, resp); });
       }
     }
-    int64_t now = UnixMillis();
+    int64_t now = MonotonicUnixMillis();
     if (now >= next_tick) {
       impl.coordinator->Tick(now);
       next_tick = now + kTickMs;

@@ -102,7 +102,10 @@ int64_t Loader::cursor() const {
   std::lock_guard<std::mutex> lock(mu_);
   return cursor_;
 }
-int64_t Loader::steps_per_epoch() const { return StepsPerEpoch(size(), global_batch_); }
+int64_t Loader::steps_per_epoch() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return StepsPerEpoch(size(), global_batch_);
+}
 LoaderStats Loader::stats() const {
   std::lock_guard<std::mutex> lock(mu_);
   return stats_;
@@ -116,13 +119,15 @@ void Loader::RestartLocked() {
   cv_.notify_all();
 }
 
-Status Loader::SetWorld(int rank, int world) {
+Status Loader::SetWorld(int rank, int world, int64_t global_batch) {
   if (world <= 0 || rank < 0 || rank >= world)
     return InvalidArgument("rank " + std::to_string(rank) + " is outside world " + std::to_string(world));
   std::lock_guard<std::mutex> lock(mu_);
-  if (rank == rank_ && world == world_) return OkStatus();
+  if (global_batch <= 0) global_batch = global_batch_;
+  if (rank == rank_ && world == world_ && global_batch == global_batch_) return OkStatus();
   rank_ = rank;
   world_ = world;
+  global_batch_ = global_batch;
   RestartLocked();
   return OkStatus();
 }
@@ -139,18 +144,18 @@ Status Loader::Seek(int64_t epoch, int64_t cursor) {
   return OkStatus();
 }
 
-LoaderBatch Loader::Build(int64_t epoch, int64_t cursor, int rank, int world) {
+LoaderBatch Loader::Build(int64_t epoch, int64_t cursor, int rank, int world, int64_t global_batch) {
   Stopwatch w;
   const int64_t n = size();
   if (perm_epoch_ != epoch) {
     perm_ = EpochPermutation(static_cast<uint64_t>(n), seed_, epoch);
     perm_epoch_ = epoch;
   }
-  Span span = RankSpan(cursor, n, global_batch_, rank, world);
+  Span span = RankSpan(cursor, n, global_batch, rank, world);
   LoaderBatch b;
   b.epoch = epoch;
   b.cursor = cursor;
-  b.step_samples = StepSamples(cursor, n, global_batch_);
+  b.step_samples = StepSamples(cursor, n, global_batch);
   b.rank = rank;
   b.world = world;
   b.n = static_cast<int>(span.size());
@@ -179,8 +184,9 @@ void Loader::ProducerLoop() {
     const uint64_t gen = generation_;
     const int64_t epoch = prod_epoch_, cursor = prod_cursor_;
     const int rank = rank_, world = world_;
+    const int64_t global_batch = global_batch_;
     lock.unlock();
-    LoaderBatch b = Build(epoch, cursor, rank, world);
+    LoaderBatch b = Build(epoch, cursor, rank, world, global_batch);
     lock.lock();
     if (gen != generation_) continue;  // world or position changed while building
     queue_.push_back(Item{gen, std::move(b)});
@@ -196,9 +202,10 @@ StatusOr<LoaderBatch> Loader::Next() {
   if (prefetch_ == 0) {
     const int64_t epoch = epoch_, cursor = cursor_;
     const int rank = rank_, world = world_;
+    const int64_t global_batch = global_batch_;
     const uint64_t gen = generation_;
     lock.unlock();
-    b = Build(epoch, cursor, rank, world);
+    b = Build(epoch, cursor, rank, world, global_batch);
     lock.lock();
     // SetWorld or Seek from another thread while building: rebuild for the new state.
     if (gen != generation_) {

@@ -63,8 +63,9 @@ class Loader {
   StatusOr<LoaderBatch> Next();
 
   // Takes effect at the next step Next() returns; prefetched batches cut for the old
-  // world are dropped. Errors on rank outside [0, world).
-  Status SetWorld(int rank, int world);
+  // world are dropped. Errors on rank outside [0, world). global_batch > 0 also
+  // changes the samples per step (an elastic job that keeps the per-worker batch).
+  Status SetWorld(int rank, int world, int64_t global_batch = 0);
   // Moves to a saved position (a checkpoint's epoch and cursor). cursor may equal
   // size(), meaning the start of the next epoch.
   Status Seek(int64_t epoch, int64_t cursor);
@@ -94,7 +95,7 @@ class Loader {
   };
   Loader() = default;
   // Builds the batch of the step at (epoch, cursor) for (rank, world).
-  LoaderBatch Build(int64_t epoch, int64_t cursor, int rank, int world);
+  LoaderBatch Build(int64_t epoch, int64_t cursor, int rank, int world, int64_t global_batch);
   void ProducerLoop();
   // Resets the producer to the consumer's position under mu_ (world or seek changed).
   void RestartLocked();
@@ -105,13 +106,13 @@ class Loader {
   int dim_ = 0, num_classes_ = 0;
   bool scanned_ = false;
   std::string name_, manifest_sha256_, provenance_;
-  int64_t global_batch_ = 1;
   uint64_t seed_ = 0;
   size_t prefetch_ = 0;
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
   int rank_ = 0, world_ = 1;
+  int64_t global_batch_ = 1;
   int64_t epoch_ = 0, cursor_ = 0;            // consumer: the next step Next() returns
   int64_t prod_epoch_ = 0, prod_cursor_ = 0;  // producer: the next step it builds
   uint64_t generation_ = 0;

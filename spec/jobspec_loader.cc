@@ -48,6 +48,7 @@ JobSpec DefaultJobSpec() {
   t->set_evaluate(true);
   t->set_max_steps(0);
   t->set_nesterov(false);
+  t->set_elastic_batch("global");
 
   WorkersSpec* w = s.mutable_workers();
   w->set_initial(2);
@@ -55,6 +56,9 @@ JobSpec DefaultJobSpec() {
   w->set_max(8);
   w->set_heartbeat_interval_s(0.5);
   w->set_heartbeat_timeout_s(5);
+  w->set_regroup_window_s(1.0);
+  w->set_min_grace_s(60);
+  w->set_max_restarts(3);
 
   CollectivesSpec* c = s.mutable_collectives();
   c->set_backend("auto");

@@ -122,6 +122,7 @@ void CheckTraining(const TrainingSpec& t, Checker& c) {
   c.OneOf("training.schedule", t.schedule(), {"cosine", "constant"});
   c.UnitInterval("training.min_lr_ratio", t.min_lr_ratio(), true);
   c.IntAtLeast("training.max_steps", t.max_steps(), 0);
+  c.OneOf("training.elastic_batch", t.elastic_batch(), {"global", "per_worker"});
   c.Check(!t.nesterov() || t.momentum() > 0, "training.nesterov", "needs training.momentum > 0", "true");
 }
 
@@ -142,6 +143,17 @@ void CheckWorkers(const WorkersSpec& w, Checker& c) {
           "must be finite and greater than workers.heartbeat_interval_s (" +
               FormatDouble(w.heartbeat_interval_s()) + ")",
           FormatDouble(w.heartbeat_timeout_s()), "workers.heartbeat_interval_s");
+  // A member that saw the failure reports at once; one that did not learns it from its
+  // next heartbeat, so the window must cover an interval.
+  c.Check(std::isfinite(w.regroup_window_s()) && w.regroup_window_s() > w.heartbeat_interval_s() &&
+              w.regroup_window_s() <= 600,
+          "workers.regroup_window_s",
+          "must be greater than workers.heartbeat_interval_s (" + FormatDouble(w.heartbeat_interval_s()) +
+              ") and at most 600",
+          FormatDouble(w.regroup_window_s()), "workers.heartbeat_interval_s");
+  c.Check(std::isfinite(w.min_grace_s()) && w.min_grace_s() >= 0 && w.min_grace_s() <= 86400, "workers.min_grace_s",
+          "must be in [0, 86400]", FormatDouble(w.min_grace_s()));
+  c.IntIn("workers.max_restarts", w.max_restarts(), 0, 1000000);
 }
 
 void CheckCollectives(const CollectivesSpec& k, Checker& c) {

@@ -8,8 +8,11 @@
 namespace shoal {
 
 HeartbeatThread::HeartbeatThread(std::string endpoint, std::string member_id, double interval_s,
-                                 std::function<void()> on_stop)
-    : endpoint_(std::move(endpoint)), member_id_(std::move(member_id)), interval_s_(interval_s), on_stop_(std::move(on_stop)) {
+                                 std::function<void(int64_t)> abort_generation)
+    : endpoint_(std::move(endpoint)),
+      interval_s_(interval_s),
+      member_id_(std::move(member_id)),
+      abort_generation_(std::move(abort_generation)) {
   metrics_.set_test_accuracy(-1);
   thread_ = std::thread([this] { Loop(); });
 }
@@ -28,31 +31,97 @@ void HeartbeatThread::Update(const WorkerMetrics& m) {
   metrics_ = m;
 }
 
+void HeartbeatThread::UpdateLedger(const Ledger& ledger) {
+  std::lock_guard<std::mutex> l(mu_);
+  ledger_ = ledger;
+}
+
+void HeartbeatThread::SetMember(const std::string& member_id) {
+  std::lock_guard<std::mutex> l(mu_);
+  member_id_ = member_id;
+  leave_sent_ = false;
+  fenced_ = false;
+}
+
+void HeartbeatThread::SetGeneration(int64_t generation) {
+  std::lock_guard<std::mutex> l(mu_);
+  generation_ = generation;
+  boundary_pending_ = false;
+  ledger_.Clear();
+}
+
+void HeartbeatThread::RequestLeave() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    leave_wanted_ = true;
+  }
+  cv_.notify_all();  // tell the coordinator now, not at the next beat
+}
+
 void HeartbeatThread::Loop() {
   ControlClient client(endpoint_);
+  const auto call_timeout = std::chrono::milliseconds(static_cast<int64_t>(std::max(1.0, 2 * interval_s_) * 1000));
   int failures = 0;
   for (;;) {
     Request r;
-    r.mutable_heartbeat()->set_member_id(member_id_);
+    int64_t generation;
+    bool send_leave;
+    std::string member;
     {
       std::lock_guard<std::mutex> l(mu_);
       if (quit_) return;
+      member = member_id_;
+      generation = generation_;
+      send_leave = leave_wanted_ && !leave_sent_;
+      r.mutable_heartbeat()->set_member_id(member);
+      r.mutable_heartbeat()->set_generation(generation);
       *r.mutable_heartbeat()->mutable_metrics() = metrics_;
+      if (ledger_.ranges_size() > 0) *r.mutable_heartbeat()->mutable_ledger() = ledger_;
     }
-    auto resp = client.Call(r, std::chrono::milliseconds(static_cast<int64_t>(std::max(1.0, 2 * interval_s_) * 1000)));
+    if (send_leave) {
+      Request leave;
+      leave.mutable_leave()->set_member_id(member);
+      auto resp = client.Call(leave, call_timeout);
+      if (resp.ok()) {
+        std::lock_guard<std::mutex> l(mu_);
+        leave_sent_ = member == member_id_;
+        SHOAL_LOG_INFO("leaving: the coordinator takes {} out at the next step boundary", member);
+      } else if (resp.status().code() == StatusCode::kFailedPrecondition) {
+        SHOAL_LOG_WARN("leave refused ({}): stopping", resp.status().message());
+        leave_refused_ = true;
+        std::lock_guard<std::mutex> l(mu_);
+        leave_sent_ = true;
+      } else if (resp.status().code() != StatusCode::kUnavailable) {
+        SHOAL_LOG_WARN("leave: {}", resp.status().ToString());
+        std::lock_guard<std::mutex> l(mu_);
+        leave_sent_ = true;  // not retried: the boundary report says it again
+      }
+    }
+    auto resp = client.Call(r, call_timeout);
     if (resp.ok()) {
       failures = 0;
-      JobState s = resp->heartbeat().job_state();
+      const HeartbeatResponse& hb = resp->heartbeat();
+      JobState s = hb.job_state();
       last_state_ = s;
       if ((s == JOB_CANCELLED || s == JOB_FAILED) && !stop_requested_.exchange(true)) {
         SHOAL_LOG_WARN("job is {}: stopping", s == JOB_CANCELLED ? "cancelled" : "failed");
-        if (on_stop_) on_stop_();
+        if (abort_generation_) abort_generation_(generation);
+      } else if (hb.fenced()) {
+        if (!fenced_.exchange(true)) SHOAL_LOG_WARN("fenced: {}", hb.fence_reason());
+        if (generation > 0 && abort_generation_) abort_generation_(generation);
+      } else if (generation > 0 && hb.generation() == generation) {
+        if (hb.regroup() == REGROUP_NOW) {
+          if (abort_generation_) abort_generation_(generation);
+        } else if (hb.regroup() == REGROUP_AT_BOUNDARY) {
+          std::lock_guard<std::mutex> l(mu_);
+          if (generation_ == generation) boundary_pending_ = true;
+        }
       }
     } else if (++failures == 3 || failures % 20 == 0) {
       SHOAL_LOG_WARN("heartbeat: {}", resp.status().ToString());
     }
     std::unique_lock<std::mutex> l(mu_);
-    cv_.wait_for(l, std::chrono::duration<double>(interval_s_), [this] { return quit_; });
+    cv_.wait_for(l, std::chrono::duration<double>(interval_s_), [this] { return quit_ || (leave_wanted_ && !leave_sent_); });
     if (quit_) return;
   }
 }

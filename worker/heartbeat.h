@@ -1,6 +1,9 @@
-// The worker's heartbeat thread: every interval it sends the latest metrics and reads
-// back the job's state. A cancelled or failed job raises stop(), and the worker aborts
-// its communicator so no peer waits out a collective timeout.
+// The worker's heartbeat thread: every interval it sends the latest metrics (rank 0
+// adds its data ledger) and reads back the job's state and how the member's generation
+// is ending. A cancelled or failed job raises stop_requested(); a failure elsewhere
+// (REGROUP_NOW) or being fenced makes it abort the communicator of that generation, so
+// no member waits out a collective timeout; a planned change raises boundary_pending().
+// It also carries a graceful leave (SIGTERM) to the coordinator.
 #pragma once
 
 #include <atomic>
@@ -16,26 +19,49 @@ namespace shoal {
 
 class HeartbeatThread {
  public:
-  // on_stop is called once, from the heartbeat thread, when the job ends under the worker.
-  HeartbeatThread(std::string endpoint, std::string member_id, double interval_s, std::function<void()> on_stop);
+  // abort_generation(g) is called from the heartbeat thread when the communicator of
+  // generation g must stop at once (the job ended, a failure, fencing); the worker
+  // ignores it for any generation but the one it is in.
+  HeartbeatThread(std::string endpoint, std::string member_id, double interval_s,
+                  std::function<void(int64_t generation)> abort_generation);
   ~HeartbeatThread();
 
   void Update(const WorkerMetrics& m);
+  void UpdateLedger(const Ledger& ledger);  // rank 0 only; empty: none sent
+  // The member id (changes when a fenced worker registers again) and the generation it
+  // trains in (0 between generations).
+  void SetMember(const std::string& member_id);
+  void SetGeneration(int64_t generation);
+  // Asks the coordinator to let this member leave at the next boundary (once per member).
+  void RequestLeave();
+
   bool stop_requested() const { return stop_requested_.load(); }
   JobState last_job_state() const { return last_state_.load(); }
+  // A planned change is pending for the current generation.
+  bool boundary_pending() const { return boundary_pending_.load(); }
+  bool fenced() const { return fenced_.load(); }
+  // The coordinator refused the leave (a job that cannot regroup): stop instead.
+  bool leave_refused() const { return leave_refused_.load(); }
 
  private:
   void Loop();
 
-  std::string endpoint_, member_id_;
+  std::string endpoint_;
   double interval_s_;
   std::mutex mu_;
   std::condition_variable cv_;
+  std::string member_id_;
+  int64_t generation_ = 0;
   WorkerMetrics metrics_;
+  Ledger ledger_;
+  bool leave_wanted_ = false, leave_sent_ = false;
   bool quit_ = false;
   std::atomic<bool> stop_requested_{false};
+  std::atomic<bool> boundary_pending_{false};
+  std::atomic<bool> fenced_{false};
+  std::atomic<bool> leave_refused_{false};
   std::atomic<JobState> last_state_{JOB_STATE_UNSPECIFIED};
-  std::function<void()> on_stop_;
+  std::function<void(int64_t)> abort_generation_;
   std::thread thread_;
 };
 

@@ -1,8 +1,13 @@
-// shoal-worker: one training process. Registers with the coordinator, waits for its
-// assignment (generation, rank, world), builds the communicator through the
-// coordinator's key-value store, trains, and reports its result.
+// shoal-worker: one training process, alive across generations. It registers with the
+// coordinator, then loops: assignment -> communicator -> state sync -> train until done
+// or until the generation ends -> abort the communicator -> report -> next assignment.
+// Model, optimizer, codec, data position and ledger live in one Trainer across
+// generations; only the communicator is rebuilt.
 //   shoal-worker --coordinator tcp://HOST:PORT --job ID
-// Under mpirun/srun the launcher's rank orders the ranks (and backend mpi uses MPI).
+// Under mpirun/srun the launcher's rank orders the ranks (and backend mpi uses MPI,
+// which cannot regroup: there a failure ends the job).
+// Signals: the first SIGTERM/SIGINT leaves gracefully at the next step boundary (exit
+// 0); a second one exits at once.
 #include <CLI/CLI.hpp>
 #include <unistd.h>
 
@@ -13,19 +18,19 @@
 
 #include "collectives/factory.h"
 #include "collectives/mpi/mpi_communicator.h"
+#include "common/clock.h"
+#include "common/file_util.h"
 #include "common/log.h"
 #include "coordinator/client.h"
-#include "common/file_util.h"
 #include "datapipe/idx.h"
 #include "datapipe/loader.h"
+#include "shoal/config.h"
+#include "worker/checkpoint_glue.h"
 #include "worker/coordinator_kv.h"
 #include "worker/heartbeat.h"
 #include "worker/launcher_env.h"
 #include "worker/models/mlp.h"
-#include "worker/checkpoint_glue.h"
 #include "worker/trainer.h"
-#include "common/clock.h"
-#include "shoal/config.h"
 #if SHOAL_HAVE_CUDA
 #include "common/nvml/nvml.h"
 #include "worker/models/cuda/cuda_mlp.h"
@@ -35,37 +40,12 @@ namespace shoal {
 namespace {
 
 constexpr int kExitOk = 0, kExitFailed = 1, kExitUsage = 2;
-std::atomic<bool> g_signalled{false};
+std::atomic<int> g_signals{0};
 
 std::string HostName() {
   char buf[256] = {};
   ::gethostname(buf, sizeof(buf) - 1);
   return buf;
-}
-
-StatusOr<Assignment> AwaitAssignment(ControlClient& client, const std::string& member_id) {
-  for (;;) {
-    if (g_signalled) return Cancelled("interrupted while waiting for an assignment");
-    Request r;
-    r.mutable_await_assignment()->set_member_id(member_id);
-    auto resp = client.Call(r, std::chrono::seconds(5));
-    if (resp.ok()) return resp->assignment();
-    if (resp.status().code() != StatusCode::kUnavailable) return resp.status();
-    // No answer yet: the generation has not formed. Ask again (the newest poll wins).
-  }
-}
-
-void ReportFinish(ControlClient& client, const std::string& member_id, const Status& status, const JobResult* result,
-                  const WorkerMetrics& metrics) {
-  Request r;
-  FinishRequest* f = r.mutable_finish();
-  f->set_member_id(member_id);
-  f->set_success(status.ok());
-  f->set_error(status.ToString());
-  if (result) *f->mutable_result() = *result;
-  *f->mutable_metrics() = metrics;
-  auto resp = client.Call(r, std::chrono::seconds(10));
-  if (!resp.ok()) SHOAL_LOG_WARN("could not report the result: {}", resp.status().ToString());
 }
 
 // The address peers use to reach this worker's data-plane sockets: loopback when the
@@ -95,9 +75,12 @@ StatusOr<std::unique_ptr<Model>> MakeModel(const JobSpec& spec, int local_rank) 
 }
 
 // Tells the coordinator's checkpoint registry about a commit (runs on the writer thread).
-void RegisterCheckpoint(const std::string& endpoint, const std::string& job_id, const CommitInfo& info) {
+void RegisterCheckpoint(const std::string& endpoint, const std::string& member_id, int64_t generation,
+                        const std::string& job_id, const CommitInfo& info) {
   ControlClient client(endpoint);
   Request r;
+  r.mutable_checkpoint_commit()->set_member_id(member_id);
+  r.mutable_checkpoint_commit()->set_generation(generation);
   CheckpointRecord* rec = r.mutable_checkpoint_commit()->mutable_record();
   rec->set_job_id(job_id);
   rec->set_step(info.step);
@@ -108,201 +91,441 @@ void RegisterCheckpoint(const std::string& endpoint, const std::string& job_id, 
   if (!resp.ok()) SHOAL_LOG_WARN("checkpoint registry: {}", resp.status().ToString());
 }
 
-int Run(const std::string& endpoint, const std::string& job_id, int blas_threads, const std::string& listen_flag) {
-  LauncherEnv launcher = DetectLauncher();
-  InitLogging(launcher.rank >= 0 ? "worker[" + std::to_string(launcher.rank) + "]" : "worker");
-  ControlClient client(endpoint);
+// A collective or rendezvous failure a regroup can cure (a peer gone, an abort, a
+// superseded generation), as opposed to bad input or a bug.
+bool Regroupable(const Status& s) {
+  return s.code() == StatusCode::kAborted || s.code() == StatusCode::kDeadlineExceeded ||
+         s.code() == StatusCode::kUnavailable || s.code() == StatusCode::kInternal;
+}
 
-  Request reg;
-  reg.mutable_register_()->set_job_id(job_id);
-  reg.mutable_register_()->set_host(HostName());
-  reg.mutable_register_()->set_pid(::getpid());
-  reg.mutable_register_()->set_launcher_rank(launcher.rank);
-  reg.mutable_register_()->set_launcher_size(launcher.size);
-  auto registered = client.Call(reg, std::chrono::seconds(10));
-  if (!registered.ok()) {
-    SHOAL_LOG_ERROR("cannot register with {}: {}", endpoint, registered.status().ToString());
-    return registered.status().code() == StatusCode::kUnavailable ? kExitFailed : kExitUsage;
-  }
-  const std::string member_id = registered->register_().member_id();
+// The training and evaluation data, opened once and kept across generations.
+struct WorkerData {
+  std::unique_ptr<Loader> loader;
+  std::optional<InMemoryDataset> train, test;
+};
 
-  std::unique_ptr<Communicator> comm;
-  std::mutex comm_mu;
-  HeartbeatThread heartbeat(endpoint, member_id, registered->register_().heartbeat_interval_s(), [&] {
-    std::lock_guard<std::mutex> l(comm_mu);
-    if (comm) comm->Abort();  // peers stuck in a collective fail fast instead of timing out
-  });
-
-  auto assignment = AwaitAssignment(client, member_id);
-  if (!assignment.ok()) {
-    SHOAL_LOG_ERROR("{}", assignment.status().ToString());
-    ReportFinish(client, member_id, assignment.status(), nullptr, {});
-    return kExitFailed;
-  }
-  const JobSpec& spec = assignment->spec();
-  InitLogging("worker[" + std::to_string(assignment->rank()) + "]");
-  SHOAL_LOG_INFO("{}: generation {}, rank {} of {}", member_id, assignment->generation(), assignment->rank(),
-                 assignment->world_size());
-
-  WorkerMetrics last_metrics;
-  auto fail = [&](const Status& s) {
-    // A collective aborted because the coordinator ended the job, or training stopped
-    // by SIGINT/SIGTERM, is the stop that was asked for, not a fault of this worker.
-    if ((s.code() == StatusCode::kAborted && heartbeat.stop_requested()) ||
-        (s.code() == StatusCode::kCancelled && g_signalled.load())) {
-      SHOAL_LOG_INFO("stopped: {}", s.ToString());
-    } else {
-      SHOAL_LOG_ERROR("{}", s.ToString());
-    }
-    ReportFinish(client, member_id, s, nullptr, last_metrics);
-    return kExitFailed;
-  };
-
-  SetBlasThreads(blas_threads);
-  auto model = MakeModel(spec, launcher.local_rank);
-  if (!model.ok()) return fail(model.status());
-
-  // A checkpoint to resume from is verified (signature, then every shard) before use.
-  std::optional<LoadedCheckpoint> resume;
-  if (!spec.checkpoint().resume().empty()) {
-    auto loaded = LoadResumeCheckpoint(spec, OwnRankState{assignment->rank(), assignment->world_size()});
-    if (!loaded.ok()) return fail(loaded.status().WithContext("resume"));
-    SHOAL_LOG_INFO("resuming from {} (step {}, {})", loaded->dir, loaded->snapshot.step,
-                   loaded->signature_verified ? "signed by " + loaded->signer_key_id : std::string("unsigned"));
-    resume = std::move(*loaded);
-  }
-
+StatusOr<WorkerData> OpenData(const JobSpec& spec) {
   // Training data: a signed dataset folder (verified shards, admitted records only,
   // prefetched) or, for plain IDX files, all records in memory.
-  auto trust = TrustFromSpec(spec.data());
-  if (!trust.ok()) return fail(trust.status());
+  ASSIGN_OR_RETURN(DatasetTrust trust, TrustFromSpec(spec.data()));
+  WorkerData d;
   const std::string& dataset = spec.data().dataset();
   const bool shards = spec.data().format() == "shards" ||
                       (spec.data().format() == "auto" && PathExists(dataset + "/manifest.pb"));
-  std::unique_ptr<Loader> loader;
-  std::optional<InMemoryDataset> train;
   if (shards) {
     const DataFilters& f = spec.data().filters();
     LoaderOptions lo;
-    lo.trust = *trust;
+    lo.trust = trust;
     // With filters on, unscanned data must not be trained on: that is the point of them.
     lo.require_scan = f.schema().enabled() || f.exact_duplicates().enabled() || f.near_duplicates().enabled() ||
                       f.outliers().enabled() || f.label_consistency().enabled();
-    lo.global_batch = int64_t{spec.training().batch_per_worker()} * assignment->world_size();
+    lo.global_batch = spec.training().batch_per_worker();  // set per generation (SetWorld)
     lo.seed = spec.training().seed();
     lo.prefetch_batches = spec.data().prefetch_batches();
-    lo.rank = assignment->rank();
-    lo.world = assignment->world_size();
-    if (resume) {
-      lo.epoch = resume->snapshot.epoch;
-      lo.cursor = resume->snapshot.cursor;
-    }
     auto opened = Loader::Open(dataset, lo);
-    if (!opened.ok()) return fail(opened.status().WithContext("training data " + dataset));
-    loader = std::move(*opened);
-    SHOAL_LOG_INFO("dataset {}: {} admitted, {} quarantined ({})", loader->dataset_name(), loader->size(),
-                   loader->quarantined(), loader->provenance());
+    if (!opened.ok()) return opened.status().WithContext("training data " + dataset);
+    d.loader = std::move(*opened);
+    SHOAL_LOG_INFO("dataset {}: {} admitted, {} quarantined ({})", d.loader->dataset_name(), d.loader->size(),
+                   d.loader->quarantined(), d.loader->provenance());
   } else {
     auto loaded = LoadFashionMnist(dataset, "train");
-    if (!loaded.ok()) return fail(loaded.status().WithContext("training data"));
-    train = std::move(*loaded);
+    if (!loaded.ok()) return loaded.status().WithContext("training data");
+    d.train = std::move(*loaded);
   }
   const std::string& test_dir = spec.data().test_dataset();
-  auto test = PathExists(test_dir + "/manifest.pb") ? LoadAdmittedInMemory(test_dir, trust->trust, trust->allow_unsigned)
+  auto test = PathExists(test_dir + "/manifest.pb") ? LoadAdmittedInMemory(test_dir, trust.trust, trust.allow_unsigned)
                                                     : LoadFashionMnist(test_dir, "t10k");
-  if (!test.ok()) return fail(test.status().WithContext("test data"));
+  if (!test.ok()) return test.status().WithContext("test data");
+  d.test = std::move(*test);
+  return d;
+}
 
-  CoordinatorKvStore kv(endpoint);
-  CommunicatorConfig cc;
-  cc.backend = spec.collectives().backend();
-  cc.rank = assignment->rank();
-  cc.size = assignment->world_size();
-  cc.kv = &kv;
-  cc.prefix = assignment->kv_prefix();
-  cc.timeout = std::chrono::milliseconds(static_cast<int64_t>(spec.collectives().timeout_s() * 1000));
-  cc.interface_or_host = ListenHost(endpoint, listen_flag);
-  auto link = LinkEmulationFor(spec.collectives().emulate_bandwidth_mbps(), spec.collectives().emulate_latency_us());
-  if (!link.ok()) return fail(link.status().WithContext("link emulation"));
-  if (link->enabled()) {
+class Worker {
+ public:
+  Worker(std::string endpoint, std::string job_id, int blas_threads, std::string listen_flag)
+      : endpoint_(std::move(endpoint)), job_id_(std::move(job_id)), blas_threads_(blas_threads),
+        listen_flag_(std::move(listen_flag)), client_(endpoint_), kv_(endpoint_) {}
+
+  int Run();
+
+ private:
+  StatusOr<std::string> Register();
+  StatusOr<Assignment> AwaitAssignment();
+  Status Prepare(const Assignment& a);
+  // Builds the generation's communicator and brings every member to the same state.
+  Status Join(const Assignment& a);
+  void ReportFinish(const Status& status, const JobResult* result);
+  int Fail(const Status& s);
+  void AbortGeneration(int64_t generation);
+  void DropCommunicator();
+  TrainerHooks Hooks(const Assignment& a);
+
+  const std::string endpoint_, job_id_;
+  const int blas_threads_;
+  const std::string listen_flag_;
+  LauncherEnv launcher_;
+  ControlClient client_;
+  CoordinatorKvStore kv_;
+  std::string member_id_;
+  bool elastic_ = true;
+  std::string backend_;
+  std::unique_ptr<HeartbeatThread> heartbeat_;
+
+  std::mutex comm_mu_;  // guards comm_ and comm_generation_ against the heartbeat thread
+  std::unique_ptr<Communicator> comm_;
+  int64_t comm_generation_ = 0;
+
+  JobSpec spec_;
+  std::unique_ptr<Model> model_;
+  WorkerData data_;
+  std::unique_ptr<Trainer> trainer_;
+  bool has_state_ = false;
+  std::string parent_digest_;
+  std::unique_ptr<AsyncCheckpointer> checkpointer_;
+  WorkerMetrics last_metrics_;
+
+  // What the next AwaitAssignment reports, and the regroup's timings.
+  AwaitAssignmentRequest report_;
+  double last_commit_time_ = 0, report_time_ = 0, detect_seconds_ = 0;
+  double regroup_seconds_ = 0, rendezvous_seconds_ = 0, sync_seconds_ = 0, trained_since_ = 0;
+#if SHOAL_HAVE_CUDA
+  std::unique_ptr<GpuMonitor> gpu_;
+  WorkerMetrics gpu_fields_;  // the last device reading, merged into every heartbeat
+  double last_gpu_sample_ = 0;
+#endif
+};
+
+StatusOr<std::string> Worker::Register() {
+  Request reg;
+  reg.mutable_register_()->set_job_id(job_id_);
+  reg.mutable_register_()->set_host(HostName());
+  reg.mutable_register_()->set_pid(::getpid());
+  reg.mutable_register_()->set_launcher_rank(launcher_.rank);
+  reg.mutable_register_()->set_launcher_size(launcher_.size);
+  reg.mutable_register_()->set_elastic(elastic_);
+  ASSIGN_OR_RETURN(Response r, client_.Call(reg, std::chrono::seconds(10)));
+  return r.register_().member_id();
+}
+
+StatusOr<Assignment> Worker::AwaitAssignment() {
+  for (;;) {
+    if (g_signals > 0 && report_.ended_generation() == 0 && heartbeat_) heartbeat_->RequestLeave();
+    Request r;
+    *r.mutable_await_assignment() = report_;
+    r.mutable_await_assignment()->set_member_id(member_id_);
+    r.mutable_await_assignment()->set_leaving(g_signals > 0);
+    auto resp = client_.Call(r, std::chrono::seconds(5));
+    if (resp.ok()) return resp->assignment();
+    if (resp.status().code() != StatusCode::kUnavailable) return resp.status();
+    // No answer yet: the generation has not formed (or the coordinator restarts). Ask
+    // again, repeating the report (the newest poll wins).
+  }
+}
+
+void Worker::ReportFinish(const Status& status, const JobResult* result) {
+  Request r;
+  FinishRequest* f = r.mutable_finish();
+  f->set_member_id(member_id_);
+  f->set_success(status.ok());
+  f->set_error(status.ToString());
+  if (result) *f->mutable_result() = *result;
+  *f->mutable_metrics() = last_metrics_;
+  auto resp = client_.Call(r, std::chrono::seconds(10));
+  if (!resp.ok()) SHOAL_LOG_WARN("could not report the result: {}", resp.status().ToString());
+}
+
+int Worker::Fail(const Status& s) {
+  // A collective aborted because the coordinator ended the job, or a stop that was
+  // asked for, is not a fault of this worker.
+  if ((heartbeat_ && heartbeat_->stop_requested()) || s.code() == StatusCode::kCancelled)
+    SHOAL_LOG_INFO("stopped: {}", s.ToString());
+  else
+    SHOAL_LOG_ERROR("{}", s.ToString());
+  ReportFinish(s, nullptr);
+  return kExitFailed;
+}
+
+void Worker::AbortGeneration(int64_t generation) {
+  std::lock_guard<std::mutex> l(comm_mu_);
+  if (comm_ && comm_generation_ == generation) comm_->Abort();  // peers fail fast, no timeout
+}
+
+void Worker::DropCommunicator() {
+  std::unique_ptr<Communicator> old;
+  {
+    std::lock_guard<std::mutex> l(comm_mu_);
+    if (comm_) comm_->Abort();
+    old = std::move(comm_);
+    comm_generation_ = 0;
+  }
+  old.reset();  // outside the lock: closing connections may take a moment
+}
+
+// Everything that lives across generations, built from the first assignment's spec.
+Status Worker::Prepare(const Assignment& a) {
+  spec_ = a.spec();
+  SetBlasThreads(blas_threads_);
+  ASSIGN_OR_RETURN(model_, MakeModel(spec_, launcher_.local_rank));
+  ASSIGN_OR_RETURN(data_, OpenData(spec_));
+  TrainerInputs in;
+  in.spec = &spec_;
+  in.train = data_.train ? &*data_.train : nullptr;
+  in.loader = data_.loader.get();
+  in.test = data_.test ? &*data_.test : nullptr;
+  in.job_id = a.job_id();
+  ASSIGN_OR_RETURN(trainer_, Trainer::Create(in, model_.get()));
+  auto link = LinkEmulationFor(spec_.collectives().emulate_bandwidth_mbps(), spec_.collectives().emulate_latency_us());
+  if (!link.ok()) return link.status().WithContext("link emulation");
+  if (link->enabled())
     SHOAL_LOG_INFO("link emulation on: send rate capped at {} Mbit/s (0 = no cap), {} us added per message",
                    link->bandwidth_mbps, link->latency_us);
-  }
-  cc.link_emulation = *link;
-  auto made = MakeCommunicator(cc);
-  if (!made.ok()) return fail(made.status().WithContext("building the " + cc.backend + " communicator"));
-  {
-    std::lock_guard<std::mutex> l(comm_mu);
-    comm = std::move(*made);
-  }
-  SHOAL_LOG_INFO("communicator ready: backend {}, world {}", comm->backend(), comm->size());
-
-  CheckpointerSetup ck;
-  ck.job_id = assignment->job_id();
-  ck.rank = assignment->rank();
-  ck.world = assignment->world_size();
-  ck.kv = &kv;
-  ck.kv_prefix = assignment->kv_prefix();
-  ck.parent_digest = resume ? resume->manifest_digest : "";
-  ck.on_commit = [endpoint, job = ck.job_id](const CommitInfo& info) { RegisterCheckpoint(endpoint, job, info); };
-  auto checkpointer = MakeCheckpointer(spec, ck);
-  if (!checkpointer.ok()) return fail(checkpointer.status().WithContext("checkpointer"));
-
 #if SHOAL_HAVE_CUDA
-  GpuMonitor gpu(std::max(0, launcher.local_rank));
-  WorkerMetrics gpu_fields;  // the last device reading, merged into every heartbeat
-  double last_gpu_sample = 0;
+  gpu_ = std::make_unique<GpuMonitor>(std::max(0, launcher_.local_rank));
 #endif
+  return OkStatus();
+}
+
+Status Worker::Join(const Assignment& a) {
+  CommunicatorConfig cc;
+  cc.backend = backend_;
+  cc.rank = a.rank();
+  cc.size = a.world_size();
+  cc.kv = &kv_;
+  cc.prefix = a.kv_prefix();
+  cc.timeout = std::chrono::milliseconds(static_cast<int64_t>(spec_.collectives().timeout_s() * 1000));
+  cc.interface_or_host = ListenHost(endpoint_, listen_flag_);
+  ASSIGN_OR_RETURN(cc.link_emulation,
+                   LinkEmulationFor(spec_.collectives().emulate_bandwidth_mbps(), spec_.collectives().emulate_latency_us()));
+  auto made = MakeCommunicator(cc);
+  if (!made.ok()) return made.status().WithContext("building the " + cc.backend + " communicator");
+  // One source of rank and world: the assignment; the communicator must agree.
+  if ((*made)->rank() != a.rank() || (*made)->size() != a.world_size())
+    return Internal("the " + cc.backend + " communicator says rank " + std::to_string((*made)->rank()) + " of " +
+                    std::to_string((*made)->size()) + ", the assignment rank " + std::to_string(a.rank()) + " of " +
+                    std::to_string(a.world_size()));
+  {
+    std::lock_guard<std::mutex> l(comm_mu_);
+    comm_ = std::move(*made);
+    comm_generation_ = a.generation();
+  }
+  return OkStatus();
+}
+
+TrainerHooks Worker::Hooks(const Assignment& a) {
   TrainerHooks hooks;
-  hooks.on_metrics = [&](const WorkerMetrics& metrics) {
-    last_metrics = metrics;
+  auto first_step = std::make_shared<bool>(true);
+  hooks.on_metrics = [this, a, first_step](const WorkerMetrics& metrics) {
+    last_metrics_ = metrics;
+    last_commit_time_ = MonotonicSeconds();
 #if SHOAL_HAVE_CUDA
     // Device health at most twice a second: NVML reads cost tens of microseconds.
     double now = MonotonicSeconds();
-    if (gpu.available() && now - last_gpu_sample >= 0.5) {
-      last_gpu_sample = now;
-      if (auto h = gpu.Sample(now)) {
-        gpu_fields.set_has_gpu(true);
-        gpu_fields.set_gpu_device(h->device);
-        gpu_fields.set_gpu_utilization_pct(h->utilization_pct);
-        gpu_fields.set_gpu_memory_used_bytes(h->memory_used_bytes);
-        gpu_fields.set_gpu_memory_total_bytes(h->memory_total_bytes);
-        gpu_fields.set_gpu_power_watts(h->power_watts);
-        gpu_fields.set_gpu_temperature_c(h->temperature_c);
-        gpu_fields.set_gpu_energy_joules(gpu.usage().joules());
-        gpu_fields.set_gpu_seconds(gpu.usage().gpu_seconds());
+    if (gpu_ && gpu_->available() && now - last_gpu_sample_ >= 0.5) {
+      last_gpu_sample_ = now;
+      if (auto h = gpu_->Sample(now)) {
+        gpu_fields_.set_has_gpu(true);
+        gpu_fields_.set_gpu_device(h->device);
+        gpu_fields_.set_gpu_utilization_pct(h->utilization_pct);
+        gpu_fields_.set_gpu_memory_used_bytes(h->memory_used_bytes);
+        gpu_fields_.set_gpu_memory_total_bytes(h->memory_total_bytes);
+        gpu_fields_.set_gpu_power_watts(h->power_watts);
+        gpu_fields_.set_gpu_temperature_c(h->temperature_c);
+        gpu_fields_.set_gpu_energy_joules(gpu_->usage().joules());
+        gpu_fields_.set_gpu_seconds(gpu_->usage().gpu_seconds());
       }
     }
-    if (gpu_fields.has_gpu()) last_metrics.MergeFrom(gpu_fields);
+    if (gpu_fields_.has_gpu()) last_metrics_.MergeFrom(gpu_fields_);
 #endif
-    heartbeat.Update(last_metrics);
+    heartbeat_->Update(last_metrics_);
+    if (*first_step) {
+      *first_step = false;
+      // How long the change took, told once by the new generation's rank 0.
+      if (a.rank() == 0 && a.generation() > 1) {
+        Request r;
+        GenerationReportRequest* g = r.mutable_generation_report();
+        g->set_member_id(member_id_);
+        g->set_generation(a.generation());
+        g->set_detect_seconds(detect_seconds_);
+        g->set_regroup_seconds(regroup_seconds_);
+        g->set_rendezvous_seconds(rendezvous_seconds_);
+        g->set_sync_seconds(sync_seconds_);
+        g->set_first_step_seconds(MonotonicSeconds() - trained_since_);
+        g->set_first_step_unix_ms(UnixMillis());
+        g->set_step(metrics.step());
+        auto resp = client_.Call(r, std::chrono::seconds(2));
+        if (!resp.ok()) SHOAL_LOG_WARN("generation report: {}", resp.status().ToString());
+      }
+    }
   };
-  hooks.should_stop = [&] { return heartbeat.stop_requested() || g_signalled.load(); };
-  hooks.on_epoch = [&](int epoch, double acc) {
-    if (assignment->rank() == 0) SHOAL_LOG_INFO("epoch {}: test accuracy {:.4f}", epoch + 1, acc);
+  if (a.rank() == 0) hooks.on_ledger = [this](const Ledger& l) { heartbeat_->UpdateLedger(l); };
+  hooks.should_stop = [this] { return heartbeat_->stop_requested() || heartbeat_->leave_refused() || g_signals > 1; };
+  hooks.boundary_requested = [this] { return heartbeat_->boundary_pending() || g_signals > 0 || heartbeat_->fenced(); };
+  hooks.on_epoch = [a](int epoch, double acc) {
+    if (a.rank() == 0) SHOAL_LOG_INFO("epoch {}: test accuracy {:.4f}", epoch + 1, acc);
   };
-  TrainerInputs in;
-  in.spec = &spec;
-  in.train = train ? &*train : nullptr;
-  in.loader = loader.get();
-  in.test = &*test;
-  in.resume = resume ? &resume->snapshot : nullptr;
-  in.checkpointer = checkpointer->get();
-  in.job_id = assignment->job_id();
-  auto result = Train(in, comm.get(), model->get(), hooks);
-  if (!result.ok()) return fail(result.status());
-  if (*checkpointer) {
-    Status s = (*checkpointer)->Wait();
-    if (!s.ok()) return fail(s.WithContext("checkpoint"));
+  return hooks;
+}
+
+int Worker::Run() {
+  launcher_ = DetectLauncher();
+  InitLogging(launcher_.rank >= 0 ? "worker[" + std::to_string(launcher_.rank) + "]" : "worker");
+  // The job's backend decides whether this worker can regroup (mpi cannot): look it up
+  // before registering. An unknown job is reported by Register itself.
+  Request st;
+  st.mutable_status()->set_job_id(job_id_);
+  auto status = client_.Call(st, std::chrono::seconds(10));
+  std::string requested = "auto";
+  if (status.ok() && status->status().jobs_size() == 1) requested = status->status().jobs(0).spec().collectives().backend();
+  backend_ = ResolveBackend(requested);
+  elastic_ = backend_ != "mpi";
+
+  auto registered = Register();
+  if (!registered.ok()) {
+    SHOAL_LOG_ERROR("cannot register with {}: {}", endpoint_, registered.status().ToString());
+    return registered.status().code() == StatusCode::kUnavailable ? kExitFailed : kExitUsage;
   }
-  result->set_gpu_seconds(last_metrics.gpu_seconds());
-  result->set_energy_joules(last_metrics.gpu_energy_joules());
-  ReportFinish(client, member_id, OkStatus(), assignment->rank() == 0 ? &*result : nullptr, last_metrics);
-  {
-    std::lock_guard<std::mutex> l(comm_mu);
-    comm.reset();
+  member_id_ = *registered;
+  double interval = 0.5;
+  if (status.ok() && status->status().jobs_size() == 1)
+    interval = status->status().jobs(0).spec().workers().heartbeat_interval_s();
+  heartbeat_ = std::make_unique<HeartbeatThread>(endpoint_, member_id_, interval,
+                                                 [this](int64_t g) { AbortGeneration(g); });
+  std::unique_ptr<AsyncCheckpointer> old_checkpointer;
+
+  for (;;) {
+    report_time_ = MonotonicSeconds();
+    auto assignment = AwaitAssignment();
+    if (!assignment.ok() && assignment.status().code() == StatusCode::kFailedPrecondition &&
+        assignment.status().message().find("fenced") != std::string::npos && elastic_ && g_signals == 0) {
+      // Declared dead while it was away (SIGSTOP, a partition): its state is stale. It
+      // comes back as a joiner and takes the state of the generation it joins.
+      SHOAL_LOG_WARN("{}; registering again", assignment.status().message());
+      auto again = Register();
+      if (!again.ok()) return Fail(again.status().WithContext("registering again after being fenced"));
+      member_id_ = *again;
+      heartbeat_->SetMember(member_id_);
+      report_.Clear();
+      has_state_ = false;
+      continue;
+    }
+    if (!assignment.ok()) {
+      // The job ended (cancelled, failed) while this member waited.
+      SHOAL_LOG_WARN("{}", assignment.status().ToString());
+      return assignment.status().code() == StatusCode::kAborted ? kExitFailed : Fail(assignment.status());
+    }
+    old_checkpointer.reset();  // its pending save was answered when its generation's scope was dropped
+    if (assignment->exit()) {
+      SHOAL_LOG_INFO("exiting: {}", assignment->exit_reason());
+      return kExitOk;
+    }
+    const Assignment& a = *assignment;
+    const double assigned_at = MonotonicSeconds();
+    regroup_seconds_ = assigned_at - report_time_;
+    InitLogging("worker[" + std::to_string(a.rank()) + "]");
+    SHOAL_LOG_INFO("{}: generation {}, rank {} of {}{}", member_id_, a.generation(), a.rank(), a.world_size(),
+                   a.cause().empty() ? "" : " (" + a.cause() + ")");
+    heartbeat_->SetGeneration(a.generation());
+    if (!trainer_) {
+      Status s = Prepare(a);
+      if (!s.ok()) return Fail(s);
+    }
+
+    Status joined = Join(a);
+    rendezvous_seconds_ = MonotonicSeconds() - assigned_at;
+    double sync_start = MonotonicSeconds();
+    if (joined.ok()) {
+      if (a.state_source() >= 0) {
+        joined = trainer_->SyncFrom(comm_.get(), a.state_source());
+      } else {
+        // No member holds state: the spec's resume checkpoint (first generation), the
+        // job's latest checkpoint (everyone died), or a fresh start from rank 0's seed.
+        JobSpec resume_spec = spec_;
+        if (!a.resume_checkpoint().empty()) resume_spec.mutable_checkpoint()->set_resume(a.resume_checkpoint());
+        if (!resume_spec.checkpoint().resume().empty()) {
+          auto loaded = LoadResumeCheckpoint(resume_spec, OwnRankState{a.rank(), a.world_size()});
+          if (!loaded.ok()) return Fail(loaded.status().WithContext("resume"));
+          SHOAL_LOG_INFO("resuming from {} (step {}, {})", loaded->dir, loaded->snapshot.step,
+                         loaded->signature_verified ? "signed by " + loaded->signer_key_id : std::string("unsigned"));
+          Status s = trainer_->Restore(loaded->snapshot, a.world_size(), a.rank());
+          if (!s.ok()) return Fail(s.WithContext("resume"));
+          parent_digest_ = loaded->manifest_digest;
+        } else {
+          joined = trainer_->SyncFrom(comm_.get(), 0);
+        }
+      }
+    }
+    sync_seconds_ = MonotonicSeconds() - sync_start;
+    if (!joined.ok()) {
+      if (!Regroupable(joined) || !elastic_ || heartbeat_->stop_requested()) return Fail(joined);
+      // The generation failed before it trained (a member died during the regroup).
+      SHOAL_LOG_WARN("generation {} failed to start: {}", a.generation(), joined.ToString());
+      DropCommunicator();
+      report_.Clear();
+      report_.set_ended_generation(a.generation());
+      report_.set_committed_step(trainer_->position().step);
+      report_.set_has_state(has_state_);
+      report_.set_failed(true);
+      report_.set_error(joined.ToString());
+      detect_seconds_ = 0;
+      continue;
+    }
+    has_state_ = true;
+    SHOAL_LOG_INFO("generation {} ready at step {}: backend {}, rendezvous {:.3f} s, sync {:.3f} s", a.generation(),
+                   trainer_->position().step, comm_->backend(), rendezvous_seconds_, sync_seconds_);
+
+    CheckpointerSetup ck;
+    ck.job_id = a.job_id();
+    ck.rank = a.rank();
+    ck.world = a.world_size();
+    ck.kv = &kv_;
+    ck.kv_prefix = a.kv_prefix();
+    ck.parent_digest = parent_digest_;
+    ck.on_commit = [endpoint = endpoint_, member = member_id_, gen = a.generation(), job = a.job_id()](const CommitInfo& info) {
+      RegisterCheckpoint(endpoint, member, gen, job, info);
+    };
+    auto checkpointer = MakeCheckpointer(spec_, ck);
+    if (!checkpointer.ok()) return Fail(checkpointer.status().WithContext("checkpointer"));
+    checkpointer_ = std::move(*checkpointer);
+
+    trained_since_ = MonotonicSeconds();
+    last_commit_time_ = trained_since_;
+    auto outcome = trainer_->RunGeneration(comm_.get(), a.generation(), checkpointer_.get(), Hooks(a));
+    if (!outcome.ok()) {
+      DropCommunicator();
+      return Fail(outcome.status());
+    }
+    if (outcome->end == GenerationEnd::kCompleted) {
+      if (checkpointer_) {
+        Status s = checkpointer_->Wait();
+        if (!s.ok()) return Fail(s.WithContext("checkpoint"));
+      }
+      outcome->result.set_gpu_seconds(last_metrics_.gpu_seconds());
+      outcome->result.set_energy_joules(last_metrics_.gpu_energy_joules());
+      ReportFinish(OkStatus(), a.rank() == 0 ? &outcome->result : nullptr);
+      DropCommunicator();
+      if (backend_ == "mpi") FinalizeMpiIfInitialized();
+      return kExitOk;
+    }
+    const bool failed = outcome->end == GenerationEnd::kCommFailed;
+    detect_seconds_ = failed ? MonotonicSeconds() - last_commit_time_ : 0;
+    DropCommunicator();
+    if (heartbeat_->stop_requested() || g_signals > 1) return Fail(Cancelled("stopped: " + outcome->error.ToString()));
+    if (failed && !elastic_)
+      return Fail(outcome->error.WithContext("backend " + backend_ + " cannot regroup; the job ends"));
+    if (failed) SHOAL_LOG_WARN("generation {} failed at step {}: {}", a.generation(), trainer_->position().step,
+                               outcome->error.ToString());
+    else SHOAL_LOG_INFO("generation {} ends after step {} (planned change)", a.generation(), trainer_->position().step);
+    // The checkpoint still being written is kept until the next assignment: if a peer
+    // died, its shard exchange is answered when this generation's scope is dropped.
+    old_checkpointer = std::move(checkpointer_);
+    report_.Clear();
+    report_.set_ended_generation(a.generation());
+    report_.set_committed_step(trainer_->position().step);
+    report_.set_has_state(true);
+    report_.set_failed(failed);
+    if (failed) report_.set_error(outcome->error.ToString());
+    *report_.mutable_ledger() = trainer_->ledger();
   }
-  if (cc.backend == "mpi" || (cc.backend == "auto" && launcher.launcher == "mpirun")) FinalizeMpiIfInitialized();
-  return kExitOk;
 }
 
 }  // namespace
@@ -314,13 +537,20 @@ int main(int argc, char** argv) {
   int blas_threads = 1;
   std::string listen_host;
   app.add_option("--coordinator", endpoint, "coordinator endpoint, tcp://HOST:PORT")->required();
-  app.add_option("--job", job, "job id to join (shoalctl submit prints it)")->required();
+  app.add_option("--job", job, "job id to join (shoalctl submit prints it); a running job takes it at its next step boundary")
+      ->required();
   app.add_option("--blas-threads", blas_threads, "OpenBLAS threads for this worker")->capture_default_str()->check(CLI::Range(1, 256));
   app.add_option("--listen-host", listen_host,
                  "address peers reach this worker on for the data plane (default: $SHOAL_LISTEN_HOST, loopback "
                  "if the coordinator is on loopback, else the host name)");
+  app.footer("Signals: SIGTERM or SIGINT leaves the job at the next step boundary and exits 0; a second one exits at once.");
   CLI11_PARSE(app, argc, argv);
-  std::signal(SIGINT, [](int) { shoal::g_signalled = true; });
-  std::signal(SIGTERM, [](int) { shoal::g_signalled = true; });
-  return shoal::Run(endpoint, job, blas_threads, listen_host);
+  // First signal: leave gracefully. Second: exit now (async-signal-safe: _exit only).
+  auto on_signal = [](int) {
+    if (shoal::g_signals.fetch_add(1) >= 1) ::_exit(143);
+  };
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+  shoal::Worker worker(endpoint, job, blas_threads, listen_host);
+  return worker.Run();
 }

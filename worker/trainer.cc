@@ -1,10 +1,12 @@
 // The training loop: global epoch order, global cursor, per-rank spans, gradients
 // reduced in fusion buckets while backward goes on (sum of grad_scale = 1/global batch,
 // i.e. the exact global-batch mean), SGD with momentum and a warm-up + cosine schedule,
-// evaluation at epoch ends, asynchronous checkpoints, exact resume.
+// evaluation at epoch ends, asynchronous checkpoints, exact resume; across generations,
+// state sync from one rank and an agreed last step for planned membership changes.
 #include "worker/trainer.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "collectives/reducer.h"
@@ -12,18 +14,10 @@
 #include "common/log.h"
 #include "datapipe/partition.h"
 #include "worker/optim/lr_schedule.h"
-#include "worker/optim/sgd.h"
-#include "worker/trainer_state.h"
 
 namespace shoal {
 
 namespace {
-
-Status BroadcastParams(Model* model, Communicator* comm, const CollectiveOptions& opts) {
-  for (auto& p : model->params())
-    RETURN_IF_ERROR(comm->Broadcast(p.data, p.numel * sizeof(float), 0, opts));
-  return OkStatus();
-}
 
 // Copies the span's records (positions in the epoch order) into contiguous buffers.
 void GatherBatch(const InMemoryDataset& ds, const std::vector<uint32_t>& order, Span span, std::vector<float>& x,
@@ -56,6 +50,19 @@ struct Window {
   int steps = 0;
 };
 
+// The boundary exchange runs about this often: rarely enough to cost nothing per step
+// (one 8-byte allreduce every ~100 ms), often enough that a planned change waits for it
+// a fraction of a second.
+constexpr double kBoundaryExchangeSeconds = 0.1;
+constexpr int64_t kMaxStepsBetweenExchanges = 1000;
+
+StatusOr<GenerationOutcome> CommFailed(const Status& s) {
+  GenerationOutcome out;
+  out.end = GenerationEnd::kCommFailed;
+  out.error = s;
+  return out;
+}
+
 }  // namespace
 
 StatusOr<EvalResult> EvaluateDistributed(Model* model, const InMemoryDataset& test, Communicator* comm,
@@ -76,19 +83,19 @@ StatusOr<EvalResult> EvaluateDistributed(Model* model, const InMemoryDataset& te
   return EvalResult{static_cast<int64_t>(sums[0]), static_cast<int64_t>(sums[1]), sums[2]};
 }
 
-StatusOr<JobResult> Train(const TrainerInputs& in, Communicator* comm, Model* model, const TrainerHooks& hooks) {
+StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainerInputs& in, Model* model) {
   const JobSpec& spec = *in.spec;
   const TrainingSpec& t = spec.training();
   if (!in.train && !in.loader) return InvalidArgument("no training data");
+  std::unique_ptr<Trainer> tr(new Trainer());
+  tr->in_ = in;
+  tr->model_ = model;
   // The records the epochs run over: admitted records of a verified dataset, or all of
   // an in-memory one.
-  const int64_t n = in.loader ? in.loader->size() : in.train->n;
-  const int rank = comm->rank(), world = comm->size();
-  CollectiveOptions opts;
-  opts.timeout = std::chrono::milliseconds(static_cast<int64_t>(spec.collectives().timeout_s() * 1000));
+  tr->n_ = in.loader ? in.loader->size() : in.train->n;
   RETURN_IF_ERROR(in.loader ? CheckShapes(spec, in.loader->dim(), in.loader->num_classes())
                             : CheckShapes(spec, in.train->dim, in.train->num_classes));
-  if (n == 0) return FailedPrecondition("the training set has no (admitted) records");
+  if (tr->n_ == 0) return FailedPrecondition("the training set has no (admitted) records");
 
   CodecOptions codec_opts;
   codec_opts.name = spec.collectives().codec();
@@ -105,22 +112,108 @@ StatusOr<JobResult> Train(const TrainerInputs& in, Communicator* comm, Model* mo
   }
   codec_opts.qblock_bits = spec.collectives().qblock_bits();
   codec_opts.topk_ratio = spec.collectives().topk_ratio();
-  ASSIGN_OR_RETURN(std::unique_ptr<GradientCodec> codec, MakeCodec(codec_opts));
+  ASSIGN_OR_RETURN(tr->codec_, MakeCodec(codec_opts));
   SgdOptions sgd_opts;
   sgd_opts.lr = static_cast<float>(t.learning_rate());
   sgd_opts.momentum = codec_momentum ? 0.0f : static_cast<float>(t.momentum());
   sgd_opts.nesterov = !codec_momentum && t.nesterov();
   sgd_opts.weight_decay = static_cast<float>(t.weight_decay());
-  SgdMomentum optimizer(sgd_opts, model->num_parameters());
+  tr->optimizer_ = std::make_unique<SgdMomentum>(sgd_opts, model->num_parameters());
+  tr->ledger_.set_records(tr->n_);
+  tr->ledger_.set_seed(t.seed());
+  tr->wall_start_ = MonotonicSeconds();
+  tr->totals_.set_codec(tr->codec_->name());
+  return tr;
+}
 
-  TrainingPosition pos;
-  if (in.resume) {
-    ASSIGN_OR_RETURN(pos, RestoreSnapshot(*in.resume, *model, optimizer, codec.get(), world, rank));
-    if (rank == 0) SHOAL_LOG_INFO("resuming at step {} (epoch {}, cursor {})", pos.step, pos.epoch + 1, pos.cursor);
-  } else {
-    // Every rank starts from rank 0's parameters (identical seeds make this a no-op
-    // today; joiners of later generations rely on the same broadcast).
-    RETURN_IF_ERROR(BroadcastParams(model, comm, opts).WithContext("initial parameter broadcast"));
+int64_t Trainer::GlobalBatch(int world) const {
+  const TrainingSpec& t = in_.spec->training();
+  const int ref = t.elastic_batch() == "per_worker" || batch_world_ == 0 ? world : batch_world_;
+  return int64_t{t.batch_per_worker()} * ref;
+}
+
+Status Trainer::Restore(const TrainerSnapshot& snap, int world, int rank) {
+  ASSIGN_OR_RETURN(pos_, RestoreSnapshot(snap, *model_, *optimizer_, codec_.get(), world, rank));
+  // A checkpoint's steps are its own history: the ledger restarts at its step (the
+  // coordinator keeps the ranges before it).
+  ledger_.clear_ranges();
+  resumed_from_step_ = pos_.step;
+  return OkStatus();
+}
+
+Status Trainer::SyncFrom(Communicator* comm, int source) {
+  CollectiveOptions opts;
+  opts.timeout = std::chrono::milliseconds(static_cast<int64_t>(in_.spec->collectives().timeout_s() * 1000));
+  const bool me = comm->rank() == source;
+  std::string ledger_bytes = me ? ledger_.SerializeAsString() : "";
+  int64_t header[5] = {pos_.step, pos_.epoch, pos_.cursor, batch_world_, static_cast<int64_t>(ledger_bytes.size())};
+  RETURN_IF_ERROR(comm->Broadcast(header, sizeof(header), source, opts).WithContext("state sync: position"));
+  if (header[4] < 0 || header[4] > (int64_t{64} << 20)) return DataLoss("state sync: ledger of " + std::to_string(header[4]) + " bytes");
+  ledger_bytes.resize(static_cast<size_t>(header[4]));
+  if (!ledger_bytes.empty())
+    RETURN_IF_ERROR(comm->Broadcast(ledger_bytes.data(), ledger_bytes.size(), source, opts).WithContext("state sync: ledger"));
+  for (auto& p : model_->params())
+    RETURN_IF_ERROR(comm->Broadcast(p.data, p.numel * sizeof(float), source, opts).WithContext("state sync: " + p.name));
+  std::string optim = me ? optimizer_->SaveState() : std::string(optimizer_->StateBytes(), '\0');
+  RETURN_IF_ERROR(comm->Broadcast(optim.data(), optim.size(), source, opts).WithContext("state sync: optimizer"));
+  if (!me) {
+    RETURN_IF_ERROR(optimizer_->LoadState(optim).WithContext("state sync: optimizer"));
+    Ledger l;
+    if (!l.ParseFromString(ledger_bytes)) return DataLoss("state sync: the ledger from rank " + std::to_string(source) + " is corrupt");
+    ledger_ = l;
+    pos_ = TrainingPosition{header[0], header[1], header[2]};
+    batch_world_ = static_cast<int>(header[3]);
+  }
+  // Residuals are per rank and PowerSGD's Q must be equal on every rank; a joiner has
+  // neither, so every rank starts the codec afresh (what is lost: at most one step's
+  // unsent compression error per rank).
+  codec_->ResetState();
+  return OkStatus();
+}
+
+void Trainer::AppendLedger(int64_t step, int64_t epoch, int64_t cursor, int64_t samples, int64_t generation, int world) {
+  if (ledger_.ranges_size() > 0) {
+    LedgerRange* last = ledger_.mutable_ranges(ledger_.ranges_size() - 1);
+    if (last->step_end() == step && last->epoch() == epoch && last->cursor_end() == cursor &&
+        last->generation() == generation && last->batch() == samples) {
+      last->set_step_end(step + 1);
+      last->set_cursor_end(cursor + samples);
+      return;
+    }
+    // An epoch's last step may be short: it extends the range without changing `batch`.
+    if (last->step_end() == step && last->epoch() == epoch && last->cursor_end() == cursor &&
+        last->generation() == generation && samples < last->batch() && cursor + samples == n_) {
+      last->set_step_end(step + 1);
+      last->set_cursor_end(cursor + samples);
+      return;
+    }
+  }
+  LedgerRange* r = ledger_.add_ranges();
+  r->set_step_begin(step);
+  r->set_step_end(step + 1);
+  r->set_epoch(epoch);
+  r->set_cursor_begin(cursor);
+  r->set_cursor_end(cursor + samples);
+  r->set_generation(generation);
+  r->set_world(world);
+  r->set_batch(samples);
+}
+
+StatusOr<GenerationOutcome> Trainer::RunGeneration(Communicator* comm, int64_t generation, AsyncCheckpointer* checkpointer,
+                                                   const TrainerHooks& hooks) {
+  const JobSpec& spec = *in_.spec;
+  const TrainingSpec& t = spec.training();
+  const int rank = comm->rank(), world = comm->size();
+  const int64_t n = n_;
+  CollectiveOptions opts;
+  opts.timeout = std::chrono::milliseconds(static_cast<int64_t>(spec.collectives().timeout_s() * 1000));
+  if (batch_world_ == 0) batch_world_ = world;
+  const int64_t global_batch = GlobalBatch(world);
+  // Linear scaling when the per-worker batch is kept: the rate follows the global batch.
+  const double lr_scale = static_cast<double>(global_batch) / (int64_t{t.batch_per_worker()} * batch_world_);
+  if (in_.loader) {
+    RETURN_IF_ERROR(in_.loader->SetWorld(rank, world, global_batch));
+    RETURN_IF_ERROR(in_.loader->Seek(pos_.epoch, pos_.cursor));
   }
 
   ReducerOptions red_opts;
@@ -128,54 +221,57 @@ StatusOr<JobResult> Train(const TrainerInputs& in, Communicator* comm, Model* mo
   red_opts.first_bucket_mib = std::min(1.0, spec.collectives().bucket_mib());
   red_opts.overlap = spec.collectives().overlap();
   red_opts.collective = opts;
-  Reducer reducer(comm, codec.get(), model->params(), red_opts);
+  Reducer reducer(comm, codec_.get(), model_->params(), red_opts);
   GradReadyFn on_ready = reducer.ReadyFn();
 
-  const int64_t global_batch = int64_t{t.batch_per_worker()} * world;
-  // Steps are counted over the whole run, whatever the world size was before a resume:
-  // the remaining samples of this epoch at today's global batch, then whole epochs.
+  // Steps are counted over the whole run, whatever the world size was before: the
+  // remaining samples of this epoch at this generation's global batch, then whole epochs.
   const int64_t steps_per_epoch = StepsPerEpoch(n, global_batch);
-  int64_t total_steps = pos.step + StepsPerEpoch(n - pos.cursor, global_batch) +
-                        steps_per_epoch * (t.epochs() - pos.epoch - 1);
-  if (pos.epoch >= t.epochs()) total_steps = pos.step;
+  int64_t total_steps = pos_.step + StepsPerEpoch(n - pos_.cursor, global_batch) +
+                        steps_per_epoch * (t.epochs() - pos_.epoch - 1);
+  if (pos_.epoch >= t.epochs()) total_steps = pos_.step;
   if (t.max_steps() > 0) total_steps = std::min(total_steps, t.max_steps());
   const int64_t every = spec.checkpoint().every_steps();
 
-  JobResult result;
-  result.set_backend(comm->backend());
-  result.set_world_size(world);
-  result.set_codec(codec->name());
-  result.set_resumed_from_step(in.resume ? pos.step : 0);
   WorkerMetrics m;
   m.set_total_steps(total_steps);
-  m.set_test_accuracy(-1);
+  m.set_test_accuracy(last_accuracy_);
+  m.set_step(pos_.step);
+  m.set_epoch(static_cast<int32_t>(pos_.epoch));
+  m.set_cursor(pos_.cursor);
 
   std::vector<float> bx;
   std::vector<int32_t> by;
   TrainerSnapshot snapshot;
-  Stopwatch wall;
-  double comm_total = 0, exposed_total = 0, compute_total = 0, sgemm_total = 0, loader_total = 0;
-  int64_t samples_total = 0, saves = 0;
   constexpr int kWindow = 20;
   Window w;
+  const int64_t bytes_at_start = comm->bytes_sent();
+  auto finish_generation_totals = [&] {
+    ReducerStats rs = reducer.stats();
+    bytes_sent_before_ += comm->bytes_sent() - bytes_at_start;
+    grad_bytes_before_ += rs.bytes_sent;
+    // The codec outlives generations: its counters are already cumulative.
+    uncompressed_before_ = rs.bytes_uncompressed;
+    codec_seconds_before_ = rs.codec_compute_seconds;
+  };
 
   auto fill = [&](TrainerSnapshot* snap) {
-    BuildSnapshot(*model, optimizer, codec.get(), pos, world, rank, snap);
-    snap->job_id = in.job_id;
+    BuildSnapshot(*model_, *optimizer_, codec_.get(), pos_, world, rank, snap);
+    snap->job_id = in_.job_id;
     return OkStatus();
   };
   double final_save_seconds = 0;
   auto save = [&](bool final_save) -> Status {
-    if (!in.checkpointer) return OkStatus();
-    ++saves;
+    if (!checkpointer) return OkStatus();
+    ++saves_;
     // One copy, straight into a free buffer; the checkpointer counts that stall.
-    if (!final_save) return in.checkpointer->SaveAsyncWith(fill);
+    if (!final_save) return checkpointer->SaveAsyncWith(fill);
     // Timed alone (earlier saves drained, the state already in host memory): what an
     // asynchronous save's stall compares with.
-    RETURN_IF_ERROR(in.checkpointer->Wait());
+    RETURN_IF_ERROR(checkpointer->Wait());
     RETURN_IF_ERROR(fill(&snapshot));
     Stopwatch sync;
-    Status s = in.checkpointer->SaveNow(snapshot);
+    Status s = checkpointer->SaveNow(snapshot);
     final_save_seconds = sync.Seconds();
     return s;
   };
@@ -184,61 +280,70 @@ StatusOr<JobResult> Train(const TrainerInputs& in, Communicator* comm, Model* mo
   // not by the first save on this one. The codec's state appears (and grows) as buckets
   // first pass through the codec, so its buffer is warmed when that happens, well
   // before the first save.
-  const bool prewarm = in.checkpointer && every > 0;
+  const bool prewarm = checkpointer && every > 0;
   size_t warmed_codec_bytes = 0;
   auto prewarm_codec_state = [&] {
-    if (!prewarm || codec->name() == "none") return;
-    const size_t bytes = codec->StateBytes();
+    if (!prewarm || codec_->name() == "none") return;
+    const size_t bytes = codec_->StateBytes();
     if (bytes <= warmed_codec_bytes) return;
     warmed_codec_bytes = bytes;
-    in.checkpointer->Prewarm(SnapshotTensorBytes(*model, optimizer), {bytes});
+    checkpointer->Prewarm(SnapshotTensorBytes(*model_, *optimizer_), {bytes});
   };
-  if (prewarm) in.checkpointer->Prewarm(SnapshotTensorBytes(*model, optimizer));
+  if (prewarm) checkpointer->Prewarm(SnapshotTensorBytes(*model_, *optimizer_));
 
-  int64_t step = pos.step;
-  for (int64_t epoch = pos.epoch; epoch < t.epochs() && step < total_steps; ++epoch) {
-    std::vector<uint32_t> order = in.loader ? std::vector<uint32_t>() : EpochPermutation(n, t.seed(), epoch);
-    int64_t cursor = epoch == pos.epoch ? pos.cursor : 0;
+  // The boundary exchange: after the first step of the generation, then every
+  // `exchange_every` steps as the ranks agreed at the previous exchange.
+  int64_t next_exchange = pos_.step + 1;
+  int64_t step = pos_.step;
+  for (int64_t epoch = pos_.epoch; epoch < t.epochs() && step < total_steps; ++epoch) {
+    std::vector<uint32_t> order = in_.loader ? std::vector<uint32_t>() : EpochPermutation(n, t.seed(), epoch);
+    int64_t cursor = epoch == pos_.epoch ? pos_.cursor : 0;
     for (; cursor < n && step < total_steps; ++step) {
       if (hooks.should_stop && hooks.should_stop()) return Cancelled("training stopped at step " + std::to_string(step));
       Stopwatch step_clock;
       const int64_t g = StepSamples(cursor, n, global_batch);
       Span span = RankSpan(cursor, n, global_batch, rank, world);
-      if (in.loader) {
+      if (in_.loader) {
         // The loader cuts the same step by the same rule; a mismatch is a bug, not data.
-        ASSIGN_OR_RETURN(LoaderBatch b, in.loader->Next());
+        ASSIGN_OR_RETURN(LoaderBatch b, in_.loader->Next());
         if (b.epoch != epoch || b.cursor != cursor || b.n != span.size())
           return Internal("loader is at epoch " + std::to_string(b.epoch) + " cursor " + std::to_string(b.cursor) +
                           ", trainer at epoch " + std::to_string(epoch) + " cursor " + std::to_string(cursor));
         bx = std::move(b.x);
         by = std::move(b.y);
       } else {
-        GatherBatch(*in.train, order, span, bx, by);
+        GatherBatch(*in_.train, order, span, bx, by);
       }
       double loader = step_clock.Seconds();
 
       Stopwatch compute_clock;
       reducer.BeginStep(step);
-      double loss_sum = model->ForwardBackward(Batch{bx.data(), by.data(), static_cast<int>(span.size())},
-                                               1.0f / static_cast<float>(g), on_ready);
+      double loss_sum = model_->ForwardBackward(Batch{bx.data(), by.data(), static_cast<int>(span.size())},
+                                                1.0f / static_cast<float>(g), on_ready);
       double compute = compute_clock.Seconds();
-      double sgemm = model->TakeSgemmSeconds();
+      double sgemm = model_->TakeSgemmSeconds();
       Status reduced = reducer.Wait();
-      if (!reduced.ok()) return reduced.WithContext("gradient reduction at step " + std::to_string(step));
+      if (!reduced.ok()) {
+        finish_generation_totals();
+        return CommFailed(reduced.WithContext("gradient reduction at step " + std::to_string(step)));
+      }
       ReducerStats rs = reducer.stats();
 
-      double lr = LearningRateAt(step, total_steps, t.learning_rate(), t.warmup_steps(), t.schedule(), t.min_lr_ratio());
-      optimizer.Step(model->params(), static_cast<float>(lr));
+      double lr = lr_scale *
+                  LearningRateAt(step, total_steps, t.learning_rate(), t.warmup_steps(), t.schedule(), t.min_lr_ratio());
+      optimizer_->Step(model_->params(), static_cast<float>(lr));
+      // The step is committed: the model, the position and the ledger move together.
+      AppendLedger(step, epoch, cursor, g, generation, world);
       cursor += g;
-      pos = cursor >= n ? TrainingPosition{step + 1, epoch + 1, 0} : TrainingPosition{step + 1, epoch, cursor};
+      pos_ = cursor >= n ? TrainingPosition{step + 1, epoch + 1, 0} : TrainingPosition{step + 1, epoch, cursor};
 
       double step_s = step_clock.Seconds();
-      comm_total += rs.last_comm_seconds;
-      exposed_total += rs.last_exposed_comm_seconds;
-      compute_total += compute;
-      sgemm_total += sgemm;
-      loader_total += loader;
-      samples_total += g;
+      totals_.set_comm_seconds(totals_.comm_seconds() + rs.last_comm_seconds);
+      totals_.set_exposed_comm_seconds(totals_.exposed_comm_seconds() + rs.last_exposed_comm_seconds);
+      totals_.set_compute_seconds(totals_.compute_seconds() + compute);
+      totals_.set_sgemm_seconds(totals_.sgemm_seconds() + sgemm);
+      totals_.set_loader_wait_seconds(totals_.loader_wait_seconds() + loader);
+      samples_total_ += g;
       w.step += step_s;
       w.comm += rs.last_comm_seconds;
       w.exposed += rs.last_exposed_comm_seconds;
@@ -253,7 +358,7 @@ StatusOr<JobResult> Train(const TrainerInputs& in, Communicator* comm, Model* mo
       m.set_step(step + 1);
       m.set_epoch(static_cast<int32_t>(epoch));
       m.set_cursor(cursor);
-      m.set_bytes_sent(comm->bytes_sent());
+      m.set_bytes_sent(bytes_sent_before_ + comm->bytes_sent() - bytes_at_start);
       if (w.steps == kWindow || cursor >= n || step + 1 == total_steps) {
         m.set_loss(w.local_samples ? w.loss / w.local_samples : 0);
         m.set_samples_per_second(w.step > 0 ? w.samples / w.step : 0);
@@ -262,51 +367,106 @@ StatusOr<JobResult> Train(const TrainerInputs& in, Communicator* comm, Model* mo
         m.set_compute_seconds(w.compute / w.steps);
         m.set_sgemm_seconds(w.sgemm / w.steps);
         m.set_loader_wait_seconds(w.loader / w.steps);
+        mean_step_s_ = w.step / w.steps;
+        last_loss_ = m.loss();
         w = Window();
       }
       if (hooks.on_metrics) hooks.on_metrics(m);
+      if (hooks.on_ledger) hooks.on_ledger(ledger_);
       prewarm_codec_state();
       if (every > 0 && (step + 1) % every == 0 && step + 1 < total_steps) RETURN_IF_ERROR(save(false));
+
+      const bool last = step + 1 == total_steps;
+      if (!last && step + 1 == next_exchange) {
+        // One small allreduce: the sum of the boundary flags, and of each rank's idea of
+        // how many steps make kBoundaryExchangeSeconds (averaged, so all agree).
+        const bool want = hooks.boundary_requested && hooks.boundary_requested();
+        const double step_s_now = mean_step_s_ > 0 ? mean_step_s_ : step_s;
+        float ctl[2] = {want ? 1.0f : 0.0f,
+                        static_cast<float>(std::clamp<double>(std::floor(kBoundaryExchangeSeconds / std::max(step_s_now, 1e-6)),
+                                                              1, kMaxStepsBetweenExchanges))};
+        if (world > 1) {
+          Status s = comm->AllReduce(ctl, 2, DType::kF32, ReduceOp::kSum, opts);
+          if (!s.ok()) {
+            finish_generation_totals();
+            return CommFailed(s.WithContext("boundary exchange after step " + std::to_string(step)));
+          }
+        }
+        next_exchange = step + 1 + std::max<int64_t>(1, static_cast<int64_t>(ctl[1] / static_cast<float>(world)));
+        if (ctl[0] > 0 && cursor < n) {  // at an epoch end, the evaluation goes first
+          finish_generation_totals();
+          GenerationOutcome out;
+          out.end = GenerationEnd::kBoundary;
+          return out;
+        }
+        if (ctl[0] > 0) next_exchange = step + 1;  // ask again right after the evaluation
+      }
     }
     bool epoch_done = cursor >= n || step == total_steps;
-    if (t.evaluate() && in.test && epoch_done) {
-      ASSIGN_OR_RETURN(EvalResult ev, EvaluateDistributed(model, *in.test, comm, opts));
-      double acc = ev.count ? static_cast<double>(ev.correct) / ev.count : 0;
-      result.add_epoch_test_accuracy(acc);
+    if (t.evaluate() && in_.test && epoch_done) {
+      auto ev = EvaluateDistributed(model_, *in_.test, comm, opts);
+      if (!ev.ok()) {
+        finish_generation_totals();
+        return CommFailed(ev.status().WithContext("evaluation after epoch " + std::to_string(epoch + 1)));
+      }
+      double acc = ev->count ? static_cast<double>(ev->correct) / ev->count : 0;
+      epoch_accuracy_.push_back(acc);
+      last_accuracy_ = acc;
       m.set_test_accuracy(acc);
       if (hooks.on_metrics) hooks.on_metrics(m);
       if (hooks.on_epoch) hooks.on_epoch(static_cast<int>(epoch), acc);
     }
-    result.set_epochs(static_cast<int32_t>(std::min<int64_t>(t.epochs(), epoch + (cursor >= n ? 1 : 0))));
+    totals_.set_epochs(static_cast<int32_t>(std::min<int64_t>(t.epochs(), epoch + (cursor >= n ? 1 : 0))));
   }
   RETURN_IF_ERROR(save(true).WithContext("final checkpoint"));
+  finish_generation_totals();
 
-  double wall_s = wall.Seconds();
-  ReducerStats rs = reducer.stats();
+  GenerationOutcome out;
+  out.end = GenerationEnd::kCompleted;
+  JobResult& result = out.result;
+  result = totals_;
+  double wall_s = MonotonicSeconds() - wall_start_;
+  result.set_backend(comm->backend());
+  result.set_world_size(world);
+  result.set_resumed_from_step(resumed_from_step_);
   result.set_steps(step);
-  result.set_final_test_accuracy(m.test_accuracy());
-  result.set_final_loss(m.loss());
+  for (double a : epoch_accuracy_) result.add_epoch_test_accuracy(a);
+  result.set_final_test_accuracy(last_accuracy_);
+  result.set_final_loss(last_loss_);
   result.set_wall_seconds(wall_s);
-  result.set_samples_per_second(wall_s > 0 ? samples_total / wall_s : 0);
-  result.set_bytes_sent_per_worker(comm->bytes_sent());
-  result.set_bytes_uncompressed_per_worker(rs.bytes_uncompressed);
-  result.set_gradient_bytes_sent_per_worker(rs.bytes_sent);
-  result.set_comm_seconds(comm_total);
-  result.set_exposed_comm_seconds(exposed_total);
-  result.set_codec_compute_seconds(rs.codec_compute_seconds);
-  result.set_compute_seconds(compute_total);
-  result.set_sgemm_seconds(sgemm_total);
-  result.set_loader_wait_seconds(loader_total);
-  result.set_checkpoints_saved(saves);
-  if (in.loader) {
-    result.set_records_admitted(in.loader->size());
-    result.set_records_quarantined(in.loader->quarantined());
+  result.set_samples_per_second(wall_s > 0 ? samples_total_ / wall_s : 0);
+  result.set_bytes_sent_per_worker(bytes_sent_before_);
+  result.set_bytes_uncompressed_per_worker(uncompressed_before_);
+  result.set_gradient_bytes_sent_per_worker(grad_bytes_before_);
+  result.set_codec_compute_seconds(codec_seconds_before_);
+  result.set_checkpoints_saved(saves_);
+  if (in_.loader) {
+    result.set_records_admitted(in_.loader->size());
+    result.set_records_quarantined(in_.loader->quarantined());
   }
-  if (in.checkpointer) {
-    result.set_checkpoint_stall_seconds(in.checkpointer->stats().total_stall_s);
+  if (checkpointer) {
+    result.set_checkpoint_stall_seconds(checkpointer->stats().total_stall_s);
     result.set_checkpoint_final_save_seconds(final_save_seconds);
   }
-  return result;
+  return out;
+}
+
+StatusOr<JobResult> Train(const TrainerInputs& in, Communicator* comm, Model* model, const TrainerHooks& hooks) {
+  ASSIGN_OR_RETURN(std::unique_ptr<Trainer> trainer, Trainer::Create(in, model));
+  if (in.resume) {
+    RETURN_IF_ERROR(trainer->Restore(*in.resume, comm->size(), comm->rank()));
+    if (comm->rank() == 0)
+      SHOAL_LOG_INFO("resuming at step {} (epoch {}, cursor {})", trainer->position().step,
+                     trainer->position().epoch + 1, trainer->position().cursor);
+  } else {
+    // Every rank starts from rank 0's state (identical seeds make this a no-op for a
+    // fresh job; it is the same sync a regroup uses).
+    RETURN_IF_ERROR(trainer->SyncFrom(comm, 0).WithContext("initial state broadcast"));
+  }
+  ASSIGN_OR_RETURN(GenerationOutcome out, trainer->RunGeneration(comm, 1, in.checkpointer, hooks));
+  if (out.end == GenerationEnd::kCommFailed) return out.error;
+  if (out.end == GenerationEnd::kBoundary) return Aborted("the generation ended at a boundary before training finished");
+  return out.result;
 }
 
 }  // namespace shoal
