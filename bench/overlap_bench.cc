@@ -37,6 +37,18 @@ void Check(const Status& s, const char* what) {
   }
 }
 
+// One training step's forward and backward with every gradient bucket reduced as
+// backward produces it, then the wait for the rest. Lives here, not beside the
+// Reducer: collectives/ must not know the Model interface above it.
+StatusOr<double> ForwardBackwardReduced(Model* model, const Batch& batch, float grad_scale,
+                                        int64_t step, Reducer* reducer) {
+  reducer->BeginStep(step);
+  const double loss_sum = model->ForwardBackward(batch, grad_scale, reducer->ReadyFn());
+  RETURN_IF_ERROR(reducer->Wait().WithContext("gradient reduction at step " +
+                                              std::to_string(step)));
+  return loss_sum;
+}
+
 // Per-step figures of one mode, as medians over the measured steps.
 struct Result {
   double step_s = 0, comm_s = 0, exposed_s = 0;

@@ -16,6 +16,7 @@ constexpr int kExitOk = 0, kExitFailed = 1, kExitBadInput = 2, kExitUnreachable 
 void RegisterRunCommand(CLI::App& app, int* exit_code);
 void RegisterClusterCommands(CLI::App& app, int* exit_code);  // submit, status, cancel
 void RegisterValidateCommand(CLI::App& app, int* exit_code);
+void RegisterElasticCommands(CLI::App& app, int* exit_code);  // ledger, events, scale
 
 // Maps a Status to shoalctl's exit codes and prints it to stderr.
 int ReportError(const Status& status);

@@ -1,7 +1,9 @@
 // Human and JSON renderings of jobs and members.
 #include "cli/format.h"
 
+#include <algorithm>
 #include <cstdio>
+#include <vector>
 #include <sstream>
 
 #include "coordinator/coordinator.h"
@@ -25,6 +27,11 @@ nlohmann::json JobToJson(const Job& job, const StatusResponse* status, int64_t n
                       {"total_steps", job.total_steps()},
                       {"spec_digest", job.spec_digest()}};
   if (!job.failure_reason().empty()) j["failure_reason"] = job.failure_reason();
+  if (job.target_size() > 0) j["target_size"] = job.target_size();
+  if (job.regroup() != REGROUP_NONE) {
+    j["regroup"] = job.regroup() == REGROUP_NOW ? "now" : "at_boundary";
+    j["regroup_cause"] = job.regroup_cause();
+  }
   if (!status) return j;
   nlohmann::json members = nlohmann::json::array();
   int64_t step = 0;
@@ -32,9 +39,14 @@ nlohmann::json JobToJson(const Job& job, const StatusResponse* status, int64_t n
   for (const Member& m : status->members()) {
     if (m.job_id() != job.id()) continue;
     const WorkerMetrics& w = m.metrics();
+    // In the current generation, a member has a rank; others show the last one they had.
+    const bool current = (m.state() == MEMBER_ACTIVE || m.state() == MEMBER_LEAVING || m.state() == MEMBER_FINISHED) &&
+                         m.generation() == job.generation();
     members.push_back({{"member", m.id()},
-                       {"state", MemberStateName(m.state())},
-                       {"rank", m.rank()},
+                       {"state", MemberDisplayState(job, m)},
+                       {"rank", current ? m.rank() : -1},
+                       {"last_rank", m.rank()},
+                       {"generation", m.generation()},
                        {"host", m.host()},
                        {"pid", m.pid()},
                        {"step", w.step()},
@@ -53,7 +65,8 @@ nlohmann::json JobToJson(const Job& job, const StatusResponse* status, int64_t n
                                {"power_watts", w.gpu_power_watts()},
                                {"temperature_c", w.gpu_temperature_c()},
                                {"energy_joules", w.gpu_energy_joules()}};
-    if (m.rank() == 0) {
+    if (!m.failure_reason().empty()) members.back()["reason"] = m.failure_reason();
+    if (current && m.rank() == 0) {
       step = w.step();
       loss = w.loss();
       sps = w.samples_per_second();
@@ -68,6 +81,20 @@ nlohmann::json JobToJson(const Job& job, const StatusResponse* status, int64_t n
       j["latest_checkpoint"] = {{"step", c.step()}, {"path", c.path()}, {"manifest_digest", c.manifest_digest()},
                                 {"signer", c.signer_key_id()}};
   return j;
+}
+
+std::string MemberDisplayState(const Job& job, const Member& m) {
+  // A registered member of a running job waits for the next boundary to join it.
+  if (m.state() == MEMBER_REGISTERED) return job.state() == JOB_RUNNING ? "joining" : "registered";
+  return MemberStateName(m.state());
+}
+
+const Member* CurrentRankZero(const StatusResponse& status, const Job& job) {
+  for (const Member& m : status.members())
+    if (m.job_id() == job.id() && m.rank() == 0 && m.generation() == job.generation() &&
+        (m.state() == MEMBER_ACTIVE || m.state() == MEMBER_LEAVING || m.state() == MEMBER_FINISHED))
+      return &m;
+  return nullptr;
 }
 
 nlohmann::json SummaryJson(const Job& job) {
@@ -103,6 +130,7 @@ nlohmann::json SummaryJson(const Job& job) {
                       {"records_quarantined", r.records_quarantined()},
                       {"gpu_seconds", r.gpu_seconds()},
                       {"energy_joules", r.energy_joules()},
+                      {"generations", job.generation()},
                       {"spec_digest", job.spec_digest()}};
   if (!job.failure_reason().empty()) j["failure_reason"] = job.failure_reason();
   return j;
@@ -118,6 +146,8 @@ std::string StatusTable(const StatusResponse& status) {
         << Fixed(j["samples_per_second"].get<double>(), 0) << " samples/s  generation " << job.generation()
         << "  world " << job.world_size() << "\n";
     if (!job.failure_reason().empty()) out << "  reason: " << job.failure_reason() << "\n";
+    if (j.contains("regroup"))
+      out << "  regrouping (" << j["regroup"].get<std::string>() << "): " << j["regroup_cause"].get<std::string>() << "\n";
     if (job.state() == JOB_COMPLETED)
       out << "  final test accuracy " << Fixed(job.result().final_test_accuracy(), 4) << "\n";
     if (j.contains("latest_checkpoint"))
@@ -128,16 +158,29 @@ std::string StatusTable(const StatusResponse& status) {
           << "\n";
     if (j["members"].empty()) continue;
     char line[256];
-    std::snprintf(line, sizeof(line), "  %-4s %-10s %-16s %-8s %-8s %-8s %-9s %-9s\n", "rank", "state", "host", "pid",
-                  "step", "hb age", "step ms", "comm ms");
+    std::snprintf(line, sizeof(line), "  %-4s %-10s %-4s %-12s %-16s %-8s %-8s %-8s %-9s %-9s\n", "rank", "state", "gen",
+                  "member", "host", "pid", "step", "hb age", "step ms", "comm ms");
     out << line;
-    for (const auto& m : j["members"]) {
-      std::snprintf(line, sizeof(line), "  %-4d %-10s %-16.16s %-8d %-8lld %-8s %-9s %-9s\n", m["rank"].get<int>(),
-                    m["state"].get<std::string>().c_str(), m["host"].get<std::string>().c_str(), m["pid"].get<int>(),
+    // The current generation by rank first, then the others (joining, left, dead).
+    std::vector<nlohmann::json> rows(j["members"].begin(), j["members"].end());
+    std::stable_sort(rows.begin(), rows.end(), [](const nlohmann::json& a, const nlohmann::json& b) {
+      const int ra = a["rank"].get<int>(), rb = b["rank"].get<int>();
+      return (ra < 0 ? 1 << 20 : ra) < (rb < 0 ? 1 << 20 : rb);
+    });
+    std::string reasons;
+    for (const auto& m : rows) {
+      const std::string id = m["member"].get<std::string>();
+      const std::string short_id = id.substr(id.rfind('/') + 1);
+      const std::string rank = m["rank"].get<int>() >= 0 ? std::to_string(m["rank"].get<int>()) : "-";
+      std::snprintf(line, sizeof(line), "  %-4s %-10s %-4lld %-12.12s %-16.16s %-8d %-8lld %-8s %-9s %-9s\n", rank.c_str(),
+                    m["state"].get<std::string>().c_str(), static_cast<long long>(m["generation"].get<int64_t>()),
+                    short_id.c_str(), m["host"].get<std::string>().c_str(), m["pid"].get<int>(),
                     static_cast<long long>(m["step"].get<int64_t>()), (Fixed(m["heartbeat_age_s"].get<double>(), 1) + "s").c_str(),
                     Fixed(m["step_seconds"].get<double>() * 1000, 2).c_str(),
                     Fixed(m["comm_seconds"].get<double>() * 1000, 2).c_str());
       out << line;
+      if (m.contains("reason") && (m["state"] == "dead" || m["state"] == "left"))
+        reasons += "    " + short_id + " " + m["state"].get<std::string>() + ": " + m["reason"].get<std::string>() + "\n";
       if (m.contains("gpu")) {
         const auto& g = m["gpu"];
         std::snprintf(line, sizeof(line), "       gpu %d: %.0f%% busy, %.1f/%.1f GiB, %.0f W, %.0f C, %.0f J\n", g["device"].get<int>(),
@@ -147,6 +190,7 @@ std::string StatusTable(const StatusResponse& status) {
         out << line;
       }
     }
+    out << reasons;
   }
   return out.str();
 }

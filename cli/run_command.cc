@@ -92,12 +92,35 @@ StatusOr<Job> FetchJob(ControlClient& client, const std::string& job_id, StatusR
   return resp.status().jobs(0);
 }
 
+// The worker processes of a run, and how many replacements it may still start.
+struct WorkerPool {
+  WorkerLaunch launch;               // the spec's; one process at a time for replacements
+  std::vector<LaunchedProcess> live;
+  int restarts_left = 0;
+  int started = 0;
+
+  // Starts one more worker (elastic backends only): it joins at the next boundary.
+  Status StartOne(const std::string& why, bool quiet) {
+    WorkerLaunch one = launch;
+    one.workers = 1;
+    ASSIGN_OR_RETURN(std::vector<LaunchedProcess> got, LaunchWorkers(one));
+    for (LaunchedProcess& p : got) {
+      p.what = "worker " + std::to_string(started++);
+      if (!quiet) std::fprintf(stderr, "shoalctl: started %s (pid %d): %s\n", p.what.c_str(), p.pid, why.c_str());
+      live.push_back(p);
+    }
+    return OkStatus();
+  }
+};
+
 // Prints progress until the job ends; returns the final job record. Reaps the launched
-// processes as they exit: one that fails is reported at once (the coordinator only
-// notices a dead worker by its heartbeat), and when none is left before the job ended,
+// processes as they exit: one that fails is reported at once and, while the spec's
+// workers.max_restarts allow, replaced by a new worker that joins the running job;
+// `shoalctl scale` up is met the same way. When none is left before the job ended,
 // nothing can finish it, so the job is cancelled and the run fails.
-StatusOr<Job> Watch(ControlClient& client, const std::string& job_id, std::vector<LaunchedProcess> live, bool quiet) {
+StatusOr<Job> Watch(ControlClient& client, const std::string& job_id, WorkerPool& pool, bool quiet) {
   const bool tty = ::isatty(STDERR_FILENO);
+  const bool elastic = pool.launch.backend != "mpi";
   int last_epoch_printed = -1;
   double last_line = 0;
   bool cancel_sent = false;
@@ -113,10 +136,9 @@ StatusOr<Job> Watch(ControlClient& client, const std::string& job_id, std::vecto
     StatusResponse status;
     ASSIGN_OR_RETURN(Job job, FetchJob(client, job_id, &status));
     WorkerMetrics rank0;
-    for (const Member& m : status.members())
-      if (m.rank() == 0) rank0 = m.metrics();
+    if (const Member* m = CurrentRankZero(status, job)) rank0 = m->metrics();
     if (!quiet && job.state() == JOB_RUNNING && rank0.step() > 0) {
-      std::string line = ProgressLine(job, rank0);
+      std::string line = ProgressLine(job, rank0) + "  world " + std::to_string(job.world_size());
       if (tty) {
         std::fprintf(stderr, "\r%s\033[K", line.c_str());
       } else if (rank0.epoch() != last_epoch_printed || MonotonicSeconds() - last_line > 10) {
@@ -131,7 +153,8 @@ StatusOr<Job> Watch(ControlClient& client, const std::string& job_id, std::vecto
       return job;
     }
     std::string last_exit;
-    for (auto it = live.begin(); it != live.end();) {
+    int failed = 0;
+    for (auto it = pool.live.begin(); it != pool.live.end();) {
       int st;
       if (::waitpid(it->pid, &st, WNOHANG) != it->pid) {
         ++it;
@@ -140,10 +163,23 @@ StatusOr<Job> Watch(ControlClient& client, const std::string& job_id, std::vecto
       last_exit = it->what + " (pid " + std::to_string(it->pid) + ") " +
                   (WIFSIGNALED(st) ? "was killed by signal " + std::to_string(WTERMSIG(st))
                                    : "exited with code " + std::to_string(WEXITSTATUS(st)));
-      if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) std::fprintf(stderr, "%sshoalctl: %s\n", tty ? "\n" : "", last_exit.c_str());
-      it = live.erase(it);
+      if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        std::fprintf(stderr, "%sshoalctl: %s\n", tty ? "\n" : "", last_exit.c_str());
+        ++failed;
+      }
+      it = pool.live.erase(it);
     }
-    if (live.empty()) {
+    if (elastic && !cancel_sent && job.state() == JOB_RUNNING) {
+      for (; failed > 0 && pool.restarts_left > 0; --failed) {
+        --pool.restarts_left;
+        RETURN_IF_ERROR(pool.StartOne("replacing a worker that died (" + std::to_string(pool.restarts_left) +
+                                          " restart(s) left)", quiet));
+      }
+      // shoalctl scale up: as many processes as the target size.
+      for (int k = static_cast<int>(pool.live.size()); k < job.target_size(); ++k)
+        RETURN_IF_ERROR(pool.StartOne("the job was scaled to " + std::to_string(job.target_size()), quiet));
+    }
+    if (pool.live.empty()) {
       // Exited workers may have reported the job's end just now: look once more.
       ASSIGN_OR_RETURN(Job again, FetchJob(client, job_id, nullptr));
       if (IsTerminal(again.state())) return again;
@@ -204,12 +240,13 @@ int DoRun(const RunOptions& o) {
   WorkerLaunch launch{spec->collectives().backend(), n, endpoint, job_id, std::max(1, cores / n)};
   auto launched = LaunchWorkers(launch);
   if (!launched.ok()) return ReportError(launched.status());
+  WorkerPool pool{launch, *launched, spec->workers().max_restarts(), static_cast<int>(launched->size())};
 
-  auto job = Watch(client, job_id, *launched, o.quiet);
+  auto job = Watch(client, job_id, pool, o.quiet);
   // Workers exit on their own once the job ends; give them a moment, then insist:
   // SIGTERM first (mpirun forwards it to its ranks), SIGKILL 5 s later.
   double deadline = MonotonicSeconds() + 15;
-  for (const LaunchedProcess& p : *launched) {
+  for (const LaunchedProcess& p : pool.live) {
     if (ReapBy(p.pid, deadline)) continue;
     ::kill(p.pid, SIGTERM);
     deadline = MonotonicSeconds() + 5;
@@ -240,6 +277,10 @@ int DoRun(const RunOptions& o) {
                   r.bytes_sent_per_worker() / 1048576.0);
       double per_rank = r.wall_seconds() > 0 ? 1.0 / r.wall_seconds() : 0;
       if (r.resumed_from_step() > 0) std::printf("  resumed from step %lld\n", static_cast<long long>(r.resumed_from_step()));
+      if (job->generation() > 1)
+        std::printf("  %lld generations: membership changed %lld time(s) (shoalctl events %s lists why)\n",
+                    static_cast<long long>(job->generation()), static_cast<long long>(job->generation() - 1),
+                    job->id().c_str());
       if (r.checkpoints_saved() > 0)
         std::printf("  %lld checkpoint(s) saved, training stalled %.3f s for the asynchronous ones (the final, "
                     "synchronous save took %.3f s)\n",

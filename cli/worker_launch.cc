@@ -1,7 +1,9 @@
 #include "cli/worker_launch.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -11,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <string_view>
 
 namespace shoal {
 
@@ -21,33 +24,117 @@ std::string EnvOr(const char* name, const std::string& fallback) {
   return v && *v ? v : fallback;
 }
 
-// Forks and execs argv (argv[0] a path, or a name looked up in PATH). The child forgets
-// any outer launcher, so that a worker started here never takes an outer mpirun's rank.
-// It gets a process group of its own: Ctrl-C at the terminal then reaches shoalctl
-// alone, which cancels the job so that every worker stops at the same step (a worker
-// signalled directly would stop on its own and fail the job). And it is sent SIGTERM
-// if shoalctl dies, so that no worker outlives the run that started it.
-pid_t Spawn(const std::vector<std::string>& argv) {
+// Variables of an outer launcher (mpirun, srun) that the child must not inherit, so
+// that a worker started here never takes an outer mpirun's rank.
+constexpr const char* kLauncherVariables[] = {"OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK",
+                                              "OMPI_COMM_WORLD_LOCAL_RANK", "PMIX_RANK",
+                                              "SLURM_NTASKS", "SLURM_PROCID"};
+
+// Writes a NUL-terminated string with write(2) (async-signal-safe), ignoring errors:
+// there is nowhere to report them.
+void WriteAll(int fd, const char* s) {
+  size_t left = std::strlen(s);  // strlen is async-signal-safe since POSIX.1-2016
+  while (left > 0) {
+    const ssize_t n = ::write(fd, s, left);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;
+    s += n;
+    left -= static_cast<size_t>(n);
+  }
+}
+
+// strerror is not async-signal-safe; the usual reasons an exec fails, as literals.
+const char* ExecErrorText(int err) {
+  switch (err) {
+    case ENOENT: return "no such file";
+    case EACCES: return "permission denied";
+    case ENOEXEC: return "not an executable format";
+    case ENOTDIR: return "a path component is not a directory";
+    case ENOMEM: return "out of memory";
+    case E2BIG: return "argument list too long";
+    case ELOOP: return "too many symbolic links";
+    case ETXTBSY: return "text file busy";
+    default: return "exec failed";
+  }
+}
+
+}  // namespace
+
+std::string ResolveExecutable(const std::string& name, const char* path_env) {
+  if (name.empty()) return "";
+  if (name.find('/') != std::string::npos) return name;
+  // execvp's default search path when PATH is unset.
+  const std::string path = path_env ? path_env : "/bin:/usr/bin";
+  size_t begin = 0;
+  for (;;) {
+    const size_t end = std::min(path.find(':', begin), path.size());
+    // An empty entry means the current directory.
+    const std::string dir = end > begin ? path.substr(begin, end - begin) : std::string(".");
+    const std::string candidate = dir + "/" + name;
+    struct stat st;
+    if (::stat(candidate.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
+        ::faccessat(AT_FDCWD, candidate.c_str(), X_OK, AT_EACCESS) == 0)
+      return candidate;
+    if (end == path.size()) return "";
+    begin = end + 1;
+  }
+}
+
+std::vector<std::string> WorkerEnvironment(const char* const* env) {
+  std::vector<std::string> out;
+  for (; env && *env; ++env) {
+    const std::string_view entry(*env);
+    const std::string_view name = entry.substr(0, entry.find('='));
+    if (std::none_of(std::begin(kLauncherVariables), std::end(kLauncherVariables),
+                     [&](const char* v) { return name == v; }))
+      out.emplace_back(entry);
+  }
+  return out;
+}
+
+// Forks and execs argv (argv[0] a path, or a name looked up in PATH), with the
+// environment of WorkerEnvironment. The parent may have other threads, so everything
+// the child needs (argv, environment, the resolved path, the failure messages) is
+// built before fork and the child makes only async-signal-safe calls: another thread
+// may have held the allocator's or stdio's lock at the moment of the fork.
+// The child gets a process group of its own: Ctrl-C at the terminal then reaches
+// shoalctl alone, which cancels the job so that every worker stops at the same step (a
+// worker signalled directly would stop on its own and fail the job). And it is sent
+// SIGTERM if shoalctl dies, so that no worker outlives the run that started it.
+pid_t SpawnProcess(const std::vector<std::string>& argv) {
+  if (argv.empty()) {
+    errno = EINVAL;
+    return -1;
+  }
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
+  const std::vector<std::string> env_strings = WorkerEnvironment(environ);
+  std::vector<char*> env;
+  for (const auto& e : env_strings) env.push_back(const_cast<char*>(e.c_str()));
+  env.push_back(nullptr);
+  const std::string path = ResolveExecutable(argv[0], std::getenv("PATH"));
+  const std::string not_found = "shoalctl: cannot start " + argv[0] + ": not found in PATH\n";
+  const std::string cannot_exec = "shoalctl: cannot start " + argv[0] + ": ";
   const pid_t parent = ::getpid();
-  pid_t pid = ::fork();
+  const pid_t pid = ::fork();
   if (pid == 0) {
     ::setpgid(0, 0);
     ::prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (::getppid() != parent) ::_exit(143);  // shoalctl died before prctl took effect
-    for (const char* v : {"OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "PMIX_RANK",
-                          "SLURM_NTASKS", "SLURM_PROCID"})
-      ::unsetenv(v);
-    ::execvp(args[0], args.data());  // a name with a '/' is taken as a path
-    std::fprintf(stderr, "shoalctl: cannot start %s: %s\n", argv[0].c_str(), std::strerror(errno));
+    if (path.empty()) {
+      WriteAll(STDERR_FILENO, not_found.c_str());
+      ::_exit(127);
+    }
+    ::execve(path.c_str(), args.data(), env.data());
+    const int err = errno;
+    WriteAll(STDERR_FILENO, cannot_exec.c_str());
+    WriteAll(STDERR_FILENO, ExecErrorText(err));
+    WriteAll(STDERR_FILENO, "\n");
     ::_exit(127);
   }
   return pid;
 }
-
-}  // namespace
 
 std::string WorkerBinary() {
   if (std::string v = EnvOr("SHOAL_WORKER", ""); !v.empty()) return v;
@@ -95,7 +182,7 @@ StatusOr<std::vector<LaunchedProcess>> LaunchWorkers(const WorkerLaunch& launch)
   if (launch.backend == "mpi") {
     const int cores = static_cast<int>(std::max(1L, ::sysconf(_SC_NPROCESSORS_ONLN)));
     const auto argv = MpirunArgv(launch, MpirunBinary(), worker, ::geteuid() == 0, cores);
-    pid_t pid = Spawn(argv);
+    pid_t pid = SpawnProcess(argv);
     if (pid < 0) return fail("mpirun");
     started.push_back({pid, "mpirun (" + std::to_string(launch.workers) + " workers)"});
     return started;
@@ -103,7 +190,7 @@ StatusOr<std::vector<LaunchedProcess>> LaunchWorkers(const WorkerLaunch& launch)
   const std::vector<std::string> argv = {worker, "--coordinator", launch.endpoint, "--job", launch.job_id,
                                          "--blas-threads", std::to_string(launch.blas_threads)};
   for (int i = 0; i < launch.workers; ++i) {
-    pid_t pid = Spawn(argv);
+    pid_t pid = SpawnProcess(argv);
     if (pid < 0) return fail("worker " + std::to_string(i));
     started.push_back({pid, "worker " + std::to_string(i)});
   }

@@ -38,6 +38,26 @@ std::string MpirunBinary();
 std::vector<std::string> MpirunArgv(const WorkerLaunch& launch, const std::string& mpirun, const std::string& worker,
                                     bool as_root, int cores);
 
+// The path execve is given for `name`: `name` itself if it contains a '/', else the
+// first regular, executable file `dir/name` for dir in `path_env` (colon-separated,
+// an empty entry is the current directory; null: "/bin:/usr/bin", as execvp does).
+// Empty if there is none.
+std::string ResolveExecutable(const std::string& name, const char* path_env);
+
+// The environment a launched process gets: `env` (an environ-style array, null-
+// terminated) without the variables of an outer launcher (OMPI_COMM_WORLD_SIZE,
+// OMPI_COMM_WORLD_RANK, OMPI_COMM_WORLD_LOCAL_RANK, PMIX_RANK, SLURM_NTASKS,
+// SLURM_PROCID), so that a worker started here never takes an outer mpirun's rank.
+std::vector<std::string> WorkerEnvironment(const char* const* env);
+
+// Forks and execs `argv` (argv[0] resolved by ResolveExecutable with $PATH) with
+// WorkerEnvironment(environ), in a process group of its own and with SIGTERM sent to
+// it if this process dies. Safe in a multithreaded process: the child makes only
+// async-signal-safe calls. Returns the pid, or -1 with errno set if fork failed. A
+// binary that cannot be found or executed shows as the child exiting with 127 after
+// a one-line message on stderr.
+pid_t SpawnProcess(const std::vector<std::string>& argv);
+
 // Starts the workers. If a fork fails, the processes already started are killed and
 // reaped before the error returns. A binary that cannot be executed shows as a process
 // exiting with code 127 (its message on stderr).

@@ -266,13 +266,4 @@ std::vector<std::vector<size_t>> Reducer::bucket_params() const {
   return out;
 }
 
-StatusOr<double> ForwardBackwardReduced(Model* model, const Batch& batch, float grad_scale,
-                                        int64_t step, Reducer* reducer) {
-  reducer->BeginStep(step);
-  const double loss_sum = model->ForwardBackward(batch, grad_scale, reducer->ReadyFn());
-  RETURN_IF_ERROR(reducer->Wait().WithContext("gradient reduction at step " +
-                                              std::to_string(step)));
-  return loss_sum;
-}
-
 }  // namespace shoal

@@ -13,8 +13,8 @@
 
 #include "collectives/communicator.h"
 #include "collectives/compression/codec.h"
+#include "collectives/tensor.h"
 #include "common/status.h"
-#include "worker/models/model.h"
 
 namespace shoal {
 
@@ -128,11 +128,5 @@ class Reducer {
   ReducerStats stats_;
   std::vector<std::thread> threads_;  // last: started once everything above exists
 };
-
-// The integration the trainer needs, in one call: forward and backward with every
-// gradient bucket reduced as backward produces it, then the wait for the rest.
-// Returns the loss sum ForwardBackward returned, or the reduction's error.
-StatusOr<double> ForwardBackwardReduced(Model* model, const Batch& batch, float grad_scale,
-                                        int64_t step, Reducer* reducer);
 
 }  // namespace shoal

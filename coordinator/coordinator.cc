@@ -78,10 +78,9 @@ Status Coordinator::Load(int64_t now_ms) {
     members_[m.id()].member = m;
   }
   RETURN_IF_ERROR(kv_.Load());
-  // A regroup in progress restarts its window: parked reports were lost with the old
-  // process and the workers repeat them.
-  for (const auto& [id, job] : jobs_)
-    if (job.state() == JOB_RUNNING && job.regroup() != REGROUP_NONE) first_report_ms_[id] = now_ms;
+  // A regroup in progress resumes: reports recorded before the restart still count
+  // (reported_generation is stored), and the window starts again with the first report
+  // a worker repeats to this process.
   auto seq = store_->Get("meta/next_event_seq");
   if (seq.ok()) {
     // Stored state is input too: no std::stoll that throws on a corrupt entry.
@@ -299,6 +298,10 @@ Status Coordinator::Finish(const FinishRequest& req, int64_t now_ms) {
   m.set_state(MEMBER_FINISHED);
   RETURN_IF_ERROR(SaveMember(m));
   if (m.rank() == 0 && req.has_result()) *job.mutable_result() = req.result();
+  if (req.ledger().ranges_size() > 0) {
+    Status s = ledgers_.Offer(job.id(), req.ledger());
+    if (!s.ok()) SHOAL_LOG_WARN("ledger from {}: {}", m.id(), s.ToString());
+  }
   AddEvent(job.id(), "finished", m.id() + " (rank " + std::to_string(m.rank()) + ")", now_ms);
   if (job.state() == JOB_RUNNING && MembersOf(job.id(), MEMBER_ACTIVE).empty() &&
       MembersOf(job.id(), MEMBER_LEAVING).empty()) {

@@ -1,23 +1,65 @@
-// KvStore over the control client.
+// KvStore over the control client: each call on a client borrowed from a pool, so that
+// concurrent calls (a long-poll Get and a Set) never wait for one another.
 #include "worker/coordinator_kv.h"
+
+#include <utility>
 
 namespace shoal {
 
+// One borrowed client. It goes back to the pool after a call that got an answer; after
+// kUnavailable (no answer in time) it is dropped instead, together with whatever its
+// socket still queues, so a late request cannot reach the coordinator after the caller
+// was told it failed, and the next call starts on a fresh connection.
+class CoordinatorKvStore::Lease {
+ public:
+  explicit Lease(CoordinatorKvStore* store) : store_(store) {
+    {
+      std::lock_guard<std::mutex> l(store_->mu_);
+      if (!store_->idle_.empty()) {
+        client_ = std::move(store_->idle_.back());
+        store_->idle_.pop_back();
+      }
+    }
+    // Made outside the lock: creating a ZeroMQ context starts its I/O thread.
+    if (!client_) client_ = std::make_unique<ControlClient>(store_->endpoint_);
+  }
+  ~Lease() {
+    if (!reusable_) return;
+    std::lock_guard<std::mutex> l(store_->mu_);
+    if (store_->idle_.size() < kMaxIdleClients) store_->idle_.push_back(std::move(client_));
+  }
+  Lease(const Lease&) = delete;
+  Lease& operator=(const Lease&) = delete;
+
+  ControlClient& client() { return *client_; }
+  void set_reusable(bool reusable) { reusable_ = reusable; }
+
+ private:
+  CoordinatorKvStore* store_;
+  std::unique_ptr<ControlClient> client_;
+  bool reusable_ = true;
+};
+
+StatusOr<Response> CoordinatorKvStore::Call(const Request& request, std::chrono::milliseconds timeout) {
+  Lease lease(this);
+  StatusOr<Response> resp = lease.client().Call(request, timeout);
+  lease.set_reusable(resp.ok() || resp.status().code() != StatusCode::kUnavailable);
+  return resp;
+}
+
 Status CoordinatorKvStore::Set(const std::string& key, const std::string& value) {
-  std::lock_guard<std::mutex> l(mu_);
   Request r;
   r.mutable_kv_set()->set_key(key);
   r.mutable_kv_set()->set_value(value);
-  return client_.Call(r, std::chrono::seconds(10)).status().WithContext("kv set " + key);
+  return Call(r, std::chrono::seconds(10)).status().WithContext("kv set " + key);
 }
 
 StatusOr<std::string> CoordinatorKvStore::Get(const std::string& key, std::chrono::milliseconds timeout) {
-  std::lock_guard<std::mutex> l(mu_);
   Request r;
   r.mutable_kv_get()->add_keys(key);
   r.mutable_kv_get()->set_timeout_ms(timeout.count());
   // The coordinator answers at the deadline at the latest; allow for the round trip.
-  ASSIGN_OR_RETURN(Response resp, client_.Call(r, timeout + std::chrono::seconds(5)));
+  ASSIGN_OR_RETURN(Response resp, Call(r, timeout + std::chrono::seconds(5)));
   if (resp.kv_get().values_size() != 1) return Internal("kv get " + key + ": malformed answer");
   return resp.kv_get().values(0);
 }

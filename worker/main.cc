@@ -40,6 +40,9 @@ namespace shoal {
 namespace {
 
 constexpr int kExitOk = 0, kExitFailed = 1, kExitUsage = 2;
+// How long a worker waits for an unreachable coordinator between generations (it may be
+// restarting) before it gives up.
+constexpr double kCoordinatorPatienceSeconds = 300;
 std::atomic<int> g_signals{0};
 
 std::string HostName() {
@@ -208,17 +211,31 @@ StatusOr<std::string> Worker::Register() {
 }
 
 StatusOr<Assignment> Worker::AwaitAssignment() {
+  const double since = MonotonicSeconds();
   for (;;) {
     if (g_signals > 0 && report_.ended_generation() == 0 && heartbeat_) heartbeat_->RequestLeave();
     Request r;
     *r.mutable_await_assignment() = report_;
     r.mutable_await_assignment()->set_member_id(member_id_);
     r.mutable_await_assignment()->set_leaving(g_signals > 0);
-    auto resp = client_.Call(r, std::chrono::seconds(5));
+    // Short polls: a restarted coordinator hears the report again within 2 s.
+    auto resp = client_.Call(r, std::chrono::seconds(2));
     if (resp.ok()) return resp->assignment();
     if (resp.status().code() != StatusCode::kUnavailable) return resp.status();
-    // No answer yet: the generation has not formed (or the coordinator restarts). Ask
-    // again, repeating the report (the newest poll wins).
+    // No answer yet: the generation has not formed, or the coordinator is down (it may
+    // restart). Ask again, repeating the report (the newest poll wins). A member that
+    // is leaving does not wait for a coordinator that is gone: the others regroup
+    // without it either way.
+    const double waited = MonotonicSeconds() - since;
+    if (g_signals > 0 && waited > 5) {
+      Assignment leave;
+      leave.set_exit(true);
+      leave.set_exit_reason("leaving; the coordinator did not answer for " + std::to_string(static_cast<int>(waited)) + " s");
+      return leave;
+    }
+    if (waited > kCoordinatorPatienceSeconds)
+      return Unavailable("no answer from the coordinator at " + endpoint_ + " for " +
+                         std::to_string(static_cast<int>(waited)) + " s while waiting for an assignment");
   }
 }
 
@@ -229,6 +246,7 @@ void Worker::ReportFinish(const Status& status, const JobResult* result) {
   f->set_success(status.ok());
   f->set_error(status.ToString());
   if (result) *f->mutable_result() = *result;
+  if (result && trainer_) *f->mutable_ledger() = trainer_->ledger();
   *f->mutable_metrics() = last_metrics_;
   auto resp = client_.Call(r, std::chrono::seconds(10));
   if (!resp.ok()) SHOAL_LOG_WARN("could not report the result: {}", resp.status().ToString());

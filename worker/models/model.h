@@ -5,21 +5,12 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <functional>
-#include <string>
 #include <vector>
 
+#include "collectives/tensor.h"  // ParamTensor, GradReadyFn: shared with the Reducer
 #include "common/status.h"
 
 namespace shoal {
-
-struct ParamTensor {
-  std::string name;          // "fc0.weight", "fc0.bias", ...
-  std::vector<int64_t> shape;
-  float* data = nullptr;     // parameters
-  float* grad = nullptr;     // gradient of the (scaled) loss
-  size_t numel = 0;
-};
 
 struct Batch {
   const float* x = nullptr;    // n x input_dim, row-major
@@ -32,11 +23,6 @@ struct EvalResult {
   int64_t count = 0;
   double loss_sum = 0;
 };
-
-// Called during backward with the index (into params()) of a tensor whose gradient is
-// final, in the order backward produces them (last layer first), so communication of
-// that gradient can start while backward goes on.
-using GradReadyFn = std::function<void(size_t param_index)>;
 
 class Model {
  public:

@@ -1,0 +1,56 @@
+// The shared harness: coordinator process and shoalctl JSON calls.
+#include "tests/cluster_util.h"
+
+#include <signal.h>
+
+#include <filesystem>
+#include <thread>
+
+namespace shoal::testing {
+
+bool HaveDataset() { return std::filesystem::exists(kDataset); }
+
+CoordinatorProcess::CoordinatorProcess(const std::string& state_dir) : dir_(state_dir) { Start(); }
+
+void CoordinatorProcess::Start() {
+  const std::string ep_file = dir_ + "/endpoint";
+  std::filesystem::remove(ep_file);
+  const std::string bind = endpoint_.empty() ? "tcp://127.0.0.1:*" : endpoint_;
+  proc_ = std::make_unique<BackgroundProcess>(
+      std::vector<std::string>{kBin + "/shoal-coordinator", "--bind", bind, "--state-dir", dir_ + "/state",
+                               "--endpoint-file", ep_file},
+      dir_ + "/coordinator-" + std::to_string(starts_++) + ".log");
+  for (int i = 0; i < 200 && ReadText(ep_file).empty(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  std::string ep = ReadText(ep_file);
+  if (!ep.empty()) ep.pop_back();  // newline
+  endpoint_ = ep;
+}
+
+void CoordinatorProcess::Stop(int signal) {
+  proc_->Kill(signal);
+  proc_->Wait(10);
+}
+
+std::string CoordinatorProcess::log() const {
+  std::string all;
+  for (int i = 0; i < starts_; ++i) all += ReadText(dir_ + "/coordinator-" + std::to_string(i) + ".log");
+  return all;
+}
+
+nlohmann::json StatusJson(const std::string& endpoint, const std::string& job) {
+  auto r = RunCommand({kBin + "/shoalctl", "status", job, "--coordinator", endpoint, "--json"}, 20);
+  if (r.exit_code != 0) return nlohmann::json::object();
+  auto j = nlohmann::json::parse(r.out, nullptr, false);
+  return j.is_discarded() ? nlohmann::json::object() : j;
+}
+
+nlohmann::json ShoalctlJson(const std::string& endpoint, std::vector<std::string> args, int* exit_code) {
+  std::vector<std::string> argv = {kBin + "/shoalctl"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  for (const char* a : {"--coordinator", endpoint.c_str(), "--json"}) argv.push_back(a);
+  auto r = RunCommand(argv, 60);
+  if (exit_code) *exit_code = r.exit_code;
+  return nlohmann::json::parse(r.out, nullptr, false);
+}
+
+}  // namespace shoal::testing

@@ -1,0 +1,42 @@
+// Multi-process test harness pieces shared by the end-to-end tests: a coordinator
+// process (restartable on the same port), shoalctl calls with JSON answers.
+#pragma once
+
+#include <csignal>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "tests/process_util.h"
+
+namespace shoal::testing {
+
+inline const std::string kBin = SHOAL_BIN_DIR;
+inline const std::string kSpec = std::string(SHOAL_SOURCE_DIR) + "/examples/fashion-mnist.yaml";
+inline const std::string kDataset = "/usr/share/datasets/fashion-mnist";
+
+bool HaveDataset();
+
+// A coordinator process on a free port; its endpoint comes from --endpoint-file. A
+// restart binds the same endpoint, so that workers find it again.
+class CoordinatorProcess {
+ public:
+  explicit CoordinatorProcess(const std::string& state_dir);
+  void Start();
+  void Stop(int signal = SIGTERM);
+  const std::string& endpoint() const { return endpoint_; }
+  std::string log() const;
+
+ private:
+  std::string dir_, endpoint_;
+  int starts_ = 0;
+  std::unique_ptr<BackgroundProcess> proc_;
+};
+
+// `shoalctl status JOB --json` (an empty object when it fails).
+nlohmann::json StatusJson(const std::string& endpoint, const std::string& job);
+// `shoalctl <args...> --coordinator EP --json` parsed (discarded on failure).
+nlohmann::json ShoalctlJson(const std::string& endpoint, std::vector<std::string> args, int* exit_code = nullptr);
+
+}  // namespace shoal::testing
