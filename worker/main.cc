@@ -154,7 +154,7 @@ class Worker {
  private:
   StatusOr<std::string> Register();
   StatusOr<Assignment> AwaitAssignment();
-  Status Prepare(const Assignment& a);
+  Status Prepare(const JobSpec& spec, const std::string& job_id);
   // Builds the generation's communicator and brings every member to the same state.
   Status Join(const Assignment& a);
   void ReportFinish(const Status& status, const JobResult* result);
@@ -279,9 +279,10 @@ void Worker::DropCommunicator() {
   old.reset();  // outside the lock: closing connections may take a moment
 }
 
-// Everything that lives across generations, built from the first assignment's spec.
-Status Worker::Prepare(const Assignment& a) {
-  spec_ = a.spec();
+// Everything that lives across generations, built before the worker registers (a joiner
+// then keeps its peers waiting only for the rendezvous, not for its data loading).
+Status Worker::Prepare(const JobSpec& spec, const std::string& job_id) {
+  spec_ = spec;
   SetBlasThreads(blas_threads_);
   ASSIGN_OR_RETURN(model_, MakeModel(spec_, launcher_.local_rank));
   ASSIGN_OR_RETURN(data_, OpenData(spec_));
@@ -290,7 +291,7 @@ Status Worker::Prepare(const Assignment& a) {
   in.train = data_.train ? &*data_.train : nullptr;
   in.loader = data_.loader.get();
   in.test = data_.test ? &*data_.test : nullptr;
-  in.job_id = a.job_id();
+  in.job_id = job_id;
   ASSIGN_OR_RETURN(trainer_, Trainer::Create(in, model_.get()));
   auto link = LinkEmulationFor(spec_.collectives().emulate_bandwidth_mbps(), spec_.collectives().emulate_latency_us());
   if (!link.ok()) return link.status().WithContext("link emulation");
@@ -393,9 +394,18 @@ int Worker::Run() {
   st.mutable_status()->set_job_id(job_id_);
   auto status = client_.Call(st, std::chrono::seconds(10));
   std::string requested = "auto";
-  if (status.ok() && status->status().jobs_size() == 1) requested = status->status().jobs(0).spec().collectives().backend();
+  const bool known = status.ok() && status->status().jobs_size() == 1;
+  if (known) requested = status->status().jobs(0).spec().collectives().backend();
   backend_ = ResolveBackend(requested);
   elastic_ = backend_ != "mpi";
+  const JobState job_state = known ? status->status().jobs(0).state() : JOB_STATE_UNSPECIFIED;
+  if (job_state == JOB_PENDING || job_state == JOB_RUNNING) {
+    Status s = Prepare(status->status().jobs(0).spec(), job_id_);
+    if (!s.ok()) {
+      SHOAL_LOG_ERROR("{}", s.ToString());
+      return s.code() == StatusCode::kInvalidArgument || s.code() == StatusCode::kNotFound ? kExitUsage : kExitFailed;
+    }
+  }
 
   auto registered = Register();
   if (!registered.ok()) {
@@ -444,7 +454,7 @@ int Worker::Run() {
                    a.cause().empty() ? "" : " (" + a.cause() + ")");
     heartbeat_->SetGeneration(a.generation());
     if (!trainer_) {
-      Status s = Prepare(a);
+      Status s = Prepare(a.spec(), a.job_id());
       if (!s.ok()) return Fail(s);
     }
 
