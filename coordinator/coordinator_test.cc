@@ -7,82 +7,30 @@
 
 #include "coordinator/client.h"
 #include "coordinator/coordinator.h"
+#include "coordinator/coordinator_test_util.h"
 #include "coordinator/server.h"
 #include "spec/jobspec_loader.h"
 
 namespace shoal {
 namespace {
 
-JobSpec TwoWorkerSpec() {
-  JobSpec spec = DefaultJobSpec();
-  spec.set_name("t");
-  spec.mutable_workers()->set_initial(2);
-  spec.mutable_workers()->set_min(1);
-  return spec;
-}
-
-// Collects responses, including those answered later (long polls).
-struct Inbox {
-  std::vector<Response> got;
-  Responder Take() {
-    return [this](Response r) { got.push_back(std::move(r)); };
-  }
-};
-
-class CoordinatorCoreTest : public ::testing::Test {
- protected:
-  Coordinator coord_{NewMemoryStore()};
-  int64_t now_ = 1'000'000;
-
-  Response Call(const Request& req) {
-    Inbox inbox;
-    coord_.Handle(req, now_, inbox.Take());
-    EXPECT_EQ(inbox.got.size(), 1u);
-    return inbox.got.empty() ? Response() : inbox.got[0];
-  }
-  std::string Submit(const JobSpec& spec) {
-    Request r;
-    *r.mutable_submit()->mutable_spec() = spec;
-    r.mutable_submit()->set_job_id("job1");
-    Response resp = Call(r);
-    EXPECT_EQ(resp.code(), 0) << resp.error();
-    return resp.submit().job_id();
-  }
-  Response Register(const std::string& job, int launcher_rank = -1) {
-    Request r;
-    r.mutable_register_()->set_job_id(job);
-    r.mutable_register_()->set_host("h");
-    r.mutable_register_()->set_pid(1);
-    r.mutable_register_()->set_launcher_rank(launcher_rank);
-    return Call(r);
-  }
-  Request Await(const std::string& member) {
-    Request r;
-    r.set_id(77);
-    r.mutable_await_assignment()->set_member_id(member);
-    return r;
-  }
-  Response Heartbeat(const std::string& member, int64_t step) {
-    Request r;
-    r.mutable_heartbeat()->set_member_id(member);
-    r.mutable_heartbeat()->mutable_metrics()->set_step(step);
-    return Call(r);
-  }
-};
+using coordinator_test::CoordinatorCoreTest;
+using coordinator_test::Inbox;
+using coordinator_test::TwoWorkerSpec;
 
 TEST_F(CoordinatorCoreTest, FormsGenerationOneWhenInitialWorkersJoin) {
   std::string job = Submit(TwoWorkerSpec());
-  EXPECT_EQ(coord_.FindJob(job)->state(), JOB_PENDING);
+  EXPECT_EQ(coord_->FindJob(job)->state(), JOB_PENDING);
   Response a = Register(job, 1);
   ASSERT_EQ(a.code(), 0);
   Inbox inbox_a, inbox_b;
-  coord_.Handle(Await(a.register_().member_id()), now_, inbox_a.Take());
+  coord_->Handle(Await(a.register_().member_id()), now_, inbox_a.Take());
   EXPECT_TRUE(inbox_a.got.empty()) << "answered before the generation formed";
   // b's registration forms the generation and answers a's parked poll; b's own poll
   // comes after and is answered at once.
   Response b = Register(job, 0);
   EXPECT_EQ(inbox_a.got.size(), 1u);
-  coord_.Handle(Await(b.register_().member_id()), now_, inbox_b.Take());
+  coord_->Handle(Await(b.register_().member_id()), now_, inbox_b.Take());
   ASSERT_EQ(inbox_a.got.size(), 1u);
   ASSERT_EQ(inbox_b.got.size(), 1u);
   const Assignment& aa = inbox_a.got[0].assignment();
@@ -92,7 +40,7 @@ TEST_F(CoordinatorCoreTest, FormsGenerationOneWhenInitialWorkersJoin) {
   EXPECT_EQ(aa.rank(), 1) << "launcher rank order decides ranks";
   EXPECT_EQ(inbox_b.got[0].assignment().rank(), 0);
   EXPECT_EQ(aa.kv_prefix(), "job1/gen-1/");
-  EXPECT_EQ(coord_.FindJob(job)->state(), JOB_RUNNING);
+  EXPECT_EQ(coord_->FindJob(job)->state(), JOB_RUNNING);
   // A third worker cannot join a running fixed-membership job.
   Response late = Register(job);
   EXPECT_EQ(late.code(), static_cast<int>(StatusCode::kFailedPrecondition));
@@ -122,8 +70,8 @@ TEST_F(CoordinatorCoreTest, CompletesWhenAllFinishAndRank0ResultIsKept) {
     r.mutable_finish()->mutable_result()->set_final_test_accuracy(m == m0 ? 0.9 : 0.1);
     EXPECT_EQ(Call(r).code(), 0);
   }
-  EXPECT_EQ(coord_.FindJob(job)->state(), JOB_COMPLETED);
-  EXPECT_DOUBLE_EQ(coord_.FindJob(job)->result().final_test_accuracy(), 0.9);
+  EXPECT_EQ(coord_->FindJob(job)->state(), JOB_COMPLETED);
+  EXPECT_DOUBLE_EQ(coord_->FindJob(job)->result().final_test_accuracy(), 0.9);
 }
 
 TEST_F(CoordinatorCoreTest, SilentMemberIsDeadAndFailsTheJob) {
@@ -133,9 +81,9 @@ TEST_F(CoordinatorCoreTest, SilentMemberIsDeadAndFailsTheJob) {
   for (int i = 0; i < 20; ++i) {  // m0 keeps heartbeating, m1 goes silent
     now_ += 500;
     EXPECT_EQ(Heartbeat(m0, i).code(), 0);
-    coord_.Tick(now_);
+    coord_->Tick(now_);
   }
-  const Job* j = coord_.FindJob(job);
+  const Job* j = coord_->FindJob(job);
   EXPECT_EQ(j->state(), JOB_FAILED);
   EXPECT_NE(j->failure_reason().find(m1), std::string::npos);
   EXPECT_EQ(Heartbeat(m0, 21).heartbeat().job_state(), JOB_FAILED) << "survivors learn the job ended";
@@ -147,7 +95,7 @@ TEST_F(CoordinatorCoreTest, CancelAnswersParkedAwaits) {
   std::string job = Submit(spec);
   std::string m0 = Register(job).register_().member_id();
   Inbox inbox;
-  coord_.Handle(Await(m0), now_, inbox.Take());
+  coord_->Handle(Await(m0), now_, inbox.Take());
   Request c;
   c.mutable_cancel()->set_job_id(job);
   EXPECT_EQ(Call(c).cancel().state(), JOB_CANCELLED);
@@ -160,11 +108,11 @@ TEST_F(CoordinatorCoreTest, KvGetIsALongPollWithDeadline) {
   Request get;
   get.mutable_kv_get()->add_keys("j/gen-1/a");
   get.mutable_kv_get()->set_timeout_ms(1000);
-  coord_.Handle(get, now_, waiting.Take());
+  coord_->Handle(get, now_, waiting.Take());
   Request get2;
   get2.mutable_kv_get()->add_keys("j/gen-1/never");
   get2.mutable_kv_get()->set_timeout_ms(1000);
-  coord_.Handle(get2, now_, expired.Take());
+  coord_->Handle(get2, now_, expired.Take());
   EXPECT_TRUE(waiting.got.empty());
   Request set;
   set.mutable_kv_set()->set_key("j/gen-1/a");
@@ -172,9 +120,9 @@ TEST_F(CoordinatorCoreTest, KvGetIsALongPollWithDeadline) {
   EXPECT_EQ(Call(set).code(), 0);
   ASSERT_EQ(waiting.got.size(), 1u);
   EXPECT_EQ(waiting.got[0].kv_get().values(0), "addr");
-  coord_.Tick(now_ + 999);
+  coord_->Tick(now_ + 999);
   EXPECT_TRUE(expired.got.empty());
-  coord_.Tick(now_ + 1001);
+  coord_->Tick(now_ + 1001);
   ASSERT_EQ(expired.got.size(), 1u);
   EXPECT_EQ(expired.got[0].code(), static_cast<int>(StatusCode::kDeadlineExceeded));
   EXPECT_NE(expired.got[0].error().find("never"), std::string::npos);
@@ -230,6 +178,7 @@ TEST(ControlClientTest, UnreachableCoordinatorTimesOutWithAClearError) {
 
 namespace shoal {
 namespace {
+using coordinator_test::CoordinatorCoreTest;
 TEST_F(CoordinatorCoreTest, CheckpointRegistryRecordsCommitsAndStatusShowsTheLatest) {
   std::string job = Submit(TwoWorkerSpec());
   for (int step : {100, 200}) {

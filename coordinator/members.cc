@@ -100,13 +100,16 @@ Status Coordinator::Register(const RegisterRequest& req, int64_t now_ms, Registe
 
 void Coordinator::FormFirstGeneration(Job& job, int64_t now_ms) {
   auto waiting = MembersOf(job.id(), MEMBER_REGISTERED);
-  if (static_cast<int>(waiting.size()) < job.spec().workers().initial()) return;
+  // A job scaled before it started begins at its target size.
+  const int initial = job.target_size() > 0 ? std::min(job.target_size(), job.spec().workers().initial())
+                                            : job.spec().workers().initial();
+  if (static_cast<int>(waiting.size()) < initial) return;
   // Launcher ranks (mpirun/srun) fix the order so the MPI rank equals the Shoal rank.
   bool launched = std::all_of(waiting.begin(), waiting.end(), [](auto* r) { return r->member.launcher_rank() >= 0; });
   if (launched)
     std::stable_sort(waiting.begin(), waiting.end(),
                      [](auto* a, auto* b) { return a->member.launcher_rank() < b->member.launcher_rank(); });
-  waiting.resize(job.spec().workers().initial());
+  waiting.resize(initial);
   job.set_fixed_membership(!std::all_of(waiting.begin(), waiting.end(), [](auto* r) { return r->member.elastic(); }));
   FormGeneration(job, waiting, "start", now_ms);
 }
@@ -247,6 +250,9 @@ void Coordinator::AnswerAssignment(MemberRecord& rec) {
     if (stored.ok() && gen.ParseFromString(*stored)) {
       a->set_state_source(gen.state_source());
       a->set_resume_checkpoint(gen.resume_checkpoint());
+      // The steps before the checkpoint stay in the model's history: the ranks continue
+      // the ledger (already cut back to it) instead of starting a new one.
+      if (!gen.resume_checkpoint().empty()) *a->mutable_ledger() = ledgers_.Of(job.id());
       a->set_cause(gen.cause());
     } else {
       a->set_state_source(-1);
@@ -431,6 +437,8 @@ Status Coordinator::Scale(const ScaleRequest& req, int64_t now_ms, ScaleResponse
     } else if (active < req.size() && !MembersOf(job.id(), MEMBER_REGISTERED).empty()) {
       EndGeneration(job, REGROUP_AT_BOUNDARY, "scale to " + std::to_string(req.size()), now_ms);
     }
+  } else {
+    FormFirstGeneration(job, now_ms);  // a lower target may be reached already
   }
   out->set_target_size(req.size());
   out->set_active(active);
@@ -467,9 +475,12 @@ void Coordinator::DetectDeadMembers(int64_t now_ms) {
     if (m.state() != MEMBER_ACTIVE && m.state() != MEMBER_LEAVING && m.state() != MEMBER_REGISTERED) continue;
     Job& job = jobs_.at(m.job_id());
     if (IsTerminal(job.state())) continue;
-    const int64_t timeout_ms = static_cast<int64_t>(job.spec().workers().heartbeat_timeout_s() * 1000);
-    if (now_ms - m.last_heartbeat_ms() <= timeout_ms) continue;
-    const std::string why = "no heartbeat for " + Seconds((now_ms - m.last_heartbeat_ms()) / 1000.0);
+    // Compared in seconds, like the regroup window: truncating timeout_s * 1000 to whole
+    // milliseconds (2.01 s gives 2009.99.. -> 2009 ms) declared members dead at exactly
+    // the timeout instead of past it.
+    const double silent_s = (now_ms - m.last_heartbeat_ms()) / 1000.0;
+    if (silent_s <= job.spec().workers().heartbeat_timeout_s()) continue;
+    const std::string why = "no heartbeat for " + Seconds(silent_s);
     const bool in_generation = InGeneration(m) && m.generation() == job.generation();
     MarkGone(rec, MEMBER_DEAD, why, now_ms);
     if (!in_generation || job.state() != JOB_RUNNING) continue;

@@ -273,6 +273,66 @@ TEST(Elastic, CoordinatorKilledDuringARegroupAndRestarted) {
   ExpectCompletedAndExactlyOnce(job, 4);
 }
 
+// Every worker dies at once: nobody holds state, so the replacements shoalctl run starts
+// resume from the job's latest checkpoint by themselves, and the ledger is cut back to it.
+TEST(Elastic, AllDieTheReplacementsResumeFromTheLatestCheckpoint) {
+  if (!HaveDataset()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
+  std::string dir = TempDir("elastic-alldie");
+  std::vector<std::string> argv = {kBin + "/shoalctl", "run", kSpec, "--workers", "2", "--quiet", "--summary",
+                                   dir + "/summary.json", "--state-dir", dir + "/.shoal", "--set",
+                                   "checkpoint.dir=" + dir + "/ck", "--set", "checkpoint.every_steps=100", "--set",
+                                   "checkpoint.allow_unsigned=true"};
+  for (auto& a : JobArgs(2)) argv.push_back(a);
+  BackgroundProcess run(argv, dir + "/run.log");
+  std::string endpoint;
+  for (int i = 0; i < 200 && endpoint.empty(); ++i) {
+    endpoint = ReadText(dir + "/.shoal/endpoint");
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_FALSE(endpoint.empty());
+  endpoint.pop_back();
+  std::string job;
+  std::vector<int> pids;
+  for (int i = 0; i < 300 && pids.size() < 2; ++i) {
+    auto all = ShoalctlJson(endpoint, {"status"});
+    pids.clear();
+    if (all.contains("jobs") && !all["jobs"].empty()) {
+      job = all["jobs"][0]["job"];
+      // Past the first checkpoint (step 100), so there is one to resume from.
+      if (all["jobs"][0]["step"].get<int64_t>() > 250)
+        for (auto& m : all["jobs"][0]["members"]) pids.push_back(m["pid"].get<int>());
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(pids.size(), 2u) << ReadText(dir + "/run.log");
+  for (int pid : pids) ::kill(pid, SIGKILL);
+  EXPECT_EQ(run.Wait(300), 0) << ReadText(dir + "/run.log");
+  auto summary = nlohmann::json::parse(ReadText(dir + "/summary.json"), nullptr, false);
+  ASSERT_FALSE(summary.is_discarded()) << ReadText(dir + "/run.log");
+  EXPECT_EQ(summary["state"], "completed");
+  EXPECT_GT(summary["resumed_from_step"].get<int>(), 0) << summary.dump(2);
+  EXPECT_NEAR(summary["final_test_accuracy"].get<double>(), ReferenceAccuracy(2), 0.005);
+  // The coordinator's state outlives the run: the ledger was cut back to the checkpoint
+  // and still proves exactly-once.
+  BackgroundProcess coord({kBin + "/shoal-coordinator", "--bind", "tcp://127.0.0.1:*", "--state-dir",
+                           dir + "/.shoal/coordinator", "--endpoint-file", dir + "/ep"},
+                          dir + "/coordinator.log");
+  std::string ep;
+  for (int i = 0; i < 200 && ep.empty(); ++i) {
+    ep = ReadText(dir + "/ep");
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+  ASSERT_FALSE(ep.empty());
+  ep.pop_back();
+  int rc = -1;
+  auto ledger = ShoalctlJson(ep, {"ledger", job, "--check"}, &rc);
+  EXPECT_EQ(rc, 0) << ledger.dump(2);
+  bool rolled_back = false;
+  for (auto& e : ShoalctlJson(ep, {"events", job}))
+    rolled_back = rolled_back || e["kind"] == "rollback";
+  EXPECT_TRUE(rolled_back);
+}
+
 // Under mpirun with the Gloo backend, --enable-recovery keeps mpirun from killing every
 // rank when one dies; the survivors regroup. Open MPI 4.1.4 here does not relaunch the
 // dead rank (PMIx reports BAD-PARAM, measured: docs/ARCHITECTURE.md); where it does,

@@ -474,7 +474,9 @@ int Worker::Run() {
           if (!loaded.ok()) return Fail(loaded.status().WithContext("resume"));
           SHOAL_LOG_INFO("resuming from {} (step {}, {})", loaded->dir, loaded->snapshot.step,
                          loaded->signature_verified ? "signed by " + loaded->signer_key_id : std::string("unsigned"));
-          Status s = trainer_->Restore(loaded->snapshot, a.world_size(), a.rank());
+          // Resuming inside this job (everyone had died): continue its ledger.
+          const Ledger* history = !a.resume_checkpoint().empty() ? &a.ledger() : nullptr;
+          Status s = trainer_->Restore(loaded->snapshot, a.world_size(), a.rank(), history);
           if (!s.ok()) return Fail(s.WithContext("resume"));
           parent_digest_ = loaded->manifest_digest;
         } else {

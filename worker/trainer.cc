@@ -132,11 +132,17 @@ int64_t Trainer::GlobalBatch(int world) const {
   return int64_t{t.batch_per_worker()} * ref;
 }
 
-Status Trainer::Restore(const TrainerSnapshot& snap, int world, int rank) {
+Status Trainer::Restore(const TrainerSnapshot& snap, int world, int rank, const Ledger* history) {
+  const int64_t history_end =
+      history && history->ranges_size() > 0 ? history->ranges(history->ranges_size() - 1).step_end() : 0;
+  if (history && history_end != snap.step)
+    return FailedPrecondition("the job's ledger ends at step " + std::to_string(history_end) +
+                              " but the checkpoint is at step " + std::to_string(snap.step));
   ASSIGN_OR_RETURN(pos_, RestoreSnapshot(snap, *model_, *optimizer_, codec_.get(), world, rank));
-  // A checkpoint's steps are its own history: the ledger restarts at its step (the
-  // coordinator keeps the ranges before it).
+  // Without the job's history (a resume named in the spec, of an earlier job) the
+  // ledger starts at the checkpoint's step.
   ledger_.clear_ranges();
+  if (history) ledger_.mutable_ranges()->CopyFrom(history->ranges());
   resumed_from_step_ = pos_.step;
   return OkStatus();
 }

@@ -68,8 +68,10 @@ class Trainer {
   static StatusOr<std::unique_ptr<Trainer>> Create(const TrainerInputs& in, Model* model);
 
   // Applies a verified checkpoint. The codec's per-rank state is taken only at the
-  // world size it was saved at (see RestoreSnapshot).
-  Status Restore(const TrainerSnapshot& snap, int world, int rank);
+  // world size it was saved at (see RestoreSnapshot). `history`, when given, is the
+  // job's ledger up to the checkpoint's step, which the trainer then continues; it is
+  // refused unless it ends exactly there.
+  Status Restore(const TrainerSnapshot& snap, int world, int rank, const Ledger* history = nullptr);
 
   // State sync after a regroup: every rank takes rank `source`'s parameters, optimizer
   // state, data position, reference batch and ledger. Codec state is reset on every
