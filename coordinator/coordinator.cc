@@ -236,6 +236,12 @@ Status Coordinator::CommitCheckpoint(const CheckpointCommitRequest& req, int64_t
                                 std::to_string(req.generation()) + "; its checkpoint is not registered");
   }
   RETURN_IF_ERROR(checkpoints_.Commit(rec, now_ms));
+  // The ledger up to the checkpoint: should the job roll back to it, the history it
+  // ends is on record even if heartbeats had not carried it yet.
+  if (req.ledger().ranges_size() > 0) {
+    Status s = ledgers_.Offer(rec.job_id(), req.ledger());
+    if (!s.ok()) SHOAL_LOG_WARN("ledger with checkpoint step {}: {}", rec.step(), s.ToString());
+  }
   AddEvent(rec.job_id(), "checkpoint", "step " + std::to_string(rec.step()) + " " + rec.manifest_digest().substr(0, 12) +
                                            (rec.signer_key_id().empty() ? " unsigned" : " signed by " + rec.signer_key_id()),
            now_ms);

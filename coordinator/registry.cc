@@ -32,10 +32,6 @@ std::vector<CheckpointRecord> CheckpointRegistry::Of(const std::string& job_id) 
   return out;
 }
 
-int64_t LedgerEnd(const Ledger& ledger) {
-  return ledger.ranges().empty() ? 0 : ledger.ranges(ledger.ranges_size() - 1).step_end();
-}
-
 Ledger LedgerBook::Of(const std::string& job_id) const {
   Ledger l;
   auto bytes = store_->Get("ledger/" + job_id);
@@ -72,22 +68,7 @@ Status LedgerBook::Offer(const std::string& job_id, const Ledger& offered) {
 }
 
 Status LedgerBook::TruncateTo(const std::string& job_id, int64_t step) {
-  Ledger l = Of(job_id);
-  Ledger cut;
-  cut.set_records(l.records());
-  cut.set_seed(l.seed());
-  for (const LedgerRange& r : l.ranges()) {
-    if (r.step_begin() >= step) break;
-    LedgerRange* k = cut.add_ranges();
-    *k = r;
-    if (r.step_end() > step) {
-      // Every step of a range takes `batch` records except an epoch's last, which
-      // ends the range: a cut inside it falls on whole batches.
-      k->set_step_end(step);
-      k->set_cursor_end(std::min(r.cursor_end(), r.cursor_begin() + r.batch() * (step - r.step_begin())));
-    }
-  }
-  return store_->Put("ledger/" + job_id, cut.SerializeAsString());
+  return store_->Put("ledger/" + job_id, LedgerBefore(Of(job_id), step).SerializeAsString());
 }
 
 }  // namespace shoal

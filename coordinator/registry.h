@@ -10,6 +10,7 @@
 #include "common/status.h"
 #include "control.pb.h"
 #include "coordinator/store.h"
+#include "proto/ledger.h"
 
 namespace shoal {
 
@@ -40,8 +41,5 @@ class LedgerBook {
  private:
   StateStore* store_;
 };
-
-// The step just after the last range (0 for an empty ledger).
-int64_t LedgerEnd(const Ledger& ledger);
 
 }  // namespace shoal

@@ -79,11 +79,12 @@ StatusOr<std::unique_ptr<Model>> MakeModel(const JobSpec& spec, int local_rank) 
 
 // Tells the coordinator's checkpoint registry about a commit (runs on the writer thread).
 void RegisterCheckpoint(const std::string& endpoint, const std::string& member_id, int64_t generation,
-                        const std::string& job_id, const CommitInfo& info) {
+                        const std::string& job_id, const CommitInfo& info, const Ledger& history) {
   ControlClient client(endpoint);
   Request r;
   r.mutable_checkpoint_commit()->set_member_id(member_id);
   r.mutable_checkpoint_commit()->set_generation(generation);
+  *r.mutable_checkpoint_commit()->mutable_ledger() = history;
   CheckpointRecord* rec = r.mutable_checkpoint_commit()->mutable_record();
   rec->set_job_id(job_id);
   rec->set_step(info.step);
@@ -510,8 +511,9 @@ int Worker::Run() {
     ck.kv = &kv_;
     ck.kv_prefix = a.kv_prefix();
     ck.parent_digest = parent_digest_;
-    ck.on_commit = [endpoint = endpoint_, member = member_id_, gen = a.generation(), job = a.job_id()](const CommitInfo& info) {
-      RegisterCheckpoint(endpoint, member, gen, job, info);
+    ck.on_commit = [endpoint = endpoint_, member = member_id_, gen = a.generation(), job = a.job_id(),
+                    trainer = trainer_.get()](const CommitInfo& info) {
+      RegisterCheckpoint(endpoint, member, gen, job, info, trainer->LedgerBeforeStep(info.step));
     };
     auto checkpointer = MakeCheckpointer(spec_, ck);
     if (!checkpointer.ok()) return Fail(checkpointer.status().WithContext("checkpointer"));

@@ -13,6 +13,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "datapipe/partition.h"
+#include "proto/ledger.h"
 #include "worker/optim/lr_schedule.h"
 
 namespace shoal {
@@ -133,16 +134,18 @@ int64_t Trainer::GlobalBatch(int world) const {
 }
 
 Status Trainer::Restore(const TrainerSnapshot& snap, int world, int rank, const Ledger* history) {
-  const int64_t history_end =
-      history && history->ranges_size() > 0 ? history->ranges(history->ranges_size() - 1).step_end() : 0;
-  if (history && history_end != snap.step)
-    return FailedPrecondition("the job's ledger ends at step " + std::to_string(history_end) +
-                              " but the checkpoint is at step " + std::to_string(snap.step));
   ASSIGN_OR_RETURN(pos_, RestoreSnapshot(snap, *model_, *optimizer_, codec_.get(), world, rank));
   // Without the job's history (a resume named in the spec, of an earlier job) the
   // ledger starts at the checkpoint's step.
+  std::lock_guard<std::mutex> l(ledger_mu_);
   ledger_.clear_ranges();
-  if (history) ledger_.mutable_ranges()->CopyFrom(history->ranges());
+  if (history) {
+    // A history that does not end at the checkpoint cannot prove the steps between:
+    // training goes on, and `shoalctl ledger --check` names the gap.
+    if (LedgerEnd(*history) != snap.step)
+      SHOAL_LOG_WARN("the job's ledger ends at step {} but the checkpoint is at step {}", LedgerEnd(*history), snap.step);
+    ledger_.mutable_ranges()->CopyFrom(history->ranges());
+  }
   resumed_from_step_ = pos_.step;
   return OkStatus();
 }
@@ -151,7 +154,7 @@ Status Trainer::SyncFrom(Communicator* comm, int source) {
   CollectiveOptions opts;
   opts.timeout = std::chrono::milliseconds(static_cast<int64_t>(in_.spec->collectives().timeout_s() * 1000));
   const bool me = comm->rank() == source;
-  std::string ledger_bytes = me ? ledger_.SerializeAsString() : "";
+  std::string ledger_bytes = me ? ledger().SerializeAsString() : "";
   int64_t header[5] = {pos_.step, pos_.epoch, pos_.cursor, batch_world_, static_cast<int64_t>(ledger_bytes.size())};
   RETURN_IF_ERROR(comm->Broadcast(header, sizeof(header), source, opts).WithContext("state sync: position"));
   if (header[4] < 0 || header[4] > (int64_t{64} << 20)) return DataLoss("state sync: ledger of " + std::to_string(header[4]) + " bytes");
@@ -166,6 +169,7 @@ Status Trainer::SyncFrom(Communicator* comm, int source) {
     RETURN_IF_ERROR(optimizer_->LoadState(optim).WithContext("state sync: optimizer"));
     Ledger l;
     if (!l.ParseFromString(ledger_bytes)) return DataLoss("state sync: the ledger from rank " + std::to_string(source) + " is corrupt");
+    std::lock_guard<std::mutex> lock(ledger_mu_);
     ledger_ = l;
     pos_ = TrainingPosition{header[0], header[1], header[2]};
     batch_world_ = static_cast<int>(header[3]);
@@ -177,7 +181,18 @@ Status Trainer::SyncFrom(Communicator* comm, int source) {
   return OkStatus();
 }
 
+Ledger Trainer::ledger() const {
+  std::lock_guard<std::mutex> l(ledger_mu_);
+  return ledger_;
+}
+
+Ledger Trainer::LedgerBeforeStep(int64_t step) const {
+  std::lock_guard<std::mutex> l(ledger_mu_);
+  return LedgerBefore(ledger_, step);
+}
+
 void Trainer::AppendLedger(int64_t step, int64_t epoch, int64_t cursor, int64_t samples, int64_t generation, int world) {
+  std::lock_guard<std::mutex> l(ledger_mu_);
   if (ledger_.ranges_size() > 0) {
     LedgerRange* last = ledger_.mutable_ranges(ledger_.ranges_size() - 1);
     if (last->step_end() == step && last->epoch() == epoch && last->cursor_end() == cursor &&
@@ -378,7 +393,7 @@ StatusOr<GenerationOutcome> Trainer::RunGeneration(Communicator* comm, int64_t g
         w = Window();
       }
       if (hooks.on_metrics) hooks.on_metrics(m);
-      if (hooks.on_ledger) hooks.on_ledger(ledger_);
+      if (hooks.on_ledger) hooks.on_ledger(ledger());
       prewarm_codec_state();
       if (every > 0 && (step + 1) % every == 0 && step + 1 < total_steps) RETURN_IF_ERROR(save(false));
 

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include "checkpoint/async_writer.h"
@@ -85,7 +86,11 @@ class Trainer {
                                             const TrainerHooks& hooks);
 
   const TrainingPosition& position() const { return pos_; }
-  const Ledger& ledger() const { return ledger_; }
+  // The ledger so far (a copy: the training thread extends it every step).
+  Ledger ledger() const;
+  // The ledger of the steps before `step`, from any thread (the checkpoint writer
+  // registers a checkpoint with the history it ends).
+  Ledger LedgerBeforeStep(int64_t step) const;
   // Global batch of a step (the epoch's last may be smaller) at world size `world`.
   int64_t GlobalBatch(int world) const;
   // Mean seconds of a step over the last window (0 before the first).
@@ -101,6 +106,7 @@ class Trainer {
   std::unique_ptr<GradientCodec> codec_;
   std::unique_ptr<SgdMomentum> optimizer_;
   TrainingPosition pos_;
+  mutable std::mutex ledger_mu_;  // guards ledger_ against LedgerBeforeStep's readers
   // The world size whose batch_per_worker x world is the global batch (the first
   // generation's), so that with training.elastic_batch "global" a change of members
   // changes nothing in the mathematics.
