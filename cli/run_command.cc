@@ -116,13 +116,14 @@ struct WorkerPool {
 // Prints progress until the job ends; returns the final job record. Reaps the launched
 // processes as they exit: one that fails is reported at once and, while the spec's
 // workers.max_restarts allow, replaced by a new worker that joins the running job;
-// `shoalctl scale` up is met the same way. When none is left before the job ended,
+// `shoalctl scale` up is met the same way. With mpi, which cannot regroup, a failed
+// mpirun is started again whole once the coordinator has restarted the job. When none is left before the job ended,
 // nothing can finish it, so the job is cancelled and the run fails.
 StatusOr<Job> Watch(ControlClient& client, const std::string& job_id, WorkerPool& pool, bool quiet) {
   const bool tty = ::isatty(STDERR_FILENO);
   const bool elastic = pool.launch.backend != "mpi";
   int last_epoch_printed = -1;
-  double last_line = 0;
+  double last_line = 0, restart_wait_since = 0;
   bool cancel_sent = false;
   for (;;) {
     std::this_thread::sleep_for(std::chrono::milliseconds(250));
@@ -178,6 +179,22 @@ StatusOr<Job> Watch(ControlClient& client, const std::string& job_id, WorkerPool
       // shoalctl scale up: as many processes as the target size.
       for (int k = static_cast<int>(pool.live.size()); k < job.target_size(); ++k)
         RETURN_IF_ERROR(pool.StartOne("the job was scaled to " + std::to_string(job.target_size()), quiet));
+    }
+    if (pool.live.empty() && !elastic && !cancel_sent && job.state() == JOB_RUNNING && pool.restarts_left > 0) {
+      // mpi cannot regroup: the coordinator restarts the job from its latest checkpoint
+      // once it knows of the failure (a report, or the heartbeat timeout); then a whole
+      // new mpirun starts.
+      if (job.regroup() != REGROUP_NONE) {
+        --pool.restarts_left;
+        std::fprintf(stderr, "%sshoalctl: restarting all %d worker(s) from the latest checkpoint (%d restart(s) left)\n",
+                     tty ? "\n" : "", pool.launch.workers, pool.restarts_left);
+        ASSIGN_OR_RETURN(std::vector<LaunchedProcess> again, LaunchWorkers(pool.launch));
+        pool.live = std::move(again);
+        restart_wait_since = 0;
+        continue;
+      }
+      if (restart_wait_since == 0) restart_wait_since = MonotonicSeconds();
+      if (MonotonicSeconds() - restart_wait_since < job.spec().workers().heartbeat_timeout_s() + 5) continue;
     }
     if (pool.live.empty()) {
       // Exited workers may have reported the job's end just now: look once more.

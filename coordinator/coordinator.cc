@@ -295,10 +295,17 @@ Status Coordinator::Finish(const FinishRequest& req, int64_t now_ms) {
   if (req.has_metrics()) *m.mutable_metrics() = req.metrics();
   m.set_last_heartbeat_ms(now_ms);
   if (!req.success()) {
+    const std::string cause = "rank " + std::to_string(m.rank()) + ": " + req.error();
+    // A backend that cannot regroup restarts every worker instead (a worker also fails
+    // when mpirun takes its ranks down after another one died).
+    if (job.fixed_membership() && job.state() == JOB_RUNNING) {
+      RestartFixedJob(job, cause, now_ms);
+      return OkStatus();
+    }
     m.set_state(MEMBER_DEAD);
     m.set_failure_reason(req.error());
     RETURN_IF_ERROR(SaveMember(m));
-    if (!IsTerminal(job.state())) EndJob(job, JOB_FAILED, "rank " + std::to_string(m.rank()) + ": " + req.error(), now_ms);
+    if (!IsTerminal(job.state())) EndJob(job, JOB_FAILED, cause, now_ms);
     return OkStatus();
   }
   m.set_state(MEMBER_FINISHED);

@@ -43,8 +43,9 @@
 //     size; leavers are answered `exit` and become LEFT. The state source is the
 //     member with the highest committed step. Below `min`, the job waits
 //     `workers.min_grace_s` for joiners, then fails saying so. Old generations' keys are
-//     dropped. A backend that cannot regroup (mpi) keeps the old rule: a failure ends
-//     the job.
+//     dropped. A backend that cannot regroup (mpi) restarts instead: every member is
+//     let go, and a whole new set of workers (a new mpirun) resumes from the latest
+//     checkpoint, up to workers.max_restarts times; then the job fails.
 //  7. Planned changes: Register while RUNNING queues a joiner; LeaveRequest (SIGTERM)
 //     marks a member LEAVING; ScaleRequest sets the target size. Each ends the
 //     generation AT_BOUNDARY. After its first step in a new generation, rank 0 sends
@@ -134,6 +135,11 @@ class Coordinator {
   void MaybeFormNextGeneration(Job& job, int64_t now_ms);
   void FormGeneration(Job& job, const std::vector<MemberRecord*>& members, const std::string& cause, int64_t now_ms);
   void AnswerAssignment(MemberRecord& rec);
+  // A job whose backend cannot regroup (mpi) lost a member: every member is let go and
+  // the job waits for a whole new set of workers, which resume from the latest
+  // checkpoint; after workers.max_restarts restarts it fails instead.
+  void RestartFixedJob(Job& job, const std::string& cause, int64_t now_ms);
+  void MaybeFormRestartedGeneration(Job& job, int64_t now_ms);
   void MarkGone(MemberRecord& rec, MemberState state, const std::string& why, int64_t now_ms);
   std::vector<MemberRecord*> MembersOf(const std::string& job_id, MemberState state);
   // ACTIVE and LEAVING members of the job's current generation, by rank.

@@ -74,8 +74,12 @@ TEST_F(CoordinatorCoreTest, CompletesWhenAllFinishAndRank0ResultIsKept) {
   EXPECT_DOUBLE_EQ(coord_->FindJob(job)->result().final_test_accuracy(), 0.9);
 }
 
-TEST_F(CoordinatorCoreTest, SilentMemberIsDeadAndFailsTheJob) {
-  std::string job = Submit(TwoWorkerSpec());
+// Members that cannot regroup (elastic=false, as for mpi) and no restarts left: a
+// silent member fails the job. (Elastic jobs regroup: membership_test.cc.)
+TEST_F(CoordinatorCoreTest, SilentMemberIsDeadAndFailsAFixedJobWithoutRestarts) {
+  JobSpec spec = TwoWorkerSpec();
+  spec.mutable_workers()->set_max_restarts(0);
+  std::string job = Submit(spec);
   std::string m0 = Register(job).register_().member_id();
   std::string m1 = Register(job).register_().member_id();
   for (int i = 0; i < 20; ++i) {  // m0 keeps heartbeating, m1 goes silent

@@ -65,7 +65,8 @@ Status Coordinator::Register(const RegisterRequest& req, int64_t now_ms, Registe
   Job& job = it->second;
   if (IsTerminal(job.state()))
     return FailedPrecondition("job " + job.id() + " has already ended (" + JobStateName(job.state()) + ")");
-  if (job.state() == JOB_RUNNING && (job.fixed_membership() || !req.elastic()))
+  const bool restarting = job.fixed_membership() && job.regroup() != REGROUP_NONE;
+  if (job.state() == JOB_RUNNING && !restarting && (job.fixed_membership() || !req.elastic()))
     return FailedPrecondition("job " + job.id() + " is running with a fixed membership of " +
                               std::to_string(job.world_size()) +
                               " (its backend cannot regroup: mpi); it takes no new workers");
@@ -89,6 +90,8 @@ Status Coordinator::Register(const RegisterRequest& req, int64_t now_ms, Registe
   out->set_heartbeat_interval_s(job.spec().workers().heartbeat_interval_s());
   if (job.state() == JOB_PENDING) {
     FormFirstGeneration(job, now_ms);
+  } else if (restarting) {
+    MaybeFormRestartedGeneration(job, now_ms);
   } else if (static_cast<int>(CurrentMembers(job).size()) < Capacity(job)) {
     EndGeneration(job, REGROUP_AT_BOUNDARY, m.id() + " joins", now_ms);
     MaybeFormNextGeneration(job, now_ms);  // a job waiting below workers.min forms at once
@@ -307,8 +310,54 @@ void Coordinator::MarkGone(MemberRecord& rec, MemberState state, const std::stri
   AnswerAssignment(rec);
 }
 
+void Coordinator::RestartFixedJob(Job& job, const std::string& cause, int64_t now_ms) {
+  if (job.state() != JOB_RUNNING) return;
+  const int budget = job.spec().workers().max_restarts();
+  if (job.restarts() >= budget) {
+    EndJob(job, JOB_FAILED,
+           cause + "; the job's backend cannot regroup and its " + std::to_string(budget) +
+               " restart(s) (workers.max_restarts) are used up",
+           now_ms);
+    return;
+  }
+  job.set_restarts(job.restarts() + 1);
+  const std::string why = "restart " + std::to_string(job.restarts()) + " of " + std::to_string(budget) +
+                          " from the latest checkpoint (the backend cannot regroup): " + cause;
+  for (auto* rec : CurrentMembers(job)) MarkGone(*rec, MEMBER_DEAD, why, now_ms);
+  job.set_regroup(REGROUP_NOW);
+  job.set_regroup_cause(why);
+  job.set_regroup_since_ms(now_ms);
+  job.set_below_min_since_ms(now_ms);  // the new workers have workers.min_grace_s to come
+  (void)SaveJob(job);
+  kv_.DropPrefix(KvScope(job.id(), job.generation()));
+  AddEvent(job.id(), "restart", why, now_ms);
+  MaybeFormRestartedGeneration(job, now_ms);
+}
+
+void Coordinator::MaybeFormRestartedGeneration(Job& job, int64_t now_ms) {
+  const WorkersSpec& w = job.spec().workers();
+  auto joiners = MembersOf(job.id(), MEMBER_REGISTERED);
+  // All the ranks of the new launch: its size when a launcher gave one.
+  const int need = !joiners.empty() && joiners[0]->member.launcher_size() > 0 ? joiners[0]->member.launcher_size()
+                                                                              : w.initial();
+  if (static_cast<int>(joiners.size()) < need) {
+    if ((now_ms - job.below_min_since_ms()) / 1000.0 >= w.min_grace_s())
+      EndJob(job, JOB_FAILED,
+             job.regroup_cause() + "; only " + std::to_string(joiners.size()) + " of " + std::to_string(need) +
+                 " worker(s) registered again within workers.min_grace_s " + Seconds(w.min_grace_s()),
+             now_ms);
+    return;
+  }
+  std::stable_sort(joiners.begin(), joiners.end(),
+                   [](auto* a, auto* b) { return a->member.launcher_rank() < b->member.launcher_rank(); });
+  joiners.resize(need);
+  const std::string cause = job.regroup_cause();
+  FormGeneration(job, joiners, cause, now_ms);
+}
+
 void Coordinator::MaybeFormNextGeneration(Job& job, int64_t now_ms) {
   if (job.state() != JOB_RUNNING || job.regroup() == REGROUP_NONE) return;
+  if (job.fixed_membership()) return MaybeFormRestartedGeneration(job, now_ms);
   const WorkersSpec& w = job.spec().workers();
   auto current = CurrentMembers(job);
   std::vector<MemberRecord*> silent;
@@ -486,7 +535,7 @@ void Coordinator::DetectDeadMembers(int64_t now_ms) {
     if (!in_generation || job.state() != JOB_RUNNING) continue;
     const std::string cause = m.id() + " (rank " + std::to_string(m.rank()) + ") died: " + why;
     if (job.fixed_membership())
-      EndJob(job, JOB_FAILED, "member " + cause + "; the job's backend cannot regroup", now_ms);
+      RestartFixedJob(job, "member " + cause, now_ms);
     else
       EndGeneration(job, REGROUP_NOW, cause, now_ms);
   }

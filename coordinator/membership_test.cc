@@ -796,7 +796,9 @@ TEST_F(MembershipTest, NoMemberHoldsStateAndNoCheckpointStartsOver) {
 }
 
 TEST_F(MembershipTest, AFixedMembershipJobKeepsTheOldRules) {
-  job_ = Submit(ElasticSpec(2, 1, 8));
+  JobSpec spec = ElasticSpec(2, 1, 8);
+  spec.mutable_workers()->set_max_restarts(0);  // no whole-job restart: a failure ends it
+  job_ = Submit(spec);
   // One worker whose backend cannot regroup (mpi) fixes the job's membership.
   std::string m0 = Register(job_, -1, /*elastic=*/true).register_().member_id();
   std::string m1 = Register(job_, -1, /*elastic=*/false).register_().member_id();
@@ -819,6 +821,7 @@ TEST_F(MembershipTest, AFixedMembershipJobKeepsTheOldRules) {
   EXPECT_EQ(J().state(), JOB_FAILED);
   EXPECT_NE(J().failure_reason().find(m1), npos) << J().failure_reason();
   EXPECT_NE(J().failure_reason().find("cannot regroup"), npos) << J().failure_reason();
+  EXPECT_NE(J().failure_reason().find("restart(s) (workers.max_restarts) are used up"), npos) << J().failure_reason();
   EXPECT_EQ(J().generation(), 1);
   EXPECT_EQ(CountEvents("generation_ending"), 0);
   Inbox& p0 = Poll(m0);
@@ -930,6 +933,50 @@ TEST_P(HeartbeatTimeoutTest, AMemberIsDeadOnlyPastTheTimeout) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Timeouts, HeartbeatTimeoutTest, ::testing::Values(5.0, 2.01, 1.005, 0.8));
+
+}  // namespace
+}  // namespace shoal
+
+namespace shoal {
+namespace {
+
+// mpi cannot regroup: a failure lets every member go, a whole new launch registers
+// (ranks in launcher order) and resumes from the latest checkpoint; the budget is
+// workers.max_restarts, then the job fails.
+TEST_F(MembershipTest, AFixedMembershipJobRestartsWholeFromTheLatestCheckpoint) {
+  JobSpec spec = ElasticSpec(2, 1, 8);
+  spec.mutable_workers()->set_max_restarts(1);
+  job_ = Submit(spec);
+  std::string m0 = Register(job_, 0, false).register_().member_id();
+  std::string m1 = Register(job_, 1, false).register_().member_id();
+  ASSERT_EQ(J().state(), JOB_RUNNING);
+  ASSERT_TRUE(J().fixed_membership());
+  ASSERT_EQ(Commit(m0, 1, 100, "/ck/step-100").code(), 0);
+
+  KillByTimeout(m1, {m0});
+  EXPECT_EQ(J().state(), JOB_RUNNING);
+  EXPECT_EQ(J().restarts(), 1);
+  EXPECT_EQ(M(m0).state(), MEMBER_DEAD) << "every member of the old launch goes";
+  EXPECT_EQ(M(m1).state(), MEMBER_DEAD);
+  EXPECT_EQ(CountEvents("restart"), 1);
+
+  // The new launch registers in any order; ranks follow its launcher ranks.
+  std::string n1 = Register(job_, 1, false).register_().member_id();
+  EXPECT_EQ(J().generation(), 1) << "waits for the whole launch";
+  std::string n0 = Register(job_, 0, false).register_().member_id();
+  EXPECT_EQ(J().generation(), 2);
+  EXPECT_EQ(M(n0).rank(), 0);
+  EXPECT_EQ(M(n1).rank(), 1);
+  Inbox& p = Poll(n0);
+  ASSERT_EQ(p.got.size(), 1u);
+  EXPECT_EQ(p.got[0].assignment().state_source(), -1);
+  EXPECT_EQ(p.got[0].assignment().resume_checkpoint(), "/ck/step-100");
+
+  // The budget is spent: the next failure ends the job.
+  KillByTimeout(n1, {n0});
+  EXPECT_EQ(J().state(), JOB_FAILED);
+  EXPECT_NE(J().failure_reason().find("used up"), npos) << J().failure_reason();
+}
 
 }  // namespace
 }  // namespace shoal

@@ -333,6 +333,62 @@ TEST(Elastic, AllDieTheReplacementsResumeFromTheLatestCheckpoint) {
   EXPECT_TRUE(rolled_back);
 }
 
+// Backend mpi cannot regroup: when a rank dies, shoalctl run starts a whole new mpirun
+// and the job resumes from its latest checkpoint (the coordinator's restart), the
+// ledger still proving exactly-once.
+TEST(Elastic, MpiBackendRestartsEveryWorkerFromTheLatestCheckpoint) {
+  if (!HaveDataset()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
+  std::string dir = TempDir("elastic-mpi-restart");
+  std::vector<std::string> argv = {kBin + "/shoalctl", "run", kSpec, "--workers", "2", "--quiet", "--summary",
+                                   dir + "/summary.json", "--state-dir", dir + "/.shoal", "--set",
+                                   "checkpoint.dir=" + dir + "/ck", "--set", "checkpoint.every_steps=100", "--set",
+                                   "checkpoint.allow_unsigned=true"};
+  for (auto& a : JobArgs(2)) argv.push_back(a);
+  for (auto& a : std::vector<std::string>{"--set", "collectives.backend=mpi"}) argv.push_back(a);
+  BackgroundProcess run(argv, dir + "/run.log");
+  std::string endpoint;
+  for (int i = 0; i < 200 && endpoint.empty(); ++i) {
+    endpoint = ReadText(dir + "/.shoal/endpoint");
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_FALSE(endpoint.empty());
+  endpoint.pop_back();
+  std::string job;
+  int victim = -1;
+  for (int i = 0; i < 300 && victim < 0; ++i) {
+    auto all = ShoalctlJson(endpoint, {"status"});
+    if (all.contains("jobs") && !all["jobs"].empty()) {
+      job = all["jobs"][0]["job"];
+      if (all["jobs"][0]["step"].get<int64_t>() > 250)  // past the first checkpoint
+        for (auto& m : all["jobs"][0]["members"])
+          if (m["rank"] == 1) victim = m["pid"].get<int>();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_GT(victim, 0) << ReadText(dir + "/run.log");
+  ::kill(victim, SIGKILL);
+  EXPECT_EQ(run.Wait(300), 0) << ReadText(dir + "/run.log");
+  auto summary = nlohmann::json::parse(ReadText(dir + "/summary.json"), nullptr, false);
+  ASSERT_FALSE(summary.is_discarded()) << ReadText(dir + "/run.log");
+  EXPECT_EQ(summary["state"], "completed");
+  EXPECT_EQ(summary["backend"], "mpi");
+  EXPECT_GT(summary["resumed_from_step"].get<int>(), 0) << summary.dump(2);
+  EXPECT_NE(ReadText(dir + "/run.log").find("restarting all 2 worker(s)"), std::string::npos);
+  BackgroundProcess coord({kBin + "/shoal-coordinator", "--bind", "tcp://127.0.0.1:*", "--state-dir",
+                           dir + "/.shoal/coordinator", "--endpoint-file", dir + "/ep"},
+                          dir + "/coordinator.log");
+  std::string ep;
+  for (int i = 0; i < 200 && ep.empty(); ++i) {
+    ep = ReadText(dir + "/ep");
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+  ASSERT_FALSE(ep.empty());
+  ep.pop_back();
+  int rc = -1;
+  auto ledger = ShoalctlJson(ep, {"ledger", job, "--check"}, &rc);
+  EXPECT_EQ(rc, 0) << ledger.dump(2);
+}
+
 // Under mpirun with the Gloo backend, --enable-recovery keeps mpirun from killing every
 // rank when one dies; the survivors regroup. Open MPI 4.1.4 here does not relaunch the
 // dead rank (PMIx reports BAD-PARAM, measured: docs/ARCHITECTURE.md); where it does,
