@@ -189,8 +189,8 @@ nlohmann::json MeasurePlanned(int rounds, std::mt19937& rng) {
   return out;
 }
 
-// samples/s of `shoalctl run` with the given worker binary (the example job, 2 workers).
-double SteadyRun(const std::string& worker) {
+// `shoalctl run`'s summary with the given worker binary (the example job, 2 workers).
+nlohmann::json SteadyRun(const std::string& worker) {
   std::string dir = TempDir("elastic-bench-steady");
   std::string cmd = "cd " + dir + " && SHOAL_WORKER=" + worker + " " + kBin + "/shoalctl run " + kSpec +
                     " --json --quiet --workers 2 --set collectives.backend=gloo --set training.max_steps=1500 --set "
@@ -205,20 +205,26 @@ double SteadyRun(const std::string& worker) {
   auto j = nlohmann::json::parse(out, nullptr, false);
   if (rc != 0 || j.is_discarded()) {
     std::fprintf(stderr, "elastic_bench: steady run with %s failed (exit %d)\n", worker.c_str(), rc);
-    return -1;
+    return nlohmann::json{{"samples_per_second", -1}};
   }
-  return j["samples_per_second"].get<double>();
+  return j;
 }
 
 nlohmann::json MeasureSteady(int repeats, const std::string& baseline) {
-  std::vector<double> now, base;
+  std::vector<double> now, base, share;
   for (int r = 0; r < repeats; ++r) {
-    now.push_back(SteadyRun(kBin + "/shoal-worker"));
-    if (!baseline.empty()) base.push_back(SteadyRun(baseline));
+    const nlohmann::json s = SteadyRun(kBin + "/shoal-worker");
+    now.push_back(s["samples_per_second"].get<double>());
+    // The ledger's bookkeeping measured inside the run, as a share of the wall time
+    // (rank 0); the boundary exchanges ride in the gradient reductions.
+    if (s.contains("wall_seconds") && s["wall_seconds"].get<double>() > 0)
+      share.push_back(s.value("ledger_seconds", 0.0) / s["wall_seconds"].get<double>());
+    if (!baseline.empty()) base.push_back(SteadyRun(baseline)["samples_per_second"].get<double>());
     std::fprintf(stderr, "steady %d: %.0f samples/s%s\n", r + 1, now.back(),
                  baseline.empty() ? "" : (", baseline " + std::to_string(static_cast<int>(base.back()))).c_str());
   }
-  nlohmann::json out = {{"samples_per_second", ToJson(Summarise(now))}};
+  nlohmann::json out = {{"samples_per_second", ToJson(Summarise(now))},
+                        {"elastic_share_of_wall", ToJson(Summarise(share))}};
   if (!baseline.empty()) {
     out["baseline_samples_per_second"] = ToJson(Summarise(base));
     std::vector<double> ratios;
@@ -269,6 +275,7 @@ int main(int argc, char** argv) {
   if (out.contains("steady")) {
     std::printf("fault-free, 2 workers, the example job (1500 steps):\n");
     Print("samples/s (this build)", range(out["steady"]["samples_per_second"]), "");
+    Print("ledger bookkeeping, share of wall", range(out["steady"]["elastic_share_of_wall"]), "");
     if (out["steady"].contains("ratio")) {
       Print("samples/s (baseline)", range(out["steady"]["baseline_samples_per_second"]), "");
       Print("ratio this / baseline", range(out["steady"]["ratio"]), "");

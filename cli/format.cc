@@ -131,6 +131,8 @@ nlohmann::json SummaryJson(const Job& job) {
                       {"gpu_seconds", r.gpu_seconds()},
                       {"energy_joules", r.energy_joules()},
                       {"generations", job.generation()},
+                      {"boundary_exchanges", r.boundary_exchanges()},
+                      {"ledger_seconds", r.ledger_seconds()},
                       {"spec_digest", job.spec_digest()}};
   if (!job.failure_reason().empty()) j["failure_reason"] = job.failure_reason();
   return j;

@@ -127,7 +127,7 @@ void Reducer::BuildBuckets(std::vector<ParamTensor>& params) {
   }
 }
 
-void Reducer::BeginStep(int64_t step) {
+void Reducer::BeginStep(int64_t step, float* control, size_t control_count) {
   bool unfinished;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -136,6 +136,10 @@ void Reducer::BeginStep(int64_t step) {
   if (unfinished) (void)Wait();
   std::lock_guard<std::mutex> lock(mu_);
   step_ = step;
+  control_ = control_count > 0 ? control : nullptr;
+  control_count_ = control_ ? control_count : 0;
+  control_started_ = false;
+  control_done_ = control_ == nullptr;
   std::fill(marked_.begin(), marked_.end(), false);
   for (Bucket& b : buckets_) b.pending = b.params.size();
   next_ = done_ = 0;
@@ -205,13 +209,36 @@ void Reducer::FinishBucket(size_t b, Status status, double seconds) {
   cv_.notify_all();
 }
 
+void Reducer::RunControl(std::unique_lock<std::mutex>& lock) {
+  control_started_ = true;
+  float* data = control_;
+  const size_t count = control_count_;
+  lock.unlock();
+  CollectiveOptions opts = options_.collective;
+  // Its own tag, past the buckets': it may be on the wire beside bucket 0.
+  opts.tag += static_cast<uint32_t>(buckets_.size());
+  Status s = comm_->AllReduce(data, count, DType::kF32, ReduceOp::kSum, opts);
+  lock.lock();
+  if (!s.ok() && error_.ok()) error_ = s.WithContext("reducing the step's control values at step " + std::to_string(step_));
+  control_done_ = true;
+  cv_.notify_all();
+}
+
 void Reducer::CommLoop() {
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
     cv_.wait(lock, [&] {
-      return stop_ || (in_step_ && next_ < buckets_.size() && buckets_[next_].pending == 0);
+      return stop_ || (in_step_ && control_ && !control_started_) ||
+             (in_step_ && control_started_ == (control_ != nullptr) && next_ < buckets_.size() &&
+              buckets_[next_].pending == 0);
     });
     if (stop_) return;
+    // The control values go first, on every rank, so that backends that match calls
+    // by issue order (MPI) see the same order everywhere.
+    if (control_ && !control_started_) {
+      RunControl(lock);
+      continue;
+    }
     RunBucket(next_++, lock);
   }
 }
@@ -240,9 +267,10 @@ Status Reducer::Wait() {
   }
   if (options_.overlap) {
     cv_.notify_all();
-    cv_.wait(lock, [&] { return done_ == buckets_.size(); });
+    cv_.wait(lock, [&] { return done_ == buckets_.size() && control_done_; });
   } else {
-    // No communication thread: reduce everything here, in bucket order.
+    // No communication thread: reduce everything here, the control values first.
+    if (control_ && !control_started_) RunControl(lock);
     for (size_t b = 0; b < buckets_.size(); ++b) RunBucket(b, lock);
   }
   in_step_ = false;

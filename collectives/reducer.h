@@ -80,8 +80,12 @@ class Reducer {
   Reducer& operator=(const Reducer&) = delete;
 
   // Starts a step; `step` goes to the codec (warm-up, shared seeds). If the previous
-  // step was not waited for, waits for it first.
-  void BeginStep(int64_t step);
+  // step was not waited for, waits for it first. `control` (count floats, may be null)
+  // is summed over the ranks during the step, outside the codec, before the first
+  // bucket and overlapped with backward: a few flags the ranks must agree on (the
+  // trainer's boundary exchange) ride along without a round trip of their own. The
+  // sums are in `control` once Wait() returns OK.
+  void BeginStep(int64_t step, float* control = nullptr, size_t control_count = 0);
   // Gradient `param_index` is final. Thread-safe and cheap (called from backward).
   // An index out of range or marked twice in one step makes Wait() fail.
   void MarkReady(size_t param_index);
@@ -107,6 +111,8 @@ class Reducer {
   // Reduces bucket b (outside the lock); returns the time it took through *seconds.
   Status ReduceBucket(size_t b, double* seconds);
   void FinishBucket(size_t b, Status status, double seconds);  // under mu_
+  // Reduces this step's control values with `lock` released; called and returns with it held.
+  void RunControl(std::unique_lock<std::mutex>& lock);
 
   Communicator* comm_;
   GradientCodec* codec_;
@@ -122,6 +128,10 @@ class Reducer {
   bool in_step_ = false;
   int64_t step_ = 0;
   std::vector<bool> marked_;
+  float* control_ = nullptr;    // this step's control values, if any
+  size_t control_count_ = 0;
+  bool control_started_ = false;  // a communication thread has taken it
+  bool control_done_ = true;
   size_t next_ = 0;  // next bucket the communication thread reduces
   size_t done_ = 0;  // buckets finished (or skipped) this step
   Status error_;

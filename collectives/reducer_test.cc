@@ -120,10 +120,18 @@ void RunCase(const Case& c) {
       if (c.order == Order::kBackward) std::reverse(order.begin(), order.end());
       if (c.order == Order::kShuffled) std::shuffle(order.begin(), order.end(), rng);
       if (c.order == Order::kNever) order.clear();
-      reducer.BeginStep(step);
+      // Odd steps carry control values (the trainer's boundary exchange): summed over
+      // the ranks alongside the buckets, whatever order the buckets come in.
+      float control[2] = {static_cast<float>(r + 1), static_cast<float>(step)};
+      const bool with_control = step % 2 == 1;
+      reducer.BeginStep(step, with_control ? control : nullptr, 2);
       for (size_t i : order) reducer.MarkReady(i);
       const Status s = reducer.Wait();
       ASSERT_TRUE(s.ok()) << s.ToString();
+      if (with_control) {
+        EXPECT_EQ(control[0], c.world * (c.world + 1) / 2.0f);
+        EXPECT_EQ(control[1], static_cast<float>(step * c.world));
+      }
       for (size_t i = 0; i < kShapes.size(); ++i) {
         for (size_t k = 0; k < want[i].size(); ++k) {
           ASSERT_EQ(grads.params[i].grad[k], want[i][k])

@@ -20,10 +20,7 @@ void CoordinatorProcess::Start() {
       std::vector<std::string>{kBin + "/shoal-coordinator", "--bind", bind, "--state-dir", dir_ + "/state",
                                "--endpoint-file", ep_file},
       dir_ + "/coordinator-" + std::to_string(starts_++) + ".log");
-  for (int i = 0; i < 200 && ReadText(ep_file).empty(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(25));
-  std::string ep = ReadText(ep_file);
-  if (!ep.empty()) ep.pop_back();  // newline
-  endpoint_ = ep;
+  endpoint_ = WaitForEndpointFile(ep_file);
 }
 
 void CoordinatorProcess::Stop(int signal) {
@@ -35,6 +32,29 @@ std::string CoordinatorProcess::log() const {
   std::string all;
   for (int i = 0; i < starts_; ++i) all += ReadText(dir_ + "/coordinator-" + std::to_string(i) + ".log");
   return all;
+}
+
+std::string WaitForEndpointFile(const std::string& path) {
+  std::string ep;
+  for (int i = 0; i < 400 && ep.empty(); ++i) {
+    ep = ReadText(path);
+    if (ep.empty() || ep.back() != '\n') {
+      ep.clear();
+      std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    }
+  }
+  if (!ep.empty()) ep.pop_back();
+  return ep;
+}
+
+std::string CoordinatorOn(const std::string& state_dir, const std::string& dir, std::unique_ptr<BackgroundProcess>* proc) {
+  const std::string ep_file = dir + "/coordinator-on.endpoint";
+  std::filesystem::remove(ep_file);
+  *proc = std::make_unique<BackgroundProcess>(
+      std::vector<std::string>{kBin + "/shoal-coordinator", "--bind", "tcp://127.0.0.1:*", "--state-dir", state_dir,
+                               "--endpoint-file", ep_file},
+      dir + "/coordinator.log");
+  return WaitForEndpointFile(ep_file);
 }
 
 nlohmann::json StatusJson(const std::string& endpoint, const std::string& job) {

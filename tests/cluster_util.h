@@ -34,6 +34,12 @@ class CoordinatorProcess {
   std::unique_ptr<BackgroundProcess> proc_;
 };
 
+// Waits (up to 10 s) for a file holding an endpoint and a newline; "" if none came.
+std::string WaitForEndpointFile(const std::string& path);
+// Starts a coordinator on an existing state dir (say, what shoalctl run left under
+// .shoal/coordinator) on a free port, logging to dir/coordinator.log; its endpoint.
+std::string CoordinatorOn(const std::string& state_dir, const std::string& dir, std::unique_ptr<BackgroundProcess>* proc);
+
 // `shoalctl status JOB --json` (an empty object when it fails).
 nlohmann::json StatusJson(const std::string& endpoint, const std::string& job);
 // `shoalctl <args...> --coordinator EP --json` parsed (discarded on failure).

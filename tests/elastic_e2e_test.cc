@@ -284,13 +284,8 @@ TEST(Elastic, AllDieTheReplacementsResumeFromTheLatestCheckpoint) {
                                    "checkpoint.allow_unsigned=true"};
   for (auto& a : JobArgs(2)) argv.push_back(a);
   BackgroundProcess run(argv, dir + "/run.log");
-  std::string endpoint;
-  for (int i = 0; i < 200 && endpoint.empty(); ++i) {
-    endpoint = ReadText(dir + "/.shoal/endpoint");
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  ASSERT_FALSE(endpoint.empty());
-  endpoint.pop_back();
+  const std::string endpoint = WaitForEndpointFile(dir + "/.shoal/endpoint");
+  ASSERT_FALSE(endpoint.empty()) << ReadText(dir + "/run.log");
   std::string job;
   std::vector<int> pids;
   for (int i = 0; i < 300 && pids.size() < 2; ++i) {
@@ -314,16 +309,9 @@ TEST(Elastic, AllDieTheReplacementsResumeFromTheLatestCheckpoint) {
   EXPECT_NEAR(summary["final_test_accuracy"].get<double>(), ReferenceAccuracy(2), 0.005);
   // The coordinator's state outlives the run: the ledger was cut back to the checkpoint
   // and still proves exactly-once.
-  BackgroundProcess coord({kBin + "/shoal-coordinator", "--bind", "tcp://127.0.0.1:*", "--state-dir",
-                           dir + "/.shoal/coordinator", "--endpoint-file", dir + "/ep"},
-                          dir + "/coordinator.log");
-  std::string ep;
-  for (int i = 0; i < 200 && ep.empty(); ++i) {
-    ep = ReadText(dir + "/ep");
-    std::this_thread::sleep_for(std::chrono::milliseconds(25));
-  }
-  ASSERT_FALSE(ep.empty());
-  ep.pop_back();
+  std::unique_ptr<BackgroundProcess> coord;
+  const std::string ep = CoordinatorOn(dir + "/.shoal/coordinator", dir, &coord);
+  ASSERT_FALSE(ep.empty()) << ReadText(dir + "/coordinator.log");
   int rc = -1;
   auto ledger = ShoalctlJson(ep, {"ledger", job, "--check"}, &rc);
   EXPECT_EQ(rc, 0) << ledger.dump(2);
@@ -346,13 +334,8 @@ TEST(Elastic, MpiBackendRestartsEveryWorkerFromTheLatestCheckpoint) {
   for (auto& a : JobArgs(2)) argv.push_back(a);
   for (auto& a : std::vector<std::string>{"--set", "collectives.backend=mpi"}) argv.push_back(a);
   BackgroundProcess run(argv, dir + "/run.log");
-  std::string endpoint;
-  for (int i = 0; i < 200 && endpoint.empty(); ++i) {
-    endpoint = ReadText(dir + "/.shoal/endpoint");
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  ASSERT_FALSE(endpoint.empty());
-  endpoint.pop_back();
+  const std::string endpoint = WaitForEndpointFile(dir + "/.shoal/endpoint");
+  ASSERT_FALSE(endpoint.empty()) << ReadText(dir + "/run.log");
   std::string job;
   int victim = -1;
   for (int i = 0; i < 300 && victim < 0; ++i) {
@@ -374,16 +357,9 @@ TEST(Elastic, MpiBackendRestartsEveryWorkerFromTheLatestCheckpoint) {
   EXPECT_EQ(summary["backend"], "mpi");
   EXPECT_GT(summary["resumed_from_step"].get<int>(), 0) << summary.dump(2);
   EXPECT_NE(ReadText(dir + "/run.log").find("restarting all 2 worker(s)"), std::string::npos);
-  BackgroundProcess coord({kBin + "/shoal-coordinator", "--bind", "tcp://127.0.0.1:*", "--state-dir",
-                           dir + "/.shoal/coordinator", "--endpoint-file", dir + "/ep"},
-                          dir + "/coordinator.log");
-  std::string ep;
-  for (int i = 0; i < 200 && ep.empty(); ++i) {
-    ep = ReadText(dir + "/ep");
-    std::this_thread::sleep_for(std::chrono::milliseconds(25));
-  }
-  ASSERT_FALSE(ep.empty());
-  ep.pop_back();
+  std::unique_ptr<BackgroundProcess> coord;
+  const std::string ep = CoordinatorOn(dir + "/.shoal/coordinator", dir, &coord);
+  ASSERT_FALSE(ep.empty()) << ReadText(dir + "/coordinator.log");
   int rc = -1;
   auto ledger = ShoalctlJson(ep, {"ledger", job, "--check"}, &rc);
   EXPECT_EQ(rc, 0) << ledger.dump(2);
@@ -432,13 +408,8 @@ TEST(Elastic, ScaleFourToTwoToFourUnderShoalctlRun) {
                                    dir + "/summary.json", "--state-dir", dir + "/.shoal"};
   for (auto& a : JobArgs(4, 3)) argv.push_back(a);
   BackgroundProcess run(argv, dir + "/run.log");
-  std::string endpoint;
-  for (int i = 0; i < 200 && endpoint.empty(); ++i) {
-    endpoint = ReadText(dir + "/.shoal/endpoint");
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  ASSERT_FALSE(endpoint.empty());
-  endpoint.pop_back();
+  const std::string endpoint = WaitForEndpointFile(dir + "/.shoal/endpoint");
+  ASSERT_FALSE(endpoint.empty()) << ReadText(dir + "/run.log");
   std::string job;
   for (int i = 0; i < 100 && job.empty(); ++i) {
     auto all = ShoalctlJson(endpoint, {"status"});
@@ -471,16 +442,9 @@ TEST(Elastic, ScaleFourToTwoToFourUnderShoalctlRun) {
   EXPECT_EQ(summary["world_size"], 4);
   // The embedded coordinator's state outlives the run: a coordinator started on it
   // answers for the job's ledger.
-  BackgroundProcess coord({kBin + "/shoal-coordinator", "--bind", "tcp://127.0.0.1:*", "--state-dir",
-                           dir + "/.shoal/coordinator", "--endpoint-file", dir + "/ep"},
-                          dir + "/coordinator.log");
-  std::string ep;
-  for (int i = 0; i < 200 && ep.empty(); ++i) {
-    ep = ReadText(dir + "/ep");
-    std::this_thread::sleep_for(std::chrono::milliseconds(25));
-  }
+  std::unique_ptr<BackgroundProcess> coord;
+  const std::string ep = CoordinatorOn(dir + "/.shoal/coordinator", dir, &coord);
   ASSERT_FALSE(ep.empty()) << ReadText(dir + "/coordinator.log");
-  ep.pop_back();
   auto ledger = ShoalctlJson(ep, {"ledger", job, "--check"}, &rc);
   EXPECT_EQ(rc, 0) << ledger.dump(2);
   EXPECT_EQ(ledger["epochs_complete"], 3) << ledger.dump(2);

@@ -583,6 +583,9 @@ int main(int argc, char** argv) {
   };
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
+  // A peer that is gone must be an error on the socket, not SIGPIPE killing this worker
+  // (a member woken from SIGSTOP writes to connections its old peers closed).
+  std::signal(SIGPIPE, SIG_IGN);
   shoal::Worker worker(endpoint, job, blas_threads, listen_host);
   return worker.Run();
 }

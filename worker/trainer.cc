@@ -51,9 +51,9 @@ struct Window {
   int steps = 0;
 };
 
-// The boundary exchange runs about this often: rarely enough to cost nothing per step
-// (one 8-byte allreduce every ~100 ms), often enough that a planned change waits for it
-// a fraction of a second.
+// The boundary exchange runs about this often: often enough that a planned change waits
+// for it a fraction of a second. It rides in the step's gradient reduction (the
+// Reducer's control values, overlapped with backward), so it adds no round trip.
 constexpr double kBoundaryExchangeSeconds = 0.1;
 constexpr int64_t kMaxStepsBetweenExchanges = 1000;
 
@@ -337,8 +337,20 @@ StatusOr<GenerationOutcome> Trainer::RunGeneration(Communicator* comm, int64_t g
       }
       double loader = step_clock.Seconds();
 
+      // The boundary exchange rides in this step's reduction when it is due: the sum of
+      // the ranks' boundary flags, and of each rank's idea of how many steps make
+      // kBoundaryExchangeSeconds (averaged, so all agree on the next exchange).
+      const bool exchange = step + 1 == next_exchange && step + 1 < total_steps;
+      float ctl[2] = {0, 0};
+      if (exchange) {
+        const bool want = hooks.boundary_requested && hooks.boundary_requested();
+        const double step_s_est = mean_step_s_ > 0 ? mean_step_s_ : kBoundaryExchangeSeconds;
+        ctl[0] = want ? 1.0f : 0.0f;
+        ctl[1] = static_cast<float>(std::clamp<double>(std::floor(kBoundaryExchangeSeconds / std::max(step_s_est, 1e-6)), 1,
+                                                       kMaxStepsBetweenExchanges));
+      }
       Stopwatch compute_clock;
-      reducer.BeginStep(step);
+      reducer.BeginStep(step, exchange && world > 1 ? ctl : nullptr, 2);
       double loss_sum = model_->ForwardBackward(Batch{bx.data(), by.data(), static_cast<int>(span.size())},
                                                 1.0f / static_cast<float>(g), on_ready);
       double compute = compute_clock.Seconds();
@@ -354,6 +366,7 @@ StatusOr<GenerationOutcome> Trainer::RunGeneration(Communicator* comm, int64_t g
                   LearningRateAt(step, total_steps, t.learning_rate(), t.warmup_steps(), t.schedule(), t.min_lr_ratio());
       optimizer_->Step(model_->params(), static_cast<float>(lr));
       // The step is committed: the model, the position and the ledger move together.
+      Stopwatch ledger_clock;
       AppendLedger(step, epoch, cursor, g, generation, world);
       cursor += g;
       pos_ = cursor >= n ? TrainingPosition{step + 1, epoch + 1, 0} : TrainingPosition{step + 1, epoch, cursor};
@@ -394,25 +407,12 @@ StatusOr<GenerationOutcome> Trainer::RunGeneration(Communicator* comm, int64_t g
       }
       if (hooks.on_metrics) hooks.on_metrics(m);
       if (hooks.on_ledger) hooks.on_ledger(ledger());
+      totals_.set_ledger_seconds(totals_.ledger_seconds() + ledger_clock.Seconds());
       prewarm_codec_state();
       if (every > 0 && (step + 1) % every == 0 && step + 1 < total_steps) RETURN_IF_ERROR(save(false));
 
-      const bool last = step + 1 == total_steps;
-      if (!last && step + 1 == next_exchange) {
-        // One small allreduce: the sum of the boundary flags, and of each rank's idea of
-        // how many steps make kBoundaryExchangeSeconds (averaged, so all agree).
-        const bool want = hooks.boundary_requested && hooks.boundary_requested();
-        const double step_s_now = mean_step_s_ > 0 ? mean_step_s_ : step_s;
-        float ctl[2] = {want ? 1.0f : 0.0f,
-                        static_cast<float>(std::clamp<double>(std::floor(kBoundaryExchangeSeconds / std::max(step_s_now, 1e-6)),
-                                                              1, kMaxStepsBetweenExchanges))};
-        if (world > 1) {
-          Status s = comm->AllReduce(ctl, 2, DType::kF32, ReduceOp::kSum, opts);
-          if (!s.ok()) {
-            finish_generation_totals();
-            return CommFailed(s.WithContext("boundary exchange after step " + std::to_string(step)));
-          }
-        }
+      if (exchange) {
+        if (world > 1) totals_.set_boundary_exchanges(totals_.boundary_exchanges() + 1);
         next_exchange = step + 1 + std::max<int64_t>(1, static_cast<int64_t>(ctl[1] / static_cast<float>(world)));
         if (ctl[0] > 0 && cursor < n) {  // at an epoch end, the evaluation goes first
           finish_generation_totals();
