@@ -15,6 +15,7 @@
 #include <csignal>
 #include <memory>
 #include <optional>
+#include <thread>
 
 #include "collectives/factory.h"
 #include "collectives/mpi/mpi_communicator.h"
@@ -220,9 +221,13 @@ StatusOr<Assignment> Worker::AwaitAssignment() {
     r.mutable_await_assignment()->set_member_id(member_id_);
     r.mutable_await_assignment()->set_leaving(g_signals > 0);
     // Short polls: a restarted coordinator hears the report again within 2 s.
+    const double call_start = MonotonicSeconds();
     auto resp = client_.Call(r, std::chrono::seconds(2));
     if (resp.ok()) return resp->assignment();
     if (resp.status().code() != StatusCode::kUnavailable) return resp.status();
+    // A coordinator that is gone can fail a call at once (the send queue is full):
+    // pace the retries instead of spinning.
+    if (MonotonicSeconds() - call_start < 0.5) std::this_thread::sleep_for(std::chrono::milliseconds(250));
     // No answer yet: the generation has not formed, or the coordinator is down (it may
     // restart). Ask again, repeating the report (the newest poll wins). A member that
     // is leaving does not wait for a coordinator that is gone: the others regroup
