@@ -213,13 +213,17 @@ nlohmann::json SteadyRun(const std::string& worker) {
 nlohmann::json MeasureSteady(int repeats, const std::string& baseline) {
   std::vector<double> now, base, share;
   for (int r = 0; r < repeats; ++r) {
+    // ABBA: the baseline goes first in every other pair, so neither binary always
+    // runs on a machine the other has just warmed (or heated).
+    const bool baseline_first = !baseline.empty() && r % 2 == 1;
+    if (baseline_first) base.push_back(SteadyRun(baseline)["samples_per_second"].get<double>());
     const nlohmann::json s = SteadyRun(kBin + "/shoal-worker");
     now.push_back(s["samples_per_second"].get<double>());
     // The ledger's bookkeeping measured inside the run, as a share of the wall time
     // (rank 0); the boundary exchanges ride in the gradient reductions.
     if (s.contains("wall_seconds") && s["wall_seconds"].get<double>() > 0)
       share.push_back(s.value("ledger_seconds", 0.0) / s["wall_seconds"].get<double>());
-    if (!baseline.empty()) base.push_back(SteadyRun(baseline)["samples_per_second"].get<double>());
+    if (!baseline.empty() && !baseline_first) base.push_back(SteadyRun(baseline)["samples_per_second"].get<double>());
     std::fprintf(stderr, "steady %d: %.0f samples/s%s\n", r + 1, now.back(),
                  baseline.empty() ? "" : (", baseline " + std::to_string(static_cast<int>(base.back()))).c_str());
   }

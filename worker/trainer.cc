@@ -406,7 +406,9 @@ StatusOr<GenerationOutcome> Trainer::RunGeneration(Communicator* comm, int64_t g
         w = Window();
       }
       if (hooks.on_metrics) hooks.on_metrics(m);
-      if (hooks.on_ledger) hooks.on_ledger(ledger());
+      // The heartbeat's copy: every 32 steps is fresh enough for status (reports,
+      // Finish and checkpoints carry the exact ledger).
+      if (hooks.on_ledger && (step % 32 == 0 || cursor >= n || step + 1 == total_steps)) hooks.on_ledger(ledger());
       totals_.set_ledger_seconds(totals_.ledger_seconds() + ledger_clock.Seconds());
       prewarm_codec_state();
       if (every > 0 && (step + 1) % every == 0 && step + 1 < total_steps) RETURN_IF_ERROR(save(false));
