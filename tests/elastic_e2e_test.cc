@@ -223,6 +223,28 @@ TEST(Elastic, SigtermLeavesGracefullyAtABoundary) {
   ExpectCompletedAndExactlyOnce(job, 4);
 }
 
+// A second signal does not wait for the boundary: the worker exits at once (143), and
+// the others carry on as after a failure.
+TEST(Elastic, ASecondSigtermExitsAtOnce) {
+  if (!HaveDataset()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
+  ElasticJob job("elastic-term2", 3);
+  ASSERT_TRUE(job.ok());
+  ASSERT_TRUE(job.WaitStep(RandomStep(50, 300))) << job.Logs();
+  job.worker(2).Kill(SIGTERM);
+  // Apart, or the kernel merges the two while the first is still pending.
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  job.worker(2).Kill(SIGTERM);
+  EXPECT_EQ(job.worker(2).Wait(10), 143) << job.Logs();
+  auto codes = job.WaitAll();
+  EXPECT_EQ(codes[0], 0) << job.Logs();
+  EXPECT_EQ(codes[1], 0) << job.Logs();
+  auto st = job.Status();
+  EXPECT_EQ(st["state"], "completed") << st.dump(2);
+  int rc = -1;
+  auto ledger = job.Ledger(&rc);
+  EXPECT_EQ(rc, 0) << ledger.dump(2);
+}
+
 TEST(Elastic, AFifthWorkerJoinsMidEpoch) {
   if (!HaveDataset()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
   ElasticJob job("elastic-join", 4);
