@@ -220,7 +220,10 @@ void Coordinator::AwaitAssignment(const Request& req, int64_t now_ms, Responder 
       if (a.failed())
         EndGeneration(job, REGROUP_NOW, "rank " + std::to_string(m.rank()) + " reported: " + a.error(), now_ms);
       else if (job.regroup() == REGROUP_NONE)
-        EndGeneration(job, REGROUP_AT_BOUNDARY, m.id() + " ended generation " + std::to_string(m.generation()), now_ms);
+        EndGeneration(job, REGROUP_AT_BOUNDARY,
+                      a.leaving() ? m.id() + " (rank " + std::to_string(m.rank()) + ") leaves"
+                                  : m.id() + " ended generation " + std::to_string(m.generation()),
+                      now_ms);
       first_report_ms_.emplace(job.id(), now_ms);
       if (first)
         SHOAL_LOG_INFO("job {}: {} (rank {}) reported the end of generation {} at step {}{}", job.id(), m.id(), m.rank(),
