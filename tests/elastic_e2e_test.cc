@@ -413,10 +413,21 @@ TEST(Elastic, UnderMpirunWithRecoveryAKilledRankIsSurvived) {
   }
   ASSERT_GT(victim, 0) << ReadText(dir + "/mpirun.log");
   ::kill(victim, SIGKILL);
+  // What a relaunch by mpirun would start: the same worker with the dead rank's launcher
+  // variables. It registers and joins the survivors.
+  BackgroundProcess relaunched({"/usr/bin/env", "OMPI_COMM_WORLD_RANK=2", "OMPI_COMM_WORLD_SIZE=3",
+                                "OMPI_COMM_WORLD_LOCAL_RANK=2", kBin + "/shoal-worker", "--coordinator",
+                                coord.endpoint(), "--job", "j"},
+                               dir + "/relaunched.log");
   EXPECT_EQ(mpirun.Wait(240), 0) << ReadText(dir + "/mpirun.log");
+  EXPECT_EQ(relaunched.Wait(120), 0) << ReadText(dir + "/relaunched.log");
   auto st = StatusJson(coord.endpoint(), "j");
   EXPECT_EQ(st["state"], "completed") << st.dump(2) << ReadText(dir + "/mpirun.log");
   EXPECT_GE(st["generation"].get<int>(), 2);
+  bool joined = false;
+  for (auto& m : st["members"])
+    joined = joined || (m["pid"] == relaunched.pid() && m["state"] == "finished");
+  EXPECT_TRUE(joined) << st.dump(2);
   int rc = -1;
   auto ledger = ShoalctlJson(coord.endpoint(), {"ledger", "j", "--check"}, &rc);
   EXPECT_EQ(rc, 0) << ledger.dump(2);
