@@ -980,3 +980,37 @@ TEST_F(MembershipTest, AFixedMembershipJobRestartsWholeFromTheLatestCheckpoint) 
 
 }  // namespace
 }  // namespace shoal
+
+namespace shoal {
+namespace {
+
+// A job resumed from another job's checkpoint keeps a ledger that starts at the
+// checkpoint's step (found by the goodput benchmark: it was refused as malformed).
+TEST(LedgerBookTest, AResumedJobsLedgerMayStartAtItsCheckpointStep) {
+  auto store = NewMemoryStore();
+  LedgerBook book(store.get());
+  Ledger l;
+  LedgerRange* r = l.add_ranges();
+  r->set_step_begin(600);
+  r->set_step_end(700);
+  r->set_epoch(1);
+  r->set_cursor_begin(100);
+  r->set_cursor_end(200);
+  r->set_batch(1);
+  ASSERT_TRUE(book.Offer("j", l).ok());
+  EXPECT_EQ(LedgerEnd(book.Of("j")), 700);
+  Ledger gap = l;
+  gap.mutable_ranges(0)->set_step_end(800);
+  LedgerRange* bad = gap.add_ranges();  // not adjacent: refused
+  bad->set_step_begin(900);
+  bad->set_step_end(901);
+  bad->set_batch(1);
+  EXPECT_EQ(book.Offer("j", gap).code(), StatusCode::kInvalidArgument);
+  Ledger other = l;  // a different start than the stored one: refused
+  other.mutable_ranges(0)->set_step_begin(500);
+  other.mutable_ranges(0)->set_step_end(800);
+  EXPECT_EQ(book.Offer("j", other).code(), StatusCode::kFailedPrecondition);
+}
+
+}  // namespace
+}  // namespace shoal

@@ -41,7 +41,9 @@ Ledger LedgerBook::Of(const std::string& job_id) const {
 
 Status LedgerBook::Offer(const std::string& job_id, const Ledger& offered) {
   // Well-formed: ranges in step order, each non-empty and adjacent to the previous one.
-  int64_t expect = 0;
+  // The first starts at 0, or at the step of the checkpoint a job was resumed from
+  // (its ledger starts there: the steps before belong to the job that made it).
+  int64_t expect = offered.ranges().empty() ? 0 : offered.ranges(0).step_begin();
   for (const LedgerRange& r : offered.ranges()) {
     if (r.step_begin() != expect || r.step_end() <= r.step_begin() || r.cursor_end() < r.cursor_begin() ||
         r.cursor_begin() < 0 || r.epoch() < 0)
@@ -50,6 +52,11 @@ Status LedgerBook::Offer(const std::string& job_id, const Ledger& offered) {
   }
   Ledger stored = Of(job_id);
   if (LedgerEnd(offered) <= LedgerEnd(stored)) return OkStatus();
+  if (stored.ranges_size() > 0 && offered.ranges_size() > 0 &&
+      stored.ranges(0).step_begin() != offered.ranges(0).step_begin())
+    return FailedPrecondition("ledger of job " + job_id + " starts at step " +
+                              std::to_string(offered.ranges(0).step_begin()) + ", the stored one at step " +
+                              std::to_string(stored.ranges(0).step_begin()));
   // The offered ledger must extend the stored one: the same ranges up to the stored
   // end (the last stored range may have grown since).
   for (int i = 0; i < stored.ranges_size(); ++i) {
