@@ -11,9 +11,8 @@
 //                           [--only fault-free|elastic|checkpoint-restart] [--keep] [--json]
 // Each policy's clock starts at its job's first committed step (the first launch is the
 // same for all three); every restart after it counts, process start, data loading and
-// rendezvous included. The committed step is read from the coordinator's data ledger
-// (from rank 0's heartbeat for a job resumed from another job's checkpoint, whose
-// ledger the coordinator refuses).
+// rendezvous included. The committed step is read from the coordinator's data ledger,
+// or from rank 0's heartbeat where the ledger has none yet.
 #include <signal.h>
 #include <unistd.h>
 
