@@ -101,6 +101,14 @@ class Chaos {
     }
     return false;
   }
+  // Waits until the job trains at its full size with no change pending.
+  void Settle(double timeout_s) {
+    for (double t = 0; t < timeout_s; t += 0.1) {
+      auto st = StatusJson(coord_.endpoint(), "c");
+      if (st["world_size"] == want_ && !st.contains("regroup")) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
   void KillCoordinator() { coord_.Stop(SIGKILL); }
   void RestartCoordinator() { coord_.Start(); }
   std::string Ledger(int* rc) { return ShoalctlJson(coord_.endpoint(), {"ledger", "c", "--check"}, rc).dump(); }
@@ -122,8 +130,11 @@ int main(int argc, char** argv) {
   CLI::App app{"chaos_driver: random faults against an elastic job on loopback; exit 0 if nothing was lost"};
   int faults = 30, workers = 4;
   uint64_t seed = std::random_device{}();
-  bool json = false;
+  bool json = false, settle = false;
   app.add_option("--faults", faults, "faults to inject")->capture_default_str();
+  app.add_flag("--settle", settle,
+               "inject each fault only once the job trains at full size with no change pending (the soak "
+               "leaves this off: faults then also land while a generation forms)");
   app.add_option("--workers", workers, "the job's size")->capture_default_str();
   app.add_option("--seed", seed, "random seed (printed, to replay a run)");
   app.add_flag("--json", json, "print the summary as JSON");
@@ -146,6 +157,7 @@ int main(int argc, char** argv) {
   int hangs = 0;
   for (int f = 0; f < faults; ++f) {
     c.Replenish();
+    if (settle) c.Settle(30);
     const std::string kind = kinds[std::uniform_int_distribution<size_t>(0, kinds.size() - 1)(c.rng())];
     const int64_t before = c.Step();
     const double t0 = MonotonicSeconds();
