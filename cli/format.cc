@@ -31,6 +31,7 @@ nlohmann::json JobToJson(const Job& job, const StatusResponse* status, int64_t n
   if (job.regroup() != REGROUP_NONE) {
     j["regroup"] = job.regroup() == REGROUP_NOW ? "now" : "at_boundary";
     j["regroup_cause"] = job.regroup_cause();
+    j["regroup_for_s"] = (now_ms - job.regroup_since_ms()) / 1000.0;
   }
   if (!status) return j;
   nlohmann::json members = nlohmann::json::array();
@@ -149,7 +150,8 @@ std::string StatusTable(const StatusResponse& status) {
         << "  world " << job.world_size() << "\n";
     if (!job.failure_reason().empty()) out << "  reason: " << job.failure_reason() << "\n";
     if (j.contains("regroup"))
-      out << "  regrouping (" << j["regroup"].get<std::string>() << "): " << j["regroup_cause"].get<std::string>() << "\n";
+      out << "  regrouping (" << j["regroup"].get<std::string>() << ", for " << Fixed(j["regroup_for_s"].get<double>(), 1)
+          << " s): " << j["regroup_cause"].get<std::string>() << "\n";
     if (job.state() == JOB_COMPLETED)
       out << "  final test accuracy " << Fixed(job.result().final_test_accuracy(), 4) << "\n";
     if (j.contains("latest_checkpoint"))
