@@ -1,6 +1,7 @@
 // What elasticity costs, measured with real processes on this machine:
 //   faults   kill -9 of a random worker of 4 (a replacement started at once, as
-//            shoalctl run does), repeated: time from the kill to the next committed
+//            shoalctl run does), repeated twice: with the launcher reporting the exit
+//            (shoalctl run does), and without: time from the kill to the next committed
 //            step, split into detect + regroup + rendezvous + sync + first step (from
 //            the coordinator's "regrouped" events);
 //   planned  SIGTERM of a random worker (a graceful leave), then a new worker joining:
@@ -84,6 +85,10 @@ class Cluster {
     return it->first;
   }
   void Signal(int pid, int sig) { live_.at(pid)->Kill(sig); }
+  void ReportExitOf(int pid) {
+    live_.at(pid)->Wait(5);
+    (void)ReportExit(coord_.endpoint(), "b", *live_.at(pid));
+  }
   void Forget(int pid) {
     live_.at(pid)->Wait(30);
     live_.erase(pid);
@@ -129,7 +134,9 @@ class Cluster {
   std::map<int, std::unique_ptr<BackgroundProcess>> live_;
 };
 
-nlohmann::json MeasureFaults(int faults, std::mt19937& rng) {
+// report_exits: the launcher reaps the victim and tells the coordinator (shoalctl run
+// does); without, the coordinator finds the death by the regroup window (a lost host).
+nlohmann::json MeasureFaults(int faults, std::mt19937& rng, bool report_exits) {
   Cluster c(4);
   std::map<std::string, std::vector<double>> t;
   if (!c.WaitSteady(4)) {
@@ -141,6 +148,7 @@ nlohmann::json MeasureFaults(int faults, std::mt19937& rng) {
     const int victim = c.RandomLive(rng);
     const double killed_at = static_cast<double>(UnixMillis());
     c.Signal(victim, SIGKILL);
+    if (report_exits) c.ReportExitOf(victim);
     c.Start();  // the replacement, as shoalctl run would start it
     auto e = c.NextRegroup(generation);
     c.Forget(victim);
@@ -256,7 +264,10 @@ int main(int argc, char** argv) {
   auto want = [&](const std::string& k) { return only.empty() || std::find(only.begin(), only.end(), k) != only.end(); };
   std::mt19937 rng(std::random_device{}());
   nlohmann::json out;
-  if (want("faults")) out["faults"] = MeasureFaults(faults, rng);
+  if (want("faults")) {
+    out["faults"] = MeasureFaults(faults, rng, true);
+    out["faults_unreported"] = MeasureFaults(faults, rng, false);
+  }
   if (want("planned")) out["planned"] = MeasurePlanned(planned, rng);
   if (want("steady")) out["steady"] = MeasureSteady(repeats, baseline);
   if (json) {
@@ -266,10 +277,13 @@ int main(int argc, char** argv) {
   auto range = [](const nlohmann::json& j) {
     return Range{j["median"].get<double>(), j["min"].get<double>(), j["max"].get<double>(), j["n"].get<size_t>()};
   };
-  if (out.contains("faults")) {
-    std::printf("kill -9 of 1 of 4 workers (replacement started at once):\n");
+  for (const char* mode : {"faults", "faults_unreported"}) {
+    if (!out.contains(mode)) continue;
+    std::printf("kill -9 of 1 of 4 workers (replacement started at once), %s:\n",
+                std::string(mode) == "faults" ? "the launcher reports the exit"
+                                              : "no exit report (found by the regroup window)");
     for (const char* k : {"kill_to_next_step_s", "detect_s", "regroup_s", "rendezvous_s", "sync_s", "first_step_s"})
-      if (out["faults"].contains(k)) Print(k, range(out["faults"][k]));
+      if (out[mode].contains(k)) Print(k, range(out[mode][k]));
   }
   if (out.contains("planned")) {
     std::printf("planned changes (4 workers):\n");

@@ -50,13 +50,15 @@ struct Options {
   double fault_every_s = 10;
   int checkpoint_every = 200;
   bool keep = false;
+  bool report_exits = true;  // the launcher tells the coordinator of each exit (shoalctl run does)
 };
 
 // One coordinator with the jobs and workers of one policy; everything it started is
 // cancelled and killed when it goes out of scope.
 class Harness {
  public:
-  Harness(const std::string& tag, const Options& o) : dir_(TempDir("goodput-" + tag)), opt_(o), coord_(dir_) {}
+  Harness(const std::string& tag, const Options& o)
+      : dir_(TempDir("goodput-" + tag)), opt_(o), coord_(dir_), report_exits_(o.report_exits) {}
   ~Harness() {
     for (const std::string& job : jobs_) Cancel(job);
     for (auto& [pid, w] : live_)
@@ -109,9 +111,10 @@ class Harness {
     return it->first;
   }
   // kill -9, and reaped so that no zombie holds its pid.
-  void KillNow(int pid) {
+  void KillNow(int pid, const std::string& job) {
     live_.at(pid)->Kill(SIGKILL);
     live_.at(pid)->Wait(10);
+    if (report_exits_) (void)ReportExit(coord_.endpoint(), job, *live_.at(pid));
     live_.erase(pid);
   }
   void KillAll() {
@@ -174,6 +177,7 @@ class Harness {
   std::string dir_;
   Options opt_;
   CoordinatorProcess coord_;
+  bool report_exits_;
   int started_ = 0;
   std::vector<std::string> jobs_;
   std::map<int, std::unique_ptr<BackgroundProcess>> live_;
@@ -307,7 +311,7 @@ Result Elastic(const Options& o, std::mt19937& rng) {
   if (!Launch(h, job, &r)) return r;
   const double t0 = MonotonicSeconds();
   RunFor(h, "elastic", o, t0, &r, [&] { return job; }, [&](int) {
-    h.KillNow(h.RandomLive(rng));
+    h.KillNow(h.RandomLive(rng), job);
     h.Start(job);  // the replacement, as shoalctl run would start it
     ++r.faults;
   }, [](const nlohmann::json&) {});
@@ -392,6 +396,9 @@ int main(int argc, char** argv) {
   app.add_option("--fault-every", o.fault_every_s, "seconds between faults")->capture_default_str();
   app.add_option("--checkpoint-every", o.checkpoint_every, "checkpoint.every_steps")->capture_default_str();
   app.add_option("--only", only, "fault-free, elastic and/or checkpoint-restart (default: all)");
+  app.add_flag("--no-exit-reports", [&](int64_t) { o.report_exits = false; },
+               "elastic: do not tell the coordinator of a worker's exit (it is then found by the regroup window "
+               "or the heartbeat timeout, as when a whole host is lost)");
   app.add_flag("--keep", o.keep, "keep each policy's temp dir (worker and coordinator logs, checkpoints)");
   app.add_flag("--json", json, "print the figures as JSON");
   CLI11_PARSE(app, argc, argv);

@@ -161,12 +161,14 @@ StatusOr<Job> Watch(ControlClient& client, const std::string& job_id, WorkerPool
         ++it;
         continue;
       }
-      last_exit = it->what + " (pid " + std::to_string(it->pid) + ") " +
-                  (WIFSIGNALED(st) ? "was killed by signal " + std::to_string(WTERMSIG(st))
-                                   : "exited with code " + std::to_string(WEXITSTATUS(st)));
+      last_exit = it->what + " (pid " + std::to_string(it->pid) + ") " + DescribeExit(st);
       if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
         std::fprintf(stderr, "%sshoalctl: %s\n", tty ? "\n" : "", last_exit.c_str());
         ++failed;
+        // The coordinator need not wait for the heartbeats to stop (mpirun's pid matches
+        // no member: its ranks are found by their heartbeats).
+        auto reported = ReportWorkerExit(client, job_id, it->pid, DescribeExit(st));
+        if (!reported.ok()) std::fprintf(stderr, "shoalctl: could not report the exit: %s\n", reported.status().ToString().c_str());
       }
       it = pool.live.erase(it);
     }

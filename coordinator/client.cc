@@ -1,6 +1,9 @@
 // DEALER client: request/response matched by id, with a deadline on every call.
 #include "coordinator/client.h"
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <zmq.hpp>
 
 #include "common/clock.h"
@@ -54,6 +57,29 @@ StatusOr<Response> ControlClient::Call(Request request, std::chrono::millisecond
   }
   return Unavailable("coordinator at " + endpoint_ + " did not answer within " +
                      std::to_string(timeout.count() / 1000.0).substr(0, 4) + " s (is it running?)");
+}
+
+std::string ThisHostName() {
+  char buf[256] = {};
+  ::gethostname(buf, sizeof(buf) - 1);
+  return buf;
+}
+
+std::string DescribeExit(int wait_status) {
+  if (WIFSIGNALED(wait_status)) return "killed by signal " + std::to_string(WTERMSIG(wait_status));
+  if (WIFEXITED(wait_status)) return "exited with code " + std::to_string(WEXITSTATUS(wait_status));
+  return "ended (wait status " + std::to_string(wait_status) + ")";
+}
+
+StatusOr<std::string> ReportWorkerExit(ControlClient& client, const std::string& job_id, int pid,
+                                       const std::string& how) {
+  Request r;
+  r.mutable_report_exit()->set_job_id(job_id);
+  r.mutable_report_exit()->set_host(ThisHostName());
+  r.mutable_report_exit()->set_pid(pid);
+  r.mutable_report_exit()->set_how(how);
+  ASSIGN_OR_RETURN(Response resp, client.Call(std::move(r), std::chrono::seconds(5)));
+  return resp.report_exit().member_id();
 }
 
 }  // namespace shoal

@@ -32,4 +32,16 @@ class ControlClient {
   uint64_t next_id_ = 1;
 };
 
+// This machine's name as workers register it (gethostname).
+std::string ThisHostName();
+
+// What a waitpid status says, for people: "killed by signal 9", "exited with code 1".
+std::string DescribeExit(int wait_status);
+
+// The launcher's side of ReportExitRequest: a worker process it started on this host
+// exited, so the coordinator need not wait for its heartbeats to stop. Returns the
+// member id it was (empty when it had already left or finished).
+StatusOr<std::string> ReportWorkerExit(ControlClient& client, const std::string& job_id, int pid,
+                                       const std::string& how);
+
 }  // namespace shoal

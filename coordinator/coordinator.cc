@@ -175,6 +175,7 @@ void Coordinator::Handle(const Request& req, int64_t now_ms, Responder respond) 
     case Request::kScale: s = Scale(req.scale(), now_ms, resp.mutable_scale()); break;
     case Request::kGenerationReport: s = GenerationReport(req.generation_report(), now_ms); resp.mutable_generation_report(); break;
     case Request::kLedger: s = GetLedger(req.ledger(), resp.mutable_ledger()); break;
+    case Request::kReportExit: s = ReportExit(req.report_exit(), now_ms, resp.mutable_report_exit()); break;
     case Request::kCheckpointList:
       for (auto& rec : CheckpointsOf(req.checkpoint_list().job_id())) *resp.mutable_checkpoint_list()->add_records() = rec;
       break;

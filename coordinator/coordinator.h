@@ -46,6 +46,8 @@
 //     dropped. A backend that cannot regroup (mpi) restarts instead: every member is
 //     let go, and a whole new set of workers (a new mpirun) resumes from the latest
 //     checkpoint, up to workers.max_restarts times; then the job fails.
+//     A launcher that sees a worker process exit says so (ReportExitRequest{host,
+//     pid}): that member is DEAD at once, so the window need not wait for it.
 //  7. Planned changes: Register while RUNNING queues a joiner; LeaveRequest (SIGTERM)
 //     marks a member LEAVING; ScaleRequest sets the target size. Each ends the
 //     generation AT_BOUNDARY. After its first step in a new generation, rank 0 sends
@@ -127,6 +129,10 @@ class Coordinator {
   Status Leave(const LeaveRequest& req, int64_t now_ms);
   Status Scale(const ScaleRequest& req, int64_t now_ms, ScaleResponse* out);
   Status GenerationReport(const GenerationReportRequest& req, int64_t now_ms);
+  Status ReportExit(const ReportExitRequest& req, int64_t now_ms, ReportExitResponse* out);
+  // A member of the job's current generation is gone for good (dead, not leaving):
+  // its generation ends now (a fixed-membership job restarts instead).
+  void LoseMember(MemberRecord& rec, const std::string& why, int64_t now_ms);
   void DetectDeadMembers(int64_t now_ms);
   void FormFirstGeneration(Job& job, int64_t now_ms);
   // Ends the job's current generation (a failure upgrades a pending planned change).

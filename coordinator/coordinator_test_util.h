@@ -52,11 +52,11 @@ class CoordinatorCoreTest : public ::testing::Test {
     return resp.submit().job_id();
   }
   // elastic false is the proto's default: a worker whose backend cannot regroup (mpi).
-  Response Register(const std::string& job, int launcher_rank = -1, bool elastic = false) {
+  Response Register(const std::string& job, int launcher_rank = -1, bool elastic = false, int pid = 1) {
     Request r;
     r.mutable_register_()->set_job_id(job);
     r.mutable_register_()->set_host("h");
-    r.mutable_register_()->set_pid(1);
+    r.mutable_register_()->set_pid(pid);
     r.mutable_register_()->set_launcher_rank(launcher_rank);
     r.mutable_register_()->set_elastic(elastic);
     return Call(r);

@@ -532,16 +532,40 @@ void Coordinator::DetectDeadMembers(int64_t now_ms) {
     // the timeout instead of past it.
     const double silent_s = (now_ms - m.last_heartbeat_ms()) / 1000.0;
     if (silent_s <= job.spec().workers().heartbeat_timeout_s()) continue;
-    const std::string why = "no heartbeat for " + Seconds(silent_s);
-    const bool in_generation = InGeneration(m) && m.generation() == job.generation();
-    MarkGone(rec, MEMBER_DEAD, why, now_ms);
-    if (!in_generation || job.state() != JOB_RUNNING) continue;
-    const std::string cause = m.id() + " (rank " + std::to_string(m.rank()) + ") died: " + why;
-    if (job.fixed_membership())
-      RestartFixedJob(job, "member " + cause, now_ms);
-    else
-      EndGeneration(job, REGROUP_NOW, cause, now_ms);
+    LoseMember(rec, "no heartbeat for " + Seconds(silent_s), now_ms);
   }
+}
+
+void Coordinator::LoseMember(MemberRecord& rec, const std::string& why, int64_t now_ms) {
+  Member& m = rec.member;
+  Job& job = jobs_.at(m.job_id());
+  const bool in_generation = InGeneration(m) && m.generation() == job.generation();
+  MarkGone(rec, MEMBER_DEAD, why, now_ms);
+  if (!in_generation || job.state() != JOB_RUNNING) return;
+  const std::string cause = m.id() + " (rank " + std::to_string(m.rank()) + ") died: " + why;
+  if (job.fixed_membership()) {
+    RestartFixedJob(job, "member " + cause, now_ms);
+  } else {
+    EndGeneration(job, REGROUP_NOW, cause, now_ms);
+  }
+}
+
+Status Coordinator::ReportExit(const ReportExitRequest& req, int64_t now_ms, ReportExitResponse* out) {
+  auto job = jobs_.find(req.job_id());
+  if (job == jobs_.end()) return NotFound("unknown job '" + req.job_id() + "'");
+  if (req.pid() <= 0) return InvalidArgument("report_exit: pid " + std::to_string(req.pid()) + " is not a process id");
+  for (auto& [id, rec] : members_) {
+    const Member& m = rec.member;
+    if (m.job_id() != req.job_id() || m.pid() != req.pid() || m.host() != req.host()) continue;
+    if (m.state() != MEMBER_ACTIVE && m.state() != MEMBER_LEAVING && m.state() != MEMBER_REGISTERED) continue;
+    out->set_member_id(m.id());
+    if (IsTerminal(job->second.state())) return OkStatus();
+    LoseMember(rec, "process " + (req.how().empty() ? std::string("exited") : req.how()) + " (reported by its launcher)",
+               now_ms);
+    MaybeFormNextGeneration(job->second, now_ms);  // the others may all have reported already
+    return OkStatus();
+  }
+  return OkStatus();  // it had left or finished, or never registered
 }
 
 }  // namespace shoal

@@ -176,6 +176,7 @@ class MembershipTest : public CoordinatorCoreTest {
   // One inbox per AwaitAssignment (a deque: parked responders keep pointers into it).
   std::deque<Inbox> polls_;
   uint64_t next_id_ = 1000;
+  int next_pid_ = 1000;
 
   const Job& J() const { return *coord_->FindJob(job_); }
   const Member& M(const std::string& id) const { return *coord_->FindMember(id); }
@@ -201,12 +202,21 @@ class MembershipTest : public CoordinatorCoreTest {
     return ids;
   }
   // Registers an elastic worker (gloo, nccl); returns its member id.
+  // Each worker has its own pid (1000, 1001, ... in registration order) on host "h".
   std::string Join() {
-    Response r = Register(job_, -1, /*elastic=*/true);
+    Response r = Register(job_, -1, /*elastic=*/true, next_pid_++);
     EXPECT_EQ(r.code(), 0) << r.error();
     return r.register_().member_id();
   }
   Inbox& Poll(const std::string& member) { return Send(member, nullptr); }
+  Response ReportExit(int pid, const std::string& host = "h") {
+    Request r;
+    r.mutable_report_exit()->set_job_id(job_);
+    r.mutable_report_exit()->set_host(host);
+    r.mutable_report_exit()->set_pid(pid);
+    r.mutable_report_exit()->set_how("killed by signal 9");
+    return Call(r);
+  }
   Inbox& Send(const std::string& member, const Report* rep) {
     Request r;
     r.set_id(next_id_++);
@@ -413,6 +423,65 @@ TEST_F(MembershipTest, RegroupWindowTakesAMemberThatNeverReportsForDead) {
   EXPECT_EQ(J().generation(), 2);
   EXPECT_TRUE(Beat(m[2], 1).fenced());
   EXPECT_EQ(CountEvents("member_dead"), 1);
+}
+
+TEST_F(MembershipTest, ALaunchersExitReportMakesTheMemberDeadAndFormsOnceTheOthersReported) {
+  auto m = Start(ElasticSpec(3, 1, 8));  // pids 1000, 1001, 1002
+  // Ranks 0 and 2 saw their collective fail before the launcher's report arrived.
+  Inbox& p0 = ReportEnd(m[0], At(9).Failed("gloo: connection closed by peer"));
+  Inbox& p2 = ReportEnd(m[2], At(9).Failed("gloo: connection closed by peer"));
+  EXPECT_TRUE(p0.got.empty());
+  // Another host's process with the same pid, and a pid nobody has, change nothing.
+  EXPECT_EQ(ReportExit(1001, "other-host").report_exit().member_id(), "");
+  EXPECT_EQ(ReportExit(4242).report_exit().member_id(), "");
+  EXPECT_EQ(M(m[1]).state(), MEMBER_ACTIVE);
+  // No clock movement: the report alone, not the regroup window, forms generation 2.
+  Response r = ReportExit(1001);
+  EXPECT_EQ(r.code(), 0) << r.error();
+  EXPECT_EQ(r.report_exit().member_id(), m[1]);
+  EXPECT_EQ(M(m[1]).state(), MEMBER_DEAD);
+  EXPECT_NE(M(m[1]).failure_reason().find("killed by signal 9 (reported by its launcher)"), npos);
+  EXPECT_EQ(Placed(p0).rank(), 0);
+  EXPECT_EQ(Placed(p2).rank(), 1);
+  EXPECT_EQ(Placed(p2).world_size(), 2);
+  EXPECT_EQ(J().generation(), 2);
+  EXPECT_TRUE(Beat(m[1], 1).fenced());
+  // A second report of the same exit is harmless.
+  EXPECT_EQ(ReportExit(1001).report_exit().member_id(), "");
+  EXPECT_EQ(CountEvents("member_dead"), 1);
+}
+
+TEST_F(MembershipTest, AnExitReportedBeforeAnyoneNoticedEndsTheGenerationNow) {
+  auto m = Start(ElasticSpec(2, 1, 8));
+  EXPECT_EQ(ReportExit(1000).report_exit().member_id(), m[0]);
+  EXPECT_EQ(J().regroup(), REGROUP_NOW);
+  EXPECT_EQ(Beat(m[1], 1).regroup(), REGROUP_NOW);
+  Inbox& p1 = ReportEnd(m[1], At(5).Failed("gloo: aborted"));
+  EXPECT_EQ(Placed(p1).rank(), 0);
+  EXPECT_EQ(Placed(p1).world_size(), 1);
+  EXPECT_EQ(Placed(p1).state_source(), 0);
+}
+
+TEST_F(MembershipTest, AMemberThatDiesWhileItsGenerationFormsIsDroppedWithoutATimeout) {
+  // The gap the chaos soak found: generation 2 is formed with a member that dies before
+  // it builds its communicator. Its launcher's report ends generation 2 at once.
+  auto m = Start(ElasticSpec(3, 1, 8));
+  Inbox& p0 = ReportEnd(m[0], At(4).Failed("gloo: peer closed"));
+  Inbox& p1 = ReportEnd(m[1], At(4).Failed("gloo: peer closed"));
+  ReportExit(1002);
+  ASSERT_EQ(J().generation(), 2);
+  EXPECT_EQ(Placed(p0).world_size(), 2);
+  EXPECT_EQ(Placed(p1).world_size(), 2);
+  // Rank 1 of generation 2 dies during the rendezvous; its peer's KvGet is aborted.
+  Inbox kv;
+  coord_->Handle(KvGetRequest("job1/gen-2/rank-1"), now_, kv.Take());
+  EXPECT_TRUE(kv.got.empty());
+  ReportExit(1001);
+  ASSERT_EQ(kv.got.size(), 1u);
+  EXPECT_EQ(kv.got[0].code(), static_cast<int>(StatusCode::kAborted));
+  Inbox& again = ReportEnd(m[0], At(4).Ended(2).Failed("rendezvous aborted"));
+  EXPECT_EQ(Placed(again).generation(), 3);
+  EXPECT_EQ(Placed(again).world_size(), 1);
 }
 
 TEST_F(MembershipTest, AJoinWhileRunningEntersAtTheNextBoundary) {

@@ -6,6 +6,8 @@
 #include <filesystem>
 #include <thread>
 
+#include "coordinator/client.h"
+
 namespace shoal::testing {
 
 bool HaveDataset() { return std::filesystem::exists(kDataset); }
@@ -71,6 +73,13 @@ nlohmann::json ShoalctlJson(const std::string& endpoint, std::vector<std::string
   auto r = RunCommand(argv, 60);
   if (exit_code) *exit_code = r.exit_code;
   return nlohmann::json::parse(r.out, nullptr, false);
+}
+
+std::string ReportExit(const std::string& endpoint, const std::string& job, const BackgroundProcess& worker) {
+  if (!worker.reaped()) return "";
+  ControlClient client(endpoint);
+  auto member = ReportWorkerExit(client, job, worker.pid(), DescribeExit(worker.wait_status()));
+  return member.ok() ? *member : "";
 }
 
 }  // namespace shoal::testing

@@ -45,4 +45,8 @@ nlohmann::json StatusJson(const std::string& endpoint, const std::string& job);
 // `shoalctl <args...> --coordinator EP --json` parsed (discarded on failure).
 nlohmann::json ShoalctlJson(const std::string& endpoint, std::vector<std::string> args, int* exit_code = nullptr);
 
+// Tells the coordinator, as a launcher does, that a worker process of `job` it started
+// has exited (reaped, so its wait status is known). Returns the member it was, or "".
+std::string ReportExit(const std::string& endpoint, const std::string& job, const BackgroundProcess& worker);
+
 }  // namespace shoal::testing

@@ -22,6 +22,8 @@ class BackgroundProcess {
   int pid() const { return pid_; }
   // Waits for exit up to timeout; returns the exit code, or -1 on signal/timeout.
   int Wait(double timeout_s);
+  bool reaped() const { return reaped_; }
+  int wait_status() const { return status_; }  // waitpid's, once reaped
   void Kill(int signal);
 
  private:

@@ -46,11 +46,6 @@ constexpr int kExitOk = 0, kExitFailed = 1, kExitUsage = 2;
 constexpr double kCoordinatorPatienceSeconds = 300;
 std::atomic<int> g_signals{0};
 
-std::string HostName() {
-  char buf[256] = {};
-  ::gethostname(buf, sizeof(buf) - 1);
-  return buf;
-}
 
 // The address peers use to reach this worker's data-plane sockets: loopback when the
 // coordinator is on loopback (one machine), else this host's name, unless overridden.
@@ -58,7 +53,7 @@ std::string ListenHost(const std::string& endpoint, const std::string& flag) {
   if (!flag.empty()) return flag;
   if (const char* env = std::getenv("SHOAL_LISTEN_HOST"); env && *env) return env;
   if (endpoint.find("127.0.0.1") != std::string::npos || endpoint.find("localhost") != std::string::npos) return "127.0.0.1";
-  return HostName();
+  return ThisHostName();
 }
 
 // model.device: cpu, cuda (a GPU or an error) or auto (a GPU when there is one).
@@ -203,7 +198,7 @@ class Worker {
 StatusOr<std::string> Worker::Register() {
   Request reg;
   reg.mutable_register_()->set_job_id(job_id_);
-  reg.mutable_register_()->set_host(HostName());
+  reg.mutable_register_()->set_host(ThisHostName());
   reg.mutable_register_()->set_pid(::getpid());
   reg.mutable_register_()->set_launcher_rank(launcher_.rank);
   reg.mutable_register_()->set_launcher_size(launcher_.size);

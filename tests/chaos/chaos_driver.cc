@@ -34,7 +34,8 @@ constexpr double kHeartbeatTimeout = 2.0;
 
 class Chaos {
  public:
-  Chaos(int workers, uint64_t seed) : dir_(TempDir("chaos")), coord_(dir_), rng_(seed), want_(workers) {
+  Chaos(int workers, uint64_t seed, bool report_exits)
+      : dir_(TempDir("chaos")), coord_(dir_), rng_(seed), want_(workers), report_exits_(report_exits) {
     auto r = RunCommand({kBin + "/shoalctl", "submit", kSpec, "--coordinator", coord_.endpoint(), "--job-id", "c",
                          "--set", "workers.initial=" + std::to_string(workers), "--set", "collectives.backend=gloo",
                          "--set", "training.epochs=1000", "--set", "training.evaluate=false", "--set",
@@ -63,10 +64,13 @@ class Chaos {
     live_[pid] = std::move(w);
     return pid;
   }
-  // Reaps exited workers and starts replacements up to the job's size.
+  // Reaps exited workers (telling the coordinator, as shoalctl run does) and starts
+  // replacements up to the job's size.
   void Replenish() {
     for (auto it = live_.begin(); it != live_.end();) {
-      if (it->second->Wait(0) != -1 || !ProcessAlive(it->first)) {
+      (void)it->second->Wait(0);
+      if (it->second->reaped() || !ProcessAlive(it->first)) {
+        if (report_exits_) (void)ReportExit(coord_.endpoint(), "c", *it->second);
         it = live_.erase(it);
       } else {
         ++it;
@@ -88,6 +92,12 @@ class Chaos {
   }
   void Signal(int pid, int sig) {
     if (live_.count(pid)) live_[pid]->Kill(sig);
+  }
+  // kill -9, reaped at once: the launcher sees the exit as soon as it happens.
+  void Kill9(int pid) {
+    if (!live_.count(pid)) return;
+    live_[pid]->Kill(SIGKILL);
+    (void)live_[pid]->Wait(5);
   }
   int64_t Step() {
     auto st = StatusJson(coord_.endpoint(), "c");
@@ -119,6 +129,7 @@ class Chaos {
   CoordinatorProcess coord_;
   std::mt19937_64 rng_;
   int want_;
+  bool report_exits_;
   bool ok_ = false;
   int started_ = 0;
   std::map<int, std::unique_ptr<BackgroundProcess>> live_;
@@ -130,11 +141,14 @@ int main(int argc, char** argv) {
   CLI::App app{"chaos_driver: random faults against an elastic job on loopback; exit 0 if nothing was lost"};
   int faults = 30, workers = 4;
   uint64_t seed = std::random_device{}();
-  bool json = false, settle = false;
+  bool json = false, settle = false, no_exit_reports = false;
   app.add_option("--faults", faults, "faults to inject")->capture_default_str();
   app.add_flag("--settle", settle,
                "inject each fault only once the job trains at full size with no change pending (the soak "
                "leaves this off: faults then also land while a generation forms)");
+  app.add_flag("--no-exit-reports", no_exit_reports,
+               "do not tell the coordinator when a worker process exits (as a launcher does): every death is "
+               "then found by the heartbeat timeout or the regroup window");
   app.add_option("--workers", workers, "the job's size")->capture_default_str();
   app.add_option("--seed", seed, "random seed (printed, to replay a run)");
   app.add_flag("--json", json, "print the summary as JSON");
@@ -144,7 +158,7 @@ int main(int argc, char** argv) {
     return 77;
   }
   std::fprintf(stderr, "chaos: seed %llu, %d faults, %d workers\n", static_cast<unsigned long long>(seed), faults, workers);
-  Chaos c(workers, seed);
+  Chaos c(workers, seed, !no_exit_reports);
   if (!c.ok()) return 1;
   if (!c.Progress(20, 60)) {
     std::fprintf(stderr, "chaos: the job never started\n");
@@ -165,18 +179,19 @@ int main(int argc, char** argv) {
     if (kind == "kill9" || kind == "worker_and_coordinator") {
       const int pid = c.Random();
       target = "pid " + std::to_string(pid);
-      c.Signal(pid, SIGKILL);
+      c.Kill9(pid);
     } else if (kind == "kill9_rank0") {
       const int pid = c.RankZero();
       target = "rank 0, pid " + std::to_string(pid);
-      c.Signal(pid, SIGKILL);
+      c.Kill9(pid);
     } else if (kind == "kill9_two") {
       const int a = c.Random();
       int b = c.Random();
       for (int i = 0; i < 10 && b == a; ++i) b = c.Random();
       target = "pids " + std::to_string(a) + ", " + std::to_string(b);
       c.Signal(a, SIGKILL);
-      c.Signal(b, SIGKILL);
+      c.Kill9(b);
+      c.Kill9(a);
     } else if (kind == "sigterm") {
       const int pid = c.Random();
       target = "pid " + std::to_string(pid);
