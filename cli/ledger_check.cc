@@ -129,6 +129,11 @@ LedgerCheck CheckLedger(const Ledger& l, int32_t epochs, int64_t max_steps, bool
       c.Add(Named("step", r.step_begin(), std::min(next_step, r.step_end())) + " recorded twice: " + c.Steps(prev) +
             " and " + c.Steps(i) + " overlap");
     }
+    // One generation trains at a time: a step committed by an older generation after a
+    // newer one had taken over would mean two trained at once (split brain).
+    if (prev >= 0 && r.generation() < l.ranges(prev).generation())
+      c.Add(c.Steps(i) + " comes after " + c.Steps(prev) +
+            ": an older generation committed steps after a newer one (two generations trained at once)");
     if (r.step_end() > next_step) {
       next_step = r.step_end();
       prev = i;

@@ -26,6 +26,8 @@ constexpr int kMaxLedgerProblems = 20;
 // The rules:
 //  - ranges are non-empty and contiguous in steps from step 0 (gaps and overlaps name
 //    the steps); a range's positions agree with its steps and batch;
+//  - generations never go back in step order: steps committed by an older generation
+//    after a newer one's would mean two generations trained at once (split brain);
 //  - epochs appear in order 0, 1, 2, ... and never beyond the spec's `epochs`;
 //  - within an epoch the cursor ranges, in step order, tile [0, records): positions
 //    used twice or never are named, with the first few record indices they stand for

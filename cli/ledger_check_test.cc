@@ -99,6 +99,18 @@ TEST(LedgerCheck, StepOverlapIsNamed) {
               HasSubstr("steps 0-3 (generation 1, world 2) and steps 3-4 (generation 2, world 3) overlap"));
 }
 
+TEST(LedgerCheck, AnOlderGenerationCommittingAfterANewerOneIsSplitBrain) {
+  // Steps and positions tile perfectly, but generation 2 trained steps 4-5 and then the
+  // older generation 1 committed steps 6-7: two generations trained at once.
+  const Ledger l = Make({R(0, 4, 0, 0, 64, 1, 2, 16), R(4, 6, 0, 64, 100, 2, 3, 24), R(6, 8, 1, 0, 48, 1, 3, 24),
+                         R(8, 10, 1, 48, 100, 3, 4, 32)});
+  const LedgerCheck c = CheckLedger(l, 2, 0, true);
+  EXPECT_FALSE(c.ok);
+  ASSERT_EQ(c.problems.size(), 1u) << All(c);
+  EXPECT_THAT(c.problems[0], HasSubstr("steps 6-7 (generation 1, world 3) comes after steps 4-5 (generation 2, world 3)"));
+  EXPECT_THAT(c.problems[0], HasSubstr("two generations trained at once"));
+}
+
 TEST(LedgerCheck, CursorOverlapNamesPositionsAndRecords) {
   std::vector<LedgerRange> ranges = TwoEpochs();
   ranges[3] = R(8, 10, 1, 40, 100, 3, 4, 32);  // a regroup that rewound 8 positions

@@ -14,11 +14,16 @@
 //                                 The delay is served by the sending thread, so a
 //                                 transfer split into k segments pays it k times (a
 //                                 per-message cost, not a pipelined propagation delay).
+//   SHOAL_EMULATE_CONTROL_FILE    a file that, while it exists, overrides both with its
+//                                 two numbers "MBPS US" (re-read every 100 ms): a link
+//                                 that slows down and recovers while the job runs (the
+//                                 chaos harness's slow-link fault). Absent: the above.
 #pragma once
 
 #include <chrono>
 #include <cstddef>
 #include <mutex>
+#include <string>
 
 #include "common/status.h"
 
@@ -30,7 +35,8 @@ struct LinkEmulation {
   // Tokens an idle link may save up: a message up to this size after a pause goes
   // out at once. Small, so that any transfer of B bytes takes >= (B - burst) / rate.
   size_t burst_bytes = 64 << 10;
-  bool enabled() const { return bandwidth_mbps > 0 || latency_us > 0; }
+  std::string control_file;   // see SHOAL_EMULATE_CONTROL_FILE; "" = fixed settings
+  bool enabled() const { return bandwidth_mbps > 0 || latency_us > 0 || !control_file.empty(); }
 };
 
 // Reads the two variables above. kInvalidArgument (naming the variable) for a value
@@ -56,8 +62,14 @@ class TokenBucket {
 
  private:
   using Clock = std::chrono::steady_clock;
+  // With a control file: takes its settings (or the fixed ones when it is absent) at
+  // most every 100 ms. Called with mu_ held.
+  void Refresh(Clock::time_point now);
+
   LinkEmulation config_;
   double bytes_per_second_ = 0;  // 0 = unlimited
+  double latency_us_ = 0;
+  Clock::time_point refreshed_{};
   std::mutex mu_;
   double tokens_ = 0;  // bytes; negative = reserved ahead of time
   Clock::time_point last_;

@@ -5,6 +5,10 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <fstream>
+#include <thread>
+
 #include <chrono>
 #include <cstdlib>
 
@@ -41,6 +45,33 @@ TEST(TokenBucketTest, LatencyIsAddedPerMessage) {
   const auto start = Clock::now();
   for (int i = 0; i < 4; ++i) bucket.BeforeSend(10);
   EXPECT_GE(SecondsSince(start), 4 * 3e-3);
+}
+
+TEST(TokenBucketTest, AControlFileSlowsTheLinkWhileItExists) {
+  const std::string file = ::testing::TempDir() + "/shoal-link-control";
+  std::remove(file.c_str());
+  LinkEmulation e;
+  e.control_file = file;
+  ASSERT_TRUE(e.enabled());
+  TokenBucket bucket(e);
+  constexpr size_t kPiece = 64 << 10;
+  // No file: no limit. 64 MiB would take 67 s at the 8 Mbit/s below.
+  auto start = Clock::now();
+  for (int i = 0; i < 1024; ++i) bucket.BeforeSend(kPiece);
+  EXPECT_LT(SecondsSince(start), 30.0);
+  {
+    std::ofstream(file) << "8 0\n";  // 1 MB/s
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));  // past the re-read interval
+  start = Clock::now();
+  for (int i = 0; i < 5; ++i) bucket.BeforeSend(kPiece);  // 320 KiB, 64 KiB of burst
+  EXPECT_GE(SecondsSince(start), (5 - 1) * kPiece / 1e6);
+  std::remove(file.c_str());
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  bucket.BeforeSend(1);  // takes the change; pays off at most the debt left above
+  start = Clock::now();
+  for (int i = 0; i < 1024; ++i) bucket.BeforeSend(kPiece);
+  EXPECT_LT(SecondsSince(start), 30.0) << "the link stayed slow after the file went";
 }
 
 class EnvGuard {
