@@ -27,6 +27,7 @@ nlohmann::json JobToJson(const Job& job, const StatusResponse* status, int64_t n
                       {"total_steps", job.total_steps()},
                       {"spec_digest", job.spec_digest()}};
   if (!job.failure_reason().empty()) j["failure_reason"] = job.failure_reason();
+  if (job.has_result()) j["result"] = SummaryJson(job);  // rank 0's, once it finished
   if (job.target_size() > 0) j["target_size"] = job.target_size();
   if (job.regroup() != REGROUP_NONE) {
     j["regroup"] = job.regroup() == REGROUP_NOW ? "now" : "at_boundary";

@@ -12,12 +12,15 @@ namespace shoal::testing {
 
 bool HaveDataset() { return std::filesystem::exists(kDataset); }
 
-CoordinatorProcess::CoordinatorProcess(const std::string& state_dir) : dir_(state_dir) { Start(); }
+CoordinatorProcess::CoordinatorProcess(const std::string& state_dir, const std::string& host)
+    : dir_(state_dir), host_(host) {
+  Start();
+}
 
 void CoordinatorProcess::Start() {
   const std::string ep_file = dir_ + "/endpoint";
   std::filesystem::remove(ep_file);
-  const std::string bind = endpoint_.empty() ? "tcp://127.0.0.1:*" : endpoint_;
+  const std::string bind = endpoint_.empty() ? "tcp://" + host_ + ":*" : endpoint_;
   proc_ = std::make_unique<BackgroundProcess>(
       std::vector<std::string>{kBin + "/shoal-coordinator", "--bind", bind, "--state-dir", dir_ + "/state",
                                "--endpoint-file", ep_file},

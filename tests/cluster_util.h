@@ -22,14 +22,15 @@ bool HaveDataset();
 // restart binds the same endpoint, so that workers find it again.
 class CoordinatorProcess {
  public:
-  explicit CoordinatorProcess(const std::string& state_dir);
+  // Binds `host` (an address of this namespace) on a free port.
+  explicit CoordinatorProcess(const std::string& state_dir, const std::string& host = "127.0.0.1");
   void Start();
   void Stop(int signal = SIGTERM);
   const std::string& endpoint() const { return endpoint_; }
   std::string log() const;
 
  private:
-  std::string dir_, endpoint_;
+  std::string dir_, host_, endpoint_;
   int starts_ = 0;
   std::unique_ptr<BackgroundProcess> proc_;
 };

@@ -1,248 +1,353 @@
-// Chaos on one machine: a shoal-coordinator and N workers over loopback, and a stream of
-// random faults, each logged with its time, kind, target and outcome:
-//   kill9        kill -9 of a random worker          kill9_rank0  kill -9 of rank 0
-//   kill9_two    two workers at once                 sigterm      a graceful leave
-//   sigstop      SIGSTOP past the heartbeat timeout, then SIGCONT (fenced, rejoins)
-//   pause        SIGSTOP for under a second, then SIGCONT (must not disturb anything)
-//   coordinator  kill -9 of the coordinator, restarted on the same port
-//   worker_and_coordinator   a worker and the coordinator together
-// Workers that are gone are replaced (as shoalctl run does), so the job keeps N. After
-// every fault the job must commit a step within the heartbeat timeout plus 3 s (else
-// the fault counts as a hang). At the end: the job completes, `shoalctl ledger --check`
-// proves exactly-once, and a table counts faults by kind and outcome.
-//   chaos_driver [--faults 30] [--workers 4] [--seed S] [--json]
-// Network namespaces, partitions and a slow link (issue 17) are not here yet.
+// Chaos on a simulated cluster: a coordinator on one network namespace, a worker on each
+// of N others (loopback with --net loopback), and a stream of random faults against a
+// series of jobs of the example spec (signed checkpoints every 50 steps). Each fault is
+// logged with its time, kind, target and outcome:
+//   kill9 / kill9_rank0 / kill9_two      kill -9 of a worker, of rank 0, of two at once
+//   kill9_in_regroup     a second worker killed while the regroup the first began runs
+//   kill9_joiner         the replacement killed as soon as it is placed (state receive)
+//   kill9_in_checkpoint  rank 0 killed while a checkpoint is being written
+//   sigterm              a graceful leave
+//   sigstop / pause      SIGSTOP past the heartbeat timeout (fenced, rejoins) / under 1 s
+//   coordinator          kill -9 of the coordinator, restarted on the same port
+//   worker_and_coordinator
+//   partition            1-2 worker hosts cut off (an isolated bridge) for 3-6 s, healed
+//   link_down            a worker host's link down for 3-5 s, then up
+//   slow_link            a worker's link slowed to 20 Mbit/s for 2-4 s (must not count
+//                        as a failure: "disturbed" if the membership changed)
+// Exited workers are reported to the coordinator and replaced on their host, as
+// shoalctl run does. After every fault the job must commit a step within the heartbeat
+// timeout plus 3 s of the fault's end (else: a hang). After every job: it completed,
+// `shoalctl ledger --check` proves each record was used once per epoch and that no two
+// generations trained at once, every checkpoint verifies, and its test accuracy is
+// within 0.5 points of a fault-free run of the same spec made first.
+//   chaos_driver [--faults 30] [--workers 4] [--net netns|loopback] [--seed S] [--json]
+// Exit 0 when nothing failed; 77 (skip) when namespaces cannot be made.
 #include <signal.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <map>
 #include <random>
 #include <thread>
 
 #include "common/clock.h"
-#include "tests/cluster_util.h"
+#include "tests/chaos/chaos_cluster.h"
 
 namespace {
 
 using namespace shoal;
 using namespace shoal::testing;
 
-constexpr double kHeartbeatTimeout = 2.0;
+double Uniform(std::mt19937_64& rng, double lo, double hi) { return std::uniform_real_distribution<double>(lo, hi)(rng); }
+void Sleep(double s) { std::this_thread::sleep_for(std::chrono::duration<double>(s)); }
 
-class Chaos {
+// Staging directories (step-N.tmp-*) under a job's checkpoint folder: a write in progress.
+int Staging(const std::string& root) {
+  int n = 0;
+  std::error_code ec;
+  for (auto it = std::filesystem::recursive_directory_iterator(root, ec); !ec && it != decltype(it)(); it.increment(ec))
+    n += it->path().filename().string().find(".tmp-") != std::string::npos;
+  return n;
+}
+
+struct Fault {
+  std::string target;
+  double extra_s = 0;        // how long the fault itself lasted (added to the bound)
+  bool changes_membership = true;
+};
+
+class Injector {
  public:
-  Chaos(int workers, uint64_t seed, bool report_exits)
-      : dir_(TempDir("chaos")), coord_(dir_), rng_(seed), want_(workers), report_exits_(report_exits) {
-    auto r = RunCommand({kBin + "/shoalctl", "submit", kSpec, "--coordinator", coord_.endpoint(), "--job-id", "c",
-                         "--set", "workers.initial=" + std::to_string(workers), "--set", "collectives.backend=gloo",
-                         "--set", "training.epochs=1000", "--set", "training.evaluate=false", "--set",
-                         "training.batch_per_worker=32", "--set", "workers.heartbeat_timeout_s=2", "--set",
-                         "workers.min_grace_s=60"},
-                        20);
-    ok_ = r.exit_code == 0;
-    if (!ok_) std::fprintf(stderr, "chaos: submit failed: %s\n", r.err.c_str());
-    for (int i = 0; i < workers; ++i) Start();
-  }
-  ~Chaos() {
-    (void)RunCommand({kBin + "/shoalctl", "cancel", "c", "--coordinator", coord_.endpoint()}, 20);
-    for (auto& [pid, w] : live_) {
-      w->Kill(SIGCONT);
-      w->Wait(20);
-    }
-  }
-  bool ok() const { return ok_ && !coord_.endpoint().empty(); }
-  const std::string& dir() const { return dir_; }
+  Injector(ChaosCluster& c, double timeout_s) : c_(c), timeout_s_(timeout_s) {}
 
-  int Start() {
-    auto w = std::make_unique<BackgroundProcess>(
-        std::vector<std::string>{kBin + "/shoal-worker", "--coordinator", coord_.endpoint(), "--job", "c"},
-        dir_ + "/w" + std::to_string(started_++) + ".log");
-    const int pid = w->pid();
-    live_[pid] = std::move(w);
-    return pid;
-  }
-  // Reaps exited workers (telling the coordinator, as shoalctl run does) and starts
-  // replacements up to the job's size.
-  void Replenish() {
-    for (auto it = live_.begin(); it != live_.end();) {
-      (void)it->second->Wait(0);
-      if (it->second->reaped() || !ProcessAlive(it->first)) {
-        if (report_exits_) (void)ReportExit(coord_.endpoint(), "c", *it->second);
-        it = live_.erase(it);
-      } else {
-        ++it;
+  Fault Inject(const std::string& kind) {
+    Fault f;
+    auto& rng = c_.rng();
+    if (kind == "kill9" || kind == "worker_and_coordinator") {
+      const int pid = c_.RandomWorker();
+      f.target = Pid(pid);
+      c_.Kill9(pid);
+    } else if (kind == "kill9_rank0") {
+      const int pid = c_.RankZero();
+      f.target = "rank 0, " + Pid(pid);
+      c_.Kill9(pid);
+    } else if (kind == "kill9_two") {
+      const int a = c_.RandomWorker();
+      int b = c_.RandomWorker();
+      for (int i = 0; i < 10 && b == a; ++i) b = c_.RandomWorker();
+      f.target = Pid(a) + " and " + Pid(b);
+      c_.Signal(a, SIGKILL);
+      c_.Kill9(b);
+      c_.Kill9(a);
+    } else if (kind == "kill9_in_regroup") {
+      const int a = c_.RandomWorker();
+      const int64_t generation = c_.JobStatus().value("generation", int64_t{-1});
+      c_.Kill9(a);
+      const double delay = Uniform(rng, 0, 0.08);  // a regroup after a reported exit takes ~0.15 s
+      Sleep(delay);
+      const int b = c_.RandomWorker();
+      c_.Kill9(b);
+      // The regroup the first kill began was still on if the job has not yet formed the
+      // generation after it (or formed it only to lose b too).
+      const int64_t now = c_.JobStatus().value("generation", int64_t{-1});
+      f.target = Pid(a) + ", then " + Pid(b) + " " + std::to_string(static_cast<int>(delay * 1000)) + " ms later" +
+                 (now <= generation + 1 ? ", during the regroup" : " (the regroup was over)");
+    } else if (kind == "kill9_joiner") {
+      const int a = c_.RandomWorker();
+      c_.Kill9(a);
+      auto started = c_.Replenish();
+      if (started.empty()) return f;
+      const int j = started[0];
+      bool placed = false;
+      for (double t0 = MonotonicSeconds(); !placed && MonotonicSeconds() - t0 < 10;) placed = c_.Placed(j);
+      f.target = Pid(a) + ", then its replacement " + Pid(j) + (placed ? " once placed" : " (never placed)");
+      c_.Kill9(j);
+    } else if (kind == "kill9_in_checkpoint") {
+      const int pid = c_.RankZero();
+      bool writing = false;
+      for (double t0 = MonotonicSeconds(); !writing && MonotonicSeconds() - t0 < 3;) {
+        writing = Staging(c_.CheckpointRoot()) > 0;
+        if (!writing) std::this_thread::sleep_for(std::chrono::milliseconds(1));
       }
+      c_.Signal(pid, SIGKILL);
+      const bool mid_write = Staging(c_.CheckpointRoot()) > 0;
+      c_.Kill9(pid);
+      f.target = "rank 0, " + Pid(pid) + (mid_write ? " mid-write" : " (the write had finished)");
+    } else if (kind == "sigterm") {
+      const int pid = c_.RandomWorker();
+      f.target = Pid(pid);
+      c_.Signal(pid, SIGTERM);
+    } else if (kind == "sigstop" || kind == "pause") {
+      const int pid = c_.RandomWorker();
+      f.target = Pid(pid);
+      f.extra_s = kind == "pause" ? 0.3 : timeout_s_ + 1.5;
+      f.changes_membership = kind == "sigstop";
+      c_.Signal(pid, SIGSTOP);
+      Sleep(f.extra_s);
+      c_.Signal(pid, SIGCONT);
+    } else if (kind == "partition") {
+      std::vector<int> hosts = {c_.HostOf(c_.RandomWorker())};
+      if (std::uniform_int_distribution<int>(0, 1)(rng)) {
+        const int other = c_.HostOf(c_.RandomWorker());
+        if (other != hosts[0]) hosts.push_back(other);
+      }
+      f.extra_s = Uniform(rng, 3, 6);
+      f.target = "host" + std::string(hosts.size() > 1 ? "s " : " ") + std::to_string(hosts[0]) +
+                 (hosts.size() > 1 ? " and " + std::to_string(hosts[1]) : "") + " for " + Seconds(f.extra_s);
+      Check(c_.Partition(hosts));
+      Sleep(f.extra_s);
+      Check(c_.Heal());
+    } else if (kind == "link_down") {
+      const int host = c_.HostOf(c_.RandomWorker());
+      f.extra_s = Uniform(rng, 3, 5);
+      f.target = "host " + std::to_string(host) + " for " + Seconds(f.extra_s);
+      Check(c_.SetLinkUp(host, false));
+      Sleep(f.extra_s);
+      Check(c_.SetLinkUp(host, true));
+    } else if (kind == "slow_link") {
+      const int host = c_.HostOf(c_.RandomWorker());
+      f.extra_s = Uniform(rng, 2, 4);
+      f.changes_membership = false;
+      f.target = "host " + std::to_string(host) + " at 20 Mbit/s for " + Seconds(f.extra_s);
+      c_.SlowLink(host, 20);
+      Sleep(f.extra_s);
+      c_.SlowLink(host, 0);
     }
-    while (static_cast<int>(live_.size()) < want_) Start();
-  }
-  static bool ProcessAlive(int pid) { return ::kill(pid, 0) == 0; }
-  int Random() {
-    auto it = live_.begin();
-    std::advance(it, std::uniform_int_distribution<size_t>(0, live_.size() - 1)(rng_));
-    return it->first;
-  }
-  int RankZero() {
-    auto st = StatusJson(coord_.endpoint(), "c");
-    for (auto& m : st["members"])
-      if (m["rank"] == 0 && m["state"] == "active" && live_.count(m["pid"].get<int>())) return m["pid"];
-    return Random();
-  }
-  void Signal(int pid, int sig) {
-    if (live_.count(pid)) live_[pid]->Kill(sig);
-  }
-  // kill -9, reaped at once: the launcher sees the exit as soon as it happens.
-  void Kill9(int pid) {
-    if (!live_.count(pid)) return;
-    live_[pid]->Kill(SIGKILL);
-    (void)live_[pid]->Wait(5);
-  }
-  int64_t Step() {
-    auto st = StatusJson(coord_.endpoint(), "c");
-    return st.contains("step") ? st["step"].get<int64_t>() : -1;
-  }
-  // True once rank 0 reports a step past `after` within `timeout_s`.
-  bool Progress(int64_t after, double timeout_s) {
-    for (double t = 0; t < timeout_s; t += 0.1) {
-      if (Step() > after) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (kind == "coordinator" || kind == "worker_and_coordinator") {
+      f.target += f.target.empty() ? "coordinator" : " and the coordinator";
+      c_.KillCoordinator();
+      Sleep(0.5);
+      c_.RestartCoordinator();
+      f.extra_s += 0.5 + 2;  // its down time, and the workers' 2 s poll to find it again
     }
-    return false;
+    return f;
   }
-  // Waits until the job trains at its full size with no change pending.
-  void Settle(double timeout_s) {
-    for (double t = 0; t < timeout_s; t += 0.1) {
-      auto st = StatusJson(coord_.endpoint(), "c");
-      if (st["world_size"] == want_ && !st.contains("regroup")) return;
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-  }
-  void KillCoordinator() { coord_.Stop(SIGKILL); }
-  void RestartCoordinator() { coord_.Start(); }
-  std::string Ledger(int* rc) { return ShoalctlJson(coord_.endpoint(), {"ledger", "c", "--check"}, rc).dump(); }
-  std::mt19937_64& rng() { return rng_; }
 
  private:
-  std::string dir_;
-  CoordinatorProcess coord_;
-  std::mt19937_64 rng_;
-  int want_;
-  bool report_exits_;
-  bool ok_ = false;
-  int started_ = 0;
-  std::map<int, std::unique_ptr<BackgroundProcess>> live_;
+  static std::string Pid(int pid) { return "pid " + std::to_string(pid); }
+  static std::string Seconds(double s) {
+    char b[32];
+    std::snprintf(b, sizeof(b), "%.1f s", s);
+    return b;
+  }
+  static void Check(const Status& s) {
+    if (!s.ok()) std::fprintf(stderr, "chaos: %s\n", s.ToString().c_str());
+  }
+  ChaosCluster& c_;
+  double timeout_s_;
 };
+
+// What one job ended with, checked.
+struct JobCheck {
+  std::string state;
+  bool ledger_ok = false;
+  std::string ledger_problem;
+  int checkpoints = 0;
+  bool checkpoints_ok = false;
+  double accuracy = -1;
+  nlohmann::json ToJson() const {
+    return {{"state", state},         {"ledger_exactly_once", ledger_ok}, {"checkpoints", checkpoints},
+            {"checkpoints_ok", checkpoints_ok}, {"test_accuracy", accuracy}, {"ledger_problem", ledger_problem}};
+  }
+};
+
+JobCheck FinishJob(ChaosCluster& c, double timeout_s) {
+  JobCheck out;
+  for (double t0 = MonotonicSeconds(); MonotonicSeconds() - t0 < timeout_s; Sleep(0.2)) {
+    c.Replenish();
+    out.state = c.State();
+    if (out.state != "running" && out.state != "pending" && !out.state.empty()) break;
+  }
+  c.WaitWorkersGone(30);
+  int rc = -1;
+  auto ledger = ShoalctlJson(c.endpoint(), {"ledger", c.job(), "--check"}, &rc);
+  out.ledger_ok = rc == 0;
+  if (!out.ledger_ok) out.ledger_problem = ledger.dump();
+  auto list = ShoalctlJson(c.endpoint(), {"checkpoint", "list", c.job(), "--trust", c.TrustKey()}, &rc);
+  out.checkpoints_ok = rc == 0;
+  if (list.is_array()) out.checkpoints = static_cast<int>(list.size());
+  else if (list.contains("checkpoints")) out.checkpoints = static_cast<int>(list["checkpoints"].size());
+  auto st = c.JobStatus();
+  if (st.contains("result")) out.accuracy = st["result"].value("final_test_accuracy", -1.0);
+  return out;
+}
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"chaos_driver: random faults against an elastic job on loopback; exit 0 if nothing was lost"};
-  int faults = 30, workers = 4;
+  CLI::App app{"chaos_driver: random faults against elastic jobs on a simulated cluster; exit 0 if nothing was lost"};
+  int faults = 30;
+  ChaosOptions o;
+  std::string net = "netns";
   uint64_t seed = std::random_device{}();
   bool json = false, settle = false, no_exit_reports = false;
+  std::vector<std::string> kinds;
   app.add_option("--faults", faults, "faults to inject")->capture_default_str();
-  app.add_flag("--settle", settle,
-               "inject each fault only once the job trains at full size with no change pending (the soak "
-               "leaves this off: faults then also land while a generation forms)");
+  app.add_option("--workers", o.workers, "workers (one per host)")->capture_default_str();
+  app.add_option("--epochs", o.epochs, "epochs of each job")->capture_default_str();
+  app.add_option("--net", net, "netns: hosts are network namespaces (root); loopback: one namespace")
+      ->check(CLI::IsMember({"netns", "loopback"}))
+      ->capture_default_str();
+  app.add_option("--kinds", kinds, "only these fault kinds (default: all that apply)");
+  app.add_flag("--settle", settle, "inject each fault only once the job trains at full size with no change pending");
   app.add_flag("--no-exit-reports", no_exit_reports,
-               "do not tell the coordinator when a worker process exits (as a launcher does): every death is "
-               "then found by the heartbeat timeout or the regroup window");
-  app.add_option("--workers", workers, "the job's size")->capture_default_str();
+               "do not tell the coordinator when a worker exits: deaths are then found by the regroup window or the "
+               "heartbeat timeout");
   app.add_option("--seed", seed, "random seed (printed, to replay a run)");
   app.add_flag("--json", json, "print the summary as JSON");
   CLI11_PARSE(app, argc, argv);
   if (!HaveDataset()) {
-    std::fprintf(stderr, "chaos: dataset-fashion-mnist not installed\n");
+    std::fprintf(stderr, "chaos: skipped: dataset-fashion-mnist not installed\n");
     return 77;
   }
-  std::fprintf(stderr, "chaos: seed %llu, %d faults, %d workers\n", static_cast<unsigned long long>(seed), faults, workers);
-  Chaos c(workers, seed, !no_exit_reports);
-  if (!c.ok()) return 1;
-  if (!c.Progress(20, 60)) {
-    std::fprintf(stderr, "chaos: the job never started\n");
-    return 1;
+  o.netns = net == "netns";
+  o.report_exits = !no_exit_reports;
+  auto made = ChaosCluster::Create(o);
+  if (!made.ok()) {
+    std::fprintf(stderr, "chaos: %s: %s\n", o.netns ? "skipped (no simulated cluster here; --net loopback runs without)" : "failed",
+                 made.status().ToString().c_str());
+    return o.netns ? 77 : 1;
   }
-  const std::vector<std::string> kinds = {"kill9",   "kill9_rank0", "kill9_two",   "sigterm",
-                                          "sigstop", "pause",       "coordinator", "worker_and_coordinator"};
+  ChaosCluster& c = **made;
+  c.rng().seed(seed);
+  std::vector<std::string> all = {"kill9",   "kill9_rank0", "kill9_two",   "kill9_in_regroup", "kill9_joiner",
+                                  "kill9_in_checkpoint", "sigterm", "sigstop", "pause", "coordinator",
+                                  "worker_and_coordinator", "slow_link"};
+  if (c.netns()) all.insert(all.end(), {"partition", "link_down"});
+  if (kinds.empty()) kinds = all;
+  std::fprintf(stderr, "chaos: seed %llu, %d faults, %d workers on %s (%s)\n", static_cast<unsigned long long>(seed),
+               faults, o.workers, c.netns() ? "network namespaces" : "loopback", c.dir().c_str());
+
+  // The fault-free reference.
+  if (!c.StartJob("reference")) return 1;
+  const JobCheck reference = FinishJob(c, 300);
+  std::fprintf(stderr, "chaos: fault-free reference %s, test accuracy %.4f, %d checkpoints\n", reference.state.c_str(),
+               reference.accuracy, reference.checkpoints);
+  if (reference.state != "completed") return 1;
+
   std::map<std::string, std::map<std::string, int>> table;  // kind -> outcome -> count
-  nlohmann::json log = nlohmann::json::array();
-  int hangs = 0;
-  for (int f = 0; f < faults; ++f) {
-    c.Replenish();
-    if (settle) c.Settle(30);
-    const std::string kind = kinds[std::uniform_int_distribution<size_t>(0, kinds.size() - 1)(c.rng())];
-    const int64_t before = c.Step();
-    const double t0 = MonotonicSeconds();
-    std::string target;
-    if (kind == "kill9" || kind == "worker_and_coordinator") {
-      const int pid = c.Random();
-      target = "pid " + std::to_string(pid);
-      c.Kill9(pid);
-    } else if (kind == "kill9_rank0") {
-      const int pid = c.RankZero();
-      target = "rank 0, pid " + std::to_string(pid);
-      c.Kill9(pid);
-    } else if (kind == "kill9_two") {
-      const int a = c.Random();
-      int b = c.Random();
-      for (int i = 0; i < 10 && b == a; ++i) b = c.Random();
-      target = "pids " + std::to_string(a) + ", " + std::to_string(b);
-      c.Signal(a, SIGKILL);
-      c.Kill9(b);
-      c.Kill9(a);
-    } else if (kind == "sigterm") {
-      const int pid = c.Random();
-      target = "pid " + std::to_string(pid);
-      c.Signal(pid, SIGTERM);
-    } else if (kind == "sigstop" || kind == "pause") {
-      const int pid = c.Random();
-      target = "pid " + std::to_string(pid);
-      c.Signal(pid, SIGSTOP);
-      std::this_thread::sleep_for(std::chrono::duration<double>(kind == "pause" ? 0.3 : kHeartbeatTimeout + 1.5));
-      c.Signal(pid, SIGCONT);
+  nlohmann::json log = nlohmann::json::array(), jobs = nlohmann::json::array();
+  int hangs = 0, bad_jobs = 0, injected = 0;
+  double worst_accuracy_gap = 0;
+  Injector inject(c, o.heartbeat_timeout_s);
+  for (int round = 1; injected < faults; ++round) {
+    const std::string job = "r" + std::to_string(round);
+    if (!c.StartJob(job) || !c.Progress(0, 60)) {
+      std::fprintf(stderr, "chaos: job %s never started\n", job.c_str());
+      return 1;
     }
-    if (kind == "coordinator" || kind == "worker_and_coordinator") {
-      target += target.empty() ? "coordinator" : " and the coordinator";
-      c.KillCoordinator();
-      std::this_thread::sleep_for(std::chrono::milliseconds(500));
-      c.RestartCoordinator();
+    while (injected < faults) {
+      c.Replenish();
+      if (settle) c.Settle(30);
+      if (c.State() != "running") break;
+      const std::string kind = kinds[std::uniform_int_distribution<size_t>(0, kinds.size() - 1)(c.rng())];
+      const auto st0 = c.JobStatus();
+      const int64_t before = st0.value("step", int64_t{-1}), generation = st0.value("generation", int64_t{-1});
+      const int64_t unix_ms = UnixMillis();
+      const double t0 = MonotonicSeconds();
+      Fault f = inject.Inject(kind);
+      ++injected;
+      c.Replenish();
+      // Heartbeats may still carry steps committed before the fault: progress counts from
+      // what rank 0 reports a heartbeat interval later.
+      Sleep(0.6);
+      const int64_t settled = std::max(before, c.Step());
+      const double limit = o.heartbeat_timeout_s + 3 + (f.changes_membership ? 0 : 0);
+      const bool progressed = c.Progress(settled, limit);
+      const double took = MonotonicSeconds() - t0;
+      std::string outcome = progressed ? "recovered" : "hang";
+      if (progressed && !f.changes_membership && c.JobStatus().value("generation", int64_t{-1}) != generation)
+        outcome = "disturbed";  // a slow link or a short pause must not change the membership
+      hangs += !progressed;
+      ++table[kind][outcome];
+      log.push_back({{"fault", injected}, {"job", job}, {"unix_ms", unix_ms}, {"kind", kind}, {"target", f.target},
+                     {"outcome", outcome}, {"fault_s", f.extra_s}, {"seconds_to_next_step", took}});
+      std::fprintf(stderr, "fault %d (%s): %-22s %-52s %s in %.2f s\n", injected, job.c_str(), kind.c_str(),
+                   f.target.c_str(), outcome.c_str(), took);
+      Sleep(Uniform(c.rng(), 0.3, 1.5));
     }
-    c.Replenish();  // replacements, as shoalctl run starts them
-    // Heartbeats may still carry steps committed before the fault: progress counts
-    // from what rank 0 reports one heartbeat interval later.
-    std::this_thread::sleep_for(std::chrono::milliseconds(600));
-    const int64_t settled = std::max(before, c.Step());
-    // Every fault is followed by a committed step within the detection timeout + 3 s
-    // (a coordinator restart adds its own down time, 0.5 s, and the workers' 2 s poll).
-    const double limit = kHeartbeatTimeout + 3 + (kind.find("coordinator") != std::string::npos ? 2.5 : 0) +
-                         (kind == "sigstop" ? kHeartbeatTimeout + 1.5 : 0);
-    const bool progressed = c.Progress(settled, limit);
-    const double took = MonotonicSeconds() - t0;
-    const std::string outcome = progressed ? "recovered" : "hang";
-    hangs += !progressed;
-    ++table[kind][outcome];
-    log.push_back({{"fault", f + 1}, {"unix_ms", UnixMillis()}, {"kind", kind}, {"target", target},
-                   {"outcome", outcome}, {"seconds_to_next_step", took}});
-    std::fprintf(stderr, "fault %d: %-24s %-30s %s in %.2f s\n", f + 1, kind.c_str(), target.c_str(), outcome.c_str(), took);
-    std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(300, 1500)(c.rng())));
+    const JobCheck j = FinishJob(c, 600);
+    const double gap = j.accuracy >= 0 ? std::fabs(j.accuracy - reference.accuracy) : 1;
+    worst_accuracy_gap = std::max(worst_accuracy_gap, gap);
+    const bool ok = j.state == "completed" && j.ledger_ok && j.checkpoints_ok && gap <= 0.005;
+    bad_jobs += !ok;
+    nlohmann::json jj = j.ToJson();
+    jj["job"] = job;
+    jj["ok"] = ok;
+    jobs.push_back(jj);
+    std::fprintf(stderr, "chaos: job %s %s: ledger %s, %d checkpoints %s, accuracy %.4f (reference %.4f)%s\n",
+                 job.c_str(), j.state.c_str(), j.ledger_ok ? "exactly once" : "FAILED", j.checkpoints,
+                 j.checkpoints_ok ? "verified" : "FAILING VERIFICATION", j.accuracy, reference.accuracy,
+                 ok ? "" : "  <-- FAILED");
+    if (!j.ledger_ok) std::fprintf(stderr, "%s\n", j.ledger_problem.c_str());
   }
-  c.Replenish();
-  std::this_thread::sleep_for(std::chrono::seconds(3));
-  int rc = -1;
-  const std::string ledger = c.Ledger(&rc);
-  const bool exactly_once = rc == 0;
-  nlohmann::json summary = {{"seed", seed}, {"faults", faults}, {"hangs", hangs}, {"ledger_exactly_once", exactly_once},
-                            {"by_kind", table}, {"log", log}, {"dir", c.dir()}};
+  nlohmann::json summary = {{"seed", seed},
+                            {"faults", injected},
+                            {"net", c.netns() ? "netns" : "loopback"},
+                            {"hangs", hangs},
+                            {"jobs", jobs.size()},
+                            {"failed_jobs", bad_jobs},
+                            {"reference_accuracy", reference.accuracy},
+                            {"worst_accuracy_gap", worst_accuracy_gap},
+                            {"by_kind", table},
+                            {"log", log},
+                            {"job_checks", jobs},
+                            {"dir", c.dir()}};
   if (json) {
     std::printf("%s\n", summary.dump(2).c_str());
   } else {
-    std::printf("%-24s %10s %6s\n", "fault", "recovered", "hang");
-    for (auto& [kind, outcomes] : table)
-      std::printf("%-24s %10d %6d\n", kind.c_str(), outcomes.count("recovered") ? outcomes.at("recovered") : 0,
-                  outcomes.count("hang") ? outcomes.at("hang") : 0);
-    std::printf("hangs %d, ledger %s\n", hangs, exactly_once ? "exactly once" : ("FAILED: " + ledger).c_str());
+    std::printf("%-24s %10s %6s %10s\n", "fault", "recovered", "hang", "disturbed");
+    for (auto& [kind, outcomes] : table) {
+      auto n = [&](const char* k) { return outcomes.count(k) ? outcomes.at(k) : 0; };
+      std::printf("%-24s %10d %6d %10d\n", kind.c_str(), n("recovered"), n("hang"), n("disturbed"));
+    }
+    std::printf("%d faults over %zu jobs: %d hangs, %d jobs failing a check (ledger, checkpoints, accuracy within "
+                "0.005 of %.4f; worst gap %.4f)\n",
+                injected, jobs.size(), hangs, bad_jobs, reference.accuracy, worst_accuracy_gap);
   }
-  return hangs == 0 && exactly_once ? 0 : 1;
+  return hangs == 0 && bad_jobs == 0 ? 0 : 1;
 }
