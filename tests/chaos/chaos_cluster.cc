@@ -27,13 +27,16 @@ StatusOr<std::unique_ptr<ChaosCluster>> ChaosCluster::Create(const ChaosOptions&
   }
   auto keys = RunCommand({kBin + "/shoalctl", "keygen", "--out", c->dir_ + "/keys", "--name", "ck"}, 20);
   if (keys.exit_code != 0) return Internal("shoalctl keygen failed: " + keys.err);
+  if (o.launcher == "shoalctl-run") return c;  // each run embeds its own coordinator
   c->coord_ = std::make_unique<CoordinatorProcess>(c->dir_, host);
   if (c->coord_->endpoint().empty()) return Internal("the coordinator did not start (" + c->dir_ + ")");
   return c;
 }
 
 ChaosCluster::~ChaosCluster() {
-  if (!job_.empty()) (void)RunCommand({kBin + "/shoalctl", "cancel", job_, "--coordinator", endpoint()}, 20);
+  if (!job_.empty() && !endpoint().empty())
+    (void)RunCommand({kBin + "/shoalctl", "cancel", job_, "--coordinator", endpoint()}, 20);
+  if (run_ && run_->Wait(30) < 0 && !run_->reaped()) run_->Kill(SIGKILL);
   for (auto& [pid, w] : live_) w.proc->Kill(SIGCONT);
   for (auto& [pid, w] : live_)
     if (w.proc->Wait(20) < 0) w.proc->Kill(SIGKILL);
@@ -42,19 +45,46 @@ ChaosCluster::~ChaosCluster() {
   if (net_) (void)net_->Heal();
 }
 
-bool ChaosCluster::StartJob(const std::string& job) {
+bool ChaosCluster::StartJob(const std::string& job, bool through_shoalctl_run) {
   job_ = job;
-  std::vector<std::string> argv = {kBin + "/shoalctl", "submit", kSpec, "--coordinator", endpoint(), "--job-id", job};
+  run_mode_ = through_shoalctl_run;
   const std::string keys = dir_ + "/keys/ck";
-  for (const std::string& s :
-       {"workers.initial=" + std::to_string(opt_.workers), std::string("workers.min=1"),
-        std::string("collectives.backend=gloo"), "training.epochs=" + std::to_string(opt_.epochs),
-        "workers.heartbeat_timeout_s=" + std::to_string(opt_.heartbeat_timeout_s), std::string("workers.min_grace_s=60"),
-        "checkpoint.dir=" + dir_ + "/ck", "checkpoint.every_steps=" + std::to_string(opt_.checkpoint_every),
-        std::string("checkpoint.keep_last=1000"), "checkpoint.sign_key=" + keys + ".key",
-        "checkpoint.trust=[" + keys + ".pub]"}) {
+  std::vector<std::string> sets = {
+      "workers.initial=" + std::to_string(opt_.workers), "workers.min=1", "collectives.backend=gloo",
+      "training.epochs=" + std::to_string(opt_.epochs),
+      "workers.heartbeat_timeout_s=" + std::to_string(opt_.heartbeat_timeout_s), "workers.min_grace_s=60",
+      "workers.max_restarts=100000", "checkpoint.dir=" + dir_ + "/ck",
+      "checkpoint.every_steps=" + std::to_string(opt_.checkpoint_every), "checkpoint.keep_last=1000",
+      "checkpoint.sign_key=" + keys + ".key", "checkpoint.trust=[" + keys + ".pub]"};
+  std::vector<std::string> argv;
+  if (shoalctl_run()) {
+    run_dir_ = dir_ + "/" + job;
+    replayed_.reset();
+    argv = {kBin + "/shoalctl", "run", kSpec, "--quiet", "--summary", run_dir_ + "/summary.json", "--state-dir",
+            run_dir_ + "/.shoal", "--set", "name=" + job};
+  } else {
+    argv = {kBin + "/shoalctl", "submit", kSpec, "--coordinator", endpoint(), "--job-id", job};
+  }
+  for (const std::string& s : sets) {
     argv.push_back("--set");
     argv.push_back(s);
+  }
+  if (shoalctl_run()) {
+    std::filesystem::create_directories(run_dir_);
+    run_ = std::make_unique<BackgroundProcess>(argv, run_dir_ + "/run.log");
+    run_endpoint_ = WaitForEndpointFile(run_dir_ + "/.shoal/endpoint");
+    // shoalctl run names the job itself: the only one its coordinator has.
+    for (int i = 0; i < 100 && !run_endpoint_.empty(); ++i) {
+      auto all = ShoalctlJson(run_endpoint_, {"status"});
+      if (all.contains("jobs") && !all["jobs"].empty()) {
+        job_ = all["jobs"][0]["job"];
+        return true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    std::fprintf(stderr, "chaos: shoalctl run for %s did not start: %s\n", job.c_str(),
+                 ReadText(run_dir_ + "/run.log").c_str());
+    return false;
   }
   auto r = RunCommand(argv, 20);
   if (r.exit_code != 0) {
@@ -63,6 +93,29 @@ bool ChaosCluster::StartJob(const std::string& job) {
   }
   for (int h = 1; h <= opt_.workers; ++h) Start(h);
   return true;
+}
+
+nlohmann::json ChaosCluster::EndRun(double timeout_s) {
+  if (!run_) return nlohmann::json::object();
+  if (run_->Wait(timeout_s) < 0 && !run_->reaped()) {
+    (void)RunCommand({kBin + "/shoalctl", "cancel", job_, "--coordinator", run_endpoint_}, 20);
+    if (run_->Wait(30) < 0 && !run_->reaped()) run_->Kill(SIGKILL);
+  }
+  run_.reset();
+  run_endpoint_ = CoordinatorOn(run_dir_ + "/.shoal/coordinator", run_dir_, &replayed_);
+  auto summary = nlohmann::json::parse(ReadText(run_dir_ + "/summary.json"), nullptr, false);
+  return summary.is_discarded() ? nlohmann::json::object() : summary;
+}
+
+std::vector<int> ChaosCluster::RunWorkers() {
+  std::vector<int> out;
+  auto st = JobStatus();
+  if (!st.contains("members")) return out;
+  for (auto& m : st["members"]) {
+    const int pid = m["pid"].get<int>();
+    if ((m["state"] == "active" || m["state"] == "joining") && ::kill(pid, 0) == 0) out.push_back(pid);
+  }
+  return out;
 }
 
 int ChaosCluster::Start(int host) {
@@ -80,6 +133,7 @@ int ChaosCluster::Start(int host) {
 
 std::vector<int> ChaosCluster::Replenish() {
   std::vector<int> started;
+  if (shoalctl_run()) return started;  // shoalctl run replaces its workers itself
   for (auto it = live_.begin(); it != live_.end();) {
     (void)it->second.proc->Wait(0);
     if (it->second.proc->reaped()) {
@@ -100,6 +154,7 @@ std::vector<int> ChaosCluster::Replenish() {
 }
 
 void ChaosCluster::WaitWorkersGone(double timeout_s) {
+  if (shoalctl_run()) return;
   const double until = MonotonicSeconds() + timeout_s;
   for (auto& [pid, w] : live_) {
     w.proc->Kill(SIGCONT);
@@ -111,11 +166,16 @@ void ChaosCluster::WaitWorkersGone(double timeout_s) {
 
 std::vector<int> ChaosCluster::Live() const {
   std::vector<int> out;
+  if (shoalctl_run()) return const_cast<ChaosCluster*>(this)->RunWorkers();
   for (auto& [pid, w] : live_) out.push_back(pid);
   return out;
 }
 
 int ChaosCluster::RandomWorker() {
+  if (shoalctl_run()) {
+    auto pids = RunWorkers();
+    return pids.empty() ? -1 : pids[std::uniform_int_distribution<size_t>(0, pids.size() - 1)(rng_)];
+  }
   if (live_.empty()) return -1;
   auto it = live_.begin();
   std::advance(it, std::uniform_int_distribution<size_t>(0, live_.size() - 1)(rng_));
@@ -126,7 +186,8 @@ int ChaosCluster::RankZero() {
   auto st = JobStatus();
   if (st.contains("members"))
     for (auto& m : st["members"])
-      if (m["rank"] == 0 && m["state"] == "active" && live_.count(m["pid"].get<int>())) return m["pid"];
+      if (m["rank"] == 0 && m["state"] == "active" && (shoalctl_run() || live_.count(m["pid"].get<int>())))
+        return m["pid"];
   return RandomWorker();
 }
 
@@ -141,6 +202,10 @@ bool ChaosCluster::Placed(int pid) {
 int ChaosCluster::HostOf(int pid) const { return live_.count(pid) ? live_.at(pid).host : -1; }
 
 void ChaosCluster::Kill9(int pid) {
+  if (shoalctl_run()) {
+    if (pid > 0) ::kill(pid, SIGKILL);  // shoalctl run reaps, reports and replaces it
+    return;
+  }
   if (!live_.count(pid)) return;
   live_[pid].proc->Kill(SIGKILL);
   (void)live_[pid].proc->Wait(5);
@@ -149,6 +214,7 @@ void ChaosCluster::Kill9(int pid) {
 }
 
 void ChaosCluster::Signal(int pid, int sig) {
+  if (shoalctl_run() && pid > 0) ::kill(pid, sig);
   if (live_.count(pid)) live_[pid].proc->Kill(sig);
 }
 

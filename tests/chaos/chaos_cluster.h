@@ -24,6 +24,11 @@ struct ChaosOptions {
   double heartbeat_timeout_s = 2;
   int epochs = 3;
   int checkpoint_every = 50;
+  // harness: this cluster starts, reaps, reports and replaces the workers itself.
+  // shoalctl-run: each job is a `shoalctl run` (on the coordinator's host, over its
+  // loopback), whose own restarts replace the workers this harness kills; its embedded
+  // coordinator is not killed. mixed: every fourth job is a shoalctl run.
+  std::string launcher = "mixed";
 };
 
 class ChaosCluster {
@@ -34,11 +39,15 @@ class ChaosCluster {
 
   // A new job of the example spec (signed checkpoints every checkpoint_every steps);
   // its workers start on every worker host.
-  bool StartJob(const std::string& job);
+  bool StartJob(const std::string& job, bool through_shoalctl_run);
   const std::string& job() const { return job_; }
   std::string CheckpointRoot() const { return dir_ + "/ck/" + job_; }
   const std::string& dir() const { return dir_; }
-  const std::string& endpoint() const { return coord_->endpoint(); }
+  const std::string& endpoint() const { return shoalctl_run() ? run_endpoint_ : coord_->endpoint(); }
+  bool shoalctl_run() const { return run_mode_; }  // the current job's launcher
+  // shoalctl-run: waits for the run to exit, then serves its coordinator's state again
+  // (for the ledger and checkpoint checks); the run's summary, or an empty object.
+  nlohmann::json EndRun(double timeout_s);
   std::string TrustKey() const { return dir_ + "/keys/ck.pub"; }
 
   // Reaps exited workers (reporting them) and, while the job runs, starts a
@@ -89,7 +98,12 @@ class ChaosCluster {
     std::unique_ptr<BackgroundProcess> proc;
     int host = 0;
   };
-  std::map<int, Worker> live_;  // by pid
+  std::map<int, Worker> live_;  // by pid (harness)
+  std::unique_ptr<BackgroundProcess> run_;       // shoalctl-run: the current run
+  std::unique_ptr<BackgroundProcess> replayed_;  // shoalctl-run: its state served after it
+  std::string run_dir_, run_endpoint_;
+  bool run_mode_ = false;
+  std::vector<int> RunWorkers();                 // shoalctl-run: live members' pids
 };
 
 }  // namespace shoal::testing
