@@ -10,10 +10,10 @@
 //   sigstop / pause      SIGSTOP past the heartbeat timeout (fenced, rejoins) / under 1 s
 //   coordinator          kill -9 of the coordinator, restarted on the same port
 //   worker_and_coordinator
-//   partition            1-2 worker hosts cut off (an isolated bridge) for 3-6 s, healed
-//   link_down            a worker host's link down for 3-5 s, then up
-//   slow_link            a worker's link slowed to 20 Mbit/s for 2-4 s (must not count
-//                        as a failure: "disturbed" if the membership changed)
+//   partition            1-2 worker hosts cut off (an isolated bridge) for 2.5-5 s, healed
+//   link_down            a worker host's link down for 2.5-4 s, then up
+//   slow_link            a worker's link slowed to 20 Mbit/s for 1-3 s (must not count
+//                        as a failure: "disturbed" if a member was declared dead)
 // Exited workers are reported to the coordinator and replaced on their host, as
 // shoalctl run does. After every fault the job must commit a step within the heartbeat
 // timeout plus 3 s of the fault's end (else: a hang). After every job: it completed,
@@ -65,9 +65,11 @@ class Injector {
  public:
   Injector(ChaosCluster& c, double timeout_s) : c_(c), timeout_s_(timeout_s) {}
 
+  // An empty target: nothing to hit (the job is ending); no fault was injected.
   Fault Inject(const std::string& kind) {
     Fault f;
     auto& rng = c_.rng();
+    if (c_.RandomWorker() < 0) return f;
     if (kind == "kill9" || kind == "worker_and_coordinator") {
       const int pid = c_.RandomWorker();
       f.target = Pid(pid);
@@ -121,7 +123,7 @@ class Injector {
     } else if (kind == "sigstop" || kind == "pause") {
       const int pid = c_.RandomWorker();
       f.target = Pid(pid);
-      f.extra_s = kind == "pause" ? 0.3 : timeout_s_ + 1.5;
+      f.extra_s = kind == "pause" ? 0.3 : timeout_s_ + 0.7;
       f.changes_membership = kind == "sigstop";
       c_.Signal(pid, SIGSTOP);
       Sleep(f.extra_s);
@@ -132,7 +134,7 @@ class Injector {
         const int other = c_.HostOf(c_.RandomWorker());
         if (other != hosts[0]) hosts.push_back(other);
       }
-      f.extra_s = Uniform(rng, 3, 6);
+      f.extra_s = Uniform(rng, 2.5, 5);
       f.target = "host" + std::string(hosts.size() > 1 ? "s " : " ") + std::to_string(hosts[0]) +
                  (hosts.size() > 1 ? " and " + std::to_string(hosts[1]) : "") + " for " + Seconds(f.extra_s);
       Check(c_.Partition(hosts));
@@ -140,14 +142,14 @@ class Injector {
       Check(c_.Heal());
     } else if (kind == "link_down") {
       const int host = c_.HostOf(c_.RandomWorker());
-      f.extra_s = Uniform(rng, 3, 5);
+      f.extra_s = Uniform(rng, 2.5, 4);
       f.target = "host " + std::to_string(host) + " for " + Seconds(f.extra_s);
       Check(c_.SetLinkUp(host, false));
       Sleep(f.extra_s);
       Check(c_.SetLinkUp(host, true));
     } else if (kind == "slow_link") {
       const int host = c_.HostOf(c_.RandomWorker());
-      f.extra_s = Uniform(rng, 2, 4);
+      f.extra_s = Uniform(rng, 1, 3);
       f.changes_membership = false;
       f.target = "host " + std::to_string(host) + " at 20 Mbit/s for " + Seconds(f.extra_s);
       c_.SlowLink(host, 20);
@@ -191,6 +193,14 @@ struct JobCheck {
             {"checkpoints_ok", checkpoints_ok}, {"test_accuracy", accuracy}, {"ledger_problem", ledger_problem}};
   }
 };
+
+// Members the coordinator has declared dead so far in the current job (its events).
+int DeathsSoFar(ChaosCluster& c) {
+  int n = 0;
+  for (auto& e : ShoalctlJson(c.endpoint(), {"events", c.job()}))
+    if (e.is_object()) n += e.value("kind", "") == "member_dead";
+  return n;
+}
 
 JobCheck FinishJob(ChaosCluster& c, double timeout_s) {
   JobCheck out;
@@ -309,10 +319,11 @@ int main(int argc, char** argv) {
       if (settle) c.Settle(30);
       if (c.State() != "running") break;
       const std::string kind = kinds[std::uniform_int_distribution<size_t>(0, kinds.size() - 1)(c.rng())];
-      const auto st0 = c.JobStatus();
-      const int64_t before = st0.value("step", int64_t{-1}), generation = st0.value("generation", int64_t{-1});
+      const int64_t before = c.Step();
+      const int deaths = DeathsSoFar(c);
       const int64_t unix_ms = UnixMillis();
       Fault f = inject.Inject(kind);
+      if (f.target.empty()) break;
       const double ended = MonotonicSeconds();
       ++injected;
       c.Replenish();
@@ -324,15 +335,15 @@ int main(int argc, char** argv) {
       const bool progressed = c.Progress(settled, limit);
       const double took = MonotonicSeconds() - ended;  // from the fault's end (a heal, a SIGCONT)
       std::string outcome = progressed ? "recovered" : "hang";
-      if (progressed && !f.changes_membership && c.JobStatus().value("generation", int64_t{-1}) != generation)
-        outcome = "disturbed";  // a slow link or a short pause must not change the membership
+      if (progressed && !f.changes_membership && DeathsSoFar(c) != deaths)
+        outcome = "disturbed";  // a slow link or a short pause must not cost a member
       hangs += !progressed;
       ++table[kind][outcome];
       log.push_back({{"fault", injected}, {"job", job}, {"unix_ms", unix_ms}, {"kind", kind}, {"target", f.target},
                      {"outcome", outcome}, {"fault_s", f.extra_s}, {"seconds_to_next_step", took}});
       std::fprintf(stderr, "fault %d (%s): %-22s %-52s %s in %.2f s\n", injected, job.c_str(), kind.c_str(),
                    f.target.c_str(), outcome.c_str(), took);
-      Sleep(Uniform(c.rng(), 0.3, 1.5));
+      Sleep(Uniform(c.rng(), 0.2, 0.8));
     }
     const JobCheck j = FinishJob(c, 600);
     const double gap = j.accuracy >= 0 ? std::fabs(j.accuracy - reference.accuracy) : 1;
