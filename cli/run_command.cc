@@ -22,6 +22,7 @@
 #include "coordinator/client.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/server.h"
+#include "datapipe/scan_check.h"
 #include "spec/jobspec_loader.h"
 
 namespace shoal {
@@ -40,6 +41,7 @@ struct RunOptions {
   bool quiet = false;
   std::string resume;
   bool allow_unsigned = false;
+  bool rescan = false;
 };
 
 // "--resume latest": the newest committed checkpoint of any earlier job with this spec's
@@ -232,6 +234,18 @@ int DoRun(const RunOptions& o) {
   if (!PathExists(spec->data().dataset()))
     return ReportError(NotFound("data.dataset: folder " + spec->data().dataset() +
                                 " does not exist (on Debian: apt-get install dataset-fashion-mnist)"));
+  if (o.rescan) {
+    auto scanned = RescanForSpec(*spec);
+    if (!scanned.ok()) return ReportError(scanned.status().WithContext("--rescan"));
+    if (!o.quiet)
+      std::fprintf(stderr, "shoalctl: re-scanned %s with the spec's filters: %lld admitted, %lld quarantined\n",
+                   spec->data().dataset().c_str(), static_cast<long long>(scanned->admitted),
+                   static_cast<long long>(scanned->quarantined));
+  }
+  // The spec decides which filters admitted the data: a scan that ran others is refused
+  // here, before any worker starts, with the command that fixes it (or --rescan).
+  if (Status s = CheckJobDataMatchesScan(*spec); !s.ok())
+    return ReportError(Status(s.code(), s.message() + " (or: shoalctl run --rescan)"));
 
   InitLogging("shoalctl");
   spdlog::set_level(spdlog::level::warn);  // the progress bar is the user interface here
@@ -337,6 +351,9 @@ void RegisterRunCommand(CLI::App& app, int* exit_code) {
   run->add_option("--state-dir", opts->state_dir, "where the embedded coordinator keeps its state")->capture_default_str();
   run->add_option("--resume", opts->resume, "start from a checkpoint: 'latest' (of this spec's job name) or a path");
   run->add_flag("--allow-unsigned", opts->allow_unsigned, "load a checkpoint without a trusted signature (digests are still checked)");
+  run->add_flag("--rescan", opts->rescan,
+                "scan the dataset again with the spec's data.filters first (without it, a scan that ran other "
+                "filters is refused)");
   run->add_flag("--json", opts->json, "print the summary as JSON on stdout");
   run->add_flag("--quiet", opts->quiet, "no progress output");
   run->callback([opts, exit_code] {

@@ -1,7 +1,7 @@
 // Approximate k nearest neighbours (an inverted file over k-means cells, distances by
-// sgemm) and the label-consistency vote built on it. Brute force over 60k records in
-// 32 dimensions is ~230 GFLOP, seconds on two cores; probing 8 cells of ~256 points
-// cuts that 30-fold while keeping almost all true neighbours.
+// sgemm), the label filter's input. Brute force over 60k records in 32 dimensions is
+// ~230 GFLOP, seconds on two cores; probing 8 cells of ~256 points cuts that 30-fold
+// while keeping almost all true neighbours.
 #include <cblas.h>
 
 #include <algorithm>
@@ -9,7 +9,6 @@
 #include <emmintrin.h>
 #endif
 #include <cmath>
-#include <cstdio>
 
 #include "datapipe/filters.h"
 #include "datapipe/blas_guard.h"
@@ -259,55 +258,6 @@ Neighbours FindNeighbours(const Projection& p, const KnnParams& params, uint64_t
   const int64_t n = p.dims > 0 ? static_cast<int64_t>(p.z.size()) / p.dims : 0;
   nb.idx = ApproxKnn(p.z.data(), n, p.dims, params, seed, threads, queries, reuse);
   return nb;
-}
-
-std::vector<Flag> LabelConsistencyFilter(const RecordTable& t, const std::vector<int64_t>& rows,
-                                         const Neighbours& neighbours, int k_in, double majority, int rounds,
-                                         int threads) {
-  const int64_t n = static_cast<int64_t>(rows.size());
-  const int kk = neighbours.k;
-  const int k = std::clamp(k_in, 1, kk);
-  const std::vector<int32_t>& nb = neighbours.idx;
-  std::vector<uint8_t> suspect(n, 0), flagged(n, 0);
-  std::vector<int32_t> top_label(n), top_votes(n), found_votes(n);
-  // Rounds of cleaning: records flagged in one round do not vote in the next. Flipped
-  // labels that are common around a record (a quarter of a class, say) outvote the truth
-  // at first; once the most obvious flips are set aside the rest lose their cover.
-  for (int round = 0; round < std::max(rounds, 1); ++round) {
-    ParallelChunks(n, threads, [&](int64_t b, int64_t e, int) {
-      // Rows reach this filter only after the schema check, so labels index `votes`; a
-      // stray label is still skipped rather than trusted.
-      std::vector<int> votes(std::max(t.num_classes, 1));
-      for (int64_t i = b; i < e; ++i) {
-        std::fill(votes.begin(), votes.end(), 0);
-        int found = 0;
-        for (int r = 0; r < kk && found < k; ++r) {
-          int32_t j = nb[i * kk + r];
-          if (j < 0 || suspect[j]) continue;
-          int32_t y = t.labels[rows[j]];
-          if (y < 0 || y >= t.num_classes) continue;
-          ++votes[y];
-          ++found;
-        }
-        int32_t top = 0;
-        for (int32_t c = 1; c < t.num_classes; ++c)
-          if (votes[c] > votes[top]) top = c;
-        top_label[i] = top, top_votes[i] = votes[top], found_votes[i] = found;
-        flagged[i] = found > 0 && top != t.labels[rows[i]] && votes[top] >= majority * found;
-      }
-    });
-    if (flagged == suspect) break;
-    suspect = flagged;
-  }
-  std::vector<Flag> out;
-  for (int64_t i = 0; i < n; ++i) {
-    if (!flagged[i]) continue;
-    char buf[200];
-    std::snprintf(buf, sizeof(buf), "label %d disagrees with %d of %d nearest neighbours (labelled %d; majority >= %.2f)",
-                  t.labels[rows[i]], top_votes[i], found_votes[i], top_label[i], majority);
-    out.push_back({rows[i], static_cast<double>(top_votes[i]) / found_votes[i], buf});
-  }
-  return out;
 }
 
 }  // namespace shoal

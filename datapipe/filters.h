@@ -126,12 +126,52 @@ Neighbours FindNeighbours(const Projection& p, const KnnParams& params, uint64_t
 std::vector<Flag> OutlierFilter(const RecordTable& t, const std::vector<int64_t>& rows, const Projection& p,
                                 double z_cut);
 
-// Label consistency: flags rows whose label differs from the label held by at least
-// `majority` of their k nearest neighbours. Runs `rounds` rounds in which the previous
-// round's flagged rows do not vote (nb should hold about 2k neighbours so a vote can
-// skip suspects and still see k).
-std::vector<Flag> LabelConsistencyFilter(const RecordTable& t, const std::vector<int64_t>& rows,
-                                         const Neighbours& nb, int k, double majority, int rounds, int threads);
+// Out-of-sample class probabilities of every row: the rank-weighted label shares of its
+// k nearest neighbours (itself never among them), skipping `excluded` rows.
+struct LabelProbabilities {
+  int classes = 0;
+  std::vector<float> p;        // rows.size() x classes
+  std::vector<int32_t> votes;  // neighbours that voted (0: no probabilities)
+  const float* row(int64_t i) const { return p.data() + i * classes; }
+};
+LabelProbabilities NeighbourProbabilities(const RecordTable& t, const std::vector<int64_t>& rows, const Neighbours& nb,
+                                          int k, const std::vector<uint8_t>* excluded, int threads);
+// A robust generative model of each class in the projection: per-coordinate median and
+// MAD scale, Student-t tails. Fit on the labels as given; medians barely move when a
+// quarter of a class is flipped in from elsewhere.
+struct RobustClassModel {
+  int classes = 0, dims = 0;
+  std::vector<float> median, inv_scale, log_norm;
+  std::vector<uint8_t> present;
+  std::vector<float> typical;  // classes x classes: median log-ratio (c vs o) of rows labelled c
+  std::vector<uint8_t> similar;  // classes x classes: the pair overlaps (typical ratio under half the median pair's)
+  float similar_cut = 0;         // that half of the median pair's typical ratio
+  float LogLikelihood(const float* z, int c) const;
+};
+RobustClassModel FitRobustClassModel(const RecordTable& t, const std::vector<int64_t>& rows, const Projection& proj);
+// Confident learning's per-class thresholds: the mean probability of class c over the
+// rows labelled c (rows marked in `excluded` left out).
+std::vector<float> ClassThresholds(const RecordTable& t, const std::vector<int64_t>& rows, const LabelProbabilities& lp,
+                                   const std::vector<uint8_t>* excluded);
+
+// Label errors by confident learning: a row labelled y is flagged when the most likely
+// class c among those whose threshold it reaches is not y, and p(c) - p(y) >= margin.
+// `rounds` rounds in which the previous round's flagged rows do not vote (nb should
+// hold about 2k neighbours so a vote can skip suspects and still see k).
+// `thresholds`: when given non-empty they are used as they are (a second view of the
+// same data); otherwise computed, and returned through it when non-null.
+struct LabelParams {
+  int k = 10;
+  double margin = 0.5;
+  int rounds = 3;
+  // With `proj`: a flagged row's log-likelihood ratio (likely vs given class) must reach
+  // this share of a typical member's; `similar_llr` for pairs of similar classes.
+  double min_llr = 0;
+  double similar_llr = 1.5;
+};
+std::vector<Flag> ConfidentLabelFilter(const RecordTable& t, const std::vector<int64_t>& rows, const Neighbours& nb,
+                                       const LabelParams& params, int threads, std::vector<float>* thresholds = nullptr,
+                                       const Projection* proj = nullptr);
 
 // Deterministic N(0, 1) values from a seed (SplitMix64 + Box-Muller), identical on
 // every platform, unlike std::normal_distribution.

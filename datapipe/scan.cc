@@ -41,7 +41,7 @@ ScanOptions ScanOptionsFromSpec(const DataFilters& f) {
   o.outliers = f.outliers().enabled();
   o.outlier_z = f.outliers().threshold();
   o.label = f.label_consistency().enabled();
-  o.label_majority = f.label_consistency().threshold();
+  o.label_margin = f.label_consistency().threshold();
   return o;
 }
 
@@ -79,8 +79,8 @@ Status SetThreshold(const std::string& a, ScanOptions* o) {
   else if (name == "near") o->near_max_rms = v;
   else if (name == "outliers") o->outlier_z = v;
   else if (name == "label") {
-    if (v > 1) return InvalidArgument("threshold label is a neighbour share in [0, 1]");
-    o->label_majority = v;
+    if (v > 1) return InvalidArgument("threshold label is a probability margin in [0, 1]");
+    o->label_margin = v;
   } else if (name == "label_k") {
     if (v < 1 || v > 64) return InvalidArgument("label_k must be in [1, 64]");
     o->label_k = static_cast<int>(v);
@@ -93,15 +93,28 @@ Status SetThreshold(const std::string& a, ScanOptions* o) {
   } else if (name == "label_views") {
     if (v < 1 || v > 2) return InvalidArgument("label_views must be 1 or 2");
     o->label_views = static_cast<int>(v);
+  } else if (name == "label_llr") {
+    o->label_min_llr = v;
+  } else if (name == "label_similar_llr") {
+    o->label_similar_llr = v;
   } else if (name == "pca") {
     o->projection = v > 0 ? ProjectionKind::kPca : ProjectionKind::kRandom;
   } else if (name == "exact") {
     // Exact duplicates have no threshold; accepted so a spec's 0 round-trips.
   } else {
     return InvalidArgument("unknown threshold '" + name +
-                           "' (known: schema, near, outliers, label, label_k, label_rounds, label_views, dims, pca)");
+                           "' (known: schema, near, outliers, label, label_k, label_rounds, label_views, label_llr, "
+                           "label_similar_llr, dims, pca)");
   }
   return OkStatus();
+}
+
+std::vector<FilterReport> ResolvedFilters(const ScanOptions& o) {
+  const bool on[] = {o.schema, o.exact, o.near, o.outliers, o.label};
+  const double th[] = {o.SchemaTolerance(), 0, o.NearMaxRms(), o.OutlierZ(), o.LabelMargin()};
+  std::vector<FilterReport> out;
+  for (int i = 0; i < 5; ++i) out.push_back(FilterReport{kFilterNames[i], on[i], th[i], kFilterVersions[i]});
+  return out;
 }
 
 namespace {
@@ -128,7 +141,14 @@ std::vector<Flag> LabelFlags(const RecordTable& t, const std::vector<int64_t>& r
   out->knn_seconds += kw.Seconds();
   note(std::to_string(kp.k) + " nearest neighbours of " + std::to_string(rows.size()) + " rows in " +
        std::to_string(kw.Seconds()) + " s");
-  std::vector<Flag> flags = LabelConsistencyFilter(t, rows, nb, o.label_k, o.LabelMajority(), o.label_rounds, threads);
+  LabelParams lp;
+  lp.k = o.label_k;
+  lp.margin = o.LabelMargin();
+  lp.rounds = o.label_rounds;
+  lp.min_llr = o.label_min_llr;
+  lp.similar_llr = o.label_similar_llr;
+  std::vector<float> thresholds;
+  std::vector<Flag> flags = ConfidentLabelFilter(t, rows, nb, lp, threads, &thresholds, &proj);
   if (o.label_views < 2 || proj.basis.empty()) return flags;
   kw.Reset();
   const double floor = 0.1 * std::max(t.value_max - t.value_min, 1e-6);
@@ -141,7 +161,9 @@ std::vector<Flag> LabelFlags(const RecordTable& t, const std::vector<int64_t>& r
     Neighbours nb2 = FindNeighbours(neutral, kp, o.seed, threads, &changed, &cells);
     std::vector<uint8_t> have(t.size(), 0);
     for (const Flag& f : flags) have[f.row] = 1;
-    for (Flag& f : LabelConsistencyFilter(t, rows, nb2, o.label_k, o.LabelMajority(), o.label_rounds, threads)) {
+    // The first view's class thresholds: in this one only the moved rows have neighbours.
+    // No similar-class guard: a trigger relabels look-alikes too (pullover -> T-shirt).
+    for (Flag& f : ConfidentLabelFilter(t, rows, nb2, lp, threads, &thresholds)) {
       if (have[f.row]) continue;
       have[f.row] = 1;
       f.reason += " with trigger-like feature values neutralised";
@@ -183,9 +205,10 @@ TableScan ScanTable(const RecordTable& t, const ScanOptions& o) {
   };
   TableScan out;
   std::vector<std::vector<Flag>> flags(5);
-  auto run = [&](int i, bool enabled, double threshold, const std::function<std::vector<Flag>()>& fn) {
-    FilterReport r{kFilterNames[i], enabled, threshold};
-    if (enabled) {
+  const std::vector<FilterReport> resolved = ResolvedFilters(o);
+  auto run = [&](int i, const std::function<std::vector<Flag>()>& fn) {
+    FilterReport r = resolved[i];
+    if (r.enabled) {
       Stopwatch w;
       flags[i] = fn();
       r.seconds = w.Seconds();
@@ -207,10 +230,10 @@ TableScan ScanTable(const RecordTable& t, const ScanOptions& o) {
   rows.reserve(t.size());
   for (int64_t r = 0; r < t.size(); ++r)
     if (!bad[r]) rows.push_back(r);
-  run(0, o.schema, o.SchemaTolerance(), [&] { return schema; });
+  run(0, [&] { return schema; });
   if (o.schema) out.filters[0].seconds = schema_s;
 
-  run(1, o.exact, 0, [&] { return ExactDuplicateFilter(t, rows, threads); });
+  run(1, [&] { return ExactDuplicateFilter(t, rows, threads); });
   Projection proj;
   if (o.near || o.outliers || o.label) {
     Stopwatch pw;
@@ -221,9 +244,9 @@ TableScan ScanTable(const RecordTable& t, const ScanOptions& o) {
   NearDuplicateParams np;
   np.max_rms = o.NearMaxRms();
   np.skip_identical = o.exact;
-  run(2, o.near, o.NearMaxRms(), [&] { return NearDuplicateFilter(t, rows, proj, np, o.seed, threads); });
-  run(3, o.outliers, o.OutlierZ(), [&] { return OutlierFilter(t, rows, proj, o.OutlierZ()); });
-  run(4, o.label, o.LabelMajority(), [&] { return LabelFlags(t, rows, proj, o, threads, &out, note); });
+  run(2, [&] { return NearDuplicateFilter(t, rows, proj, np, o.seed, threads); });
+  run(3, [&] { return OutlierFilter(t, rows, proj, o.OutlierZ()); });
+  run(4, [&] { return LabelFlags(t, rows, proj, o, threads, &out, note); });
 
   // Quarantine entries in record order, then filter order; admitted = flagged by none.
   std::vector<std::pair<int64_t, int>> order;
@@ -247,7 +270,7 @@ TableScan ScanTable(const RecordTable& t, const ScanOptions& o) {
 std::string ScanReport::ToJson() const {
   nlohmann::json fl = nlohmann::json::array();
   for (const auto& f : filters)
-    fl.push_back({{"name", f.name}, {"enabled", f.enabled}, {"threshold", f.threshold},
+    fl.push_back({{"name", f.name}, {"enabled", f.enabled}, {"threshold", f.threshold}, {"version", f.version},
                   {"flagged", f.flagged}, {"seconds", f.seconds}});
   nlohmann::json j = {{"dir", dir},
                       {"dataset", dataset},

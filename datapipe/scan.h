@@ -18,15 +18,24 @@ namespace shoal {
 
 // Filter names, in the order they run and appear in reports.
 inline constexpr const char* kFilterNames[] = {"schema", "exact", "near", "outliers", "label"};
+// Each filter's algorithm version, recorded in the scan report: a scan made by another
+// version is refused by CheckScanMatchesFilters (scan_check.h) until DIR is re-scanned.
+// label 2: confident learning with a similar-class guard (1 was a neighbour vote).
+inline constexpr int kFilterVersions[] = {1, 1, 1, 1, 2};
+// The job spec's names for the same filters (data.filters.<name>).
+inline constexpr const char* kFilterSpecNames[] = {"schema", "exact_duplicates", "near_duplicates", "outliers",
+                                                   "label_consistency"};
 
 struct ScanOptions {
   bool schema = true, exact = true, near = true, outliers = true, label = true;
   double schema_tolerance = 0;  // absolute slack outside the declared range; 0: 1e-6
   double near_max_rms = 0;      // RMS feature distance for a near duplicate; 0: 0.04
-  double outlier_z = 0;         // robust z cut; 0: 3.5
-  double label_majority = 0;    // neighbour share that overrides a label; 0: 0.8
-  int label_k = 10;             // neighbours consulted by the label vote
-  int label_rounds = 3;         // cleaning rounds of the label vote
+  double outlier_z = 0;         // robust z cut; 0: 6 (3.5 held back 1.2% of clean Fashion-MNIST)
+  double label_margin = 0;      // p(likely class) - p(given label) for a label error; 0: 0.5
+  int label_k = 10;             // neighbours behind each record's class probabilities
+  int label_rounds = 3;         // cleaning rounds of the label filter
+  double label_min_llr = 0.8;   // share of a typical member's log-likelihood ratio a label error needs
+  double label_similar_llr = 1.5;  // the same between similar classes (shirt, T-shirt): ambiguity
   int label_views = 2;          // 2: vote again with trigger-like feature values neutralised
   int projection_dims = 32;
   ProjectionKind projection = ProjectionKind::kPca;
@@ -37,8 +46,8 @@ struct ScanOptions {
 
   double SchemaTolerance() const { return schema_tolerance > 0 ? schema_tolerance : 1e-6; }
   double NearMaxRms() const { return near_max_rms > 0 ? near_max_rms : 0.04; }
-  double OutlierZ() const { return outlier_z > 0 ? outlier_z : 3.5; }
-  double LabelMajority() const { return label_majority > 0 ? label_majority : 0.8; }
+  double OutlierZ() const { return outlier_z > 0 ? outlier_z : 6.0; }
+  double LabelMargin() const { return label_margin > 0 ? label_margin : 0.5; }
 };
 
 // data.filters -> options (enabled switches and thresholds, 0 keeping the default).
@@ -46,16 +55,21 @@ ScanOptions ScanOptionsFromSpec(const DataFilters& filters);
 // "schema,exact,near" enables exactly those filters; "all" or "" enables every one.
 Status SetFilterList(const std::string& list, ScanOptions* options);
 // "near=0.05", "outliers=3", "label=0.7", "label_k=15", "schema=1e-3", "dims=48",
-// "label_rounds=3", "label_views=1", "pca=0" (random projection, not randomized PCA).
+// "label_rounds=3", "label_views=1", "label_llr=0.8", "label_similar_llr=1.5",
+// "pca=0" (random projection, not randomized PCA).
 Status SetThreshold(const std::string& assignment, ScanOptions* options);
 
 struct FilterReport {
   std::string name;
   bool enabled = false;
-  double threshold = 0;
+  double threshold = 0;  // as resolved (defaults applied)
+  int version = 0;
   int64_t flagged = 0;
   double seconds = 0;
 };
+
+// Each filter's switch, resolved threshold and version under these options (counts 0).
+std::vector<FilterReport> ResolvedFilters(const ScanOptions& options);
 
 // Filters applied to a table in memory: no files (tests and the poison benchmark).
 struct TableScan {

@@ -16,7 +16,7 @@ if [ ! -f "$OUT/manifest.pb" ]; then
     --labels "$SRC/train-labels-idx1-ubyte.gz" --out "$OUT" --sign-key "$KEYS/data-owner.key" \
     --name fashion-mnist --licence MIT --source "debian:dataset-fashion-mnist"
 fi
-if [ ! -f "$OUT/scan/admitted.idx" ]; then
-  "$SHOALCTL" data scan "$OUT" --trust "$KEYS/data-owner.pub"
-fi
+# Scanned every time (about a second): a scan by an older version of the filters is
+# refused by jobs (they check that the scan ran what their data.filters say).
+"$SHOALCTL" data scan "$OUT" --trust "$KEYS/data-owner.pub"
 "$SHOALCTL" data verify "$OUT" --trust "$KEYS/data-owner.pub" > /dev/null

@@ -30,9 +30,10 @@ JobSpec DefaultJobSpec() {
   f->mutable_exact_duplicates()->set_enabled(true);
   f->mutable_near_duplicates()->set_enabled(true);
   f->mutable_outliers()->set_enabled(true);
-  f->mutable_outliers()->set_threshold(3.5);
+  // Thresholds 0: the scan's own defaults (datapipe/scan.h), which its report records.
+  f->mutable_outliers()->set_threshold(0);
   f->mutable_label_consistency()->set_enabled(true);
-  f->mutable_label_consistency()->set_threshold(0.8);
+  f->mutable_label_consistency()->set_threshold(0);
 
   TrainingSpec* t = s.mutable_training();
   t->set_epochs(5);

@@ -108,6 +108,7 @@ void CheckData(const DataSpec& d, Checker& c) {
   c.NonNegative("data.filters.near_duplicates.threshold", f.near_duplicates().threshold());
   // Outliers: 0 means "the filter's default", anything else is a z-score cut, so > 0.
   c.NonNegative("data.filters.outliers.threshold", f.outliers().threshold());
+  // Label: the probability margin (likely class over the given label) of a label error.
   c.UnitInterval("data.filters.label_consistency.threshold", f.label_consistency().threshold(), true);
 }
 

@@ -42,8 +42,9 @@ TEST(Defaults, MatchDocumentedValues) {
   EXPECT_EQ(s.data().format(), "auto");
   EXPECT_EQ(s.data().prefetch_batches(), 4);
   EXPECT_TRUE(s.data().filters().near_duplicates().enabled());
-  EXPECT_DOUBLE_EQ(s.data().filters().outliers().threshold(), 3.5);
-  EXPECT_DOUBLE_EQ(s.data().filters().label_consistency().threshold(), 0.8);
+  // 0: the scan's defaults, so a spec that does not set them follows the filters' versions.
+  EXPECT_DOUBLE_EQ(s.data().filters().outliers().threshold(), 0);
+  EXPECT_DOUBLE_EQ(s.data().filters().label_consistency().threshold(), 0);
   EXPECT_EQ(s.training().epochs(), 5);
   EXPECT_EQ(s.training().batch_per_worker(), 64);
   EXPECT_DOUBLE_EQ(s.training().learning_rate(), 0.05);

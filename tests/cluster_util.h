@@ -3,6 +3,7 @@
 #pragma once
 
 #include <csignal>
+#include <cstdlib>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -12,7 +13,9 @@
 
 namespace shoal::testing {
 
-inline const std::string kBin = SHOAL_BIN_DIR;
+// The binaries under test: this build's, or a copy named by SHOAL_TEST_BIN_DIR (a long
+// soak runs on a frozen copy while the tree is rebuilt).
+inline const std::string kBin = std::getenv("SHOAL_TEST_BIN_DIR") ? std::getenv("SHOAL_TEST_BIN_DIR") : SHOAL_BIN_DIR;
 inline const std::string kSpec = std::string(SHOAL_SOURCE_DIR) + "/examples/fashion-mnist.yaml";
 inline const std::string kDataset = "/usr/share/datasets/fashion-mnist";
 

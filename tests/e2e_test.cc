@@ -346,6 +346,47 @@ TEST(BadInput, MissingDatasetFolder) {
   EXPECT_NE(r.err.find("/nonexistent/fmnist"), std::string::npos) << r.err;
 }
 
+// The spec decides which filters admitted the data: a job whose data.filters differ from
+// the scan's is refused before any worker starts, naming the difference and the command;
+// --rescan scans again with the spec's filters and the job trains on what they admit.
+// A worker started by hand refuses the same job itself. On a copy of the dataset, so the
+// shared scan is not rewritten under other tests.
+TEST(BadInput, AJobWhoseFiltersDifferFromTheScanIsRefusedOrRescanned) {
+  const std::string data = std::string(SHOAL_SOURCE_DIR) + "/data/fashion-mnist";
+  if (!std::filesystem::exists(data + "/scan/report.json")) GTEST_SKIP() << "no scanned dataset (scripts/prepare-data.sh)";
+  std::string dir = TempDir("filters-differ");
+  std::filesystem::copy(data, dir + "/data", std::filesystem::copy_options::recursive);
+  const std::vector<std::string> common = {"--set", "data.dataset=" + dir + "/data", "--set",
+                                           "data.filters.label_consistency.enabled=false"};
+  std::vector<std::string> argv = {kBin + "/shoalctl", "run", kSpec, "--workers", "1", "--json", "--set",
+                                   "training.max_steps=20", "--set", "training.evaluate=false"};
+  argv.insert(argv.end(), common.begin(), common.end());
+  auto refused = RunCommand(argv, 60, dir);
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_NE(refused.err.find("data.filters.label_consistency"), std::string::npos) << refused.err;
+  EXPECT_NE(refused.err.find("shoalctl data scan"), std::string::npos) << refused.err;
+
+  // A worker given the same job by hand refuses it too, never training on the old scan.
+  CoordinatorProcess coord(dir);
+  std::vector<std::string> submit = {kBin + "/shoalctl", "submit", kSpec, "--coordinator", coord.endpoint(),
+                                     "--job-id", "f", "--set", "workers.initial=1"};
+  submit.insert(submit.end(), common.begin(), common.end());
+  ASSERT_EQ(RunCommand(submit, 20).exit_code, 0);
+  auto worker = RunCommand({kBin + "/shoal-worker", "--coordinator", coord.endpoint(), "--job", "f"}, 60);
+  EXPECT_NE(worker.exit_code, 0);
+  EXPECT_NE((worker.out + worker.err).find("data.filters.label_consistency"), std::string::npos) << worker.err;
+
+  argv.push_back("--rescan");
+  auto rescanned = RunCommand(argv, 120, dir);
+  ASSERT_EQ(rescanned.exit_code, 0) << rescanned.err;
+  EXPECT_EQ(nlohmann::json::parse(rescanned.out, nullptr, false)["state"], "completed") << rescanned.out;
+  const std::string report = ReadText(dir + "/data/scan/report.json");
+  EXPECT_NE(report.find("\"label\""), std::string::npos);
+  auto j = nlohmann::json::parse(report, nullptr, false);
+  for (auto& f : j["filters"])
+    if (f["name"] == "label") EXPECT_FALSE(f["enabled"].get<bool>()) << report;
+}
+
 // A --resume path that names no checkpoint is bad input, refused before any worker starts.
 TEST(BadInput, ResumeFromAPathWithNoCheckpoint) {
   std::string dir = TempDir("noresume");

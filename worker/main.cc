@@ -23,6 +23,7 @@
 #include "common/file_util.h"
 #include "common/log.h"
 #include "coordinator/client.h"
+#include "datapipe/scan_check.h"
 #include "datapipe/idx.h"
 #include "datapipe/loader.h"
 #include "shoal/config.h"
@@ -113,6 +114,8 @@ StatusOr<WorkerData> OpenData(const JobSpec& spec) {
   const bool shards = spec.data().format() == "shards" ||
                       (spec.data().format() == "auto" && PathExists(dataset + "/manifest.pb"));
   if (shards) {
+    // The spec decides which filters admitted what this job trains on.
+    RETURN_IF_ERROR(CheckJobDataMatchesScan(spec));
     const DataFilters& f = spec.data().filters();
     LoaderOptions lo;
     lo.trust = trust;

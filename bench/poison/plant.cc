@@ -23,6 +23,40 @@ const char* KindName(Kind k) {
   return "?";
 }
 
+void TransformCopy(const float* src, int side, int how, std::mt19937_64& rng, float noise_amp, float* out) {
+  const int dim = side * side;
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  auto at = [&](int r, int c) { return r < 0 || c < 0 || r >= side || c >= side ? 0.0f : src[r * side + c]; };
+  switch (how % 4) {
+    case 0: {  // shift by 1-2 pixels in both directions, plus light noise
+      const int dr = static_cast<int>(rng() % 5) - 2, dc = static_cast<int>(rng() % 5) - 2;
+      for (int r = 0; r < side; ++r)
+        for (int c = 0; c < side; ++c) out[r * side + c] = std::clamp(at(r - dr, c - dc) + 0.5f * noise_amp * u(rng), 0.0f, 1.0f);
+      break;
+    }
+    case 1: {  // crop 2-3 pixels off every side and resize back (bilinear)
+      const int m = 2 + static_cast<int>(rng() % 2);
+      const float scale = static_cast<float>(side - 2 * m) / side;
+      for (int r = 0; r < side; ++r)
+        for (int c = 0; c < side; ++c) {
+          const float y = m + (r + 0.5f) * scale - 0.5f, x = m + (c + 0.5f) * scale - 0.5f;
+          const int y0 = static_cast<int>(std::floor(y)), x0 = static_cast<int>(std::floor(x));
+          const float fy = y - y0, fx = x - x0;
+          out[r * side + c] = (1 - fy) * ((1 - fx) * at(y0, x0) + fx * at(y0, x0 + 1)) +
+                              fy * ((1 - fx) * at(y0 + 1, x0) + fx * at(y0 + 1, x0 + 1));
+        }
+      break;
+    }
+    case 2:  // uniform noise of the full amplitude on every pixel
+      for (int j = 0; j < dim; ++j) out[j] = std::clamp(src[j] + noise_amp * u(rng), 0.0f, 1.0f);
+      break;
+    default: {  // brightness and contrast: a * x + b, a in [0.75, 1.25], b in [-0.1, 0.1]
+      const float a = 1.0f + 0.25f * u(rng), b = 0.1f * u(rng);
+      for (int j = 0; j < dim; ++j) out[j] = std::clamp(a * src[j] + b, 0.0f, 1.0f);
+    }
+  }
+}
+
 void StampPatch(float* image, int side, int patch) {
   for (int r = side - patch; r < side; ++r)
     for (int c = side - patch; c < side; ++c) image[r * side + c] = 1.0f;
@@ -107,17 +141,18 @@ PlantedSet Plant(const InMemoryDataset& clean, const PlantConfig& cfg) {
   std::vector<float> add_x;
   std::vector<int32_t> add_y;
   std::vector<int64_t> add_origin;
-  std::uniform_real_distribution<float> noise(-static_cast<float>(cfg.near_noise), static_cast<float>(cfg.near_noise));
   for (int64_t k = 0; k < dups; ++k) {
     int64_t i = take([](int64_t) { return true; });
     if (i < 0) break;
     kind[i] = kDupSource;
     int32_t other = static_cast<int32_t>((y[i] + 1 + uniform(clean.num_classes - 1)) % clean.num_classes);
     const float* src = x.data() + i * dim;
-    for (int j = 0; j < dim; ++j) {
-      float v = src[j];
-      if (k % 2) v = std::clamp(v + noise(rng), 0.0f, 1.0f);
-      add_x.push_back(v);
+    if (k % 2) {  // near copy: shift, crop, noise or brightness/contrast, in turn
+      std::vector<float> t(dim);
+      TransformCopy(src, side, static_cast<int>(k / 2), rng, static_cast<float>(cfg.near_noise), t.data());
+      add_x.insert(add_x.end(), t.begin(), t.end());
+    } else {
+      add_x.insert(add_x.end(), src, src + dim);
     }
     add_y.push_back(other);
     add_origin.push_back(i);

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -28,7 +29,7 @@ struct PlantConfig {
   int target = 0;               // (b) backdoor target class
   double backdoor_fraction = 0.01;
   double dup_fraction = 0.02;   // (c) added records, half exact copies, half near copies
-  double near_noise = 0.03;     // near copies: uniform noise of this amplitude per feature
+  double near_noise = 0.05;     // near copies: uniform noise amplitude (full for the noise kind, half with a shift)
   double corrupt_fraction = 0.005;
   int patch = 4;                // backdoor patch side, bottom-right corner, value 1.0
 };
@@ -46,6 +47,11 @@ struct PlantedSet {
 // The clean set is not modified. The result is shuffled with the seed, so planted
 // records are spread over every shard.
 PlantedSet Plant(const InMemoryDataset& clean, const PlantConfig& config);
+
+// A near copy of a side x side image: `how` % 4 picks a shift of up to 2 pixels (with
+// half-amplitude noise), a 2-3 pixel crop resized back, uniform noise of `noise_amp`,
+// or a brightness/contrast change; values are clamped to [0, 1].
+void TransformCopy(const float* src, int side, int how, std::mt19937_64& rng, float noise_amp, float* out);
 
 // Stamps the backdoor patch into one image (dim = side * side) in place.
 void StampPatch(float* image, int side, int patch);
