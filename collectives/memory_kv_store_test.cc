@@ -127,6 +127,9 @@ TEST(FactoryTest, AutoBuildsGlooOutsideMpirun) {
     config.kv = &kv;
     config.prefix = prefix;
     config.timeout = 5s;
+    // Each rank on a host of its own: ranks sharing one would get shm (issue 18,
+    // hierarchical_communicator_test.cc covers the choice).
+    config.host = r == 0 ? "host-a" : "host-b";
     auto comm = MakeCommunicator(config);
     ASSERT_TRUE(comm.ok()) << comm.status().ToString();
     EXPECT_EQ((*comm)->backend(), "gloo");

@@ -158,7 +158,7 @@ void CheckWorkers(const WorkersSpec& w, Checker& c) {
 }
 
 void CheckCollectives(const CollectivesSpec& k, Checker& c) {
-  c.OneOf("collectives.backend", k.backend(), {"auto", "gloo", "mpi", "nccl"});
+  c.OneOf("collectives.backend", k.backend(), {"auto", "gloo", "mpi", "nccl", "shm"});
   c.OneOf("collectives.codec", k.codec(), {"none", "bf16", "fp16", "powersgd", "qblock", "topk"});
   c.Positive("collectives.bucket_mib", k.bucket_mib());
   c.Positive("collectives.timeout_s", k.timeout_s());
@@ -180,6 +180,10 @@ void CheckCollectives(const CollectivesSpec& k, Checker& c) {
     c.Check(k.backend() != "nccl" || value == 0, path,
             "link emulation applies to the CPU backends (gloo, mpi) only, not nccl", FormatDouble(value),
             "collectives.backend");
+    // shm moves data through memory, not over a link there would be anything to emulate.
+    c.Check(k.backend() != "shm" || value == 0, path,
+            "link emulation applies to network links (gloo, mpi); shm has none (use gloo or auto)",
+            FormatDouble(value), "collectives.backend");
   }
 }
 

@@ -396,6 +396,12 @@ TEST(SpecCodecOptions, DefaultsOverridesAndRefusals) {
   EXPECT_EQ(over->collectives().qblock_bits(), 4);
 }
 
+TEST(SpecBackend, ShmIsAChoice) {
+  auto shm = ParseJobSpec("collectives: {backend: shm}\n", {});
+  ASSERT_TRUE(shm.ok()) << shm.status().ToString();
+  EXPECT_EQ(shm->collectives().backend(), "shm");
+}
+
 TEST(SpecLinkEmulation, OffByDefaultSetInTheSpecRefusedWhereItCannotApply) {
   EXPECT_EQ(DefaultJobSpec().collectives().emulate_bandwidth_mbps(), 0);
   EXPECT_EQ(DefaultJobSpec().collectives().emulate_latency_us(), 0);
@@ -409,7 +415,9 @@ TEST(SpecLinkEmulation, OffByDefaultSetInTheSpecRefusedWhereItCannotApply) {
   } cases[] = {{"collectives: {emulate_bandwidth_mbps: -1}\n", "collectives.emulate_bandwidth_mbps", ">= 0"},
                {"collectives: {emulate_latency_us: .nan}\n", "collectives.emulate_latency_us", "finite"},
                {"collectives: {backend: nccl, emulate_latency_us: 50}\n", "collectives.emulate_latency_us",
-                "CPU backends"}};
+                "CPU backends"},
+               {"collectives: {backend: shm, emulate_bandwidth_mbps: 100}\n", "collectives.emulate_bandwidth_mbps",
+                "shm has none"}};
   for (const auto& c : cases) {
     auto r = ParseJobSpec(c.yaml, {}, "link.yaml");
     ASSERT_FALSE(r.ok()) << c.yaml;

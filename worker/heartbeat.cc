@@ -2,10 +2,20 @@
 // the data plane and heartbeats resume when the coordinator is back (it may restart).
 #include "worker/heartbeat.h"
 
+#include <algorithm>
+
 #include "common/log.h"
 #include "coordinator/client.h"
 
 namespace shoal {
+
+std::chrono::milliseconds RendezvousTimeout(const JobSpec& spec, const std::string& backend) {
+  const auto full = std::chrono::milliseconds(static_cast<int64_t>(spec.collectives().timeout_s() * 1000));
+  if (backend == "nccl" || backend == "mpi") return full;
+  const auto past_heartbeat =
+      std::chrono::milliseconds(static_cast<int64_t>((spec.workers().heartbeat_timeout_s() + 1) * 1000));
+  return std::min(full, std::max(past_heartbeat, std::chrono::milliseconds(2000)));
+}
 
 HeartbeatThread::HeartbeatThread(std::string endpoint, std::string member_id, double interval_s,
                                  std::function<void(int64_t)> abort_generation)

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <functional>
 #include <mutex>
@@ -14,8 +15,19 @@
 #include <thread>
 
 #include "control.pb.h"
+#include "jobspec.pb.h"
 
 namespace shoal {
+
+// How long building a generation's CPU communicator (gloo, shm, auto) may take. A peer
+// that dies after publishing its address but before connecting cannot be aborted out
+// of Gloo's connect (the heartbeat thread has no communicator to abort yet), so the
+// others would wait the whole collectives.timeout_s (60 s by default; the chaos soak
+// found it). By the heartbeat timeout the coordinator has declared any silent member
+// dead, so waiting a second past it loses nothing legitimate: building takes ~50 ms,
+// and a spurious expiry costs one regroup. nccl keeps collectives.timeout_s: its
+// initialisation is slower at scale, and the heartbeat thread can abort it.
+std::chrono::milliseconds RendezvousTimeout(const JobSpec& spec, const std::string& backend);
 
 class HeartbeatThread {
  public:

@@ -172,6 +172,7 @@ class Worker {
   std::string member_id_;
   bool elastic_ = true;
   std::string backend_;
+  bool pick_by_hosts_ = false;
   std::unique_ptr<HeartbeatThread> heartbeat_;
 
   std::mutex comm_mu_;  // guards comm_ and comm_generation_ against the heartbeat thread
@@ -310,12 +311,12 @@ Status Worker::Prepare(const JobSpec& spec, const std::string& job_id) {
 
 Status Worker::Join(const Assignment& a) {
   CommunicatorConfig cc;
-  cc.backend = backend_;
+  cc.backend = pick_by_hosts_ ? "auto" : backend_;
   cc.rank = a.rank();
   cc.size = a.world_size();
   cc.kv = &kv_;
   cc.prefix = a.kv_prefix();
-  cc.timeout = std::chrono::milliseconds(static_cast<int64_t>(spec_.collectives().timeout_s() * 1000));
+  cc.timeout = RendezvousTimeout(spec_, cc.backend);
   cc.interface_or_host = ListenHost(endpoint_, listen_flag_);
   ASSIGN_OR_RETURN(cc.link_emulation,
                    LinkEmulationFor(spec_.collectives().emulate_bandwidth_mbps(), spec_.collectives().emulate_latency_us()));
@@ -402,6 +403,9 @@ int Worker::Run() {
   if (known) requested = status->status().jobs(0).spec().collectives().backend();
   backend_ = ResolveBackend(requested);
   elastic_ = backend_ != "mpi";
+  // auto outside mpirun: each generation's factory picks shm, gloo or hierarchical from
+  // the hosts its ranks are on.
+  pick_by_hosts_ = elastic_ && (requested.empty() || requested == "auto" || requested == "AUTO");
   const JobState job_state = known ? status->status().jobs(0).state() : JOB_STATE_UNSPECIFIED;
   if (job_state == JOB_PENDING || job_state == JOB_RUNNING) {
     Status s = Prepare(status->status().jobs(0).spec(), job_id_);

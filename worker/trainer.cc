@@ -145,9 +145,28 @@ Status Trainer::Restore(const TrainerSnapshot& snap, int world, int rank, const 
     if (LedgerEnd(*history) != snap.step)
       SHOAL_LOG_WARN("the job's ledger ends at step {} but the checkpoint is at step {}", LedgerEnd(*history), snap.step);
     ledger_.mutable_ranges()->CopyFrom(history->ranges());
+    // The job's global batch outlives a rollback: survivors that resume from a
+    // checkpoint with fewer members keep it (elastic_batch: global), or the rest of the
+    // job would train on a smaller batch (found by the chaos soak: its accuracy moved).
+    const int64_t per_worker = in_.spec->training().batch_per_worker();
+    if (history->ranges_size() > 0 && per_worker > 0) {
+      const int64_t batch = history->ranges(history->ranges_size() - 1).batch();
+      if (batch > 0 && batch % per_worker == 0) batch_world_ = static_cast<int>(batch / per_worker);
+    }
   }
   resumed_from_step_ = pos_.step;
+  // A checkpoint saved at an epoch's last step may precede that epoch's evaluation.
+  evaluated_epochs_ = pos_.cursor == 0 ? std::max<int64_t>(0, pos_.epoch - 1) : pos_.epoch;
   return OkStatus();
+}
+
+void Trainer::RecordAccuracy(int64_t epoch, double acc, WorkerMetrics& m, const TrainerHooks& hooks) {
+  epoch_accuracy_.push_back(acc);
+  last_accuracy_ = acc;
+  evaluated_epochs_ = epoch + 1;
+  m.set_test_accuracy(acc);
+  if (hooks.on_metrics) hooks.on_metrics(m);
+  if (hooks.on_epoch) hooks.on_epoch(static_cast<int>(epoch), acc);
 }
 
 Status Trainer::SyncFrom(Communicator* comm, int source) {
@@ -155,9 +174,16 @@ Status Trainer::SyncFrom(Communicator* comm, int source) {
   opts.timeout = std::chrono::milliseconds(static_cast<int64_t>(in_.spec->collectives().timeout_s() * 1000));
   const bool me = comm->rank() == source;
   std::string ledger_bytes = me ? ledger().SerializeAsString() : "";
-  int64_t header[5] = {pos_.step, pos_.epoch, pos_.cursor, batch_world_, static_cast<int64_t>(ledger_bytes.size())};
+  int64_t header[7] = {pos_.step, pos_.epoch, pos_.cursor, batch_world_, static_cast<int64_t>(ledger_bytes.size()),
+                       evaluated_epochs_, static_cast<int64_t>(epoch_accuracy_.size())};
   RETURN_IF_ERROR(comm->Broadcast(header, sizeof(header), source, opts).WithContext("state sync: position"));
   if (header[4] < 0 || header[4] > (int64_t{64} << 20)) return DataLoss("state sync: ledger of " + std::to_string(header[4]) + " bytes");
+  if (header[6] < 0 || header[6] > 100000) return DataLoss("state sync: " + std::to_string(header[6]) + " epoch accuracies");
+  // The job's accuracy history, so that a joiner that becomes rank 0 reports all of it.
+  std::vector<double> accuracies = me ? epoch_accuracy_ : std::vector<double>(static_cast<size_t>(header[6]));
+  if (!accuracies.empty())
+    RETURN_IF_ERROR(comm->Broadcast(accuracies.data(), accuracies.size() * sizeof(double), source, opts)
+                        .WithContext("state sync: accuracies"));
   ledger_bytes.resize(static_cast<size_t>(header[4]));
   if (!ledger_bytes.empty())
     RETURN_IF_ERROR(comm->Broadcast(ledger_bytes.data(), ledger_bytes.size(), source, opts).WithContext("state sync: ledger"));
@@ -173,6 +199,9 @@ Status Trainer::SyncFrom(Communicator* comm, int source) {
     ledger_ = l;
     pos_ = TrainingPosition{header[0], header[1], header[2]};
     batch_world_ = static_cast<int>(header[3]);
+    evaluated_epochs_ = header[5];
+    epoch_accuracy_ = std::move(accuracies);
+    if (!epoch_accuracy_.empty()) last_accuracy_ = epoch_accuracy_.back();
   }
   // Residuals are per rank and PowerSGD's Q must be equal on every rank; a joiner has
   // neither, so every rank starts the codec afresh (what is lost: at most one step's
@@ -316,6 +345,18 @@ StatusOr<GenerationOutcome> Trainer::RunGeneration(Communicator* comm, int64_t g
   // `exchange_every` steps as the ranks agreed at the previous exchange.
   int64_t next_exchange = pos_.step + 1;
   int64_t step = pos_.step;
+  // An epoch whose evaluation a failure interrupted is evaluated before anything else
+  // (found by the chaos soak: a fault during the last epoch's evaluation lost the job's
+  // final accuracy).
+  if (t.evaluate() && in_.test && pos_.cursor == 0 && pos_.epoch > 0 && evaluated_epochs_ < pos_.epoch) {
+    auto ev = EvaluateDistributed(model_, *in_.test, comm, opts);
+    if (!ev.ok()) {
+      finish_generation_totals();
+      return CommFailed(ev.status().WithContext("evaluation after epoch " + std::to_string(pos_.epoch)));
+    }
+    RecordAccuracy(pos_.epoch - 1, ev->count ? static_cast<double>(ev->correct) / ev->count : 0, m, hooks);
+    totals_.set_epochs(static_cast<int32_t>(std::min<int64_t>(t.epochs(), pos_.epoch)));
+  }
   for (int64_t epoch = pos_.epoch; epoch < t.epochs() && step < total_steps; ++epoch) {
     std::vector<uint32_t> order = in_.loader ? std::vector<uint32_t>() : EpochPermutation(n, t.seed(), epoch);
     int64_t cursor = epoch == pos_.epoch ? pos_.cursor : 0;
@@ -432,12 +473,7 @@ StatusOr<GenerationOutcome> Trainer::RunGeneration(Communicator* comm, int64_t g
         finish_generation_totals();
         return CommFailed(ev.status().WithContext("evaluation after epoch " + std::to_string(epoch + 1)));
       }
-      double acc = ev->count ? static_cast<double>(ev->correct) / ev->count : 0;
-      epoch_accuracy_.push_back(acc);
-      last_accuracy_ = acc;
-      m.set_test_accuracy(acc);
-      if (hooks.on_metrics) hooks.on_metrics(m);
-      if (hooks.on_epoch) hooks.on_epoch(static_cast<int>(epoch), acc);
+      RecordAccuracy(epoch, ev->count ? static_cast<double>(ev->correct) / ev->count : 0, m, hooks);
     }
     totals_.set_epochs(static_cast<int32_t>(std::min<int64_t>(t.epochs(), epoch + (cursor >= n ? 1 : 0))));
   }

@@ -93,6 +93,8 @@ class Trainer {
   Ledger LedgerBeforeStep(int64_t step) const;
   // Global batch of a step (the epoch's last may be smaller) at world size `world`.
   int64_t GlobalBatch(int world) const;
+  // Accuracies of the epochs evaluated so far (carried to joiners by SyncFrom).
+  const std::vector<double>& epoch_accuracy() const { return epoch_accuracy_; }
   // Mean seconds of a step over the last window (0 before the first).
   double mean_step_seconds() const { return mean_step_s_; }
 
@@ -118,7 +120,13 @@ class Trainer {
   JobResult totals_;
   double wall_start_ = 0;
   int64_t samples_total_ = 0, saves_ = 0;
+  void RecordAccuracy(int64_t epoch, double acc, WorkerMetrics& m, const TrainerHooks& hooks);
+
   std::vector<double> epoch_accuracy_;
+  // Epochs whose evaluation is done (0..epochs): a generation that starts at an epoch's
+  // end the previous one did not get to evaluate (a failure during the evaluation)
+  // evaluates it first.
+  int64_t evaluated_epochs_ = 0;
   double last_accuracy_ = -1, last_loss_ = 0;
   int64_t bytes_sent_before_ = 0;  // over earlier generations' communicators
   int64_t grad_bytes_before_ = 0, uncompressed_before_ = 0;

@@ -113,7 +113,7 @@ struct Member {
 };
 
 std::unique_ptr<Member> NewMember(const JobSpec& spec, const InMemoryDataset& train, uint64_t model_seed,
-                                  std::chrono::microseconds delay) {
+                                  std::chrono::microseconds delay, const InMemoryDataset* test = nullptr) {
   std::vector<int> layers(spec.model().layers().begin(), spec.model().layers().end());
   auto mlp = MakeMlp(layers, model_seed);
   if (!mlp.ok()) {
@@ -125,6 +125,7 @@ std::unique_ptr<Member> NewMember(const JobSpec& spec, const InMemoryDataset& tr
   TrainerInputs in;
   in.spec = &spec;
   in.train = &train;
+  in.test = test;
   auto tr = Trainer::Create(in, m->model.get());
   if (!tr.ok()) {
     ADD_FAILURE() << tr.status().ToString();
@@ -594,6 +595,89 @@ TEST(TrainerElastic, SyncFromCarriesMomentumPositionAndLedger) {
   const double without = MaxAbsDiff(Flat(*c->model), Flat(*a->model));
   std::cout << "a step without the momentum moves the weights " << without << " away\n";
   EXPECT_GT(without, 1e-5);
+}
+
+// Everyone died; two replacements resume from the latest checkpoint with the job's
+// history (the coordinator's ledger): they keep the global batch of the four-worker
+// job, instead of training the rest of it on a batch of two.
+TEST(TrainerElastic, ARollbackToACheckpointWithFewerMembersKeepsTheJobsGlobalBatch) {
+  SetBlasThreads(1);
+  const InMemoryDataset data = IndexedData(12);
+  const JobSpec spec = ElasticSpec();  // 8 per worker
+  std::vector<std::unique_ptr<Member>> four;
+  for (int r = 0; r < 4; ++r) four.push_back(NewMember(spec, data, spec.training().seed(), 0us));
+  for (auto& m : four) ASSERT_TRUE(m);
+  GenerationPlan two_steps;
+  two_steps.sync_source = 0;
+  two_steps.want_boundary = [](int, int64_t step) { return step >= 2; };
+  ExpectAllEnded(RunGenerationThreads({four[0].get(), four[1].get(), four[2].get(), four[3].get()}, two_steps),
+                 GenerationEnd::kBoundary);
+  const int64_t step = ExpectSamePosition({four[0].get(), four[1].get(), four[2].get(), four[3].get()});
+  ASSERT_GT(step, 0);
+  const Ledger history = four[0]->trainer->ledger();
+  ASSERT_GT(history.ranges_size(), 0);
+  ASSERT_EQ(history.ranges(history.ranges_size() - 1).batch(), 32);
+  TrainerSnapshot snap;
+  SgdMomentum optimizer(SgdOptions{}, four[0]->model->num_parameters());
+  BuildSnapshot(*four[0]->model, optimizer, nullptr, four[0]->trainer->position(), 4, 0, &snap);
+
+  auto a = NewMember(spec, data, 3001, 0us);
+  auto b = NewMember(spec, data, 3002, 0us);
+  ASSERT_TRUE(a && b);
+  ASSERT_TRUE(a->trainer->Restore(snap, 2, 0, &history).ok());
+  ASSERT_TRUE(b->trainer->Restore(snap, 2, 1, &history).ok());
+  EXPECT_EQ(a->trainer->GlobalBatch(2), 32) << "the job's global batch (4 x 8), not the survivors' (2 x 8)";
+  // Without the job's history (a checkpoint of another job named in the spec) the new
+  // job's own first world decides.
+  auto c = NewMember(spec, data, 3003, 0us);
+  ASSERT_TRUE(c && c->trainer->Restore(snap, 2, 0).ok());
+  EXPECT_EQ(c->trainer->GlobalBatch(2), 16);
+  GenerationPlan one;
+  one.generation = 2;
+  one.want_boundary = [](int, int64_t) { return true; };
+  ExpectAllEnded(RunGenerationThreads({a.get(), b.get()}, one), GenerationEnd::kBoundary);
+  const Ledger after = a->trainer->ledger();
+  EXPECT_EQ(after.ranges(after.ranges_size() - 1).batch(), 32);
+  EXPECT_EQ(after.ranges(after.ranges_size() - 1).world(), 2);
+}
+
+// The job's last step committed, then a failure during the evaluation after it: the
+// generation that follows has no step left to train, and evaluates that epoch before
+// it reports the job complete (found by the chaos soak: the final accuracy was the
+// previous epoch's, and the summary said one epoch fewer).
+TEST(TrainerElastic, AnEvaluationAFailureInterruptedIsDoneByTheNextGeneration) {
+  SetBlasThreads(1);
+  const InMemoryDataset data = IndexedData(14);
+  JobSpec spec = ElasticSpec();
+  spec.mutable_training()->set_evaluate(true);
+  auto trained = NewMember(spec, data, spec.training().seed(), 0us, &data);
+  ASSERT_TRUE(trained);
+  GenerationPlan all;
+  all.sync_source = 0;
+  ExpectAllEnded(RunGenerationThreads({trained.get()}, all), GenerationEnd::kCompleted);
+  ASSERT_EQ(trained->trainer->epoch_accuracy().size(), size_t{kEpochs});
+  // Its state at the last step, as the state source of a generation that failed in
+  // the evaluation after it would hold it: the last epoch not yet evaluated.
+  TrainerSnapshot snap;
+  SgdMomentum optimizer(SgdOptions{}, trained->model->num_parameters());
+  BuildSnapshot(*trained->model, optimizer, nullptr, trained->trainer->position(), 1, 0, &snap);
+  ASSERT_EQ(snap.epoch, kEpochs);
+  const Ledger history = trained->trainer->ledger();
+  auto a = NewMember(spec, data, 4001, 0us, &data);
+  auto b = NewMember(spec, data, 4002, 0us, &data);
+  ASSERT_TRUE(a && b);
+  ASSERT_TRUE(a->trainer->Restore(snap, 2, 0, &history).ok());
+  ASSERT_TRUE(b->trainer->Restore(snap, 2, 1, &history).ok());
+  GenerationPlan last;
+  last.generation = 2;
+  GenerationRun run = RunGenerationThreads({a.get(), b.get()}, last);
+  ExpectAllEnded(run, GenerationEnd::kCompleted);
+  const JobResult& r = run.ranks[0].outcome.result;
+  EXPECT_EQ(r.epochs(), kEpochs);
+  EXPECT_EQ(r.steps(), snap.step) << "no step was trained again";
+  ASSERT_GE(r.epoch_test_accuracy_size(), 1);
+  EXPECT_DOUBLE_EQ(r.final_test_accuracy(), trained->trainer->epoch_accuracy().back())
+      << "the same weights evaluated on the same test set";
 }
 
 }  // namespace

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <atomic>
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -42,6 +43,10 @@ namespace {
 
 using namespace shoal;
 using namespace shoal::testing;
+
+// SIGINT/SIGTERM stop the soak after the fault in progress; what it made is removed.
+std::atomic<bool> g_stop{false};
+void OnSignal(int) { g_stop = true; }
 
 double Uniform(std::mt19937_64& rng, double lo, double hi) { return std::uniform_real_distribution<double>(lo, hi)(rng); }
 void Sleep(double s) { std::this_thread::sleep_for(std::chrono::duration<double>(s)); }
@@ -264,6 +269,8 @@ int main(int argc, char** argv) {
   }
   o.netns = net == "netns" && o.launcher != "shoalctl-run";
   o.report_exits = !no_exit_reports;
+  ::signal(SIGINT, OnSignal);
+  ::signal(SIGTERM, OnSignal);
   auto made = ChaosCluster::Create(o);
   if (!made.ok()) {
     std::fprintf(stderr, "chaos: %s: %s\n", o.netns ? "skipped (no simulated cluster here; --net loopback runs without)" : "failed",
@@ -307,14 +314,14 @@ int main(int argc, char** argv) {
   int hangs = 0, bad_jobs = 0, injected = 0;
   double worst_accuracy_gap = 0;
   Injector inject(c, o.heartbeat_timeout_s);
-  for (int round = 1; injected < faults; ++round) {
+  for (int round = 1; injected < faults && !g_stop; ++round) {
     const std::string job = "r" + std::to_string(round);
     kinds = kinds_for(through_run(round));
     if (!c.StartJob(job, through_run(round)) || !c.Progress(0, 60)) {
       std::fprintf(stderr, "chaos: job %s never started\n", job.c_str());
       return 1;
     }
-    while (injected < faults) {
+    while (injected < faults && !g_stop) {
       c.Replenish();
       if (settle) c.Settle(30);
       if (c.State() != "running") break;
@@ -385,5 +392,6 @@ int main(int argc, char** argv) {
                 "0.005 of %.4f; worst gap %.4f)\n",
                 injected, jobs.size(), hangs, bad_jobs, reference.accuracy, worst_accuracy_gap);
   }
-  return hangs == 0 && bad_jobs == 0 ? 0 : 1;
+  if (g_stop) std::fprintf(stderr, "chaos: interrupted after %d faults\n", injected);
+  return g_stop ? 130 : hangs == 0 && bad_jobs == 0 ? 0 : 1;
 }
