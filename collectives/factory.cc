@@ -2,6 +2,8 @@
 // process, build it. New backends add one entry to Backends().
 #include "collectives/factory.h"
 
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -154,14 +156,18 @@ std::string LocalHostLabel() {
   std::string boot;
   std::ifstream in("/proc/sys/kernel/random/boot_id");
   std::getline(in, boot);
-  // The mount namespace decides which /dev/shm a process sees; the network namespace
-  // is there so that namespaces standing in for hosts on one machine count as hosts.
-  auto ns = [](const char* which) {
-    char link[64] = {};
-    const ssize_t n = ::readlink((std::string("/proc/self/ns/") + which).c_str(), link, sizeof(link) - 1);
-    return n > 0 ? std::string(link, static_cast<size_t>(n)) : std::string("?");
-  };
-  return fmt::format("{}/{}/{}/{}", name, boot, ns("mnt"), ns("net"));
+  // Which /dev/shm a process sees: its file system's device, not the mount namespace
+  // (`ip netns exec` gives every process a mount namespace of its own, all on the
+  // machine's one /dev/shm; a container with a private /dev/shm has another device).
+  // The network namespace is there so that namespaces standing in for hosts on one
+  // machine count as hosts.
+  struct stat shm {};
+  const std::string shm_dev =
+      ::stat("/dev/shm", &shm) == 0 ? fmt::format("{}:{}", major(shm.st_dev), minor(shm.st_dev)) : "?";
+  char link[64] = {};
+  const ssize_t n = ::readlink("/proc/self/ns/net", link, sizeof(link) - 1);
+  const std::string net = n > 0 ? std::string(link, static_cast<size_t>(n)) : std::string("?");
+  return fmt::format("{}/{}/shm-{}/{}", name, boot, shm_dev, net);
 }
 
 std::string PickByHosts(const std::vector<std::string>& hosts) {

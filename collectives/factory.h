@@ -43,9 +43,9 @@ std::string ResolveBackend(const std::string& requested);
 // all share one host, "gloo" when none shares a host with another, else "hierarchical".
 std::string PickByHosts(const std::vector<std::string>& hosts);
 
-// This process's host label: hostname, boot id, mount and network namespace. Equal
-// labels share /dev/shm; network namespaces on one machine (standing in for hosts in
-// tests) count as different hosts.
+// This process's host label: hostname, boot id, the device of /dev/shm and the network
+// namespace. Equal labels share /dev/shm; network namespaces on one machine (standing in
+// for hosts in tests) count as different hosts.
 std::string LocalHostLabel();
 
 // True when an MPI launcher started this process: OMPI_COMM_WORLD_SIZE (Open MPI),
