@@ -57,6 +57,12 @@ struct Window {
 constexpr double kBoundaryExchangeSeconds = 0.1;
 constexpr int64_t kMaxStepsBetweenExchanges = 1000;
 
+// What ends a generation rather than the job: a peer or the rendezvous went away.
+bool IsCommunicationFailure(const Status& s) {
+  return s.code() == StatusCode::kAborted || s.code() == StatusCode::kUnavailable ||
+         s.code() == StatusCode::kDeadlineExceeded;
+}
+
 StatusOr<GenerationOutcome> CommFailed(const Status& s) {
   GenerationOutcome out;
   out.end = GenerationEnd::kCommFailed;
@@ -452,7 +458,13 @@ StatusOr<GenerationOutcome> Trainer::RunGeneration(Communicator* comm, int64_t g
       if (hooks.on_ledger && (step % 32 == 0 || cursor >= n || step + 1 == total_steps)) hooks.on_ledger(ledger());
       totals_.set_ledger_seconds(totals_.ledger_seconds() + ledger_clock.Seconds());
       prewarm_codec_state();
-      if (every > 0 && (step + 1) % every == 0 && step + 1 < total_steps) RETURN_IF_ERROR(save(false));
+      if (every > 0 && (step + 1) % every == 0 && step + 1 < total_steps) {
+        if (Status saved = save(false); !saved.ok()) {
+          if (!IsCommunicationFailure(saved)) return saved;
+          finish_generation_totals();
+          return CommFailed(saved.WithContext("checkpoint at step " + std::to_string(step + 1)));
+        }
+      }
 
       if (exchange) {
         if (world > 1) totals_.set_boundary_exchanges(totals_.boundary_exchanges() + 1);
@@ -477,7 +489,18 @@ StatusOr<GenerationOutcome> Trainer::RunGeneration(Communicator* comm, int64_t g
     }
     totals_.set_epochs(static_cast<int32_t>(std::min<int64_t>(t.epochs(), epoch + (cursor >= n ? 1 : 0))));
   }
-  RETURN_IF_ERROR(save(true).WithContext("final checkpoint"));
+  if (Status saved = save(true); !saved.ok()) {
+    // A peer lost, or the generation ended, while the ranks agreed on the final
+    // checkpoint (its shard infos travel through the generation's rendezvous scope): a
+    // failure like any other, and the next generation saves it (found by the chaos
+    // soak: a partition at the last step failed the whole job). Only a checkpoint that
+    // cannot be written ends the job.
+    if (IsCommunicationFailure(saved)) {
+      finish_generation_totals();
+      return CommFailed(saved.WithContext("final checkpoint"));
+    }
+    return saved.WithContext("final checkpoint");
+  }
   finish_generation_totals();
 
   GenerationOutcome out;

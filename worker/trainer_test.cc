@@ -3,11 +3,13 @@
 // on real Fashion-MNIST must learn.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cstring>
 #include <filesystem>
 #include <random>
 #include <thread>
 
+#include "checkpoint/job_dir.h"
 #include "collectives/factory.h"
 #include "collectives/memory_kv_store.h"
 #include "common/file_util.h"
@@ -263,6 +265,96 @@ TEST_F(TrainerCheckpointTest, ResumesAtAnotherWorldSizeAndRefusesAnUntrustedChec
   EXPECT_EQ(loaded->snapshot.cursor, 256);
   RunOutput one = RunThreads(resume, 1, train, nullptr, &loaded->snapshot, "one");
   EXPECT_EQ(one.results[0].steps(), 20 + (1000 - 256 + 31) / 32);
+}
+
+// The generation's rendezvous scope as the coordinator drops it when the generation
+// ends: every access fails with kAborted once `dropped` is set.
+class DroppableKv : public KvStore {
+ public:
+  explicit DroppableKv(KvStore* inner) : inner_(inner) {}
+  Status Set(const std::string& key, const std::string& value) override {
+    if (dropped) return Aborted("rendezvous scope was dropped (its generation ended)");
+    return inner_->Set(key, value);
+  }
+  StatusOr<std::string> Get(const std::string& key, std::chrono::milliseconds timeout) override {
+    if (dropped) return Aborted("rendezvous scope was dropped (its generation ended)");
+    return inner_->Get(key, timeout);
+  }
+  std::atomic<bool> dropped{false};
+
+ private:
+  KvStore* inner_;
+};
+
+// A peer lost while the ranks agree on the final checkpoint ends the generation, not
+// the job: RunGeneration reports a failed collective, and the next generation, with no
+// step left to train, writes the final checkpoint (found by the chaos soak: a partition
+// at the last step failed the whole job).
+TEST_F(TrainerCheckpointTest, AFailureDuringTheFinalCheckpointEndsTheGenerationNotTheJob) {
+  InMemoryDataset train = Synthetic(600, 20, 4, 7);
+  spec_.mutable_checkpoint()->set_every_steps(0);  // only the final save
+  MemoryKvStore kv;
+  DroppableKv scope(&kv);
+  struct Rank {
+    std::unique_ptr<Model> model;
+    std::unique_ptr<Trainer> trainer;
+    std::unique_ptr<AsyncCheckpointer> ckpt;
+  };
+  std::vector<Rank> ranks(2);
+  for (int r = 0; r < 2; ++r) {
+    std::vector<int> layers(spec_.model().layers().begin(), spec_.model().layers().end());
+    auto model = MakeMlp(layers, spec_.training().seed());
+    ASSERT_TRUE(model.ok());
+    ranks[r].model = std::move(*model);
+    TrainerInputs in;
+    in.spec = &spec_;
+    in.train = &train;
+    in.job_id = "final";
+    auto tr = Trainer::Create(in, ranks[r].model.get());
+    ASSERT_TRUE(tr.ok()) << tr.status().ToString();
+    ranks[r].trainer = std::move(*tr);
+  }
+  auto generation = [&](int64_t g, KvStore* ckpt_kv, std::vector<StatusOr<GenerationOutcome>>* outs) {
+    const std::string prefix = "final/gen-" + std::to_string(g) + "/";
+    std::vector<std::thread> threads;
+    for (int r = 0; r < 2; ++r) {
+      threads.emplace_back([&, r] {
+        CommunicatorConfig cc{"gloo", r, 2, &kv, prefix, std::chrono::seconds(30)};
+        auto comm = MakeCommunicator(cc);
+        ASSERT_TRUE(comm.ok()) << comm.status().ToString();
+        CheckpointerSetup setup{"final", r, 2, ckpt_kv, prefix, "", nullptr};
+        auto ckpt = MakeCheckpointer(spec_, setup);
+        ASSERT_TRUE(ckpt.ok() && *ckpt) << ckpt.status().ToString();
+        ranks[r].ckpt = std::move(*ckpt);
+        TrainerHooks hooks;
+        hooks.on_metrics = [&](const WorkerMetrics& m) {
+          if (m.step() > 0 && m.step() == m.total_steps()) scope.dropped = true;  // the last step
+        };
+        (*outs)[r] = ranks[r].trainer->RunGeneration(comm->get(), g, ranks[r].ckpt.get(), hooks);
+        ranks[r].ckpt.reset();
+      });
+    }
+    for (auto& t : threads) t.join();
+  };
+  std::vector<StatusOr<GenerationOutcome>> first(2, Internal("not run"));
+  generation(1, &scope, &first);
+  for (auto& o : first) {
+    ASSERT_TRUE(o.ok()) << "the job failed: " << o.status().ToString();
+    EXPECT_EQ(o->end, GenerationEnd::kCommFailed);
+    EXPECT_NE(o->error.message().find("final checkpoint"), std::string::npos) << o->error.ToString();
+  }
+  const int64_t last = ranks[0].trainer->position().step;
+  std::vector<StatusOr<GenerationOutcome>> second(2, Internal("not run"));
+  generation(2, &kv, &second);
+  for (auto& o : second) {
+    ASSERT_TRUE(o.ok()) << o.status().ToString();
+    EXPECT_EQ(o->end, GenerationEnd::kCompleted);
+    EXPECT_EQ(o->result.steps(), last) << "no step trained again";
+  }
+  auto steps = ListCommittedSteps(spec_.checkpoint().dir() + "/final");
+  ASSERT_TRUE(steps.ok()) << steps.status().ToString();
+  ASSERT_FALSE(steps->empty());
+  EXPECT_EQ(steps->back(), last);
 }
 
 }  // namespace

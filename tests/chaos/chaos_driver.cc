@@ -199,10 +199,13 @@ struct JobCheck {
   }
 };
 
-// Members the coordinator has declared dead so far in the current job (its events).
+// Members the coordinator has declared dead so far in the current job (its events);
+// -1 when they cannot be read (a shoalctl run that ended took its coordinator along).
 int DeathsSoFar(ChaosCluster& c) {
+  const auto events = ShoalctlJson(c.endpoint(), {"events", c.job()});
+  if (!events.is_array()) return -1;
   int n = 0;
-  for (auto& e : ShoalctlJson(c.endpoint(), {"events", c.job()}))
+  for (auto& e : events)
     if (e.is_object()) n += e.value("kind", "") == "member_dead";
   return n;
 }
@@ -342,7 +345,8 @@ int main(int argc, char** argv) {
       const bool progressed = c.Progress(settled, limit);
       const double took = MonotonicSeconds() - ended;  // from the fault's end (a heal, a SIGCONT)
       std::string outcome = progressed ? "recovered" : "hang";
-      if (progressed && !f.changes_membership && DeathsSoFar(c) != deaths)
+      const int deaths_after = f.changes_membership ? -1 : DeathsSoFar(c);
+      if (progressed && deaths >= 0 && deaths_after > deaths)
         outcome = "disturbed";  // a slow link or a short pause must not cost a member
       hangs += !progressed;
       ++table[kind][outcome];
