@@ -4,11 +4,13 @@
 
 #include <cstdio>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 
 #include "datapipe/ingest.h"
 #include "datapipe/manifest.h"
+#include "datapipe/review.h"
 #include "datapipe/scan.h"
 
 namespace shoal {
@@ -32,7 +34,9 @@ struct ScanFlags {
   bool allow_unsigned = false, json = false;
 };
 struct QuarantineFlags {
-  std::string dir, filter;
+  std::string dir, filter, by, why, sign_key;
+  std::vector<int64_t> release, confirm;
+  std::vector<std::string> trust;
   int64_t limit = -1;
   bool json = false;
 };
@@ -142,22 +146,78 @@ int RunScan(const ScanFlags& f) {
   return 0;
 }
 
+// --release / --confirm: a person's decision, appended to the signed review overlay.
+int RunReview(const QuarantineFlags& f) {
+  if (f.by.empty() || f.why.empty() || f.sign_key.empty())
+    return Fail(InvalidArgument("--release and --confirm need --by NAME, --why TEXT and --sign-key KEY"));
+  auto key = LoadSecretKey(f.sign_key);
+  if (!key.ok()) return Fail(key.status().WithContext("--sign-key " + f.sign_key));
+  auto trust = MakeTrust(f.trust, true);
+  if (!trust.ok()) return Fail(trust.status());
+  auto ds = OpenDataset(f.dir, *trust, /*load_shards=*/false);
+  if (!ds.ok()) return Fail(ds.status());
+  std::vector<ReviewDecision> d;
+  for (int64_t id : f.release) d.push_back({id, "release", f.by, f.why, 0, ""});
+  for (int64_t id : f.confirm) d.push_back({id, "confirm", f.by, f.why, 0, ""});
+  Status s = AddReviewDecisions(f.dir, ds->manifest_sha256, d, *key, trust->trust);
+  if (!s.ok()) return Fail(s);
+  std::printf("recorded %zu released and %zu confirmed by %s in %s (signed by key %s); jobs apply it when that key "
+              "is in data.trust\n",
+              f.release.size(), f.confirm.size(), f.by.c_str(), ReviewPath(f.dir).c_str(),
+              key->public_key.key_id.c_str());
+  return 0;
+}
+
 int RunQuarantine(const QuarantineFlags& f) {
+  if (!f.release.empty() || !f.confirm.empty()) return RunReview(f);
   auto entries = ReadQuarantine(f.dir, f.filter, f.limit);
   if (!entries.ok()) return Fail(entries.status());
+  // Decisions shown beside the entries; verified against --trust when keys are given.
+  std::map<int64_t, const ReviewDecision*> decided;
+  std::string review_note = "none";
+  StatusOr<ReviewOverlay> review = NotFound("");
+  if (!f.trust.empty()) {
+    auto trust = MakeTrust(f.trust, true);
+    if (!trust.ok()) return Fail(trust.status());
+    review = ReadReview(f.dir, trust->trust);
+    if (review.ok()) review_note = "signed by trusted key " + review->signer_key_id;
+  } else {
+    review = ReadReviewUnverified(f.dir);
+    if (review.ok()) review_note = "signature not checked (pass --trust)";
+  }
+  if (!review.ok() && review.status().code() != StatusCode::kNotFound) return Fail(review.status());
+  if (review.ok())
+    for (const auto& d : review->decisions) decided[d.record_id] = &d;
+  auto decision_of = [&](int64_t id) -> const ReviewDecision* {
+    auto it = decided.find(id);
+    return it == decided.end() ? nullptr : it->second;
+  };
   if (f.json) {
     nlohmann::json arr = nlohmann::json::array();
-    for (const auto& e : *entries) arr.push_back(nlohmann::json::parse(QuarantineJsonLine(e), nullptr, false));
-    std::cout << nlohmann::json{{"count", entries->size()}, {"entries", arr}}.dump(2, ' ', false, kReplaceBadUtf8) << "\n";
+    for (const auto& e : *entries) {
+      nlohmann::json j = nlohmann::json::parse(QuarantineJsonLine(e), nullptr, false);
+      if (const ReviewDecision* d = decision_of(e.record_id))
+        j["review"] = {{"action", d->action}, {"by", d->by}, {"why", d->why}, {"at_unix_ms", d->at_unix_ms},
+                       {"key_id", d->key_id}};
+      arr.push_back(j);
+    }
+    std::cout << nlohmann::json{{"count", entries->size()}, {"review", review_note}, {"entries", arr}}.dump(
+                     2, ' ', false, kReplaceBadUtf8)
+              << "\n";
     return 0;
   }
-  std::printf("%-10s %-20s %6s %-9s %8s  %s\n", "record", "shard:index", "label", "filter", "score", "reason");
+  std::printf("%-10s %-20s %6s %-9s %8s %-9s  %s\n", "record", "shard:index", "label", "filter", "score", "review",
+              "reason");
   for (const auto& e : *entries) {
     std::string where = e.shard + ":" + std::to_string(e.index);
-    std::printf("%-10lld %-20s %6d %-9s %8.3f  %s\n", static_cast<long long>(e.record_id), where.c_str(), e.label,
-                e.filter.c_str(), e.score, e.reason.c_str());
+    const ReviewDecision* d = decision_of(e.record_id);
+    std::string reason = e.reason;
+    if (d) reason += " [" + d->action + "d by " + d->by + ": " + d->why + "]";
+    std::printf("%-10lld %-20s %6d %-9s %8.3f %-9s  %s\n", static_cast<long long>(e.record_id), where.c_str(), e.label,
+                e.filter.c_str(), e.score, d ? (d->action == "release" ? "released" : "confirmed") : "-",
+                reason.c_str());
   }
-  std::printf("%zu entries\n", entries->size());
+  std::printf("%zu entries; review overlay: %s\n", entries->size(), review_note.c_str());
   return 0;
 }
 
@@ -243,8 +303,14 @@ void RegisterDataCommands(CLI::App& app, int* exit_code) {
   c->callback([sc, exit_code] { *exit_code = RunScan(*sc); });
 
   auto q = std::make_shared<QuarantineFlags>();
-  c = data->add_subcommand("quarantine", "List quarantined records and why");
+  c = data->add_subcommand("quarantine", "List quarantined records and why; record a person's review");
   c->add_option("dir", q->dir, "dataset folder")->required();
+  c->add_option("--release", q->release, "record ids to admit after all (signed review overlay)");
+  c->add_option("--confirm", q->confirm, "record ids confirmed as poison: they stay out even if a re-scan passes them");
+  c->add_option("--by", q->by, "who decides (with --release/--confirm)");
+  c->add_option("--why", q->why, "why (with --release/--confirm)");
+  c->add_option("--sign-key", q->sign_key, "the reviewer's secret key; jobs must trust its public key (data.trust)");
+  c->add_option("--trust", q->trust, "public keys trusted to sign the dataset and the review overlay (repeatable)");
   c->add_option("--filter", q->filter, "only this filter's entries")
       ->check(CLI::IsMember({"schema", "exact", "near", "outliers", "label"}));
   c->add_option("--limit", q->limit, "at most N entries");

@@ -4,6 +4,7 @@
 #include <zlib.h>
 
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "common/file_util.h"
 #include "common/signing.h"
@@ -103,6 +104,59 @@ TEST_F(CommandsTest, IngestScanQuarantineVerify) {
   (*bytes)[70] ^= 1;
   ASSERT_TRUE(WriteFileAtomic(tmp_ / "ds/shard-00002.rec", *bytes).ok());
   EXPECT_EQ(RunCli({"data", "verify", tmp_ / "ds", "--trust", tmp_ / "owner.pub"}).code, 1);
+}
+
+// A person releases one copy of a disputed record and confirms the other; the listing
+// shows the decisions (verified with --trust) and the JSON carries who, why and key.
+TEST_F(CommandsTest, QuarantineReleaseAndConfirmRecordASignedDecision) {
+  auto s = testing_util::MakeClusters(3, 100, 16);
+  std::copy(s.x.begin(), s.x.begin() + 16, s.x.begin() + 299 * 16);
+  s.y[299] = (s.y[0] + 1) % 3;  // record 0's content under another label: 0 and 299 held back
+  ASSERT_TRUE(WriteRawRecords(tmp_ / "in.raw", s.x.data(), s.y.data(), s.n(), s.dim).ok());
+  ASSERT_EQ(RunCli({"data", "ingest", "--format", "raw", "--input", tmp_ / "in.raw", "--features", "16", "--out",
+                    tmp_ / "d", "--sign-key", tmp_ / "owner.key"})
+                .code,
+            0);
+  ASSERT_EQ(RunCli({"data", "scan", tmp_ / "d", "--trust", tmp_ / "owner.pub"}).code, 0);
+  ASSERT_TRUE(WriteKeyPair(GenerateKeyPair(), tmp_.path(), "ada").ok());
+  ASSERT_TRUE(WriteKeyPair(GenerateKeyPair(), tmp_.path(), "eve").ok());
+  std::vector<std::string> base = {"data", "quarantine", tmp_ / "d", "--trust", tmp_ / "owner.pub"};
+  auto with = [&](std::vector<std::string> extra) {
+    std::vector<std::string> a = base;
+    a.insert(a.end(), extra.begin(), extra.end());
+    return RunCli(a);
+  };
+  EXPECT_EQ(with({"--release", "0", "--by", "Ada"}).code, 1);  // no --why, no key
+  EXPECT_EQ(with({"--release", "5", "--by", "Ada", "--why", "x", "--sign-key", tmp_ / "ada.key"}).code, 1);
+  CliResult r = with({"--release", "0", "--confirm", "299", "--by", "Ada", "--why", "the original photo",
+                      "--sign-key", tmp_ / "ada.key"});
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("review.dsse.json"), std::string::npos) << r.out;
+  // Eve cannot extend Ada's overlay without trusting Ada's key.
+  EXPECT_EQ(with({"--release", "299", "--by", "Eve", "--why", "y", "--sign-key", tmp_ / "eve.key"}).code, 1);
+  CliResult untrusted = with({"--json"});
+  EXPECT_EQ(untrusted.code, 1);  // the overlay is not signed by a key given to --trust
+  CliResult list = with({"--trust", tmp_ / "ada.pub", "--json"});
+  ASSERT_EQ(list.code, 0) << list.out;
+  auto j = list.json();
+  EXPECT_NE(j["review"].get<std::string>().find("trusted"), std::string::npos);
+  std::set<int64_t> seen;  // a record may be listed once per filter that flagged it
+  for (const auto& e : j["entries"]) {
+    if (e["record_id"] == 0) {
+      EXPECT_EQ(e["review"]["action"], "release");
+      EXPECT_EQ(e["review"]["by"], "Ada");
+      EXPECT_EQ(e["review"]["why"], "the original photo");
+      seen.insert(0);
+    }
+    if (e["record_id"] == 299) {
+      EXPECT_EQ(e["review"]["action"], "confirm");
+      seen.insert(299);
+    }
+  }
+  EXPECT_EQ(seen.size(), 2u) << list.out;
+  CliResult text = with({"--trust", tmp_ / "ada.pub"});
+  EXPECT_NE(text.out.find("released"), std::string::npos);
+  EXPECT_NE(text.out.find("confirmed"), std::string::npos);
 }
 
 TEST_F(CommandsTest, RawAndCsvIngestAndUsageErrors) {

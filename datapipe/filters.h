@@ -23,6 +23,7 @@ struct RecordTable {
   std::vector<int32_t> shard;            // index into shard_names
   std::vector<int64_t> index_in_shard;
   std::vector<std::string> shard_names;
+  int height = 0, width = 0;             // image rows x columns when the schema's shape is 2-D; else 0
   int64_t size() const { return static_cast<int64_t>(labels.size()); }
   int dim() const { return static_cast<int>(layout.feature_count); }
   void ReadRow(int64_t row, float* out) const { FeaturesToF32(layout.feature_dtype, features[row], dim(), out); }
@@ -61,19 +62,29 @@ struct Projection {
 Projection ProjectRows(const RecordTable& t, const std::vector<int64_t>& rows, int dims, uint64_t seed,
                        ProjectionKind kind = ProjectionKind::kPca, int threads = 1);
 
-// Near duplicates with conflicting labels: 128-bit SimHash of the (whitened)
-// projection, LSH banding (8 bands of 16 bits) for candidates with different labels, a
-// Hamming check, a projected-distance check, then the exact RMS distance over the full
-// features. Both rows of a pair within
-// `max_rms` are flagged. With skip_identical, byte-identical pairs are left to the
+// Near duplicates with conflicting labels, exact or transformed (shifted, cropped and
+// resized, noised, brightness/contrast changed): candidates are each row's `neighbours`
+// nearest rows in a shift/zoom/gain-tolerant image descriptor (filter_near.cc); a pair
+// with different labels is a duplicate when, after the best alignment and gain/offset
+// fit (image_align.h), the RMS pixel residual is at most `max_rms` and at most
+// `max_relative` of the image's own standard deviation (smooth, low-contrast images
+// align with almost anything to a small absolute residual). Both rows are
+// flagged. Tables without a 2-D image shape are compared feature for feature (gain and
+// offset still fitted). With skip_identical, byte-identical pairs are left to the
 // exact-duplicate filter.
 struct NearDuplicateParams {
   double max_rms = 0.04;
-  int max_hamming = 16;  // of 128 bits
+  double max_relative = 0.2;
+  int neighbours = 6;
   bool skip_identical = true;
 };
-std::vector<Flag> NearDuplicateFilter(const RecordTable& t, const std::vector<int64_t>& rows, const Projection& p,
-                                      const NearDuplicateParams& params, uint64_t seed, int threads);
+struct NearDuplicateStats {
+  int64_t descriptor_pairs = 0;  // conflicting candidate pairs aligned
+  int64_t matched_pairs = 0;     // of those, within max_rms
+};
+std::vector<Flag> NearDuplicateFilter(const RecordTable& t, const std::vector<int64_t>& rows,
+                                      const NearDuplicateParams& params, uint64_t seed, int threads,
+                                      NearDuplicateStats* stats = nullptr);
 
 // Approximate k nearest neighbours (squared L2) of every point among the others: an
 // inverted file over k-means cells, each cell searched against its `nprobe` nearest

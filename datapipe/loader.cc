@@ -8,6 +8,7 @@
 
 #include "common/clock.h"
 #include "datapipe/partition.h"
+#include "datapipe/review.h"
 #include "datapipe/scan_files.h"
 
 namespace shoal {
@@ -30,7 +31,10 @@ struct Admitted {
 
 // The admitted ids: the scan's, if it matches this manifest; all ids if there is no scan
 // and one is not required. A stale or damaged scan is an error, not a silent fallback.
-StatusOr<Admitted> AdmittedIds(const std::string& dir, const VerifiedDataset& ds, bool require_scan) {
+// A signed review overlay (review.h) then releases or confirms records; one that does not
+// verify against `trust` refuses the dataset rather than being ignored.
+StatusOr<Admitted> AdmittedIds(const std::string& dir, const VerifiedDataset& ds, bool require_scan,
+                               const TrustStore& trust) {
   Admitted out;
   auto idx = ReadAdmitted(dir);
   if (idx.ok()) {
@@ -39,6 +43,14 @@ StatusOr<Admitted> AdmittedIds(const std::string& dir, const VerifiedDataset& ds
                                 " was made for a different manifest (stale); re-run `shoalctl data scan " + dir + "`");
     out.ids = std::move(idx->ids);
     out.scanned = true;
+    auto review = ReadReview(dir, trust);
+    if (review.ok()) {
+      auto applied = ApplyReview(out.ids, *review, ds.total_records(), ds.manifest_sha256);
+      if (!applied.ok()) return applied.status().WithContext("review overlay " + ReviewPath(dir));
+      out.ids = std::move(*applied);
+    } else if (review.status().code() != StatusCode::kNotFound) {
+      return review.status();
+    }
     return out;
   }
   if (idx.status().code() != StatusCode::kNotFound) return idx.status();
@@ -55,7 +67,7 @@ StatusOr<std::unique_ptr<Loader>> Loader::Open(const std::string& dir, const Loa
     return InvalidArgument("loader rank " + std::to_string(o.rank) + " is outside world " + std::to_string(o.world));
   if (o.prefetch_batches < 0 || o.prefetch_batches > 1024) return InvalidArgument("prefetch_batches must be in [0, 1024]");
   ASSIGN_OR_RETURN(VerifiedDataset ds, OpenDataset(dir, o.trust));
-  ASSIGN_OR_RETURN(Admitted admitted, AdmittedIds(dir, ds, o.require_scan));
+  ASSIGN_OR_RETURN(Admitted admitted, AdmittedIds(dir, ds, o.require_scan, o.trust.trust));
   if (admitted.ids.empty()) return FailedPrecondition("dataset " + dir + " has no admitted records");
 
   std::unique_ptr<Loader> l(new Loader());
@@ -237,7 +249,7 @@ StatusOr<LoaderBatch> Loader::Next() {
 StatusOr<InMemoryDataset> LoadAdmittedInMemory(const std::string& dir, const TrustStore& trust, bool allow_unsigned) {
   DatasetTrust t{trust, allow_unsigned};
   ASSIGN_OR_RETURN(VerifiedDataset ds, OpenDataset(dir, t));
-  ASSIGN_OR_RETURN(Admitted admitted, AdmittedIds(dir, ds, /*require_scan=*/false));
+  ASSIGN_OR_RETURN(Admitted admitted, AdmittedIds(dir, ds, /*require_scan=*/false, trust));
   InMemoryDataset out;
   out.n = static_cast<int64_t>(admitted.ids.size());
   out.dim = static_cast<int>(ds.shards.empty() ? 0 : ds.shards.front().layout().feature_count);

@@ -16,6 +16,7 @@
 #include "common/file_util.h"
 #include "datapipe/blas_guard.h"
 #include "datapipe/parallel.h"
+#include "datapipe/review.h"
 
 namespace shoal {
 
@@ -235,7 +236,7 @@ TableScan ScanTable(const RecordTable& t, const ScanOptions& o) {
 
   run(1, [&] { return ExactDuplicateFilter(t, rows, threads); });
   Projection proj;
-  if (o.near || o.outliers || o.label) {
+  if (o.outliers || o.label) {
     Stopwatch pw;
     proj = ProjectRows(t, rows, o.projection_dims, o.seed, o.projection, threads);
     out.project_seconds = pw.Seconds();
@@ -244,7 +245,7 @@ TableScan ScanTable(const RecordTable& t, const ScanOptions& o) {
   NearDuplicateParams np;
   np.max_rms = o.NearMaxRms();
   np.skip_identical = o.exact;
-  run(2, [&] { return NearDuplicateFilter(t, rows, proj, np, o.seed, threads); });
+  run(2, [&] { return NearDuplicateFilter(t, rows, np, o.seed, threads); });
   run(3, [&] { return OutlierFilter(t, rows, proj, o.OutlierZ()); });
   run(4, [&] { return LabelFlags(t, rows, proj, o, threads, &out, note); });
 
@@ -304,6 +305,12 @@ Status WriteScanDir(const std::string& dir, const ScanReport& report, const Tabl
   std::string lines;
   for (const auto& e : scan.quarantine) lines += QuarantineJsonLine(e) + "\n";
   Status s = WriteFileAtomic(tmp + "/" + kAdmittedFile, EncodeAdmitted(index));
+  // A person's decisions outlive the scan: the review overlay moves to the new one as it
+  // is (still signed; the loader checks it against the new scan's manifest binding).
+  if (s.ok() && fs::exists(final_dir + "/" + kReviewFile, ec)) {
+    fs::copy_file(final_dir + "/" + kReviewFile, tmp + "/" + kReviewFile, ec);
+    if (ec) s = Internal("cannot carry the review overlay over to the new scan of " + dir + ": " + ec.message());
+  }
   if (s.ok()) s = WriteFileAtomic(tmp + "/" + kQuarantineFile, lines);
   if (s.ok()) s = WriteFileAtomic(tmp + "/" + kScanReportFile, report.ToJson() + "\n");
   if (!s.ok()) {
@@ -335,6 +342,10 @@ StatusOr<ScanReport> ScanDataset(const std::string& dir, const ScanOptions& o) {
   report.threads = o.threads > 0 ? o.threads : DefaultThreads();
   const FeatureSchema& schema = ds.manifest.schema();
   RecordTable table = TableFromShards(ds.shards, schema.num_classes(), schema.value_min(), schema.value_max());
+  // [h, w] or [h, w, 1]: an image, which the near-duplicate filter aligns.
+  if (schema.shape_size() >= 2 && (schema.shape_size() == 2 || schema.shape(2) == 1) &&
+      schema.shape(0) * schema.shape(1) == table.dim())
+    table.height = static_cast<int>(schema.shape(0)), table.width = static_cast<int>(schema.shape(1));
   if (o.progress)
     o.progress("scanning " + std::to_string(table.size()) + " records with " + std::to_string(report.threads) + " threads");
   TableScan scan = ScanTable(table, o);

@@ -23,6 +23,14 @@ const char* KindName(Kind k) {
   return "?";
 }
 
+const char* VariantName(Kind k, int v) {
+  static const char* const kDup[] = {"exact", "shift", "crop", "noise", "brightness"};
+  static const char* const kTrigger[] = {"patch", "checker"};
+  if ((k == kDupCopy || k == kDupSource) && v >= 0 && v < 5) return kDup[v];
+  if (k == kBackdoor && v >= 0 && v < 2) return kTrigger[v];
+  return "";
+}
+
 void TransformCopy(const float* src, int side, int how, std::mt19937_64& rng, float noise_amp, float* out) {
   const int dim = side * side;
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
@@ -141,6 +149,7 @@ PlantedSet Plant(const InMemoryDataset& clean, const PlantConfig& cfg) {
   std::vector<float> add_x;
   std::vector<int32_t> add_y;
   std::vector<int64_t> add_origin;
+  std::vector<uint8_t> variant(n, 0), add_variant;
   for (int64_t k = 0; k < dups; ++k) {
     int64_t i = take([](int64_t) { return true; });
     if (i < 0) break;
@@ -156,6 +165,8 @@ PlantedSet Plant(const InMemoryDataset& clean, const PlantConfig& cfg) {
     }
     add_y.push_back(other);
     add_origin.push_back(i);
+    variant[i] = k % 2 ? static_cast<uint8_t>(1 + (k / 2) % 4) : 0;
+    add_variant.push_back(variant[i]);
   }
 
   // Assemble and shuffle.
@@ -168,6 +179,7 @@ PlantedSet Plant(const InMemoryDataset& clean, const PlantConfig& cfg) {
   out.y.resize(total);
   out.kind.resize(total);
   out.origin.resize(total);
+  out.variant.resize(total);
   for (int64_t k = 0; k < total; ++k) {
     int64_t s = shuffle[k];
     const float* src = s < n ? x.data() + s * dim : add_x.data() + (s - n) * dim;
@@ -175,6 +187,7 @@ PlantedSet Plant(const InMemoryDataset& clean, const PlantConfig& cfg) {
     out.y[k] = s < n ? y[s] : add_y[s - n];
     out.kind[k] = s < n ? kind[s] : static_cast<uint8_t>(kDupCopy);
     out.origin[k] = s < n ? s : add_origin[s - n];
+    out.variant[k] = s < n ? variant[s] : add_variant[s - n];
   }
   return out;
 }

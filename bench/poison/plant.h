@@ -21,6 +21,9 @@ enum Kind : uint8_t {
   kCorrupt = 5,    // (d) NaN/Inf feature, out-of-range values or a bad label
 };
 const char* KindName(Kind k);
+// "exact", "shift", "crop", "noise", "brightness" for duplicates; "patch", "checker" for
+// backdoors; "" otherwise.
+const char* VariantName(Kind k, int variant);
 
 struct PlantConfig {
   uint64_t seed = 20240917;
@@ -41,6 +44,9 @@ struct PlantedSet {
   std::vector<int32_t> y;
   std::vector<uint8_t> kind;   // Kind per record
   std::vector<int64_t> origin; // index in the clean set the record came from
+  // Which variant of its kind: dup copies and their sources 0 exact, 1 + TransformCopy's
+  // `how` % 4 for near copies; backdoors the trigger (0 patch, 1 checkerboard); else 0.
+  std::vector<uint8_t> variant;
   int64_t n() const { return static_cast<int64_t>(y.size()); }
 };
 

@@ -102,10 +102,20 @@ int Main(const Args& a) {
     ScanOptions co = so;
     co.progress = nullptr;
     RecordTable ct = TableFromArrays(train->x.data(), train->y.data(), train->n, train->dim, train->num_classes);
+    ct.height = ct.width = set.side;
     clean_flags = FlagsByFilter(ScanTable(ct, co).quarantine);
     for (const auto& [f, ids] : clean_flags) clean_held.insert(ids.begin(), ids.end());
   }
   auto filter_scores = ScoreFilters(set, flags, clean_flags);
+  // (c) by how the copy was made: copies and sources caught by exact or near.
+  std::map<std::string, std::pair<int64_t, int64_t>> dup_by_variant;  // name -> (caught, truth)
+  for (int64_t i = 0; i < set.n(); ++i) {
+    if (set.kind[i] != kDupCopy && set.kind[i] != kDupSource) continue;
+    auto& v = dup_by_variant[VariantName(static_cast<Kind>(set.kind[i]), set.variant[i])];
+    ++v.second;
+    v.first += flags["exact"].count(i) || flags["near"].count(i);
+  }
+  int64_t clean_near = clean_flags.count("near") ? static_cast<int64_t>(clean_flags["near"].size()) : 0;
   auto categories = ScoreCategories(set, flags);
 
   std::vector<Run> runs;
@@ -217,6 +227,9 @@ int Main(const Args& a) {
                                {"flagged", c.flagged}, {"recall", c.recall}, {"precision", c.precision},
                                {"recall_target", c.recall_target}, {"precision_target", c.precision_target},
                                {"met", c.recall_target > 0 ? nlohmann::json(c.met()) : nlohmann::json(nullptr)}});
+  for (const auto& [name, v] : dup_by_variant)
+    j["dups_by_variant"][name] = {{"caught", v.first}, {"truth", v.second}};
+  j["clean_near_flagged"] = clean_near;
   for (const auto& r : runs)
     j["training"].push_back({{"run", r.name}, {"records", r.result.train_records}, {"steps", r.result.steps},
                              {"diverged", r.result.diverged}, {"diverged_at_step", r.result.diverged_at_step},
@@ -253,6 +266,10 @@ int Main(const Args& a) {
     std::printf("%-22s %-30s %6lld %6lld %7.3f %9.3f  %s\n", c.name.c_str(), c.filters.c_str(),
                 static_cast<long long>(c.truth), static_cast<long long>(c.caught), c.recall, c.precision, target);
   }
+  std::printf("\n(c) by variant, copies and sources caught by exact+near:");
+  for (const auto& [name, v] : dup_by_variant)
+    std::printf(" %s %lld/%lld", name.c_str(), static_cast<long long>(v.first), static_cast<long long>(v.second));
+  std::printf("; near flags on the unpoisoned set: %lld\n", static_cast<long long>(clean_near));
   if (!runs.empty()) {
     std::printf("\ntraining: MLP");
     for (int w : a.train.layers) std::printf(" %d", w);
