@@ -2,6 +2,7 @@
 // concurrent calls (a long-poll Get and a Set) never wait for one another.
 #include "worker/coordinator_kv.h"
 
+#include <algorithm>
 #include <utility>
 
 namespace shoal {
@@ -47,21 +48,44 @@ StatusOr<Response> CoordinatorKvStore::Call(const Request& request, std::chrono:
   return resp;
 }
 
+// A coordinator that restarts loses the requests it held (a parked long poll, a set in
+// flight): each call is therefore short and repeated until the caller's deadline, so a
+// restart costs a rendezvous about a second, not the whole timeout (found by the chaos
+// soak: a worker held 10 s publishing its address across a coordinator restart).
+constexpr auto kTry = std::chrono::milliseconds(1000);
+constexpr auto kSlack = std::chrono::milliseconds(500);  // the round trip's allowance
+
 Status CoordinatorKvStore::Set(const std::string& key, const std::string& value) {
   Request r;
   r.mutable_kv_set()->set_key(key);
   r.mutable_kv_set()->set_value(value);
-  return Call(r, std::chrono::seconds(10)).status().WithContext("kv set " + key);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  for (;;) {
+    Status s = Call(r, kTry).status();  // the same key and value again: idempotent
+    if (s.ok() || s.code() != StatusCode::kUnavailable || std::chrono::steady_clock::now() >= deadline)
+      return s.WithContext("kv set " + key);
+  }
 }
 
 StatusOr<std::string> CoordinatorKvStore::Get(const std::string& key, std::chrono::milliseconds timeout) {
-  Request r;
-  r.mutable_kv_get()->add_keys(key);
-  r.mutable_kv_get()->set_timeout_ms(timeout.count());
-  // The coordinator answers at the deadline at the latest; allow for the round trip.
-  ASSIGN_OR_RETURN(Response resp, Call(r, timeout + std::chrono::seconds(5)));
-  if (resp.kv_get().values_size() != 1) return Internal("kv get " + key + ": malformed answer");
-  return resp.kv_get().values(0);
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    const auto poll = std::max(std::chrono::milliseconds(1), std::min(left, kTry));
+    Request r;
+    r.mutable_kv_get()->add_keys(key);
+    r.mutable_kv_get()->set_timeout_ms(poll.count());
+    StatusOr<Response> resp = Call(r, poll + kSlack);
+    const bool again = !resp.ok() && (resp.status().code() == StatusCode::kDeadlineExceeded ||
+                                      resp.status().code() == StatusCode::kUnavailable);
+    if (again && std::chrono::steady_clock::now() < deadline) continue;
+    if (!resp.ok()) {
+      if (resp.status().code() == StatusCode::kUnavailable) return resp.status().WithContext("kv get " + key);
+      return resp.status();
+    }
+    if (resp->kv_get().values_size() != 1) return Internal("kv get " + key + ": malformed answer");
+    return resp->kv_get().values(0);
+  }
 }
 
 }  // namespace shoal

@@ -105,5 +105,34 @@ TEST_F(CoordinatorKvStoreTest, ManyThreadsRendezvous) {
   EXPECT_EQ(failures.load(), 0);
 }
 
+// The coordinator restarts (here: a new, empty one on the same endpoint) while a Get
+// is parked on it and a Set is about to be sent: both are repeated, so the rendezvous
+// goes on a moment after the restart instead of failing or waiting out its whole
+// timeout (found by the chaos soak: 10 s lost publishing an address across a restart).
+TEST_F(CoordinatorKvStoreTest, AGetAndASetOutliveACoordinatorRestart) {
+  const std::string endpoint = server_->endpoint();
+  CoordinatorKvStore waiting(endpoint), publishing(endpoint);
+  const auto start = Clock::now();
+  auto got = std::async(std::launch::async, [&] { return waiting.Get("j/gen-1/peer", 20s); });
+  std::this_thread::sleep_for(300ms);  // the Get is parked on the first coordinator
+  server_->Stop();
+  server_.reset();
+  auto set = std::async(std::launch::async, [&] { return publishing.Set("j/gen-1/peer", "addr"); });
+  std::this_thread::sleep_for(500ms);  // the coordinator is away
+  ServerOptions opts;
+  opts.bind = endpoint;
+  opts.in_memory = true;
+  auto again = CoordinatorServer::Create(opts);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  server_ = std::move(again).value();
+  server_->Start();
+  EXPECT_TRUE(set.get().ok());
+  auto v = got.get();
+  ASSERT_TRUE(v.ok()) << v.status().ToString();
+  EXPECT_EQ(*v, "addr");
+  // Correctness, not speed: without the retries the Get waits out its 20 s (+5).
+  EXPECT_LT(SecondsSince(start), 10.0);
+}
+
 }  // namespace
 }  // namespace shoal

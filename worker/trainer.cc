@@ -155,10 +155,9 @@ Status Trainer::Restore(const TrainerSnapshot& snap, int world, int rank, const 
     // checkpoint with fewer members keep it (elastic_batch: global), or the rest of the
     // job would train on a smaller batch (found by the chaos soak: its accuracy moved).
     const int64_t per_worker = in_.spec->training().batch_per_worker();
-    if (history->ranges_size() > 0 && per_worker > 0) {
-      const int64_t batch = history->ranges(history->ranges_size() - 1).batch();
-      if (batch > 0 && batch % per_worker == 0) batch_world_ = static_cast<int>(batch / per_worker);
-    }
+    int64_t batch = 0;  // the largest: a range may hold only an epoch's short last step
+    for (const LedgerRange& r : history->ranges()) batch = std::max(batch, r.batch());
+    if (batch > 0 && per_worker > 0 && batch % per_worker == 0) batch_world_ = static_cast<int>(batch / per_worker);
   }
   resumed_from_step_ = pos_.step;
   // A checkpoint saved at an epoch's last step may precede that epoch's evaluation.
@@ -226,7 +225,8 @@ Ledger Trainer::LedgerBeforeStep(int64_t step) const {
   return LedgerBefore(ledger_, step);
 }
 
-void Trainer::AppendLedger(int64_t step, int64_t epoch, int64_t cursor, int64_t samples, int64_t generation, int world) {
+void Trainer::AppendLedger(int64_t step, int64_t epoch, int64_t cursor, int64_t samples, int64_t global_batch,
+                           int64_t generation, int world) {
   std::lock_guard<std::mutex> l(ledger_mu_);
   if (ledger_.ranges_size() > 0) {
     LedgerRange* last = ledger_.mutable_ranges(ledger_.ranges_size() - 1);
@@ -252,7 +252,9 @@ void Trainer::AppendLedger(int64_t step, int64_t epoch, int64_t cursor, int64_t 
   r->set_cursor_end(cursor + samples);
   r->set_generation(generation);
   r->set_world(world);
-  r->set_batch(samples);
+  // The nominal global batch, also for a range that starts at an epoch's short last
+  // step: a rollback reads the job's global batch back from here.
+  r->set_batch(std::max(samples, global_batch));
 }
 
 StatusOr<GenerationOutcome> Trainer::RunGeneration(Communicator* comm, int64_t generation, AsyncCheckpointer* checkpointer,
@@ -414,7 +416,7 @@ StatusOr<GenerationOutcome> Trainer::RunGeneration(Communicator* comm, int64_t g
       optimizer_->Step(model_->params(), static_cast<float>(lr));
       // The step is committed: the model, the position and the ledger move together.
       Stopwatch ledger_clock;
-      AppendLedger(step, epoch, cursor, g, generation, world);
+      AppendLedger(step, epoch, cursor, g, global_batch, generation, world);
       cursor += g;
       pos_ = cursor >= n ? TrainingPosition{step + 1, epoch + 1, 0} : TrainingPosition{step + 1, epoch, cursor};
 

@@ -100,7 +100,8 @@ class Trainer {
 
  private:
   Trainer() = default;
-  void AppendLedger(int64_t step, int64_t epoch, int64_t cursor, int64_t samples, int64_t generation, int world);
+  void AppendLedger(int64_t step, int64_t epoch, int64_t cursor, int64_t samples, int64_t global_batch,
+                    int64_t generation, int world);
 
   TrainerInputs in_;
   Model* model_ = nullptr;
