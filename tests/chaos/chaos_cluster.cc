@@ -164,13 +164,6 @@ void ChaosCluster::WaitWorkersGone(double timeout_s) {
   live_.clear();
 }
 
-std::vector<int> ChaosCluster::Live() const {
-  std::vector<int> out;
-  if (shoalctl_run()) return const_cast<ChaosCluster*>(this)->RunWorkers();
-  for (auto& [pid, w] : live_) out.push_back(pid);
-  return out;
-}
-
 int ChaosCluster::RandomWorker() {
   if (shoalctl_run()) {
     auto pids = RunWorkers();

@@ -63,7 +63,6 @@ class ChaosCluster {
   bool Placed(int pid);
   void Kill9(int pid);                    // kill -9, reaped at once and reported
   void Signal(int pid, int sig);
-  std::vector<int> Live() const;
 
   void KillCoordinator();
   void RestartCoordinator();
