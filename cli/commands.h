@@ -17,6 +17,7 @@ void RegisterRunCommand(CLI::App& app, int* exit_code);
 void RegisterClusterCommands(CLI::App& app, int* exit_code);  // submit, status, cancel
 void RegisterValidateCommand(CLI::App& app, int* exit_code);
 void RegisterElasticCommands(CLI::App& app, int* exit_code);  // ledger, events, scale
+void RegisterAuthCommands(CLI::App& app, int* exit_code);     // auth init|keygen|add|list|revoke, audit
 
 // Maps a Status to shoalctl's exit codes and prints it to stderr.
 int ReportError(const Status& status);

@@ -21,6 +21,7 @@
 #include "common/log.h"
 #include "coordinator/client.h"
 #include "coordinator/coordinator.h"
+#include "coordinator/curve_keys.h"
 #include "coordinator/server.h"
 #include "datapipe/scan_check.h"
 #include "spec/jobspec_loader.h"
@@ -42,7 +43,45 @@ struct RunOptions {
   std::string resume;
   bool allow_unsigned = false;
   bool rescan = false;
+  std::string auth_dir;  // default: $SHOAL_AUTH_DIR, else <state_dir>/auth
 };
+
+// The control plane of a run is CurveZMQ with no set-up step: keys are made under the
+// auth dir on first use (kept for the next run, and for `shoalctl status` there), this
+// process is admin, and the job's workers get a key of their own that serves only this
+// job (role worker), handed over in their environment.
+struct RunKeys {
+  std::string dir;
+  ClientKeys admin;
+};
+
+StatusOr<RunKeys> SetUpRunKeys(const RunOptions& o) {
+  RunKeys k;
+  const char* env = std::getenv("SHOAL_AUTH_DIR");
+  k.dir = !o.auth_dir.empty() ? o.auth_dir : (env && *env) ? env : o.state_dir + "/auth";
+  RETURN_IF_ERROR(InitAuthDir(k.dir).status());
+  ASSIGN_OR_RETURN(k.admin, LoadClientKeys(k.dir + "/admin.key", k.dir + "/coordinator.pub"));
+  return k;
+}
+
+// A worker key for `job_id`, admitted by the coordinator; returns the workers' environment.
+StatusOr<std::vector<std::string>> AdmitWorkerKey(ControlClient& admin, const RunKeys& keys, const std::string& job_id) {
+  const std::string dir = keys.dir + "/workers";
+  std::string name = ("worker-" + job_id).substr(0, 56);
+  const CurveKeyPair pair = NewCurveKeyPair();
+  if (PathExists(dir + "/" + name + ".key")) name += "-" + CurveKeyFingerprint(pair.public_key).substr(0, 6);
+  RETURN_IF_ERROR(WriteCurveKeyPair(pair, dir, name));
+  Request add;
+  AuthKey* k = add.mutable_auth_add()->mutable_key();
+  k->set_name(name);
+  k->set_public_key(pair.public_key);
+  k->set_role(ROLE_WORKER);
+  k->add_jobs(job_id);
+  RETURN_IF_ERROR(admin.Call(add, std::chrono::seconds(10)).status());
+  return std::vector<std::string>{"SHOAL_KEY=" + std::filesystem::absolute(dir + "/" + name + ".key").string(),
+                                  "SHOAL_COORDINATOR_KEY=" +
+                                      std::filesystem::absolute(keys.dir + "/coordinator.pub").string()};
+}
 
 // "--resume latest": the newest committed checkpoint of any earlier job with this spec's
 // name under checkpoint.dir (job ids are "<name>-<random>"). The worker then follows
@@ -249,16 +288,19 @@ int DoRun(const RunOptions& o) {
 
   InitLogging("shoalctl");
   spdlog::set_level(spdlog::level::warn);  // the progress bar is the user interface here
+  auto keys = SetUpRunKeys(o);
+  if (!keys.ok()) return ReportError(keys.status().WithContext("setting up the control plane's keys"));
   ServerOptions so;
   so.bind = "tcp://127.0.0.1:*";
   so.state_dir = o.state_dir + "/coordinator";
+  so.auth_dir = keys->dir;
   auto server = CoordinatorServer::Create(so);
   if (!server.ok()) return ReportError(server.status());
   (*server)->Start();
   const std::string endpoint = (*server)->endpoint();
   (void)WriteFileAtomic(o.state_dir + "/endpoint", endpoint + "\n");
 
-  ControlClient client(endpoint);
+  ControlClient client(endpoint, keys->admin);
   Request submit;
   *submit.mutable_submit()->mutable_spec() = *spec;
   auto submitted = client.Call(submit, std::chrono::seconds(10));
@@ -269,8 +311,10 @@ int DoRun(const RunOptions& o) {
     std::fprintf(stderr, "shoalctl: job %s, %d worker(s), backend %s, coordinator %s\n", job_id.c_str(), n,
                  spec->collectives().backend().c_str(), endpoint.c_str());
 
+  auto worker_env = AdmitWorkerKey(client, *keys, job_id);
+  if (!worker_env.ok()) return ReportError(worker_env.status().WithContext("admitting the workers' key"));
   int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  WorkerLaunch launch{spec->collectives().backend(), n, endpoint, job_id, std::max(1, cores / n)};
+  WorkerLaunch launch{spec->collectives().backend(), n, endpoint, job_id, std::max(1, cores / n), *worker_env};
   auto launched = LaunchWorkers(launch);
   if (!launched.ok()) return ReportError(launched.status());
   WorkerPool pool{launch, *launched, spec->workers().max_restarts(), static_cast<int>(launched->size())};
@@ -354,6 +398,8 @@ void RegisterRunCommand(CLI::App& app, int* exit_code) {
   run->add_flag("--rescan", opts->rescan,
                 "scan the dataset again with the spec's data.filters first (without it, a scan that ran other "
                 "filters is refused)");
+  run->add_option("--auth-dir", opts->auth_dir,
+                  "control-plane keys, made on first use (default: $SHOAL_AUTH_DIR, else STATE_DIR/auth)");
   run->add_flag("--json", opts->json, "print the summary as JSON on stdout");
   run->add_flag("--quiet", opts->quiet, "no progress output");
   run->callback([opts, exit_code] {

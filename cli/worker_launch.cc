@@ -101,7 +101,7 @@ std::vector<std::string> WorkerEnvironment(const char* const* env) {
 // shoalctl alone, which cancels the job so that every worker stops at the same step (a
 // worker signalled directly would stop on its own and fail the job). And it is sent
 // SIGTERM if shoalctl dies, so that no worker outlives the run that started it.
-pid_t SpawnProcess(const std::vector<std::string>& argv) {
+pid_t SpawnProcess(const std::vector<std::string>& argv, const std::vector<std::string>& extra_env) {
   if (argv.empty()) {
     errno = EINVAL;
     return -1;
@@ -109,7 +109,12 @@ pid_t SpawnProcess(const std::vector<std::string>& argv) {
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
-  const std::vector<std::string> env_strings = WorkerEnvironment(environ);
+  std::vector<std::string> env_strings = WorkerEnvironment(environ);
+  for (const std::string& e : extra_env) {
+    const std::string name = e.substr(0, e.find('=') + 1);
+    std::erase_if(env_strings, [&](const std::string& have) { return have.rfind(name, 0) == 0; });
+    env_strings.push_back(e);
+  }
   std::vector<char*> env;
   for (const auto& e : env_strings) env.push_back(const_cast<char*>(e.c_str()));
   env.push_back(nullptr);
@@ -160,7 +165,12 @@ std::vector<std::string> MpirunArgv(const WorkerLaunch& launch, const std::strin
   std::vector<std::string> argv = {mpirun};
   if (as_root) argv.push_back("--allow-run-as-root");
   if (launch.workers > cores) argv.push_back("--oversubscribe");
-  for (const char* a : {"--bind-to", "none", "-np"}) argv.push_back(a);
+  for (const char* a : {"--bind-to", "none"}) argv.push_back(a);
+  for (const std::string& e : launch.env) {
+    argv.push_back("-x");
+    argv.push_back(e.substr(0, e.find('=')));
+  }
+  argv.push_back("-np");
   argv.push_back(std::to_string(launch.workers));
   for (const std::string& a : {worker, std::string("--coordinator"), launch.endpoint, std::string("--job"), launch.job_id,
                                std::string("--blas-threads"), std::to_string(launch.blas_threads)})
@@ -182,7 +192,7 @@ StatusOr<std::vector<LaunchedProcess>> LaunchWorkers(const WorkerLaunch& launch)
   if (launch.backend == "mpi") {
     const int cores = static_cast<int>(std::max(1L, ::sysconf(_SC_NPROCESSORS_ONLN)));
     const auto argv = MpirunArgv(launch, MpirunBinary(), worker, ::geteuid() == 0, cores);
-    pid_t pid = SpawnProcess(argv);
+    pid_t pid = SpawnProcess(argv, launch.env);
     if (pid < 0) return fail("mpirun");
     started.push_back({pid, "mpirun (" + std::to_string(launch.workers) + " workers)"});
     return started;
@@ -190,7 +200,7 @@ StatusOr<std::vector<LaunchedProcess>> LaunchWorkers(const WorkerLaunch& launch)
   const std::vector<std::string> argv = {worker, "--coordinator", launch.endpoint, "--job", launch.job_id,
                                          "--blas-threads", std::to_string(launch.blas_threads)};
   for (int i = 0; i < launch.workers; ++i) {
-    pid_t pid = SpawnProcess(argv);
+    pid_t pid = SpawnProcess(argv, launch.env);
     if (pid < 0) return fail("worker " + std::to_string(i));
     started.push_back({pid, "worker " + std::to_string(i)});
   }

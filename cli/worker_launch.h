@@ -17,6 +17,9 @@ struct WorkerLaunch {
   std::string endpoint;  // the coordinator's
   std::string job_id;
   int blas_threads = 1;  // per worker
+  // Added to each worker's environment ("NAME=value"): its control-plane keys
+  // (SHOAL_KEY, SHOAL_COORDINATOR_KEY). mpirun passes them on with -x.
+  std::vector<std::string> env;
 };
 
 struct LaunchedProcess {
@@ -56,7 +59,7 @@ std::vector<std::string> WorkerEnvironment(const char* const* env);
 // async-signal-safe calls. Returns the pid, or -1 with errno set if fork failed. A
 // binary that cannot be found or executed shows as the child exiting with 127 after
 // a one-line message on stderr.
-pid_t SpawnProcess(const std::vector<std::string>& argv);
+pid_t SpawnProcess(const std::vector<std::string>& argv, const std::vector<std::string>& extra_env = {});
 
 // Starts the workers. If a fork fails, the processes already started are killed and
 // reaped before the error returns. A binary that cannot be executed shows as a process

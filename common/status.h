@@ -24,6 +24,7 @@ enum class StatusCode {
   kUnimplemented,
   kInternal,
   kCancelled,
+  kResourceExhausted,  // a limit (rate, parked polls): retry later, more slowly
 };
 
 const char* StatusCodeName(StatusCode code);
@@ -59,6 +60,7 @@ inline Status DataLoss(std::string m) { return {StatusCode::kDataLoss, std::move
 inline Status Unimplemented(std::string m) { return {StatusCode::kUnimplemented, std::move(m)}; }
 inline Status Internal(std::string m) { return {StatusCode::kInternal, std::move(m)}; }
 inline Status Cancelled(std::string m) { return {StatusCode::kCancelled, std::move(m)}; }
+inline Status ResourceExhausted(std::string m) { return {StatusCode::kResourceExhausted, std::move(m)}; }
 
 template <typename T>
 class [[nodiscard]] StatusOr {

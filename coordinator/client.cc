@@ -4,18 +4,69 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <zmq.h>
+
+#include <atomic>
+#include <cstring>
 #include <zmq.hpp>
 
 #include "common/clock.h"
+#include "coordinator/socket_monitor.h"
 
 namespace shoal {
+
+namespace {
+std::atomic<int> g_monitor_seq{0};
+}
 
 struct ControlClient::Impl {
   zmq::context_t context{1};
   zmq::socket_t socket{context, zmq::socket_type::dealer};
+  zmq::socket_t monitor{context, zmq::socket_type::pair};
+  bool monitoring = false;
+  std::string handshake_error;  // the last refused handshake, for the caller
+
+  // Reads the socket's handshake events: a refusal is remembered, a success clears it.
+  void DrainMonitor() {
+    if (!monitoring) return;
+    while (auto e = NextMonitorEvent(monitor)) {
+      const uint16_t kind = e->kind;
+      const uint32_t value = e->value;
+      if (kind == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+        handshake_error.clear();
+      } else if (kind == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
+        handshake_error = "the coordinator refused this client's key (status " + std::to_string(value) +
+                          "): it is not registered or was revoked (shoalctl auth list)";
+      } else if (kind == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL || kind == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) {
+        handshake_error = value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
+                              ? "the coordinator and this client disagree on security: one uses CurveZMQ keys, the "
+                                "other not (set SHOAL_KEY and SHOAL_COORDINATOR_KEY, or run in the directory of "
+                                "the `shoalctl run` whose .shoal/auth holds them)"
+                              : "the handshake with the coordinator failed (wrong coordinator key?)";
+      }
+    }
+  }
 };
 
 ControlClient::ControlClient(std::string endpoint) : impl_(std::make_unique<Impl>()), endpoint_(std::move(endpoint)) {
+  auto keys = DefaultClientKeys();
+  if (!keys.ok()) keys_error_ = keys.status();
+  Init(keys.ok() ? *keys : ClientKeys{});
+}
+
+ControlClient::ControlClient(std::string endpoint, const ClientKeys& keys)
+    : impl_(std::make_unique<Impl>()), endpoint_(std::move(endpoint)) {
+  Init(keys);
+}
+
+void ControlClient::Init(const ClientKeys& keys) {
+  if (keys.enabled()) {
+    impl_->socket.set(zmq::sockopt::curve_serverkey, keys.server_public);
+    impl_->socket.set(zmq::sockopt::curve_publickey, keys.own.public_key);
+    impl_->socket.set(zmq::sockopt::curve_secretkey, keys.own.secret_key);
+  }
+  impl_->monitoring = MonitorHandshakes(impl_->socket, impl_->monitor,
+                                        "inproc://shoal-client-monitor-" + std::to_string(g_monitor_seq++));
   impl_->socket.set(zmq::sockopt::linger, 0);
   impl_->socket.set(zmq::sockopt::maxmsgsize, int64_t{64} << 20);
   impl_->socket.set(zmq::sockopt::reconnect_ivl, 100);
@@ -30,6 +81,7 @@ ControlClient::ControlClient(std::string endpoint) : impl_(std::make_unique<Impl
 ControlClient::~ControlClient() = default;
 
 StatusOr<Response> ControlClient::Call(Request request, std::chrono::milliseconds timeout) {
+  if (!keys_error_.ok()) return keys_error_;
   uint64_t id = next_id_++;
   request.set_id(id);
   std::string bytes = request.SerializeAsString();
@@ -55,6 +107,8 @@ StatusOr<Response> ControlClient::Call(Request request, std::chrono::millisecond
   } catch (const zmq::error_t& e) {
     return Unavailable("coordinator at " + endpoint_ + ": " + e.what());
   }
+  impl_->DrainMonitor();
+  if (!impl_->handshake_error.empty()) return PermissionDenied("coordinator at " + endpoint_ + ": " + impl_->handshake_error);
   return Unavailable("coordinator at " + endpoint_ + " did not answer within " +
                      std::to_string(timeout.count() / 1000.0).substr(0, 4) + " s (is it running?)");
 }

@@ -203,6 +203,7 @@ Status Coordinator::Submit(const SubmitRequest& req, int64_t now_ms, SubmitRespo
   *job.mutable_spec() = req.spec();
   job.set_spec_yaml(req.spec_yaml().empty() ? JobSpecToYaml(req.spec()) : req.spec_yaml());
   job.set_spec_digest(JobSpecDigest(req.spec()));
+  job.set_owner(req.owner());
   job.set_state(JOB_PENDING);
   job.set_created_ms(now_ms);
   job.set_updated_ms(now_ms);

@@ -1,9 +1,11 @@
 // shoal-coordinator: the long-running service. State lives in RocksDB under --state-dir,
-// so restarting it (same dir) brings back every job.
+// so restarting it (same dir) brings back every job. With keys in --auth-dir (made by
+// `shoalctl auth init`) the control plane is CurveZMQ and admits only registered keys.
 #include <CLI/CLI.hpp>
 #include <csignal>
 
 #include "common/log.h"
+#include "coordinator/curve_keys.h"
 #include "coordinator/server.h"
 
 namespace {
@@ -17,9 +19,21 @@ int main(int argc, char** argv) {
   CLI::App app{"shoal-coordinator: jobs, membership, rendezvous and heartbeats for Shoal workers"};
   shoal::ServerOptions options;
   options.bind = "tcp://0.0.0.0:7400";
+  options.auth_dir = shoal::DefaultAuthDir();
   app.add_option("--bind", options.bind, "ZeroMQ endpoint to listen on (tcp://HOST:PORT, port * picks one)")
       ->capture_default_str();
   app.add_option("--state-dir", options.state_dir, "RocksDB state directory")->capture_default_str();
+  app.add_option("--auth-dir", options.auth_dir,
+                 "keys: coordinator.key (CurveZMQ), coordinator-signing.key (signs the audit log), admin.pub (the "
+                 "first admin); `shoalctl auth init --dir DIR` makes them (default: $SHOAL_AUTH_DIR or .shoal/auth)")
+      ->capture_default_str();
+  app.add_flag("--insecure", options.insecure,
+               "no CurveZMQ and no access control: anyone who reaches the port is admin (needed to bind a "
+               "non-loopback address without keys)");
+  app.add_option("--rate-limit", options.requests_per_second_per_key, "requests per second per key (0: no limit)")
+      ->capture_default_str();
+  app.add_option("--max-parked", options.max_parked_per_connection, "long polls one connection may have waiting")
+      ->capture_default_str();
   std::string endpoint_file;
   app.add_option("--endpoint-file", endpoint_file, "write the bound endpoint to this file once listening");
   CLI11_PARSE(app, argc, argv);
@@ -28,12 +42,14 @@ int main(int argc, char** argv) {
   auto server = shoal::CoordinatorServer::Create(options);
   if (!server.ok()) {
     SHOAL_LOG_ERROR("{}", server.status().ToString());
-    return 1;
+    return server.status().code() == shoal::StatusCode::kFailedPrecondition ? 2 : 1;
   }
   g_server = server->get();
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
-  SHOAL_LOG_INFO("listening on {} (state in {})", (*server)->endpoint(), options.state_dir);
+  SHOAL_LOG_INFO("listening on {} ({}; state in {})", (*server)->endpoint(),
+                 (*server)->secure() ? "CurveZMQ, keys from " + options.auth_dir : "no keys: insecure",
+                 options.state_dir);
   if (!endpoint_file.empty()) {
     FILE* f = std::fopen(endpoint_file.c_str(), "w");
     if (f) {

@@ -2,15 +2,37 @@
 #include "tests/cluster_util.h"
 
 #include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
 
 #include <filesystem>
 #include <thread>
 
 #include "coordinator/client.h"
+#include "coordinator/curve_keys.h"
 
 namespace shoal::testing {
 
 bool HaveDataset() { return std::filesystem::exists(kDataset); }
+
+const std::string& TestAuthDir() {
+  static const std::string dir = [] {
+    std::string d = "/tmp/shoal-test-auth-" + std::to_string(::getpid());
+    std::filesystem::remove_all(d);
+    auto made = InitAuthDir(d);
+    if (!made.ok()) std::fprintf(stderr, "test harness: cannot make keys in %s: %s\n", d.c_str(), made.status().ToString().c_str());
+    ::setenv("SHOAL_AUTH_DIR", d.c_str(), 1);
+    std::atexit([] { std::filesystem::remove_all("/tmp/shoal-test-auth-" + std::to_string(::getpid())); });
+    return d;
+  }();
+  return dir;
+}
+
+namespace {
+// Before main: every client this process makes, and every process it starts, uses the keys.
+const bool kAuthReady = !TestAuthDir().empty();
+}  // namespace
 
 CoordinatorProcess::CoordinatorProcess(const std::string& state_dir, const std::string& host)
     : dir_(state_dir), host_(host) {
@@ -23,7 +45,7 @@ void CoordinatorProcess::Start() {
   const std::string bind = endpoint_.empty() ? "tcp://" + host_ + ":*" : endpoint_;
   proc_ = std::make_unique<BackgroundProcess>(
       std::vector<std::string>{kBin + "/shoal-coordinator", "--bind", bind, "--state-dir", dir_ + "/state",
-                               "--endpoint-file", ep_file},
+                               "--auth-dir", TestAuthDir(), "--endpoint-file", ep_file},
       dir_ + "/coordinator-" + std::to_string(starts_++) + ".log");
   endpoint_ = WaitForEndpointFile(ep_file);
 }
@@ -57,7 +79,7 @@ std::string CoordinatorOn(const std::string& state_dir, const std::string& dir, 
   std::filesystem::remove(ep_file);
   *proc = std::make_unique<BackgroundProcess>(
       std::vector<std::string>{kBin + "/shoal-coordinator", "--bind", "tcp://127.0.0.1:*", "--state-dir", state_dir,
-                               "--endpoint-file", ep_file},
+                               "--auth-dir", TestAuthDir(), "--endpoint-file", ep_file},
       dir + "/coordinator.log");
   return WaitForEndpointFile(ep_file);
 }

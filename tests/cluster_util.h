@@ -21,6 +21,12 @@ inline const std::string kDataset = "/usr/share/datasets/fashion-mnist";
 
 bool HaveDataset();
 
+// The control-plane keys every coordinator, shoalctl and worker of this test process
+// shares: $SHOAL_AUTH_DIR, set (to a fresh directory made with InitAuthDir, removed at
+// exit) before main runs, so that coordinators are CurveZMQ like a user's, and a
+// `shoalctl run`'s state can be reopened by a later coordinator with the same keys.
+const std::string& TestAuthDir();
+
 // A coordinator process on a free port; its endpoint comes from --endpoint-file. A
 // restart binds the same endpoint, so that workers find it again.
 class CoordinatorProcess {

@@ -29,6 +29,7 @@
 #include "shoal/config.h"
 #include "worker/checkpoint_glue.h"
 #include "worker/coordinator_kv.h"
+#include "worker/data_plane.h"
 #include "worker/heartbeat.h"
 #include "worker/launcher_env.h"
 #include "worker/models/mlp.h"
@@ -393,6 +394,17 @@ TrainerHooks Worker::Hooks(const Assignment& a) {
 int Worker::Run() {
   launcher_ = DetectLauncher();
   InitLogging(launcher_.rank >= 0 ? "worker[" + std::to_string(launcher_.rank) + "]" : "worker");
+  // Before any communicator (MPI reads its interface list at MPI_Init): the data plane
+  // stays on the interface peers reach this worker on.
+  // Only for an address given on purpose (or loopback): a host name may resolve to
+  // 127.0.1.1 on Debian, which must not confine NCCL to lo on a real cluster.
+  const std::string listen = ListenHost(endpoint_, listen_flag_);
+  const bool told = !listen_flag_.empty() || std::getenv("SHOAL_LISTEN_HOST") != nullptr || listen == "127.0.0.1";
+  if (auto iface = InterfaceOf(listen); told && iface.ok()) {
+    for (const std::string& set : ConfineDataPlane(*iface)) SHOAL_LOG_INFO("data plane confined: {}", set);
+  } else if (told) {
+    SHOAL_LOG_WARN("data plane not confined to one interface: {}", iface.status().message());
+  }
   // The job's backend decides whether this worker can regroup (mpi cannot): look it up
   // before registering. An unknown job is reported by Register itself.
   Request st;
