@@ -198,7 +198,17 @@ int DoAudit(const AuthOptions& o) {
   Request req;
   req.mutable_audit()->set_job_id(o.job);
   req.mutable_audit()->set_since_ms(*since);
-  auto resp = Call(o, req);
+  StatusOr<Response> resp = Response();
+  if (!o.state_dir.empty()) {
+    // Offline: a stopped coordinator's store (a finished `shoalctl run`'s .shoal/coordinator).
+    auto store = OpenRocksStore(o.state_dir);
+    if (!store.ok()) return ReportError(store.status());
+    auto read = AuditLog(store->get()).Read(req.audit());
+    if (!read.ok()) return ReportError(read.status());
+    *resp->mutable_audit() = *read;
+  } else {
+    resp = Call(o, req);
+  }
   if (!resp.ok()) return ReportError(resp.status());
   if (o.json) {
     nlohmann::json out = nlohmann::json::array();
@@ -272,7 +282,8 @@ void RegisterAuthCommands(CLI::App& app, int* exit_code) {
   audit->add_option("--job", o->job, "only this job's entries");
   audit->add_option("--since", o->since, "from this time on: 2026-12-07T10:00, unix ms, or -30m / -2h / -1d");
   audit->add_flag("--verify", o->verify, "verify the chain and its signed heads");
-  audit->add_option("--state-dir", o->state_dir, "with --verify: read a stopped coordinator's RocksDB directly");
+  audit->add_option("--state-dir", o->state_dir,
+                    "read a stopped coordinator's RocksDB directly (e.g. .shoal/coordinator after a shoalctl run)");
   audit->add_option("--signing-key", o->signing_pub,
                     "the coordinator's signing public key (default: DIR/coordinator-signing.pub)");
   AddRemote(audit, *o);
