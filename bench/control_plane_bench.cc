@@ -24,6 +24,8 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <iterator>
+#include <sstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -62,6 +64,7 @@ struct Conn {
   void* sock = nullptr;
   std::string member;
   int64_t sent_us = 0;
+  uint64_t expect_id = 0;  // the request it waits for (answers to earlier ones are skipped)
   bool waiting = false;
   double next_hb = 0;
 };
@@ -71,7 +74,8 @@ int64_t NowUs() {
       .count();
 }
 
-bool SendReq(void* sock, Request& r, uint64_t id) {
+bool SendReq(void* sock, Request& r, uint64_t id, Conn* conn = nullptr) {
+  if (conn) conn->expect_id = id;
   r.set_id(id);
   const std::string b = r.SerializeAsString();
   return zmq_send(sock, b.data(), b.size(), ZMQ_DONTWAIT) == static_cast<int>(b.size());
@@ -126,7 +130,7 @@ size_t TakeAnswers(std::vector<Conn>& conns, const std::vector<zmq_pollitem_t>& 
     if (!(items[i].revents & ZMQ_POLLIN)) continue;
     Response resp;
     while (RecvResp(conns[i].sock, &resp)) {
-      if (!conns[i].waiting) continue;
+      if (!conns[i].waiting || resp.id() != conns[i].expect_id) continue;
       conns[i].waiting = false;
       lat.push_back((NowUs() - conns[i].sent_us) / 1000.0f);
       take(i, resp);
@@ -145,7 +149,8 @@ std::vector<float> AllAtOnce(std::vector<Conn>& conns, Make make, Take take, dou
   for (size_t i = 0; i < conns.size(); ++i) {
     Request r = make(i);
     conns[i].sent_us = NowUs();
-    conns[i].waiting = SendReq(conns[i].sock, r, 1000000 + i);
+    static uint64_t round = 0;
+    conns[i].waiting = SendReq(conns[i].sock, r, (++round << 32) + i, &conns[i]);
     items[i] = {conns[i].sock, 0, ZMQ_POLLIN, 0};
   }
   size_t left = conns.size();
@@ -236,7 +241,7 @@ int RunClientPart(const Options& o) {
       r.mutable_heartbeat()->set_member_id(c.member);
       r.mutable_heartbeat()->mutable_metrics()->set_step(static_cast<int64_t>(now));
       c.sent_us = NowUs();
-      c.waiting = SendReq(c.sock, r, ++id);
+      c.waiting = SendReq(c.sock, r, ++id, &c);
       c.next_hb += 1.0;
       ++sent;
     }
@@ -307,6 +312,22 @@ int RunClientPart(const Options& o) {
 }
 
 // --- the orchestrator --------------------------------------------------------------
+
+// utime + stime of a live process, from /proc.
+double ProcessCpuSeconds(int pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  const size_t close = stat.rfind(')');
+  if (close == std::string::npos) return -1;
+  std::istringstream rest(stat.substr(close + 2));
+  std::string field;
+  double utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && rest >> field; ++i) {
+    if (i == 14) utime = std::atof(field.c_str());
+    if (i == 15) stime = std::atof(field.c_str());
+  }
+  return (utime + stime) / ::sysconf(_SC_CLK_TCK);
+}
 
 nlohmann::json Summary(std::vector<float> v, double seconds) {
   nlohmann::json j;
@@ -388,6 +409,7 @@ StatusOr<nlohmann::json> RunMode(const Options& o, bool curve, const std::string
     sent += fig[3];
     errors += fig[4];
   }
+  const double coordinator_cpu_s = ProcessCpuSeconds(coord.pid());
   coord.Kill(SIGTERM);
   coord.Wait(10);
   nlohmann::json out;
@@ -400,6 +422,11 @@ StatusOr<nlohmann::json> RunMode(const Options& o, bool curve, const std::string
   out["regroup"] = Summary(regroup, std::abs(regroup_s));
   out["regroup"]["workers"] = o.regroup;
   out["regroup"]["seconds"] = regroup_s;
+  // The coordinator's own CPU over the whole run (set-up included: key admissions and
+  // submits): what one request costs it, whatever the clients' share of the machine.
+  const double requests = storm.size() + sent + 2.0 * regroup.size() + (curve ? o.workers : 0) + o.clients + 1;
+  out["coordinator_cpu_s"] = coordinator_cpu_s;
+  out["coordinator_us_per_request"] = 1e6 * coordinator_cpu_s / requests;
   return out;
 }
 
@@ -445,12 +472,13 @@ int main(int argc, char** argv) {
     if (!o.json) {
       const auto& j = *r;
       std::printf("%-8s storm %d registers: %.0f req/s, p50 %.2f ms, p99 %.2f ms | steady %.0f hb/s: p50 %.2f ms, p99 "
-                  "%.2f ms, max %.1f ms, %g errors | regroup of %d: %.3f s (p99 answer %.2f ms)\n",
+                  "%.2f ms, max %.1f ms, %g errors | regroup of %d: %.3f s (p99 answer %.2f ms) | coordinator %.0f us "
+                  "CPU per request\n",
                   mode, o.workers, j["storm"].value("requests_per_s", 0.0), j["storm"].value("p50_ms", 0.0),
                   j["storm"].value("p99_ms", 0.0), j["steady"].value("requests_per_s", 0.0),
                   j["steady"].value("p50_ms", 0.0), j["steady"].value("p99_ms", 0.0), j["steady"].value("max_ms", 0.0),
                   j["steady"].value("errors", 0.0), o.regroup, j["regroup"].value("seconds", 0.0),
-                  j["regroup"].value("p99_ms", 0.0));
+                  j["regroup"].value("p99_ms", 0.0), j.value("coordinator_us_per_request", 0.0));
       std::fflush(stdout);
     }
   }

@@ -23,7 +23,7 @@ using nlohmann::json;
 struct Args {
   std::string path, out, name = "shoal", safetensors, coordinator;
   std::vector<std::string> trust;
-  bool allow_unsigned = false, as_json = false, include_optimizer = false;
+  bool allow_unsigned = false, allow_rollback = false, as_json = false, include_optimizer = false;
 };
 
 std::string HumanBytes(uint64_t n) {
@@ -64,6 +64,20 @@ void AddVerifyFlags(CLI::App* cmd, Args* a) {
   cmd->add_flag("--allow-unsigned", a->allow_unsigned, "accept a missing or untrusted signature (digests still checked)");
 }
 
+// verify and export follow `latest`, which must name the newest checkpoint that verifies.
+void AddRollbackFlag(CLI::App* cmd, Args* a) {
+  cmd->add_flag("--allow-rollback", a->allow_rollback,
+                "accept a job directory whose `latest` names an older checkpoint than the newest that verifies "
+                "(a turned-back pointer), with a warning naming both steps");
+}
+
+LoadOptions Options(const Args& a) {
+  LoadOptions o;
+  o.allow_unsigned = a.allow_unsigned;
+  o.allow_rollback = a.allow_rollback;
+  return o;
+}
+
 void Keygen(const Args& a, int* code, std::ostream& out, std::ostream& err) {
   KeyPair key = GenerateKeyPair();
   Status s = WriteKeyPair(key, a.out, a.name);
@@ -73,15 +87,17 @@ void Keygen(const Args& a, int* code, std::ostream& out, std::ostream& err) {
     *code = s.code() == StatusCode::kAlreadyExists || s.code() == StatusCode::kInvalidArgument ? 2 : 1;
     return;
   }
-  out << "wrote " << JoinPath(a.out, a.name + ".key") << " (secret, mode 0600) and " << JoinPath(a.out, a.name + ".pub")
-      << "\nkey id " << key.public_key.key_id << "\n";
+  out << "wrote " << JoinPath(a.out, a.name + ".key") << " (secret, mode 0600, PEM PKCS#8) and "
+      << JoinPath(a.out, a.name + ".pub") << " (PEM SubjectPublicKeyInfo)\nkey id " << key.public_key.key_id
+      << "\nother tools read them too: openssl pkeyutl -verify -pubin -inkey " << JoinPath(a.out, a.name + ".pub")
+      << " -rawin ...\n";
   *code = 0;
 }
 
 void Verify(const Args& a, int* code, std::ostream& out, std::ostream& err) {
   TrustStore trust;
   if (!LoadTrust(a, &trust, code, err)) return;
-  auto r = VerifyCheckpoint(a.path, trust, a.allow_unsigned);
+  auto r = VerifyCheckpoint(a.path, trust, Options(a));
   *code = r.ok() ? 0 : 1;
   if (a.as_json) {
     json j = {{"valid", r.ok()}, {"path", a.path}, {"error", r.ok() ? "" : r.status().ToString()}};
@@ -94,6 +110,7 @@ void Verify(const Args& a, int* code, std::ostream& out, std::ostream& err) {
       j["rank_states"] = r->manifest.rank_states_size();
       j["bytes"] = r->total_bytes;
       j["manifest_digest"] = r->manifest_digest;
+      j["rollback_warning"] = r->rollback_warning;
     }
     out << Dump(j) << "\n";
     return;
@@ -109,6 +126,7 @@ void Verify(const Args& a, int* code, std::ostream& out, std::ostream& err) {
       << ", " << HumanBytes(r->total_bytes) << "\n  "
       << (r->signature_verified ? "signed by trusted key " + r->signer_key_id : std::string("NOT signed by a trusted key (allowed)"))
       << "\n  manifest sha256 " << r->manifest_digest << "\n";
+  if (!r->rollback_warning.empty()) out << "  WARNING " << r->rollback_warning << "\n";
 }
 
 void List(Args a, const JobDirResolver& resolve_job, int* code, std::ostream& out, std::ostream& err) {
@@ -150,6 +168,12 @@ void List(Args a, const JobDirResolver& resolve_job, int* code, std::ostream& ou
                     {"error", r.ok() ? "" : r.status().ToString()}});
   }
   *code = all_valid ? 0 : 1;
+  // Every row verified on its own; `latest` is turned back when a newer one verifies.
+  int64_t newest_verified = -1;
+  for (const auto& row : rows)
+    if (row["verified"].get<bool>()) newest_verified = row["step"].get<int64_t>();
+  for (auto& row : rows)
+    row["turned_back"] = row["latest"].get<bool>() && row["step"].get<int64_t>() < newest_verified;
   if (a.as_json) {
     out << Dump(json{{"job_dir", a.path}, {"checkpoints", rows}}) << "\n";
     return;
@@ -163,7 +187,10 @@ void List(Args a, const JobDirResolver& resolve_job, int* code, std::ostream& ou
   out << line;
   for (const auto& row : rows) {
     std::string status = row["verified"].get<bool>() ? "verified" : "INVALID: " + row["error"].get<std::string>();
-    if (row["latest"].get<bool>()) status += " (latest)";
+    if (row["turned_back"].get<bool>())
+      status += " (latest, turned back: step " + std::to_string(newest_verified) + " is newer)";
+    else if (row["latest"].get<bool>())
+      status += " (latest)";
     std::string signer = row["signer"].get<std::string>();
     std::snprintf(line, sizeof(line), "%-12lld %12s  %-16s  ", static_cast<long long>(row["step"].get<int64_t>()),
                   HumanBytes(row["bytes"].get<uint64_t>()).c_str(), signer.empty() ? "-" : signer.c_str());
@@ -174,7 +201,7 @@ void List(Args a, const JobDirResolver& resolve_job, int* code, std::ostream& ou
 void Export(const Args& a, int* code, std::ostream& out, std::ostream& err) {
   TrustStore trust;
   if (!LoadTrust(a, &trust, code, err)) return;
-  auto r = LoadCheckpoint(a.path, trust, a.allow_unsigned);
+  auto r = LoadCheckpoint(a.path, trust, Options(a));
   if (!r.ok()) {
     err << "refusing to export " << a.path << ": " << r.status().ToString() << "\n";
     *code = 1;
@@ -207,7 +234,12 @@ void RegisterCheckpointCommands(CLI::App& app, int* exit_code, std::ostream& out
   std::ostream* o = &out;
   std::ostream* e = &err;
 
-  CLI::App* keygen = app.add_subcommand("keygen", "generate an Ed25519 key pair for signing checkpoints");
+  CLI::App* keygen = app.add_subcommand(
+      "keygen",
+      "generate an Ed25519 key pair for signing checkpoints and datasets, as standard PEM: NAME.key is PKCS#8 "
+      "(-----BEGIN PRIVATE KEY-----, mode 0600), NAME.pub SubjectPublicKeyInfo (-----BEGIN PUBLIC KEY-----), as "
+      "`openssl genpkey -algorithm ed25519` and `openssl pkey -pubout` write them. Keys made by openssl, and keys in "
+      "the older shoal-ed25519 v1 text form, load wherever a key file is asked for");
   keygen->add_option("--out", args->out, "directory for NAME.key and NAME.pub")->required();
   keygen->add_option("--name", args->name, "file name stem (default: shoal)");
   keygen->callback([args, exit_code, o, e] { Keygen(*args, exit_code, *o, *e); });
@@ -218,6 +250,7 @@ void RegisterCheckpointCommands(CLI::App& app, int* exit_code, std::ostream& out
   CLI::App* verify = ckpt->add_subcommand("verify", "check signature and digests of a checkpoint");
   verify->add_option("path", args->path, "step directory, or job directory (follows latest)")->required();
   AddVerifyFlags(verify, args.get());
+  AddRollbackFlag(verify, args.get());
   verify->add_flag("--json", args->as_json, "print the result as JSON");
   verify->callback([args, exit_code, o, e] { Verify(*args, exit_code, *o, *e); });
 
@@ -234,6 +267,7 @@ void RegisterCheckpointCommands(CLI::App& app, int* exit_code, std::ostream& out
   exp->add_option("--safetensors", args->safetensors, "output .safetensors file")->required();
   exp->add_flag("--include-optimizer", args->include_optimizer, "also export optim.* and codec.* tensors (every rank's codec state)");
   AddVerifyFlags(exp, args.get());
+  AddRollbackFlag(exp, args.get());
   exp->add_flag("--json", args->as_json, "print what was written as JSON");
   exp->callback([args, exit_code, o, e] { Export(*args, exit_code, *o, *e); });
 }

@@ -14,17 +14,20 @@ namespace shoal {
 
 // Adds to `app`:
 //   keygen --out DIR [--name NAME]
-//       writes DIR/NAME.key (mode 0600) and DIR/NAME.pub (NAME defaults to "shoal").
-//   checkpoint verify PATH [--trust PUB]... [--allow-unsigned] [--json]
-//       exit 0 valid, 1 invalid. JSON: {valid, path, dir, step, signer, signed, shards,
-//       bytes, manifest_digest, error}.
+//       writes DIR/NAME.key (PEM PKCS#8, mode 0600) and DIR/NAME.pub (PEM
+//       SubjectPublicKeyInfo), readable by openssl (NAME defaults to "shoal").
+//   checkpoint verify PATH [--trust PUB]... [--allow-unsigned] [--allow-rollback] [--json]
+//       exit 0 valid, 1 invalid (also a renamed or substituted checkpoint, and a job
+//       directory whose `latest` was turned back: see LoadOptions). JSON: {valid, path,
+//       dir, step, signer, signed, shards, bytes, manifest_digest, rollback_warning, error}.
 //   checkpoint list JOB|DIR/JOB [--coordinator ADDR] [--trust PUB]... [--allow-unsigned] [--json]
-//       one line per committed step: size, signer, verified or why not, which is latest;
+//       one line per committed step: size, signer, verified or why not, which is latest
+//       (and whether it was turned back: a newer step verifies);
 //       exit 0 when every checkpoint verifies. A JOB id (not an existing directory) is
 //       looked up in the coordinator's checkpoint registry through `resolve_job`
 //       (exit 3 when the coordinator cannot be reached, 2 when it has no checkpoint).
 //   checkpoint export PATH --safetensors OUT [--include-optimizer] [--trust PUB]...
-//       [--allow-unsigned]
+//       [--allow-unsigned] [--allow-rollback]
 // PATH is a step directory or a job directory (then `latest` is followed). Exit code 2
 // means the command could not run (e.g. an unreadable --trust key file).
 // Usage: int code = 0; RegisterCheckpointCommands(app, &code); CLI11_PARSE(app, argc, argv);

@@ -65,6 +65,15 @@ TEST_F(CommandsTest, KeygenRefusesToOverwrite) {
   EXPECT_NE(r.err.find("refusing to overwrite"), std::string::npos);
 }
 
+// keygen writes the standard PEM forms (common/key_files_test.cc checks them with openssl).
+TEST_F(CommandsTest, KeygenWritesPemAndSaysSo) {
+  EXPECT_EQ(ReadFile(tmp_ / "keys/ci.key")->rfind("-----BEGIN PRIVATE KEY-----\n", 0), 0u);
+  EXPECT_EQ(ReadFile(pub_)->rfind("-----BEGIN PUBLIC KEY-----\n", 0), 0u);
+  Result help = RunCli({"keygen", "--help"});
+  EXPECT_NE(help.out.find("PKCS#8"), std::string::npos) << help.out;
+  EXPECT_NE(help.out.find("openssl genpkey -algorithm ed25519"), std::string::npos) << help.out;
+}
+
 TEST_F(CommandsTest, VerifyExitCodesAndJson) {
   Result ok = RunCli({"checkpoint", "verify", job_, "--trust", pub_});
   EXPECT_EQ(ok.code, 0) << ok.out << ok.err;

@@ -48,32 +48,64 @@ StatusOr<CheckpointSignature> ParseCheckpointSignature(const std::string& envelo
   return CheckpointSignature{env->key_id, std::move(subjects)};
 }
 
-StatusOr<std::string> ResolveCheckpointDir(const std::string& path) {
+namespace {
+
+// Where PATH led, and whether through a `latest` pointer that named an existing step
+// (the pointer is then held to naming the newest checkpoint: a turned-back one is
+// refused).
+struct Resolved {
+  std::string dir;
+  bool via_latest = false;
+};
+
+StatusOr<Resolved> Resolve(const std::string& path) {
   if (!PathExists(path)) return NotFound("no checkpoint at " + path);
   // The `latest` pointer file itself stands for the job directory it lives in.
   std::error_code ec;
   if (fs::path(path).filename() == kLatestFile && fs::is_regular_file(path, ec)) {
     std::string job = fs::path(path).parent_path().string();
-    return ResolveCheckpointDir(job.empty() ? "." : job);
+    return Resolve(job.empty() ? "." : job);
   }
   if (!fs::is_directory(path, ec)) {
     return InvalidArgument(path + " is a file, not a checkpoint: give a step-N directory, a job directory "
                            "holding `latest`, or that `latest` file");
   }
-  if (PathExists(JoinPath(path, kManifestFile))) return path;
+  if (PathExists(JoinPath(path, kManifestFile))) return Resolved{path, false};
   // A step directory without a manifest is a damaged checkpoint, not a job directory.
-  if (ParseStepDirName(fs::path(path).filename().string())) return path;
+  if (ParseStepDirName(fs::path(path).filename().string())) return Resolved{path, false};
   auto latest = ReadLatestPointer(path);
   if (latest.ok()) {
     std::string dir = JoinPath(path, *latest);
-    if (PathExists(dir)) return dir;
+    if (PathExists(dir)) return Resolved{dir, true};
     SHOAL_LOG_WARN("{} names {}, which does not exist; using the newest committed step", JoinPath(path, kLatestFile), dir);
   } else if (latest.status().code() != StatusCode::kNotFound) {
     return latest.status();
   }
   ASSIGN_OR_RETURN(std::vector<int64_t> steps, ListCommittedSteps(path));
   if (steps.empty()) return NotFound("no checkpoint in " + path + " (no latest pointer, no step-N directory)");
-  return JoinPath(path, StepDirName(steps.back()));
+  return Resolved{JoinPath(path, StepDirName(steps.back())), false};
+}
+
+}  // namespace
+
+StatusOr<std::string> ResolveCheckpointDir(const std::string& path) {
+  ASSIGN_OR_RETURN(Resolved r, Resolve(path));
+  return r.dir;
+}
+
+Status RefuseRollback(const std::string& what, int64_t step, int64_t newer_step, const std::string& evidence,
+                      bool allow_rollback, std::string* warning) {
+  const std::string s = std::to_string(step), t = std::to_string(newer_step);
+  if (!allow_rollback)
+    return FailedPrecondition(what + ": step " + s + " is older than step " + t + " of the same job (" + evidence +
+                              "), so resuming from it would roll the job back; refused. Resume from step " + t +
+                              ", or pass --allow-rollback (checkpoint.allow_rollback in a spec) to load step " + s +
+                              " anyway");
+  std::string w = "rolling back: " + what + ": loading step " + s + " although step " + t + " is newer (" + evidence +
+                  "), as --allow-rollback allows";
+  SHOAL_LOG_WARN("{}", w);
+  if (warning) *warning = std::move(w);
+  return OkStatus();
 }
 
 namespace {
@@ -232,10 +264,95 @@ Status CheckDirectoryContents(const std::string& dir, const std::vector<ListedFi
   return OkStatus();
 }
 
-StatusOr<LoadedCheckpoint> Open(const std::string& path, const TrustStore& trust, bool allow_unsigned, int threads,
-                                bool materialize, std::optional<OwnRankState> own) {
+// `hash`: false only for PrecheckCheckpoint, which reads no shard.
+StatusOr<LoadedCheckpoint> Open(const std::string& path, const TrustStore& trust, const LoadOptions& o,
+                                bool materialize, bool hash = true);
+
+// The directory's name and the manifest's job must agree with what the manifest, now
+// authenticated, says: a signed checkpoint copied under another step's name (or into
+// another job's folder) is as unusable as a corrupt one.
+Status CheckNameAndJob(const LoadedCheckpoint& c, const LoadOptions& o) {
+  const CheckpointManifest& m = c.manifest;
+  const std::string name = fs::path(c.dir).filename().string();
+  const std::optional<int64_t> named_step = ParseStepDirName(name);
+  const std::string holds = c.dir + " holds a manifest for step " + std::to_string(m.step()) + " of job " + m.job_id();
+  if (named_step && *named_step != m.step())
+    return DataLoss("checkpoint directory " + holds + ", not step " + std::to_string(*named_step) +
+                    ": refused (renamed or substituted)");
+  if (!o.expected_job.empty() && m.job_id() != o.expected_job)
+    return DataLoss("checkpoint directory " + holds + ", not of job " + o.expected_job +
+                    ": refused (renamed or substituted)");
+  const std::string folder = fs::path(c.job_dir).filename().string();
+  if (o.job_from_directory && named_step && m.job_id() != folder)
+    return DataLoss("checkpoint directory " + holds + ", but sits in the folder of job " + folder +
+                    ": refused (renamed or substituted; checkpoints live at <dir>/<job>/step-<N>)");
+  return OkStatus();
+}
+
+// The newest known: no newer checkpoint of the same job in c's job directory may be
+// skipped unless the caller allows a rollback (see LoadOptions). `via_latest` says c was
+// reached through `latest`.
+Status CheckNewest(LoadedCheckpoint* c, const TrustStore& trust, const LoadOptions& o, bool via_latest) {
+  const CheckpointManifest& m = c->manifest;
+  ASSIGN_OR_RETURN(std::vector<int64_t> steps, ListCommittedSteps(c->job_dir));
+  std::vector<std::string> newer;  // newest first
+  for (auto it = steps.rbegin(); it != steps.rend() && *it > m.step(); ++it)
+    newer.push_back(JoinPath(c->job_dir, StepDirName(*it)));
+  if (newer.empty()) return OkStatus();
+
+  // A checkpoint's parent is the one its job resumed from, and training only moves
+  // forward from there: a parent at a later step means the lineage is forged or mixed up.
+  if (!m.parent_digest().empty()) {
+    for (const std::string& dir : newer) {
+      auto bytes = ReadBounded(JoinPath(dir, kManifestFile), kMaxManifestBytes);
+      if (!bytes.ok() || Sha256Hex(*bytes) != m.parent_digest()) continue;
+      auto parent = ParseManifest(*bytes);
+      if (parent.ok() && parent->step() > m.step())
+        return DataLoss(c->dir + " (step " + std::to_string(m.step()) + ") names " + dir + " (step " +
+                        std::to_string(parent->step()) +
+                        ") as its parent, a later checkpoint it cannot descend from: refused (renamed or substituted)");
+    }
+  }
+
+  if (o.chosen_by_registry) {
+    for (const std::string& dir : newer)
+      SHOAL_LOG_WARN("{} is newer than {}, which the coordinator's registry names as job {}'s latest; it was never "
+                     "registered (a writer stopped between committing and registering): resuming from the registered one",
+                     dir, c->dir, m.job_id());
+    return OkStatus();
+  }
+  // Verified like the checkpoint itself, as a checkpoint of the same job; one that fails
+  // is not evidence of anything newer.
+  LoadOptions check;
+  check.allow_unsigned = o.allow_unsigned;
+  check.threads = o.threads;
+  check.expected_job = m.job_id();
+  for (const std::string& dir : newer) {
+    StatusOr<LoadedCheckpoint> v = Open(dir, trust, check, /*materialize=*/false);
+    if (!v.ok()) {
+      SHOAL_LOG_WARN("{} is newer than {} but does not verify, so it does not count: {}", dir, c->dir,
+                     v.status().ToString());
+      continue;
+    }
+    const std::string evidence = dir + " verifies";
+    const std::string what = via_latest ? JoinPath(c->job_dir, kLatestFile) + " is turned back: it names " + c->dir
+                                        : c->dir + " (job " + m.job_id() + ")";
+    return RefuseRollback(what, m.step(), v->manifest.step(), evidence, o.allow_rollback, &c->rollback_warning);
+  }
+  return OkStatus();
+}
+
+StatusOr<LoadedCheckpoint> Open(const std::string& path, const TrustStore& trust, const LoadOptions& o,
+                                bool materialize, bool hash) {
+  const bool allow_unsigned = o.allow_unsigned;
+  const std::optional<OwnRankState>& own = o.own;
   LoadedCheckpoint out;
-  ASSIGN_OR_RETURN(out.dir, ResolveCheckpointDir(path));
+  ASSIGN_OR_RETURN(Resolved resolved, Resolve(path));
+  out.dir = resolved.dir;
+  {
+    const std::string parent = fs::path(out.dir).parent_path().string();
+    out.job_dir = parent.empty() ? "." : parent;
+  }
   const std::string sig_path = JoinPath(out.dir, kSignatureFile);
   const std::string manifest_path = JoinPath(out.dir, kManifestFile);
 
@@ -291,9 +408,15 @@ StatusOr<LoadedCheckpoint> Open(const std::string& path, const TrustStore& trust
     }
   }
 
-  // 3. Files present, nothing extra, sizes right; then 4. digests, in parallel.
+  // 3. The manifest is for the step and job its directory claims, and, where asked, no
+  // newer checkpoint of the job is skipped (a rollback): refused before any shard is read.
+  RETURN_IF_ERROR(CheckNameAndJob(out, o));
+  if (resolved.via_latest || o.resume) RETURN_IF_ERROR(CheckNewest(&out, trust, o, resolved.via_latest));
+
+  // 4. Files present, nothing extra, sizes right; then 5. digests, in parallel.
   RETURN_IF_ERROR(CheckDirectoryContents(out.dir, files));
   for (const auto& f : files) out.total_bytes += f.length;
+  if (!hash) return out;
   std::vector<bool> rank_used(m.rank_states_size(), !own.has_value());
   if (own && own->world == m.world_size() && own->rank >= 0 && own->rank < m.rank_states_size())
     rank_used[own->rank] = true;
@@ -313,14 +436,14 @@ StatusOr<LoadedCheckpoint> Open(const std::string& path, const TrustStore& trust
       return Internal("cannot allocate " + std::to_string(out.total_bytes) + " bytes to load " + out.dir);
     }
   }
-  Status hashed = HashFiles(out.dir, m, files, threads, rank_used, materialize ? &snap : nullptr);
+  Status hashed = HashFiles(out.dir, m, files, o.threads, rank_used, materialize ? &snap : nullptr);
   if (!hashed.ok()) {
     snap.tensors.clear();  // bytes that failed verification are never handed out
     snap.rank_tensors.clear();
     return hashed;
   }
 
-  // 5. Verified: only now is the state handed out.
+  // 6. Verified: only now is the state handed out.
   snap.job_id = m.job_id();
   snap.step = m.step();
   snap.epoch = m.epoch();
@@ -334,17 +457,43 @@ StatusOr<LoadedCheckpoint> Open(const std::string& path, const TrustStore& trust
 
 }  // namespace
 
+StatusOr<LoadedCheckpoint> LoadCheckpoint(const std::string& path, const TrustStore& trust, const LoadOptions& options) {
+  return Open(path, trust, options, /*materialize=*/true);
+}
+
 StatusOr<LoadedCheckpoint> LoadCheckpoint(const std::string& path, const TrustStore& trust, bool allow_unsigned, int threads) {
-  return Open(path, trust, allow_unsigned, threads, /*materialize=*/true, std::nullopt);
+  LoadOptions o;
+  o.allow_unsigned = allow_unsigned;
+  o.threads = threads;
+  return Open(path, trust, o, /*materialize=*/true);
 }
 
 StatusOr<LoadedCheckpoint> LoadCheckpointForRank(const std::string& path, const TrustStore& trust, bool allow_unsigned,
                                                  OwnRankState own, int threads) {
-  return Open(path, trust, allow_unsigned, threads, /*materialize=*/true, own);
+  LoadOptions o;
+  o.allow_unsigned = allow_unsigned;
+  o.threads = threads;
+  o.own = own;
+  return Open(path, trust, o, /*materialize=*/true);
+}
+
+StatusOr<LoadedCheckpoint> VerifyCheckpoint(const std::string& path, const TrustStore& trust, const LoadOptions& options) {
+  LoadOptions o = options;
+  o.own.reset();  // verifying checks every rank's file
+  return Open(path, trust, o, /*materialize=*/false);
+}
+
+StatusOr<LoadedCheckpoint> PrecheckCheckpoint(const std::string& path, const TrustStore& trust, const LoadOptions& options) {
+  LoadOptions o = options;
+  o.own.reset();
+  return Open(path, trust, o, /*materialize=*/false, /*hash=*/false);
 }
 
 StatusOr<LoadedCheckpoint> VerifyCheckpoint(const std::string& path, const TrustStore& trust, bool allow_unsigned, int threads) {
-  return Open(path, trust, allow_unsigned, threads, /*materialize=*/false, std::nullopt);
+  LoadOptions o;
+  o.allow_unsigned = allow_unsigned;
+  o.threads = threads;
+  return Open(path, trust, o, /*materialize=*/false);
 }
 
 }  // namespace shoal

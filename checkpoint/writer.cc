@@ -299,16 +299,20 @@ Status CommitCheckpoint(const std::string& job_dir, int64_t step, const Checkpoi
   RETURN_IF_ERROR(FsyncDir(staging));
 
   const std::string final_dir = JoinPath(job_dir, StepDirName(step));
+  // `latest` moves first, then the directory appears under its name: a crash between
+  // the two leaves `latest` naming a missing directory (readers take the newest committed
+  // step), never naming an older checkpoint while a newer one is committed, which
+  // readers refuse as a turned-back pointer.
+  RETURN_IF_ERROR(UpdateLatestPointer(job_dir, step));
   std::string aside;
   if (PathExists(final_dir)) {
-    // A second save of one step replaces the first. Between the two renames `latest` may
-    // name a missing directory; readers then fall back to the newest committed step.
+    // A second save of one step replaces the first. Between the two renames `latest`
+    // names a missing directory, as above.
     aside = final_dir + ".del-" + RandomNonce();
     if (::rename(final_dir.c_str(), aside.c_str()) != 0) return Errno("cannot move aside", final_dir);
   }
   if (::rename(staging.c_str(), final_dir.c_str()) != 0) return Errno("cannot rename staging directory to", final_dir);
   RETURN_IF_ERROR(FsyncDir(job_dir));
-  RETURN_IF_ERROR(UpdateLatestPointer(job_dir, step));
   if (!aside.empty()) fs::remove_all(aside, ec);
 
   Status kept = ApplyRetention(job_dir, retention);

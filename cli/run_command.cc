@@ -42,6 +42,7 @@ struct RunOptions {
   bool quiet = false;
   std::string resume;
   bool allow_unsigned = false;
+  bool allow_rollback = false;
   bool rescan = false;
   std::string auth_dir;  // default: $SHOAL_AUTH_DIR, else <state_dir>/auth
 };
@@ -112,6 +113,48 @@ StatusOr<std::string> ResolveResume(const JobSpec& spec, const std::string& resu
   }
   if (best.empty()) return NotFound("--resume latest: no checkpoint of a job named " + spec.name() + " under " + dir);
   return best.string();
+}
+
+// Before any worker starts, what the workers' load would refuse without reading a
+// shard: the signature, a renamed or substituted checkpoint, a turned-back `latest` or an
+// older step than the newest in its job directory (without --allow-rollback). The
+// workers check all of it again, and every shard.
+Status PrecheckResume(const JobSpec& spec) {
+  TrustStore trust;
+  for (const std::string& path : spec.checkpoint().trust())
+    RETURN_IF_ERROR(trust.AddFile(path).WithContext("checkpoint.trust"));
+  LoadOptions o;
+  o.allow_unsigned = spec.checkpoint().allow_unsigned();
+  o.job_from_directory = true;
+  o.resume = true;
+  o.allow_rollback = spec.checkpoint().allow_rollback();
+  auto checked = PrecheckCheckpoint(spec.checkpoint().resume(), trust, o);
+  if (!checked.ok()) return checked.status().WithContext("--resume " + spec.checkpoint().resume());
+  return OkStatus();
+}
+
+// The coordinator's registry is another witness of a job's newest checkpoint: it
+// outlives a step directory that was deleted or replaced, which the job directory cannot
+// show. Resuming from an older step than it records for the job needs --allow-rollback.
+// A checkpoint outside the <dir>/<job>/step-<N> layout, or a job the registry does not
+// know (another --state-dir), has nothing to look up.
+Status CheckResumeAgainstRegistry(ControlClient& client, const JobSpec& spec) {
+  ASSIGN_OR_RETURN(std::string dir, ResolveCheckpointDir(spec.checkpoint().resume()));
+  const std::optional<int64_t> step = ParseStepDirName(std::filesystem::path(dir).filename().string());
+  const std::string job = std::filesystem::path(dir).parent_path().filename().string();
+  if (!step || job.empty()) return OkStatus();
+  Request list;
+  list.mutable_checkpoint_list()->set_job_id(job);
+  auto resp = client.Call(list, std::chrono::seconds(10));
+  if (!resp.ok()) return resp.status().WithContext("asking the coordinator's registry for the checkpoints of job " + job);
+  int64_t newest = -1;
+  for (const CheckpointRecord& rec : resp->checkpoint_list().records()) newest = std::max(newest, rec.step());
+  if (newest <= *step) return OkStatus();
+  return RefuseRollback(dir + " (job " + job + ")", *step, newest,
+                        "the coordinator's registry records a checkpoint of job " + job + " at step " +
+                            std::to_string(newest),
+                        spec.checkpoint().allow_rollback())
+      .WithContext("--resume");
 }
 
 // Waits for `pid` to exit until `deadline` (MonotonicSeconds); true once it is reaped
@@ -270,6 +313,10 @@ int DoRun(const RunOptions& o) {
     spec->mutable_checkpoint()->set_resume(std::filesystem::absolute(*resume).string());
   }
   if (o.allow_unsigned) spec->mutable_checkpoint()->set_allow_unsigned(true);
+  if (o.allow_rollback) spec->mutable_checkpoint()->set_allow_rollback(true);
+  if (!spec->checkpoint().resume().empty()) {
+    if (Status s = PrecheckResume(*spec); !s.ok()) return ReportError(s);
+  }
   if (!PathExists(spec->data().dataset()))
     return ReportError(NotFound("data.dataset: folder " + spec->data().dataset() +
                                 " does not exist (on Debian: apt-get install dataset-fashion-mnist)"));
@@ -298,9 +345,12 @@ int DoRun(const RunOptions& o) {
   if (!server.ok()) return ReportError(server.status());
   (*server)->Start();
   const std::string endpoint = (*server)->endpoint();
+  ControlClient client(endpoint, keys->admin);
+  if (!spec->checkpoint().resume().empty()) {
+    if (Status s = CheckResumeAgainstRegistry(client, *spec); !s.ok()) return ReportError(s);
+  }
   (void)WriteFileAtomic(o.state_dir + "/endpoint", endpoint + "\n");
 
-  ControlClient client(endpoint, keys->admin);
   Request submit;
   *submit.mutable_submit()->mutable_spec() = *spec;
   auto submitted = client.Call(submit, std::chrono::seconds(10));
@@ -395,6 +445,10 @@ void RegisterRunCommand(CLI::App& app, int* exit_code) {
   run->add_option("--state-dir", opts->state_dir, "where the embedded coordinator keeps its state")->capture_default_str();
   run->add_option("--resume", opts->resume, "start from a checkpoint: 'latest' (of this spec's job name) or a path");
   run->add_flag("--allow-unsigned", opts->allow_unsigned, "load a checkpoint without a trusted signature (digests are still checked)");
+  run->add_flag("--allow-rollback", opts->allow_rollback,
+                "resume from a checkpoint older than the newest one known for its job (a newer one in its job "
+                "directory that verifies, a turned-back `latest`, or the coordinator's registry), with a warning "
+                "naming both steps; without it that is refused (spec: checkpoint.allow_rollback)");
   run->add_flag("--rescan", opts->rescan,
                 "scan the dataset again with the spec's data.filters first (without it, a scan that ran other "
                 "filters is refused)");

@@ -3,14 +3,10 @@
 #include "common/signing.h"
 
 #include <sodium.h>
-#include <sys/stat.h>
 
-#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <cstring>
-#include <sstream>
 
-#include "common/file_util.h"
 #include "common/sha256.h"
 
 namespace shoal {
@@ -23,20 +19,6 @@ void EnsureSodium() {
   (void)rc;
 }
 
-constexpr char kSecretHeader[] = "shoal-ed25519-secret v1";
-constexpr char kPublicHeader[] = "shoal-ed25519-public v1";
-
-StatusOr<std::string> ParseKeyFile(const std::string& path, const std::string& header, size_t raw_len) {
-  ASSIGN_OR_RETURN(std::string text, ReadFile(path, 4096));  // two short lines
-  std::istringstream in(text);
-  std::string first, hex;
-  std::getline(in, first);
-  std::getline(in, hex);
-  if (first != header) return InvalidArgument(path + ": not a " + header + " key file");
-  ASSIGN_OR_RETURN(std::string raw, FromHex(hex));
-  if (raw.size() != raw_len) return InvalidArgument(path + ": key has the wrong length");
-  return raw;
-}
 }  // namespace
 
 PublicKey MakePublicKey(const std::string& raw32) {
@@ -53,35 +35,6 @@ KeyPair GenerateKeyPair() {
   kp.secret.assign(reinterpret_cast<char*>(sk), sizeof(sk));
   sodium_memzero(sk, sizeof(sk));
   return kp;
-}
-
-Status WriteKeyPair(const KeyPair& key, const std::string& dir, const std::string& name) {
-  RETURN_IF_ERROR(MakeDirs(dir));
-  std::string sk_path = dir + "/" + name + ".key", pk_path = dir + "/" + name + ".pub";
-  if (PathExists(sk_path) || PathExists(pk_path))
-    return AlreadyExists("refusing to overwrite existing key " + sk_path);
-  RETURN_IF_ERROR(WriteFileAtomic(sk_path, std::string(kSecretHeader) + "\n" + ToHex(key.secret.data(), key.secret.size()) + "\n", 0600));
-  ::chmod(sk_path.c_str(), 0600);  // the umask may have widened nothing, but be explicit
-  return WriteFileAtomic(pk_path, std::string(kPublicHeader) + "\n" + ToHex(key.public_key.bytes.data(), 32) + "\n", 0644);
-}
-
-StatusOr<KeyPair> LoadSecretKey(const std::string& path) {
-  struct stat st;
-  if (::stat(path.c_str(), &st) != 0) return NotFound("signing key not found: " + path);
-  if (st.st_mode & 0077)
-    return PermissionDenied("signing key " + path + " is readable by group or others (mode " +
-                            ([&] { std::ostringstream o; o << std::oct << (st.st_mode & 0777); return o.str(); })() +
-                            "); run: chmod 600 " + path);
-  ASSIGN_OR_RETURN(std::string raw, ParseKeyFile(path, kSecretHeader, crypto_sign_SECRETKEYBYTES));
-  KeyPair kp;
-  kp.secret = raw;
-  kp.public_key = MakePublicKey(raw.substr(32));  // libsodium: sk = seed || pk
-  return kp;
-}
-
-StatusOr<PublicKey> LoadPublicKey(const std::string& path) {
-  ASSIGN_OR_RETURN(std::string raw, ParseKeyFile(path, kPublicHeader, crypto_sign_PUBLICKEYBYTES));
-  return MakePublicKey(raw);
 }
 
 Status TrustStore::AddFile(const std::string& path) {

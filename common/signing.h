@@ -1,5 +1,6 @@
 // Ed25519 signing (libsodium) wrapped in DSSE envelopes around in-toto Statement v1.
 // Shared by checkpoints (model supply chain) and dataset manifests (data provenance).
+// Key files are standard PEM (common/key_files.cc), readable by openssl.
 #pragma once
 
 #include <map>
@@ -23,13 +24,24 @@ struct KeyPair {
 KeyPair GenerateKeyPair();
 PublicKey MakePublicKey(const std::string& raw32);
 
-// Key files are small text files: "shoal-ed25519-secret v1\n<hex>\n" and
-// "shoal-ed25519-public v1\n<hex>\n". WriteKeyPair writes DIR/<name>.key (mode 0600)
-// and DIR/<name>.pub; it refuses to overwrite an existing key.
+// Key files (common/key_files.cc). WriteKeyPair writes DIR/<name>.key (mode 0600) as
+// PEM PKCS#8 ("-----BEGIN PRIVATE KEY-----") and DIR/<name>.pub as PEM
+// SubjectPublicKeyInfo ("-----BEGIN PUBLIC KEY-----"), what `openssl genpkey -algorithm
+// ed25519` and `openssl pkey -pubout` write, so other tools can check Shoal's
+// signatures; it refuses to overwrite an existing key. Loading tells the form by the
+// content: that PEM (a key made by openssl loads), or the older Shoal text form
+// "shoal-ed25519-secret v1\n<hex of seed||public>\n" / "shoal-ed25519-public v1\n<hex>\n".
 Status WriteKeyPair(const KeyPair& key, const std::string& dir, const std::string& name = "shoal");
-// Refuses a secret key file that group or others can read (like ssh does).
+// Refuses a secret key file that group or others can read (like ssh does), an
+// encrypted one and any key that is not Ed25519.
 StatusOr<KeyPair> LoadSecretKey(const std::string& path);
 StatusOr<PublicKey> LoadPublicKey(const std::string& path);
+// The same from a file's text; `path` only names it in errors.
+StatusOr<KeyPair> ParseSecretKey(const std::string& text, const std::string& path);
+StatusOr<PublicKey> ParsePublicKey(const std::string& text, const std::string& path);
+// The PEM forms WriteKeyPair writes.
+StatusOr<std::string> SecretKeyPem(const KeyPair& key);
+StatusOr<std::string> PublicKeyPem(const PublicKey& key);
 
 // The keys a verifier trusts, by key id.
 class TrustStore {

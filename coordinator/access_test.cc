@@ -119,7 +119,7 @@ TEST_F(SecureCoordinatorTest, ClientWithNoKeyIsRefusedAndTheRefusalAudited) {
   auto resp = Call(ClientKeys{}, StatusReq(), milliseconds(1500));
   ASSERT_EQ(resp.status().code(), StatusCode::kPermissionDenied) << resp.status().ToString();
   EXPECT_NE(resp.status().message().find("CurveZMQ"), std::string::npos) << resp.status().message();
-  EXPECT_TRUE(Audited("-", "connect", "refused: handshake failed: no CURVE key"));
+  EXPECT_TRUE(Audited("-", "connect", "refused: handshake failed: no CURVE key presented"));
 }
 
 TEST_F(SecureCoordinatorTest, UnknownKeyIsRefusedAndAudited) {

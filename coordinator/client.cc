@@ -24,6 +24,7 @@ struct ControlClient::Impl {
   zmq::socket_t socket{context, zmq::socket_type::dealer};
   zmq::socket_t monitor{context, zmq::socket_type::pair};
   bool monitoring = false;
+  bool curve = false;  // this client presents keys
   std::string handshake_error;  // the last refused handshake, for the caller
 
   // Reads the socket's handshake events: a refusal is remembered, a success clears it.
@@ -38,11 +39,15 @@ struct ControlClient::Impl {
         handshake_error = "the coordinator refused this client's key (status " + std::to_string(value) +
                           "): it is not registered or was revoked (shoalctl auth list)";
       } else if (kind == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL || kind == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) {
-        handshake_error = value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
-                              ? "the coordinator and this client disagree on security: one uses CurveZMQ keys, the "
-                                "other not (set SHOAL_KEY and SHOAL_COORDINATOR_KEY, or run in the directory of "
-                                "the `shoalctl run` whose .shoal/auth holds them)"
-                              : "the handshake with the coordinator failed (wrong coordinator key?)";
+        // Which side notices first decides the event (a mechanism mismatch, or the
+        // connection closed mid-handshake): what the client had decides the advice.
+        handshake_error = !curve ? "the coordinator requires CurveZMQ keys and this client has none (set SHOAL_KEY "
+                                   "and SHOAL_COORDINATOR_KEY, or run in the directory of the `shoalctl run` whose "
+                                   ".shoal/auth holds them)"
+                          : value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
+                              ? "the coordinator does not use CurveZMQ keys (an --insecure coordinator?) but this "
+                                "client does"
+                              : "the CurveZMQ handshake failed: is SHOAL_COORDINATOR_KEY this coordinator's key?";
       }
     }
   }
@@ -60,6 +65,7 @@ ControlClient::ControlClient(std::string endpoint, const ClientKeys& keys)
 }
 
 void ControlClient::Init(const ClientKeys& keys) {
+  impl_->curve = keys.enabled();
   if (keys.enabled()) {
     impl_->socket.set(zmq::sockopt::curve_serverkey, keys.server_public);
     impl_->socket.set(zmq::sockopt::curve_publickey, keys.own.public_key);

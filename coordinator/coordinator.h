@@ -110,6 +110,7 @@ class Coordinator {
     Member member;
     Responder awaiting;  // parked AwaitAssignment, if any
     uint64_t awaiting_id = 0;
+    int64_t heartbeat_saved_ms = 0;  // when a heartbeat last persisted its metrics
   };
 
   // Jobs (coordinator.cc).

@@ -10,6 +10,8 @@
 namespace shoal {
 
 namespace {
+// Heartbeats persist a member's metrics at most this often (Heartbeat says why).
+constexpr int64_t kHeartbeatPersistMs = 10000;
 
 std::string GenKey(const std::string& job, int64_t n) {
   char buf[32];
@@ -435,7 +437,14 @@ Status Coordinator::Heartbeat(const HeartbeatRequest& req, int64_t now_ms, Heart
     job.set_total_steps(req.metrics().total_steps());
     RETURN_IF_ERROR(SaveJob(job));
   }
-  RETURN_IF_ERROR(SaveMember(m));
+  // What a heartbeat changes is its metrics and time, which a restarted coordinator
+  // resets anyway (Load gives every member a fresh grace period): persisting them at
+  // most every kHeartbeatPersistMs keeps RocksDB off the path of every heartbeat
+  // (10,000 workers at 1/s were 10,000 writes/s).
+  if (now_ms - it->second.heartbeat_saved_ms >= kHeartbeatPersistMs) {
+    RETURN_IF_ERROR(SaveMember(m));
+    it->second.heartbeat_saved_ms = now_ms;
+  }
   if (InGeneration(m)) out->set_regroup(m.generation() == job.generation() ? job.regroup() : REGROUP_NOW);
   return OkStatus();
 }

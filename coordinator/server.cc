@@ -157,9 +157,12 @@ struct CoordinatorServer::Impl {
     none.insecure = false;
     none.role = ROLE_UNSPECIFIED;
     char why[120];
-    std::snprintf(why, sizeof(why), "handshake failed: %s (protocol error 0x%x)",
-                  value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH ? "no CURVE key presented" : "malformed",
-                  value);
+    // Which side notices first decides the event: a mechanism mismatch, or the peer
+    // gone mid-handshake (NO_DETAIL). Either way the client presented no valid CURVE hello.
+    std::snprintf(why, sizeof(why), "handshake failed: %s (%s 0x%x)",
+                  value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH ? "no CURVE key presented"
+                                                                       : "no CURVE key presented, or not a CurveZMQ client",
+                  e->kind == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ? "protocol error" : "error", value);
     AuditRefusal(none, "connect", "", why, "", now_ms);
   }
 

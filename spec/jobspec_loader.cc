@@ -82,6 +82,7 @@ JobSpec DefaultJobSpec() {
   k->set_sign_key("");
   k->set_resume("");
   k->set_allow_unsigned(false);
+  k->set_allow_rollback(false);
   return s;
 }
 

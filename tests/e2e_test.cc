@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "checkpoint/reader.h"
+#include "common/file_util.h"
 #include "tests/cluster_util.h"
 
 namespace shoal::testing {
@@ -306,6 +307,55 @@ TEST(ShoalctlRun, ResumeContinuesBitForBitWithEachRanksCodecState) {
   }
   EXPECT_FALSE(full->snapshot.rank_tensors[0].bytes == full->snapshot.rank_tensors[1].bytes)
       << "the ranks' residuals should differ";
+}
+
+// Resuming from an older checkpoint than the newest known for its job is refused before
+// any worker starts, naming both steps, whether the newer one is in the job directory,
+// behind a turned-back `latest`, or known only to the coordinator's registry (its
+// directory deleted); --allow-rollback resumes from it with a warning naming both.
+TEST(ShoalctlRun, ResumingFromAnOlderCheckpointNeedsAllowRollback) {
+  if (!HaveDataset()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
+  std::string dir = TempDir("rollback");
+  ASSERT_EQ(RunCommand({kBin + "/shoalctl", "keygen", "--out", dir + "/keys"}, 30).exit_code, 0);
+  auto run = [&](const std::vector<std::string>& extra) {
+    std::vector<std::string> argv = {kBin + "/shoalctl", "run", kSpec, "--workers", "1", "--json",
+                                     "--set", "model.layers=[784,32,10]", "--set", "training.evaluate=false",
+                                     "--set", "training.max_steps=40", "--set", "checkpoint.dir=" + dir + "/ck",
+                                     "--set", "checkpoint.every_steps=20",
+                                     "--set", "checkpoint.sign_key=" + dir + "/keys/shoal.key",
+                                     "--set", "checkpoint.trust=[" + dir + "/keys/shoal.pub]"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return RunCommand(argv, 240, dir);
+  };
+  auto first = run({});
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  const std::string job = OnlyJobDir(dir + "/ck");
+  ASSERT_TRUE(std::filesystem::exists(job + "/step-20") && std::filesystem::exists(job + "/step-40")) << job;
+
+  auto older = run({"--resume", job + "/step-20"});
+  EXPECT_EQ(older.exit_code, 2) << older.err;
+  EXPECT_NE(older.err.find("step 20 is older than step 40"), std::string::npos) << older.err;
+  EXPECT_NE(older.err.find("--allow-rollback"), std::string::npos) << older.err;
+  EXPECT_EQ(older.err.find("worker["), std::string::npos) << "no worker should have started: " << older.err;
+
+  ASSERT_TRUE(WriteFileAtomic(job + "/latest", "step-20\n").ok());
+  auto turned_back = run({"--resume", job});
+  EXPECT_EQ(turned_back.exit_code, 2) << turned_back.err;
+  EXPECT_NE(turned_back.err.find("latest is turned back"), std::string::npos) << turned_back.err;
+
+  // With step-40 gone from the disk, the coordinator's registry still knows it.
+  std::filesystem::remove_all(job + "/step-40");
+  auto registry = run({"--resume", job + "/step-20"});
+  EXPECT_EQ(registry.exit_code, 2) << registry.err;
+  EXPECT_NE(registry.err.find("the coordinator's registry records a checkpoint"), std::string::npos) << registry.err;
+  EXPECT_NE(registry.err.find("step 20 is older than step 40"), std::string::npos) << registry.err;
+
+  auto allowed = run({"--resume", job + "/step-20", "--allow-rollback"});
+  ASSERT_EQ(allowed.exit_code, 0) << allowed.err;
+  EXPECT_NE(allowed.err.find("loading step 20 although step 40 is newer"), std::string::npos) << allowed.err;
+  auto summary = nlohmann::json::parse(allowed.out, nullptr, false);
+  ASSERT_FALSE(summary.is_discarded()) << allowed.out;
+  EXPECT_EQ(summary["resumed_from_step"], 20) << allowed.out;
 }
 
 // ---- bad input: a clear error and a non-zero exit, never a crash --------------------

@@ -57,10 +57,18 @@ StatusOr<TrustStore> CheckpointTrust(const JobSpec& spec) {
   return trust;
 }
 
-StatusOr<LoadedCheckpoint> LoadResumeCheckpoint(const JobSpec& spec, std::optional<OwnRankState> own) {
+StatusOr<LoadedCheckpoint> LoadResumeCheckpoint(const JobSpec& spec, std::optional<OwnRankState> own,
+                                                const std::string& registry_job) {
   ASSIGN_OR_RETURN(TrustStore trust, CheckpointTrust(spec));
-  if (own) return LoadCheckpointForRank(spec.checkpoint().resume(), trust, spec.checkpoint().allow_unsigned(), *own);
-  return LoadCheckpoint(spec.checkpoint().resume(), trust, spec.checkpoint().allow_unsigned());
+  LoadOptions o;
+  o.allow_unsigned = spec.checkpoint().allow_unsigned();
+  o.own = own;
+  o.job_from_directory = true;
+  o.expected_job = registry_job;
+  o.resume = true;
+  o.chosen_by_registry = !registry_job.empty();
+  o.allow_rollback = spec.checkpoint().allow_rollback();
+  return LoadCheckpoint(spec.checkpoint().resume(), trust, o);
 }
 
 }  // namespace shoal

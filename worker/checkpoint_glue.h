@@ -39,6 +39,13 @@ StatusOr<TrustStore> CheckpointTrust(const JobSpec& spec);
 // file and the reason; an unsigned or untrusted checkpoint needs checkpoint.allow_unsigned.
 // With `own`, only that rank's rank state is read (what a worker process needs);
 // without, every rank's (ranks sharing one loaded snapshot, as threads in tests).
-StatusOr<LoadedCheckpoint> LoadResumeCheckpoint(const JobSpec& spec, std::optional<OwnRankState> own = std::nullopt);
+// A checkpoint in the <dir>/<job>/step-<N> layout must hold a manifest for step N of
+// job <job>; one older than the newest that verifies in its job directory (or reached
+// through a turned-back `latest`) needs checkpoint.allow_rollback (LoadOptions).
+// `registry_job`: the coordinator named the checkpoint, its registry's latest for this
+// job (everyone had died); the manifest must be that job's, and the registry is what
+// "newest" means then (newer directories it never recorded are logged, not refused).
+StatusOr<LoadedCheckpoint> LoadResumeCheckpoint(const JobSpec& spec, std::optional<OwnRankState> own = std::nullopt,
+                                                const std::string& registry_job = "");
 
 }  // namespace shoal

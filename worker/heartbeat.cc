@@ -60,6 +60,33 @@ void HeartbeatThread::SetGeneration(int64_t generation) {
   ledger_.Clear();
 }
 
+void HeartbeatThread::Apply(const std::string& member, int64_t generation, const HeartbeatResponse& hb) {
+  {
+    // The answer to a beat sent for an earlier member id (this process was fenced and
+    // registered again while it was in flight) says nothing about the current one: its
+    // "fenced" would stick and end every later generation at its first boundary (the
+    // chaos soak found that loop: one step per generation for 13 s).
+    std::lock_guard<std::mutex> l(mu_);
+    if (member != member_id_) return;
+  }
+  JobState s = hb.job_state();
+  last_state_ = s;
+  if ((s == JOB_CANCELLED || s == JOB_FAILED) && !stop_requested_.exchange(true)) {
+    SHOAL_LOG_WARN("job is {}: stopping", s == JOB_CANCELLED ? "cancelled" : "failed");
+    if (abort_generation_) abort_generation_(generation);
+  } else if (hb.fenced()) {
+    if (!fenced_.exchange(true)) SHOAL_LOG_WARN("fenced: {}", hb.fence_reason());
+    if (generation > 0 && abort_generation_) abort_generation_(generation);
+  } else if (generation > 0 && hb.generation() == generation) {
+    if (hb.regroup() == REGROUP_NOW) {
+      if (abort_generation_) abort_generation_(generation);
+    } else if (hb.regroup() == REGROUP_AT_BOUNDARY) {
+      std::lock_guard<std::mutex> l(mu_);
+      if (generation_ == generation) boundary_pending_ = true;
+    }
+  }
+}
+
 void HeartbeatThread::RequestLeave() {
   {
     std::lock_guard<std::mutex> l(mu_);
@@ -110,24 +137,7 @@ void HeartbeatThread::Loop() {
     auto resp = client.Call(r, call_timeout);
     if (resp.ok()) {
       failures = 0;
-      const HeartbeatResponse& hb = resp->heartbeat();
-      JobState s = hb.job_state();
-      last_state_ = s;
-      if ((s == JOB_CANCELLED || s == JOB_FAILED) && !stop_requested_.exchange(true)) {
-        SHOAL_LOG_WARN("job is {}: stopping", s == JOB_CANCELLED ? "cancelled" : "failed");
-        if (abort_generation_) abort_generation_(generation);
-      } else if (hb.fenced()) {
-        if (!fenced_.exchange(true)) SHOAL_LOG_WARN("fenced: {}", hb.fence_reason());
-        if (generation > 0 && abort_generation_) abort_generation_(generation);
-      } else if (generation > 0 && hb.generation() == generation) {
-        if (hb.regroup() == REGROUP_NOW) {
-          if (abort_generation_) abort_generation_(generation);
-        } else if (hb.regroup() == REGROUP_AT_BOUNDARY) {
-          std::lock_guard<std::mutex> l(mu_);
-          if (generation_ == generation) boundary_pending_ = true;
-        }
-      }
-    } else if (++failures == 3 || failures % 20 == 0) {
+      Apply(member, generation, resp->heartbeat());    } else if (++failures == 3 || failures % 20 == 0) {
       SHOAL_LOG_WARN("heartbeat: {}", resp.status().ToString());
     }
     std::unique_lock<std::mutex> l(mu_);

@@ -55,6 +55,10 @@ class HeartbeatThread {
   // The coordinator refused the leave (a job that cannot regroup): stop instead.
   bool leave_refused() const { return leave_refused_.load(); }
 
+  // What the loop does with the answer to a beat sent for `member` in `generation`
+  // (public for tests: the race it guards against is hard to time).
+  void Apply(const std::string& member, int64_t generation, const HeartbeatResponse& hb);
+
  private:
   void Loop();
 

@@ -30,3 +30,35 @@ TEST(RendezvousTimeout, NcclAndMpiKeepTheCollectivesTimeout) {
 
 }  // namespace
 }  // namespace shoal
+
+namespace shoal {
+namespace {
+
+// The chaos soak's regroup loop: a worker fenced as m2 registered again as m5 while a
+// beat for m2 was in flight; its "fenced" answer stuck to m5 and ended every later
+// generation at its first boundary (one step per generation until m5 died).
+TEST(HeartbeatThreadTest, AnAnswerForAnEarlierMemberIdIsIgnored) {
+  HeartbeatThread hb("tcp://127.0.0.1:1", "job/m2", 3600, nullptr);  // never answered
+  HeartbeatResponse fenced;
+  fenced.set_job_state(JOB_RUNNING);
+  fenced.set_fenced(true);
+  fenced.set_fence_reason("job/m2 is dead");
+  hb.SetMember("job/m5");
+  hb.SetGeneration(7);
+  hb.Apply("job/m2", 6, fenced);
+  EXPECT_FALSE(hb.fenced());
+  HeartbeatResponse boundary;
+  boundary.set_job_state(JOB_RUNNING);
+  boundary.set_generation(7);
+  boundary.set_regroup(REGROUP_AT_BOUNDARY);
+  hb.Apply("job/m2", 7, boundary);
+  EXPECT_FALSE(hb.boundary_pending());
+  // The same answers for the current member do count.
+  hb.Apply("job/m5", 7, boundary);
+  EXPECT_TRUE(hb.boundary_pending());
+  hb.Apply("job/m5", 7, fenced);
+  EXPECT_TRUE(hb.fenced());
+}
+
+}  // namespace
+}  // namespace shoal

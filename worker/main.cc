@@ -490,7 +490,9 @@ int Worker::Run() {
         JobSpec resume_spec = spec_;
         if (!a.resume_checkpoint().empty()) resume_spec.mutable_checkpoint()->set_resume(a.resume_checkpoint());
         if (!resume_spec.checkpoint().resume().empty()) {
-          auto loaded = LoadResumeCheckpoint(resume_spec, OwnRankState{a.rank(), a.world_size()});
+          // The coordinator's choice is its registry's latest checkpoint of this very job.
+          auto loaded = LoadResumeCheckpoint(resume_spec, OwnRankState{a.rank(), a.world_size()},
+                                             a.resume_checkpoint().empty() ? "" : a.job_id());
           if (!loaded.ok()) return Fail(loaded.status().WithContext("resume"));
           SHOAL_LOG_INFO("resuming from {} (step {}, {})", loaded->dir, loaded->snapshot.step,
                          loaded->signature_verified ? "signed by " + loaded->signer_key_id : std::string("unsigned"));

@@ -199,8 +199,17 @@ TEST_F(TrainerCheckpointTest, ResumeReproducesTheUninterruptedRunBitForBit) {
 
     JobSpec resume = spec;
     resume.mutable_checkpoint()->set_resume(dir_ + "/ckpt/" + job + "/step-10");
+    // Steps 20, 30 and 32 are newer: going back to step 10 is a rollback, refused unless
+    // allowed, and then loaded with a warning naming both steps.
+    auto refused = LoadResumeCheckpoint(resume);
+    EXPECT_EQ(refused.status().code(), StatusCode::kFailedPrecondition) << refused.status().ToString();
+    EXPECT_NE(refused.status().message().find("step 10 is older than step 32"), std::string::npos)
+        << refused.status().ToString();
+    resume.mutable_checkpoint()->set_allow_rollback(true);
     auto loaded = LoadResumeCheckpoint(resume);
     ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+    EXPECT_NE(loaded->rollback_warning.find("loading step 10 although step 32 is newer"), std::string::npos)
+        << loaded->rollback_warning;
     EXPECT_TRUE(loaded->signature_verified);
     EXPECT_EQ(loaded->snapshot.step, 10);
     // Each rank wrote its own codec state to a file of its own; "none" has none.
@@ -258,6 +267,7 @@ TEST_F(TrainerCheckpointTest, ResumesAtAnotherWorldSizeAndRefusesAnUntrustedChec
   EXPECT_EQ(untrusted.status().code(), StatusCode::kPermissionDenied) << untrusted.status().ToString();
   resume.mutable_checkpoint()->set_resume(dir_ + "/ckpt/two/step-20");
   resume.mutable_checkpoint()->add_trust(dir_ + "/keys/shoal.pub");
+  resume.mutable_checkpoint()->set_allow_rollback(true);  // steps 30 and 32 are newer
   auto loaded = LoadResumeCheckpoint(resume);
   ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
   // Step 20 of 2 x 32: epoch 1, cursor 256. One worker of batch 32 finishes the run.
