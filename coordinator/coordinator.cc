@@ -30,6 +30,48 @@ StatusOr<Proto> ParseProto(const std::string& bytes, const std::string& key) {
   if (!p.ParseFromString(bytes)) return DataLoss("state entry " + key + " is corrupt");
   return p;
 }
+
+// Load's checks of stored state (STYLE 23: stored state is input too). The code after
+// Load trusts what they check: that every member's job exists (jobs_.at; a member
+// without its job was fuzz_coordinator_state's first crash), that the numbers it does
+// arithmetic on are far from overflow, that a live job's spec is one Submit would have
+// accepted (workers.initial sizes a vector).
+Status Corrupt(const std::string& key, const std::string& what) {
+  return DataLoss("state entry " + key + " is corrupt: " + what);
+}
+
+// Times and counters real state holds are far below this; 2^53 leaves room to add to
+// them (gen.number + 1, now_ms - below_min_since_ms) without overflowing int64.
+constexpr int64_t kMaxStoredNumber = int64_t{1} << 53;
+bool Plausible(int64_t v) { return v >= 0 && v <= kMaxStoredNumber; }
+
+Status CheckStoredJob(const std::string& key, const Job& job) {
+  if (key != "job/" + job.id() || !ValidJobId(job.id())) return Corrupt(key, "it holds job '" + job.id() + "'");
+  if (!JobState_IsValid(job.state()) || job.state() == JOB_STATE_UNSPECIFIED || !RegroupMode_IsValid(job.regroup()))
+    return Corrupt(key, "job state " + std::to_string(job.state()) + ", regroup " + std::to_string(job.regroup()));
+  if (!Plausible(job.generation()) || !Plausible(job.below_min_since_ms()) || job.restarts() < 0)
+    return Corrupt(key, "generation " + std::to_string(job.generation()) + ", below_min_since_ms " +
+                            std::to_string(job.below_min_since_ms()) + ", restarts " + std::to_string(job.restarts()));
+  // An ended job's spec is never used again: a rule added to ValidateJobSpec since it
+  // ran must not keep the coordinator from starting.
+  Status spec = IsTerminal(job.state()) ? OkStatus() : ValidateJobSpec(job.spec());
+  if (!spec.ok()) return Corrupt(key, "its spec is invalid: " + spec.message());
+  return OkStatus();
+}
+
+// The k of a member id "<job>/m<k>", as Register makes it (decimal, no leading zero,
+// small enough that k + 1 fits an int); -1 for any other id.
+int StoredMemberIndex(const std::string& job_id, const std::string& id) {
+  const std::string prefix = job_id + "/m";
+  if (id.size() <= prefix.size() || id.size() > prefix.size() + 9 || id.compare(0, prefix.size(), prefix) != 0)
+    return -1;
+  int k = 0;
+  for (size_t i = prefix.size(); i < id.size(); ++i) {
+    if (id[i] < '0' || id[i] > '9') return -1;
+    k = k * 10 + (id[i] - '0');
+  }
+  return std::to_string(k) == id.substr(prefix.size()) ? k : -1;
+}
 }  // namespace
 
 bool IsTerminal(JobState s) { return s == JOB_COMPLETED || s == JOB_FAILED || s == JOB_CANCELLED; }
@@ -64,6 +106,7 @@ Status Coordinator::Load(int64_t now_ms) {
   ASSIGN_OR_RETURN(auto jobs, store_->Scan("job/"));
   for (auto& [k, v] : jobs) {
     ASSIGN_OR_RETURN(Job job, ParseProto<Job>(v, k));
+    RETURN_IF_ERROR(CheckStoredJob(k, job));
     jobs_[job.id()] = job;
   }
   ASSIGN_OR_RETURN(auto members, store_->Scan("member/"));
@@ -71,22 +114,52 @@ Status Coordinator::Load(int64_t now_ms) {
     ASSIGN_OR_RETURN(Member m, ParseProto<Member>(v, k));
     // Live members get a fresh grace period: they could not reach us while we were down.
     m.set_last_heartbeat_ms(now_ms);
+    const int index = StoredMemberIndex(m.job_id(), m.id());
+    if (index < 0) return DataLoss("state entry " + k + " has a malformed member id '" + m.id() + "'");
+    // Every handler looks a member's job up with jobs_.at(): a member without its job
+    // would throw std::out_of_range at its first request.
+    if (!jobs_.count(m.job_id())) return Corrupt(k, "member " + m.id() + " of unknown job '" + m.job_id() + "'");
+    if (k != "member/" + m.job_id() + "/" + m.id()) return Corrupt(k, "it holds member '" + m.id() + "'");
+    if (!MemberState_IsValid(m.state()) || m.state() == MEMBER_STATE_UNSPECIFIED)
+      return Corrupt(k, "member state " + std::to_string(m.state()));
     auto& idx = next_member_index_[m.job_id()];
-    const size_t at = m.id().rfind("/m");
-    if (at == std::string::npos) return DataLoss("state entry " + k + " has a malformed member id '" + m.id() + "'");
-    idx = std::max(idx, std::atoi(m.id().substr(at + 2).c_str()) + 1);
+    idx = std::max(idx, index + 1);
     members_[m.id()].member = m;
   }
+  // Generations are read back when a member is answered its assignment: each must be
+  // one its job formed, of members that exist, with a state source among them.
+  ASSIGN_OR_RETURN(auto gens, store_->Scan("gen/"));
+  for (auto& [k, v] : gens) {
+    ASSIGN_OR_RETURN(Generation g, ParseProto<Generation>(v, k));
+    auto job = jobs_.find(g.job_id());
+    char number[32];  // the key members.cc's GenKey makes
+    std::snprintf(number, sizeof(number), "%010lld", static_cast<long long>(g.number()));
+    if (job == jobs_.end() || k != "gen/" + g.job_id() + "/" + number || g.number() < 1 ||
+        g.number() > job->second.generation())
+      return Corrupt(k, "generation " + std::to_string(g.number()) + " of job '" + g.job_id() + "'");
+    for (const std::string& id : g.member_ids()) {
+      auto m = members_.find(id);
+      if (m == members_.end() || m->second.member.job_id() != g.job_id())
+        return Corrupt(k, "generation " + std::to_string(g.number()) + " names unknown member '" + id + "'");
+    }
+    if (g.state_source() < -1 || g.state_source() >= g.member_ids_size())
+      return Corrupt(k, "state source rank " + std::to_string(g.state_source()) + " of " +
+                            std::to_string(g.member_ids_size()) + " member(s)");
+  }
   RETURN_IF_ERROR(kv_.Load());
+  RETURN_IF_ERROR(checkpoints_.CheckStored());
+  RETURN_IF_ERROR(ledgers_.CheckStored());
   // A regroup in progress resumes: reports recorded before the restart still count
   // (reported_generation is stored), and the window starts again with the first report
   // a worker repeats to this process.
   auto seq = store_->Get("meta/next_event_seq");
   if (seq.ok()) {
-    // Stored state is input too: no std::stoll that throws on a corrupt entry.
+    // Stored state is input too: no std::stoll that throws on a corrupt entry, and no
+    // counter so large that the next event overflows it.
     char* end = nullptr;
     long long v = std::strtoll(seq->c_str(), &end, 10);
-    if (end == seq->c_str() || v < 1) return DataLoss("state entry meta/next_event_seq is corrupt");
+    if (end == seq->c_str() || *end != '\0' || v < 1 || v > kMaxStoredNumber)
+      return DataLoss("state entry meta/next_event_seq is corrupt");
     next_event_seq_ = v;
   }
   SHOAL_LOG_INFO("loaded {} job(s) and {} member(s) from the state store", jobs_.size(), members_.size());

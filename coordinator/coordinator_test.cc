@@ -3,11 +3,15 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cstdint>
 #include <filesystem>
+#include <functional>
+#include <map>
 
 #include "coordinator/client.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/coordinator_test_util.h"
+#include "coordinator/registry.h"
 #include "coordinator/server.h"
 #include "spec/jobspec_loader.h"
 
@@ -207,5 +211,204 @@ TEST_F(CoordinatorCoreTest, CheckpointRegistryRecordsCommitsAndStatusShowsTheLat
   list.mutable_checkpoint_list()->set_job_id(job);
   EXPECT_EQ(Call(list).checkpoint_list().records_size(), 2);
 }
+}  // namespace
+}  // namespace shoal
+
+// Stored state is input too: Load refuses corrupt entries with kDataLoss naming the key,
+// instead of accepting a state the handlers later crash on (found by
+// fuzz_coordinator_state, tests/fuzz).
+namespace shoal {
+namespace {
+
+using coordinator_test::Inbox;
+using coordinator_test::TwoWorkerSpec;
+using Entries = std::map<std::string, std::string>;
+
+// A consistent state as a coordinator writes it: job1 running generation 1 with
+// members job1/m0 and job1/m1, a checkpoint and a ledger.
+Entries GoodState() {
+  Entries e;
+  Job job;
+  job.set_id("job1");
+  *job.mutable_spec() = TwoWorkerSpec();
+  job.set_state(JOB_RUNNING);
+  job.set_generation(1);
+  job.set_world_size(2);
+  e["job/job1"] = job.SerializeAsString();
+  Generation gen;
+  gen.set_job_id("job1");
+  gen.set_number(1);
+  gen.set_state_source(-1);
+  for (int k = 0; k < 2; ++k) {
+    Member m;
+    m.set_id("job1/m" + std::to_string(k));
+    m.set_job_id("job1");
+    m.set_state(MEMBER_ACTIVE);
+    m.set_generation(1);
+    m.set_rank(k);
+    e["member/job1/" + m.id()] = m.SerializeAsString();
+    gen.add_member_ids(m.id());
+  }
+  e["gen/job1/0000000001"] = gen.SerializeAsString();
+  CheckpointRecord ck;
+  ck.set_job_id("job1");
+  ck.set_step(100);
+  ck.set_manifest_digest(std::string(64, 'a'));
+  e["ckpt/job1/000000000100"] = ck.SerializeAsString();
+  Ledger ledger;
+  LedgerRange* r = ledger.add_ranges();
+  r->set_step_begin(0);
+  r->set_step_end(100);
+  r->set_cursor_end(6400);
+  r->set_batch(64);
+  e["ledger/job1"] = ledger.SerializeAsString();
+  e["kv/job1/gen-1/addr"] = "10.0.0.1:4000";
+  e["meta/next_event_seq"] = "7";
+  return e;
+}
+
+std::unique_ptr<Coordinator> Loaded(const Entries& entries, Status* status) {
+  auto store = NewMemoryStore();
+  for (const auto& [k, v] : entries) EXPECT_TRUE(store->Put(k, v).ok());
+  auto coord = std::make_unique<Coordinator>(std::move(store));
+  *status = coord->Load(1'000'000);
+  return coord;
+}
+
+// Load refuses `entries` with kDataLoss whose message names `key`.
+void ExpectRefused(const Entries& entries, const std::string& key) {
+  Status s;
+  Loaded(entries, &s);
+  EXPECT_EQ(s.code(), StatusCode::kDataLoss) << s.ToString();
+  EXPECT_NE(s.message().find(key), std::string::npos) << s.ToString();
+}
+
+template <typename Proto>
+std::string Edited(const std::string& bytes, const std::function<void(Proto&)>& edit) {
+  Proto p;
+  EXPECT_TRUE(p.ParseFromString(bytes));
+  edit(p);
+  return p.SerializeAsString();
+}
+
+TEST(CoordinatorLoadTest, AcceptsAConsistentStateAndRunsOnIt) {
+  Status s;
+  auto coord = Loaded(GoodState(), &s);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  Request hb;
+  hb.mutable_heartbeat()->set_member_id("job1/m1");
+  hb.mutable_heartbeat()->set_generation(1);
+  Inbox inbox;
+  coord->Handle(hb, 1'000'100, inbox.Take());
+  ASSERT_EQ(inbox.got.size(), 1u);
+  EXPECT_EQ(inbox.got[0].code(), 0) << inbox.got[0].error();
+  EXPECT_EQ(inbox.got[0].heartbeat().job_state(), JOB_RUNNING);
+}
+
+// Every handler finds a member's job with jobs_.at(): a member whose job entry is gone
+// made the member's first heartbeat throw std::out_of_range.
+TEST(CoordinatorLoadTest, LoadRefusesMemberOfUnknownJob) {
+  Entries e = GoodState();
+  e.erase("job/job1");
+  e.erase("gen/job1/0000000001");
+  ExpectRefused(e, "member/job1/job1/m0");
+}
+
+// Member ids are "<job>/m<k>"; the index k sets the next registration's, so
+// "job1/m2147483647" made k + 1 overflow.
+TEST(CoordinatorLoadTest, LoadRefusesMalformedMemberIds) {
+  for (const std::string id : {"job1/x0", "job1/m", "job1/m-1", "job1/m01", "job1/m2147483647", "other/m3"}) {
+    Entries e = GoodState();
+    e["member/job1/" + id] = Edited<Member>(e["member/job1/job1/m0"], [&](Member& m) { m.set_id(id); });
+    SCOPED_TRACE(id);
+    ExpectRefused(e, "member/job1/" + id);
+  }
+  Entries e = GoodState();  // stored under another member's key
+  e["member/job1/job1/m0"] = e["member/job1/job1/m1"];
+  ExpectRefused(e, "member/job1/job1/m0");
+}
+
+// A spec Submit would refuse: workers.initial -1 sized a vector with resize(-1) at the
+// next registration (std::length_error).
+TEST(CoordinatorLoadTest, LoadRefusesJobWhoseSpecIsInvalid) {
+  Entries e = GoodState();
+  e["job/job1"] = Edited<Job>(e["job/job1"], [](Job& j) {
+    j.set_state(JOB_PENDING);
+    j.mutable_spec()->mutable_workers()->set_initial(-1);
+  });
+  ExpectRefused(e, "job/job1");
+  e = GoodState();
+  e["job/job1"] = Edited<Job>(e["job/job1"], [](Job& j) { j.set_id("job2"); });  // under another job's key
+  ExpectRefused(e, "job/job1");
+}
+
+// Numbers the coordinator adds to: generation + 1 at the next regroup, now -
+// below_min_since_ms, the event counter + 1. Near the int64 limits they overflowed.
+TEST(CoordinatorLoadTest, LoadRefusesNumbersThatWouldOverflow) {
+  Entries e = GoodState();
+  e["job/job1"] = Edited<Job>(e["job/job1"], [](Job& j) { j.set_generation(INT64_MAX); });
+  ExpectRefused(e, "job/job1");
+  e = GoodState();
+  e["job/job1"] = Edited<Job>(e["job/job1"], [](Job& j) { j.set_below_min_since_ms(INT64_MIN); });
+  ExpectRefused(e, "job/job1");
+  for (const std::string seq : {"9223372036854775807", "0", "12abc", ""}) {
+    e = GoodState();
+    e["meta/next_event_seq"] = seq;
+    ExpectRefused(e, "meta/next_event_seq");
+  }
+}
+
+TEST(CoordinatorLoadTest, LoadRefusesGenerationsOfUnknownMembers) {
+  Entries e = GoodState();
+  e["gen/job1/0000000001"] =
+      Edited<Generation>(e["gen/job1/0000000001"], [](Generation& g) { g.add_member_ids("job1/m9"); });
+  ExpectRefused(e, "gen/job1/0000000001");
+  e = GoodState();
+  e["gen/job1/0000000001"] = Edited<Generation>(e["gen/job1/0000000001"], [](Generation& g) { g.set_state_source(2); });
+  ExpectRefused(e, "gen/job1/0000000001");
+  e = GoodState();  // a generation the job has not reached
+  e["gen/job1/0000000002"] = Edited<Generation>(e["gen/job1/0000000001"], [](Generation& g) { g.set_number(2); });
+  ExpectRefused(e, "gen/job1/0000000002");
+  e = GoodState();
+  e["gen/job1/0000000001"] = "\xff\xff";
+  ExpectRefused(e, "gen/job1/0000000001");
+}
+
+TEST(CoordinatorLoadTest, LoadRefusesCorruptCheckpointAndLedgerEntries) {
+  Entries e = GoodState();
+  e["ckpt/job1/000000000100"] = "\xff\xff";
+  ExpectRefused(e, "ckpt/job1/000000000100");
+  e = GoodState();  // stored under another step's key
+  e["ckpt/job1/000000000200"] = e["ckpt/job1/000000000100"];
+  ExpectRefused(e, "ckpt/job1/000000000200");
+  e = GoodState();
+  e["ledger/job1"] = "\xff\xff";
+  ExpectRefused(e, "ledger/job1");
+  e = GoodState();
+  e["ledger/job1"] = Edited<Ledger>(e["ledger/job1"], [](Ledger& l) { l.mutable_ranges(0)->set_batch(int64_t{1} << 62); });
+  ExpectRefused(e, "ledger/job1");
+}
+
+// A ledger range whose batch x steps overflows int64: the cut at the next rollback
+// (LedgerBefore) computed cursor_begin + batch * steps, undefined behaviour.
+TEST(LedgerBookTest, LedgerWithOverflowingBatchIsRefused) {
+  auto store = NewMemoryStore();
+  LedgerBook book(store.get());
+  Ledger l;
+  LedgerRange* r = l.add_ranges();
+  r->set_step_begin(0);
+  r->set_step_end(100);
+  r->set_cursor_end(100);
+  r->set_batch(int64_t{1} << 62);
+  EXPECT_EQ(book.Offer("j", l).code(), StatusCode::kInvalidArgument);
+  r->set_batch(-1);
+  EXPECT_EQ(book.Offer("j", l).code(), StatusCode::kInvalidArgument);
+  r->set_batch(1);
+  EXPECT_TRUE(book.Offer("j", l).ok());
+  Ledger negative = l;  // a ledger starting before step 0
+  negative.mutable_ranges(0)->set_step_begin(-5);
+  EXPECT_EQ(book.Offer("j", negative).code(), StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace shoal

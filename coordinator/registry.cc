@@ -2,6 +2,7 @@
 #include "coordinator/registry.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdio>
 
 namespace shoal {
@@ -11,6 +12,25 @@ std::string StepKey(int64_t step) {
   char buf[24];
   std::snprintf(buf, sizeof(buf), "%012lld", static_cast<long long>(step));
   return buf;
+}
+
+// Ranges in step order, each non-empty and adjacent to the previous one. The first
+// starts at 0, or at the step of the checkpoint a job was resumed from (its ledger
+// starts there: the steps before belong to the job that made it), never below 0.
+// A cut (LedgerBefore, at a regroup) computes cursor_begin + batch * steps: batch must
+// not be negative nor so large that this overflows int64 (a heartbeat's ledger with a
+// batch of 2^62 made the next regroup's cut undefined behaviour).
+Status CheckRanges(const Ledger& ledger) {
+  int64_t expect = ledger.ranges().empty() ? 0 : ledger.ranges(0).step_begin();
+  if (expect < 0) return InvalidArgument("ledger starts at step " + std::to_string(expect));
+  for (const LedgerRange& r : ledger.ranges()) {
+    if (r.step_begin() != expect || r.step_end() <= r.step_begin() || r.cursor_end() < r.cursor_begin() ||
+        r.cursor_begin() < 0 || r.epoch() < 0 || r.batch() < 0 ||
+        (r.batch() > 0 && r.step_end() - r.step_begin() > (INT64_MAX - r.cursor_begin()) / r.batch()))
+      return InvalidArgument("ledger range at step " + std::to_string(r.step_begin()) + " is malformed");
+    expect = r.step_end();
+  }
+  return OkStatus();
 }
 }  // namespace
 
@@ -32,6 +52,28 @@ std::vector<CheckpointRecord> CheckpointRegistry::Of(const std::string& job_id) 
   return out;
 }
 
+Status CheckpointRegistry::CheckStored() const {
+  ASSIGN_OR_RETURN(auto entries, store_->Scan("ckpt/"));
+  for (auto& [k, v] : entries) {
+    CheckpointRecord r;
+    if (!r.ParseFromString(v) || r.step() < 0 || r.manifest_digest().size() != 64 ||
+        k != "ckpt/" + r.job_id() + "/" + StepKey(r.step()))
+      return DataLoss("state entry " + k + " is corrupt: not a committed checkpoint record");
+  }
+  return OkStatus();
+}
+
+Status LedgerBook::CheckStored() const {
+  ASSIGN_OR_RETURN(auto entries, store_->Scan("ledger/"));
+  for (auto& [k, v] : entries) {
+    Ledger l;
+    if (!l.ParseFromString(v)) return DataLoss("state entry " + k + " is corrupt");
+    Status s = CheckRanges(l);
+    if (!s.ok()) return DataLoss("state entry " + k + " is corrupt: " + s.message());
+  }
+  return OkStatus();
+}
+
 Ledger LedgerBook::Of(const std::string& job_id) const {
   Ledger l;
   auto bytes = store_->Get("ledger/" + job_id);
@@ -40,16 +82,7 @@ Ledger LedgerBook::Of(const std::string& job_id) const {
 }
 
 Status LedgerBook::Offer(const std::string& job_id, const Ledger& offered) {
-  // Well-formed: ranges in step order, each non-empty and adjacent to the previous one.
-  // The first starts at 0, or at the step of the checkpoint a job was resumed from
-  // (its ledger starts there: the steps before belong to the job that made it).
-  int64_t expect = offered.ranges().empty() ? 0 : offered.ranges(0).step_begin();
-  for (const LedgerRange& r : offered.ranges()) {
-    if (r.step_begin() != expect || r.step_end() <= r.step_begin() || r.cursor_end() < r.cursor_begin() ||
-        r.cursor_begin() < 0 || r.epoch() < 0)
-      return InvalidArgument("ledger range at step " + std::to_string(r.step_begin()) + " is malformed");
-    expect = r.step_end();
-  }
+  RETURN_IF_ERROR(CheckRanges(offered));
   Ledger stored = Of(job_id);
   if (LedgerEnd(offered) <= LedgerEnd(stored)) return OkStatus();
   if (stored.ranges_size() > 0 && offered.ranges_size() > 0 &&

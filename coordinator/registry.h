@@ -20,6 +20,9 @@ class CheckpointRegistry {
   Status Commit(const CheckpointRecord& record, int64_t now_ms);
   // Committed checkpoints of a job, oldest first; corrupt entries are skipped.
   std::vector<CheckpointRecord> Of(const std::string& job_id) const;
+  // For Coordinator::Load: kDataLoss naming the first stored record that does not
+  // parse, or is not one Commit would have stored under its key.
+  Status CheckStored() const;
 
  private:
   StateStore* store_;
@@ -37,6 +40,9 @@ class LedgerBook {
   // Drops every range from `step` on (ranges are cut at it).
   Status TruncateTo(const std::string& job_id, int64_t step);
   Ledger Of(const std::string& job_id) const;
+  // For Coordinator::Load: kDataLoss naming the first stored ledger that does not
+  // parse or is not well-formed (as Offer checks an offered one).
+  Status CheckStored() const;
 
  private:
   StateStore* store_;

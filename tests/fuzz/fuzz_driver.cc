@@ -61,7 +61,9 @@ class Mutator {
         case 5: {
           const std::string& o = corpus[Pick(corpus.size())];
           size_t from = Pick(o.size() + 1);
-          s = s.substr(0, pos) + o.substr(from, Pick(o.size() - from + 1));
+          // Half the time the rest of s stays: inputs that are sequences (the coordinator
+          // targets' requests) would otherwise lose their tail at nearly every splice.
+          s = s.substr(0, pos) + o.substr(from, Pick(o.size() - from + 1)) + (Pick(2) ? s.substr(pos) : "");
           break;
         }
         case 6: s.resize(Pick(s.size() + 1)); break;
@@ -134,7 +136,10 @@ int main(int argc, char** argv) {
   uint64_t runs = 0;
   while (std::chrono::steady_clock::now() < deadline) {
     for (int batch = 0; batch < 64; ++batch, ++runs) {
-      std::string input = m.Pick(10) == 0 ? m.RandomInput() : m.Mutate(corpus[m.Pick(corpus.size())], corpus);
+      // Half the mutants start from a seed: stacked edits drift towards short inputs
+      // (truncations, splices), and a target whose inputs are sequences needs length.
+      const size_t base = m.Pick(2) ? m.Pick(seeds) : m.Pick(corpus.size());
+      std::string input = m.Pick(10) == 0 ? m.RandomInput() : m.Mutate(corpus[base], corpus);
       if (!RunOne(input)) return (SaveCrash(), 1);
       // Without coverage feedback, keep a bounded random sample of mutants so edits can
       // stack up over generations.
