@@ -215,8 +215,9 @@ TEST_F(CoordinatorCoreTest, CheckpointRegistryRecordsCommitsAndStatusShowsTheLat
 }  // namespace shoal
 
 // Stored state is input too: Load refuses corrupt entries with kDataLoss naming the key,
-// instead of accepting a state the handlers later crash on (found by
-// fuzz_coordinator_state, tests/fuzz).
+// instead of accepting a state the handlers later crash on. tests/fuzz's
+// fuzz_coordinator_state found the first (a member without its job); the others came
+// from reading what the handlers assume while writing it.
 namespace shoal {
 namespace {
 
