@@ -265,6 +265,8 @@ TEST_F(SecureCoordinatorTest, RateLimitPerKeyRefusesTheExcessAndAuditsIt) {
     if (c.Call(StatusReq(), seconds(5)).status().code() == StatusCode::kResourceExhausted) ++refused;
   EXPECT_GT(refused, 20);
   EXPECT_LT(refused, 60);
+  std::this_thread::sleep_for(seconds(1));  // tokens for the audit read itself
+  EXPECT_TRUE(Audited("admin", "status", "refused: key 'admin' exceeds 5 requests/s"));
 }
 
 TEST_F(SecureCoordinatorTest, ParkedLongPollsPerConnectionAreBounded) {
