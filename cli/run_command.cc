@@ -386,6 +386,18 @@ int DoRun(const RunOptions& o) {
   if (!job.ok()) return ReportError(job.status());
 
   nlohmann::json summary = SummaryJson(*job);
+  // Which filters admitted the data the job trained on (the scan the spec was checked
+  // against before any worker started).
+  const auto scan = ReadScanReport(spec->data().dataset());
+  if (scan.ok()) {
+    nlohmann::json filters = nlohmann::json::array();
+    for (const FilterReport& f : scan->filters)
+      filters.push_back({{"name", f.name}, {"enabled", f.enabled}, {"threshold", f.threshold},
+                         {"version", f.version}, {"flagged", f.flagged}});
+    summary["data_filters"] = filters;
+    summary["data_scan"] = {{"records", scan->records}, {"admitted", scan->admitted},
+                            {"quarantined", scan->quarantined}, {"manifest_sha256", scan->manifest_sha256}};
+  }
   if (!o.summary_path.empty()) {
     Status s = WriteFileAtomic(o.summary_path, summary.dump(2) + "\n");
     if (!s.ok()) return ReportError(s);
@@ -400,6 +412,14 @@ int DoRun(const RunOptions& o) {
       std::printf("  %lld steps, %d epoch(s) completed, world size %d, backend %s\n", static_cast<long long>(r.steps()),
                   r.epochs(), r.world_size(), r.backend().c_str());
       std::printf("  final test accuracy %.4f, final loss %.4f\n", r.final_test_accuracy(), r.final_loss());
+      if (scan.ok()) {
+        std::string on;
+        for (const FilterReport& f : scan->filters)
+          if (f.enabled) on += (on.empty() ? "" : ", ") + f.name + " v" + std::to_string(f.version);
+        std::printf("  data: %lld of %lld records admitted by the filters %s (%lld quarantined)\n",
+                    static_cast<long long>(scan->admitted), static_cast<long long>(scan->records),
+                    on.empty() ? "(none on)" : on.c_str(), static_cast<long long>(scan->quarantined));
+      }
       std::printf("  %.0f samples/s, %.1f s wall, %.1f MiB sent per worker\n", r.samples_per_second(), r.wall_seconds(),
                   r.bytes_sent_per_worker() / 1048576.0);
       double per_rank = r.wall_seconds() > 0 ? 1.0 / r.wall_seconds() : 0;

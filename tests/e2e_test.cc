@@ -149,6 +149,14 @@ TEST(ShoalctlRun, MpiBackendStartsTheWorkersThroughMpirun) {
   EXPECT_EQ(s["world_size"], 2);
   EXPECT_EQ(s["steps"], 40);
   EXPECT_GT(s["bytes_sent_per_worker"].get<int64_t>(), 0);
+  // The summary says which filters admitted the data (the example dataset is scanned).
+  ASSERT_TRUE(s.contains("data_filters")) << r.out;
+  ASSERT_FALSE(s["data_filters"].empty());
+  for (const auto& f : s["data_filters"]) {
+    EXPECT_TRUE(f.contains("name") && f.contains("enabled") && f.contains("version")) << f.dump();
+  }
+  EXPECT_EQ(s["data_scan"]["admitted"].get<int64_t>() + s["data_scan"]["quarantined"].get<int64_t>(),
+            s["data_scan"]["records"].get<int64_t>());
 }
 
 // collectives.emulate_bandwidth_mbps reaches the workers' communicators: each worker's
