@@ -38,7 +38,9 @@ namespace {
 // beat for m2 was in flight; its "fenced" answer stuck to m5 and ended every later
 // generation at its first boundary (one step per generation until m5 died).
 TEST(HeartbeatThreadTest, AnAnswerForAnEarlierMemberIdIsIgnored) {
-  HeartbeatThread hb("tcp://127.0.0.1:1", "job/m2", 3600, nullptr);  // never answered
+  // Nothing listens there, so the loop's own beats are never answered; its call timeout
+  // (twice the interval, at least 1 s) bounds how long the destructor waits for it.
+  HeartbeatThread hb("tcp://127.0.0.1:1", "job/m2", 0.05, nullptr);
   HeartbeatResponse fenced;
   fenced.set_job_state(JOB_RUNNING);
   fenced.set_fenced(true);
