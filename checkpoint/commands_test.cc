@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "checkpoint/async_writer.h"
+#include "checkpoint/cli_test_util.h"
 #include "checkpoint/commands.h"
 #include "checkpoint/safetensors.h"
 #include "checkpoint/test_util.h"
@@ -19,26 +20,8 @@ namespace {
 using testing::MakeSnapshot;
 using testing::TempDir;
 
-struct Result {
-  int code;
-  std::string out, err;
-};
-
-Result RunCli(std::vector<std::string> args) {
-  CLI::App app("shoalctl");
-  int code = -1;
-  std::ostringstream out, err;
-  RegisterCheckpointCommands(app, &code, out, err);
-  args.insert(args.begin(), "shoalctl");
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  try {
-    app.parse(static_cast<int>(argv.size()), argv.data());
-  } catch (const CLI::ParseError& e) {
-    code = app.exit(e, out, err);
-  }
-  return {code, out.str(), err.str()};
-}
+using Result = testing::CliResult;
+Result RunCli(std::vector<std::string> args) { return testing::RunCheckpointCli(std::move(args)); }
 
 class CommandsTest : public ::testing::Test {
  protected:

@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "checkpoint/async_writer.h"
+#include "checkpoint/cli_test_util.h"
 #include "checkpoint/commands.h"
 #include "checkpoint/reader.h"
 #include "checkpoint/test_util.h"
@@ -275,16 +276,9 @@ TEST_F(RollbackTest, AParentNewerThanItsChildIsRefused) {
 TEST_F(RollbackTest, CheckpointVerifyReportsATurnedBackPointer) {
   ASSERT_TRUE(WriteKeyPair(key_, tmp_ / "keys", "k").ok());
   PointLatestAt("step-200");
-  auto run = [&](std::vector<std::string> args) {
-    CLI::App app("shoalctl");
-    int code = -1;
-    std::ostringstream out, err;
-    RegisterCheckpointCommands(app, &code, out, err);
-    args.insert(args.begin(), "shoalctl");
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    app.parse(static_cast<int>(argv.size()), argv.data());
-    return std::make_pair(code, out.str() + err.str());
+  auto run = [](std::vector<std::string> args) {
+    auto r = testing::RunCheckpointCli(std::move(args));
+    return std::make_pair(r.code, r.out + r.err);
   };
   auto refused = run({"checkpoint", "verify", job_, "--trust", tmp_ / "keys/k.pub"});
   EXPECT_EQ(refused.first, 1) << refused.second;

@@ -7,7 +7,6 @@
 #include <zmq.h>
 
 #include <atomic>
-#include <cstring>
 #include <zmq.hpp>
 
 #include "common/clock.h"
