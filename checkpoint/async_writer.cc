@@ -297,6 +297,7 @@ Status AsyncCheckpointer::WriteOne(const TrainerSnapshot& snap) {
   m.set_parent_digest(parent_digest());
   m.set_code_version(o.code_version);
   m.set_lineage_digest(o.lineage_digest);
+  if (m.spec_digest().empty()) m.set_spec_digest(o.spec_digest);
   for (const auto& [k, v] : o.dependency_versions) (*m.mutable_dependency_versions())[k] = v;
 
   const std::string staging = StagingPath(o.job_dir, snap.step, o.nonce);
@@ -341,6 +342,8 @@ Status AsyncCheckpointer::WriteOne(const TrainerSnapshot& snap) {
   CommitInfo info;
   if (s.ok() && o.is_leader) {
     s = CommitCheckpoint(o.job_dir, snap.step, m, all, o.key ? &*o.key : nullptr, o.retention, &info);
+    info.parent_digest = m.parent_digest();
+    info.lineage_digest = m.lineage_digest();
   }
   if (!s.ok()) {
     // Nothing under a committed name was touched; drop the half-written staging dir.

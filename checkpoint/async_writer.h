@@ -48,7 +48,10 @@ struct AsyncCheckpointerOptions {
   std::string parent_digest;       // manifest digest this run resumed from ("" for none)
   std::string code_version;        // default CodeVersion()
   std::map<std::string, std::string> dependency_versions;  // merged with LinkedDependencyVersions()
+  // The job's lineage chain head for the generation saving (lineage/digest.h): signed
+  // with the manifest, it is what `shoalctl lineage verify` checks the store against.
   std::string lineage_digest;
+  std::string spec_digest;         // used when the snapshot carries none
   CommitCallback on_commit;
   // World 1 only: write the state as this many shard files at once, so hashing runs on
   // that many cores. 0: min(4, cores) for states of kParallelShardBytes or more, else 1.

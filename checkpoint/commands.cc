@@ -198,7 +198,7 @@ void List(Args a, const JobDirResolver& resolve_job, int* code, std::ostream& ou
   }
 }
 
-void Export(const Args& a, int* code, std::ostream& out, std::ostream& err) {
+void Export(const Args& a, const LineageMetadataFn& lineage, int* code, std::ostream& out, std::ostream& err) {
   TrustStore trust;
   if (!LoadTrust(a, &trust, code, err)) return;
   auto r = LoadCheckpoint(a.path, trust, Options(a));
@@ -207,7 +207,9 @@ void Export(const Args& a, int* code, std::ostream& out, std::ostream& err) {
     *code = 1;
     return;
   }
-  Status s = ExportSafetensors(*r, a.safetensors, a.include_optimizer);
+  std::map<std::string, std::string> extra;
+  if (lineage) extra = lineage(r->manifest.job_id(), r->manifest_digest, a.coordinator);
+  Status s = ExportSafetensors(*r, a.safetensors, a.include_optimizer, extra);
   if (!s.ok()) {
     err << "export failed: " << s.ToString() << "\n";
     *code = 1;
@@ -228,7 +230,7 @@ void Export(const Args& a, int* code, std::ostream& out, std::ostream& err) {
 }  // namespace
 
 void RegisterCheckpointCommands(CLI::App& app, int* exit_code, std::ostream& out, std::ostream& err,
-                                JobDirResolver resolve_job) {
+                                JobDirResolver resolve_job, LineageMetadataFn lineage) {
   // The flag values live as long as the app: every callback shares this one object.
   auto args = std::make_shared<Args>();
   std::ostream* o = &out;
@@ -269,7 +271,11 @@ void RegisterCheckpointCommands(CLI::App& app, int* exit_code, std::ostream& out
   AddVerifyFlags(exp, args.get());
   AddRollbackFlag(exp, args.get());
   exp->add_flag("--json", args->as_json, "print what was written as JSON");
-  exp->callback([args, exit_code, o, e] { Export(*args, exit_code, *o, *e); });
+  if (lineage)
+    exp->add_option("--coordinator", args->coordinator,
+                    "where the checkpoint's lineage is asked for the metadata (default: as shoalctl status; a "
+                    "stopped `shoalctl run`'s store under .shoal is read directly)");
+  exp->callback([args, lineage, exit_code, o, e] { Export(*args, lineage, exit_code, *o, *e); });
 }
 
 }  // namespace shoal

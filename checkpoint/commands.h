@@ -5,6 +5,7 @@
 
 #include <CLI/CLI.hpp>
 #include <functional>
+#include <map>
 #include <iostream>
 #include <string>
 
@@ -37,7 +38,13 @@ namespace shoal {
 // registry); the second argument is --coordinator ("" for the default).
 using JobDirResolver = std::function<StatusOr<std::string>(const std::string& job, const std::string& coordinator)>;
 
+// The lineage's answers for an exported checkpoint (shoalctl asks the coordinator, or
+// reads a stopped one's store), added to the safetensors __metadata__.
+using LineageMetadataFn = std::function<std::map<std::string, std::string>(
+    const std::string& job, const std::string& manifest_digest, const std::string& coordinator)>;
+
 void RegisterCheckpointCommands(CLI::App& app, int* exit_code, std::ostream& out = std::cout,
-                                std::ostream& err = std::cerr, JobDirResolver resolve_job = nullptr);
+                                std::ostream& err = std::cerr, JobDirResolver resolve_job = nullptr,
+                                LineageMetadataFn lineage = nullptr);
 
 }  // namespace shoal

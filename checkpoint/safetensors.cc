@@ -46,7 +46,8 @@ std::vector<const NamedTensor*> ExportedTensors(const TrainerSnapshot& snap, boo
   return out;
 }
 
-Status ExportSafetensors(const LoadedCheckpoint& ckpt, const std::string& out_path, bool include_optimizer) {
+Status ExportSafetensors(const LoadedCheckpoint& ckpt, const std::string& out_path, bool include_optimizer,
+                         const std::map<std::string, std::string>& extra_metadata) {
   json header = json::object();
   const std::vector<const NamedTensor*> chosen = ExportedTensors(ckpt.snapshot, include_optimizer);
   uint64_t offset = 0;
@@ -62,7 +63,23 @@ Status ExportSafetensors(const LoadedCheckpoint& ckpt, const std::string& out_pa
                             {"shoal.manifest_sha256", ckpt.manifest_digest},
                             {"shoal.signer", ckpt.signer_key_id},
                             {"shoal.spec_digest", m.spec_digest()},
-                            {"shoal.code_version", m.code_version()}};
+                            {"shoal.code_version", m.code_version()},
+                            {"shoal.lineage_digest", m.lineage_digest()},
+                            {"shoal.parent_digest", m.parent_digest()},
+                            {"shoal.world_size", std::to_string(m.world_size())},
+                            {"shoal.codec", m.codec()}};
+  // What a reader needs to use the weights without Shoal: how inputs were scaled and in
+  // which order the layers apply (PyTorch's nn.Linear layout: weight [out, in]).
+  std::string order;
+  for (const NamedTensor* t : chosen)
+    if (t->name.rfind("optim.", 0) != 0 && t->name.rfind("codec.", 0) != 0) order += (order.empty() ? "" : ",") + t->name;
+  header["__metadata__"]["shoal.layer_order"] = order;
+  header["__metadata__"]["shoal.model"] =
+      "mlp: for each fcI in order, x = x @ fcI.weight^T + fcI.bias, ReLU after every layer but the last; "
+      "the last layer's outputs are class logits (softmax for probabilities)";
+  header["__metadata__"]["shoal.input_scaling"] =
+      "features flattened row-major; u8 pixels as pixel / 255.0 (no mean or std normalisation); f32 as stored";
+  for (const auto& [k, v] : extra_metadata) header["__metadata__"][k] = v;
   std::string text = header.dump(-1, ' ', false, json::error_handler_t::replace);
   text.append((8 - text.size() % 8) % 8, ' ');  // keeps the tensor data 8-byte aligned
   uint64_t n = text.size();

@@ -19,9 +19,11 @@ namespace shoal {
 std::vector<const NamedTensor*> ExportedTensors(const TrainerSnapshot& snap, bool include_optimizer);
 
 // Writes ExportedTensors of `ckpt` to out_path atomically (temp name, fsync, rename).
-// __metadata__ records job, step, manifest digest, signer and spec digest, all as
-// strings (the format's rule).
-Status ExportSafetensors(const LoadedCheckpoint& ckpt, const std::string& out_path, bool include_optimizer = false);
+// __metadata__ records job, step, manifest digest, signer, spec and lineage digests, the
+// layer order and the input scaling, plus `extra_metadata` (the lineage's answers, from
+// shoalctl), all as strings (the format's rule).
+Status ExportSafetensors(const LoadedCheckpoint& ckpt, const std::string& out_path, bool include_optimizer = false,
+                         const std::map<std::string, std::string>& extra_metadata = {});
 
 struct SafetensorsFile {
   std::map<std::string, std::string> metadata;

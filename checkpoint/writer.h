@@ -58,6 +58,8 @@ struct CommitInfo {
   std::string dir;              // <job_dir>/step-<N>
   std::string manifest_digest;  // SHA-256 hex of manifest.pb
   std::string signer_key_id;    // "" when unsigned
+  std::string parent_digest;    // as the manifest records them (for the lineage)
+  std::string lineage_digest;
 };
 
 // Run by rank 0 once every rank's shard is durable. `manifest_without_shards` comes from

@@ -126,27 +126,6 @@ int DoRevoke(const AuthOptions& o) {
   return kExitOk;
 }
 
-// "2026-12-07T10:00", "2026-12-07 10:00:00", a unix time in ms, or "-1h"/"-30m".
-StatusOr<int64_t> ParseSince(const std::string& s) {
-  if (s.empty()) return 0;
-  if (s[0] == '-' && s.size() > 2) {
-    const double n = std::atof(s.c_str() + 1);
-    const char unit = s.back();
-    const double secs = unit == 'h' ? 3600 : unit == 'm' ? 60 : unit == 'd' ? 86400 : unit == 's' ? 1 : 0;
-    if (n > 0 && secs > 0) return static_cast<int64_t>(::time(nullptr) * 1000.0 - n * secs * 1000);
-  }
-  if (std::all_of(s.begin(), s.end(), ::isdigit)) return std::atoll(s.c_str());
-  struct tm tm = {};
-  for (const char* fmt : {"%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%d"}) {
-    tm = {};
-    const char* end = strptime(s.c_str(), fmt, &tm);
-    if (end && *end == '\0') {
-      tm.tm_isdst = -1;
-      return static_cast<int64_t>(mktime(&tm)) * 1000;
-    }
-  }
-  return InvalidArgument("--since '" + s + "': use a local time (2026-12-07T10:00), unix ms, or -30m / -2h / -1d");
-}
 
 int DoAudit(const AuthOptions& o) {
   std::vector<std::pair<std::string, std::string>> records, heads;
@@ -193,7 +172,7 @@ int DoAudit(const AuthOptions& o) {
     }
     return v.ok ? kExitOk : kExitFailed;
   }
-  auto since = ParseSince(o.since);
+  auto since = ParseSinceTime(o.since);
   if (!since.ok()) return ReportError(since.status());
   Request req;
   req.mutable_audit()->set_job_id(o.job);

@@ -10,6 +10,7 @@
 #include "cli/format.h"
 #include "common/file_util.h"
 #include "coordinator/client.h"
+#include "lineage/dataset_lineage.h"
 #include "coordinator/coordinator.h"
 #include "spec/jobspec_loader.h"
 
@@ -69,6 +70,7 @@ int DoSubmit(const ClusterOptions& o) {
   ControlClient client(Endpoint(o));
   Request r;
   *r.mutable_submit()->mutable_spec() = *spec;
+  *r.mutable_submit()->mutable_lineage() = SubmitterLineage(*spec);
   r.mutable_submit()->set_job_id(o.job_id);
   auto resp = client.Call(r, std::chrono::milliseconds(static_cast<int64_t>(o.timeout_s * 1000)));
   if (!resp.ok()) return ReportError(resp.status());

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <map>
 #include <string>
 
 #include "common/status.h"
@@ -18,7 +19,16 @@ void RegisterClusterCommands(CLI::App& app, int* exit_code);  // submit, status,
 void RegisterValidateCommand(CLI::App& app, int* exit_code);
 void RegisterElasticCommands(CLI::App& app, int* exit_code);  // ledger, events, scale
 void RegisterAuthCommands(CLI::App& app, int* exit_code);     // auth init|keygen|add|list|revoke, audit
+void RegisterLineageCommands(CLI::App& app, int* exit_code);  // lineage show|verify
+void RegisterUsageCommand(CLI::App& app, int* exit_code);     // usage --by team|project
 
+// The lineage's answers for `checkpoint export`'s safetensors metadata (lineage_commands.cc).
+std::map<std::string, std::string> LineageMetadataForExport(const std::string& job, const std::string& manifest_digest,
+                                                            const std::string& coordinator);
+
+// --since for audit and usage: "2026-12-07T10:00", "2026-12-07 10:00:00" (local time),
+// a unix time in ms, or "-1h" / "-30m" / "-7d" before now; "" is 0 (everything).
+StatusOr<int64_t> ParseSinceTime(const std::string& since);
 // Maps a Status to shoalctl's exit codes and prints it to stderr.
 int ReportError(const Status& status);
 // The coordinator to talk to: --coordinator, else $SHOAL_COORDINATOR, else the

@@ -1,11 +1,14 @@
 // Human and JSON renderings of jobs and members.
 #include "cli/format.h"
 
+#include <time.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <vector>
 #include <sstream>
 
+#include "cli/commands.h"
 #include "coordinator/coordinator.h"
 
 namespace shoal {
@@ -27,6 +30,13 @@ nlohmann::json JobToJson(const Job& job, const StatusResponse* status, int64_t n
                       {"total_steps", job.total_steps()},
                       {"spec_digest", job.spec_digest()}};
   if (!job.failure_reason().empty()) j["failure_reason"] = job.failure_reason();
+  if (!job.spec().labels().empty()) j["labels"] = job.spec().labels();
+  if (job.has_usage())
+    j["usage"] = {{"cpu_seconds", job.usage().cpu_seconds()},
+                  {"gpu_seconds", job.usage().gpu_seconds()},
+                  {"energy_joules", job.usage().energy_known() ? nlohmann::json(job.usage().energy_joules()) : nlohmann::json()},
+                  {"wall_seconds", job.usage().wall_seconds()},
+                  {"samples", job.usage().samples()}};
   if (job.has_result()) j["result"] = SummaryJson(job);  // rank 0's, once it finished
   if (job.target_size() > 0) j["target_size"] = job.target_size();
   if (job.regroup() != REGROUP_NONE) {
@@ -58,6 +68,8 @@ nlohmann::json JobToJson(const Job& job, const StatusResponse* status, int64_t n
                        {"loss", w.loss()},
                        {"samples_per_second", w.samples_per_second()},
                        {"bytes_sent", w.bytes_sent()},
+                       {"cpu_seconds", w.cpu_seconds()},
+                       {"rss_bytes", w.rss_bytes()},
                        {"test_accuracy", w.test_accuracy()}});
     if (w.has_gpu())
       members.back()["gpu"] = {{"device", w.gpu_device()},
@@ -212,6 +224,27 @@ std::string ProgressLine(const Job& job, const WorkerMetrics& m, int width) {
       << "  loss " << Fixed(m.loss(), 3) << "  acc " << (m.test_accuracy() >= 0 ? Fixed(m.test_accuracy(), 3) : "-")
       << "  " << Fixed(m.samples_per_second(), 0) << " samples/s";
   return out.str();
+}
+
+StatusOr<int64_t> ParseSinceTime(const std::string& s) {
+  if (s.empty()) return 0;
+  if (s[0] == '-' && s.size() > 2) {
+    const double n = std::atof(s.c_str() + 1);
+    const char unit = s.back();
+    const double secs = unit == 'h' ? 3600 : unit == 'm' ? 60 : unit == 'd' ? 86400 : unit == 's' ? 1 : 0;
+    if (n > 0 && secs > 0) return static_cast<int64_t>(::time(nullptr) * 1000.0 - n * secs * 1000);
+  }
+  if (std::all_of(s.begin(), s.end(), ::isdigit)) return std::atoll(s.c_str());
+  struct tm tm = {};
+  for (const char* fmt : {"%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%d"}) {
+    tm = {};
+    const char* end = strptime(s.c_str(), fmt, &tm);
+    if (end && *end == '\0') {
+      tm.tm_isdst = -1;
+      return static_cast<int64_t>(mktime(&tm)) * 1000;
+    }
+  }
+  return InvalidArgument("--since '" + s + "': use a local time (2026-12-07T10:00), unix ms, or -30m / -2h / -1d");
 }
 
 }  // namespace shoal

@@ -21,8 +21,11 @@ int main(int argc, char** argv) {
   shoal::RegisterClusterCommands(app, &exit_code);
   shoal::RegisterElasticCommands(app, &exit_code);
   shoal::RegisterAuthCommands(app, &exit_code);
+  shoal::RegisterLineageCommands(app, &exit_code);
+  shoal::RegisterUsageCommand(app, &exit_code);
   shoal::RegisterValidateCommand(app, &exit_code);
-  shoal::RegisterCheckpointCommands(app, &exit_code, std::cout, std::cerr, shoal::CheckpointDirOfJob);
+  shoal::RegisterCheckpointCommands(app, &exit_code, std::cout, std::cerr, shoal::CheckpointDirOfJob,
+                                   shoal::LineageMetadataForExport);
   shoal::RegisterDataCommands(app, &exit_code);
   try {
     app.parse(argc, argv);

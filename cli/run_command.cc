@@ -20,6 +20,7 @@
 #include "common/file_util.h"
 #include "common/log.h"
 #include "coordinator/client.h"
+#include "lineage/dataset_lineage.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/curve_keys.h"
 #include "coordinator/server.h"
@@ -353,6 +354,7 @@ int DoRun(const RunOptions& o) {
 
   Request submit;
   *submit.mutable_submit()->mutable_spec() = *spec;
+  *submit.mutable_submit()->mutable_lineage() = SubmitterLineage(*spec);
   auto submitted = client.Call(submit, std::chrono::seconds(10));
   if (!submitted.ok()) return ReportError(submitted.status());
   const std::string job_id = submitted->submit().job_id();

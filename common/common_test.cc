@@ -1,12 +1,14 @@
 // Tests for common/: status plumbing, SHA-256 vectors, key files and DSSE signing.
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
 #include <vector>
 
 #include "common/file_util.h"
+#include "common/host_usage.h"
 #include "common/sha256.h"
 #include "common/signing.h"
 #include "common/status.h"
@@ -134,6 +136,46 @@ TEST(FileUtil, AtomicWriteReplacesContent) {
   auto dir = ReadFile(std::filesystem::temp_directory_path().string());
   EXPECT_EQ(dir.status().code(), StatusCode::kInvalidArgument);
   EXPECT_NE(dir.status().message().find("is a directory"), std::string::npos) << dir.status().ToString();
+}
+
+}  // namespace
+}  // namespace shoal
+
+namespace shoal {
+namespace {
+
+TEST(HostUsage, ProcessCpuTimeAndMemoryAreRead) {
+  const ProcessUsage before = ReadProcessUsage();
+  volatile double x = 0;
+  for (int i = 0; i < 20'000'000; ++i) x = x + i * 1e-9;
+  const ProcessUsage after = ReadProcessUsage();
+  EXPECT_GT(after.cpu_seconds, before.cpu_seconds);
+  EXPECT_GT(after.rss_bytes, 1 << 20);
+}
+
+// A powercap tree of our own: one package (its core sub-domain must not count twice),
+// a counter that wraps, and the share of the host's busy time this process had.
+TEST(HostUsage, RaplPackageEnergyIsAttributedByCpuShareAcrossAWrap) {
+  const std::string root = std::filesystem::temp_directory_path() / ("rapl-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(root);
+  std::filesystem::create_directories(root + "/intel-rapl:0");
+  std::filesystem::create_directories(root + "/intel-rapl:0:0");
+  auto write = [](const std::string& path, const std::string& text) { ASSERT_TRUE(WriteFileAtomic(path, text).ok()); };
+  write(root + "/intel-rapl:0/energy_uj", "1000000\n");
+  write(root + "/intel-rapl:0/max_energy_range_uj", "2000000\n");
+  write(root + "/intel-rapl:0:0/energy_uj", "5\n");
+  const long hz = ::sysconf(_SC_CLK_TCK);
+  write(root + "/stat", "cpu  " + std::to_string(hz) + " 0 " + std::to_string(hz) + " 500 0 0 0 0 0 0\n");
+  auto meter = RaplMeter::Open(root, root + "/stat", 0.0);
+  ASSERT_NE(meter, nullptr);
+  // 1.5 J later (across the wrap at 2 J) the host was busy 2 more CPU-seconds, 1 of them ours.
+  write(root + "/intel-rapl:0/energy_uj", "500000\n");
+  write(root + "/intel-rapl:0:0/energy_uj", "999999\n");
+  write(root + "/stat", "cpu  " + std::to_string(2 * hz) + " 0 " + std::to_string(2 * hz) + " 900 0 0 0 0 0 0\n");
+  EXPECT_NEAR(meter->Sample(1.0), 0.75, 1e-9);
+  EXPECT_NEAR(meter->package_joules(), 1.5, 1e-9);
+  EXPECT_EQ(RaplMeter::Open(root + "/absent", root + "/stat"), nullptr) << "no RAPL: energy unknown, not 0";
+  std::filesystem::remove_all(root);
 }
 
 }  // namespace

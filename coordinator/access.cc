@@ -127,6 +127,7 @@ std::string JobOfRequest(const Request& r, const Coordinator& c) {
     case Request::kCheckpointList: return r.checkpoint_list().job_id();
     case Request::kEvents: return r.events().job_id();
     case Request::kAudit: return r.audit().job_id();
+    case Request::kLineage: return r.lineage().job_id();
     case Request::kCheckpointCommit: return r.checkpoint_commit().record().job_id();
     case Request::kKvSet: return r.kv_set().key().substr(0, r.kv_set().key().find('/'));
     case Request::kKvGet:
@@ -162,6 +163,7 @@ std::string ActionName(const Request& r) {
     case Request::kAuthList: return "auth_list";
     case Request::kAuthRevoke: return "auth_revoke";
     case Request::kAudit: return "audit";
+    case Request::kLineage: return "lineage";
     default: return "unknown";
   }
 }
@@ -197,6 +199,7 @@ Status Authorize(const Caller& c, const Request& r, const Coordinator& coordinat
         case Request::kEvents:
         case Request::kLedger:
         case Request::kCheckpointList:
+        case Request::kLineage:
         case Request::kAudit: return OkStatus();
         default: return Denied(c, action + " (a viewer only reads)");
       }
@@ -208,8 +211,11 @@ Status Authorize(const Caller& c, const Request& r, const Coordinator& coordinat
         case Request::kScale:
         case Request::kEvents:
         case Request::kLedger:
+        case Request::kLineage:
         case Request::kCheckpointList: {
           const std::string job = JobOfRequest(r, coordinator);
+          // A lineage asked by checkpoint digest alone could be another key's job.
+          if (job.empty() && r.has_lineage()) return Denied(c, action + " without naming the job");
           if (owns(job)) return OkStatus();
           return Denied(c, action + " job " + job + ": it was submitted by another key");
         }

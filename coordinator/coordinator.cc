@@ -7,6 +7,8 @@
 #include <random>
 
 #include "common/log.h"
+#include "coordinator/usage.h"
+#include "lineage/openlineage.h"
 #include "spec/jobspec_loader.h"
 
 namespace shoal {
@@ -100,7 +102,7 @@ std::string MemberStateName(MemberState s) {
 }
 
 Coordinator::Coordinator(std::unique_ptr<StateStore> store)
-    : store_(std::move(store)), kv_(store_.get()), checkpoints_(store_.get()), ledgers_(store_.get()) {}
+    : store_(std::move(store)), kv_(store_.get()), checkpoints_(store_.get()), ledgers_(store_.get()), lineage_(store_.get()) {}
 
 Status Coordinator::Load(int64_t now_ms) {
   ASSIGN_OR_RETURN(auto jobs, store_->Scan("job/"));
@@ -252,6 +254,12 @@ void Coordinator::Handle(const Request& req, int64_t now_ms, Responder respond) 
     case Request::kCheckpointList:
       for (auto& rec : CheckpointsOf(req.checkpoint_list().job_id())) *resp.mutable_checkpoint_list()->add_records() = rec;
       break;
+    case Request::kLineage: {
+      auto found = lineage_.Lookup(req.lineage());
+      if (found.ok()) *resp.mutable_lineage() = std::move(*found);
+      s = found.status();
+      break;
+    }
     case Request::kEvents:
       for (const Event& e : EventsOf(req.events().job_id()))
         if (e.seq() > req.events().after_seq()) *resp.mutable_events()->add_events() = e;
@@ -282,6 +290,18 @@ Status Coordinator::Submit(const SubmitRequest& req, int64_t now_ms, SubmitRespo
   job.set_updated_ms(now_ms);
   RETURN_IF_ERROR(SaveJob(job));
   jobs_[id] = job;
+  // The job's inputs as the submitter described them (dataset, scan, its code), and what
+  // only the coordinator can vouch for: the id, the spec's digest, the owner, the time.
+  JobLineage lineage = req.lineage();
+  lineage.set_job_id(id);
+  lineage.set_name(req.spec().name());
+  lineage.set_spec_digest(job.spec_digest());
+  lineage.set_owner(req.owner());
+  lineage.set_submitted_ms(now_ms);
+  lineage.mutable_labels()->clear();
+  for (const auto& [k, v] : req.spec().labels()) (*lineage.mutable_labels())[k] = v;
+  *lineage.mutable_coordinator_code() = coordinator_code_;
+  if (Status s = lineage_.RecordJob(lineage); !s.ok()) SHOAL_LOG_ERROR("cannot record lineage of {}: {}", id, s.ToString());
   AddEvent(id, "submitted", "spec " + job.spec_digest().substr(0, 12) + ", waiting for " +
                                 std::to_string(req.spec().workers().initial()) + " worker(s)", now_ms);
   out->set_job_id(id);
@@ -311,6 +331,28 @@ Status Coordinator::CommitCheckpoint(const CheckpointCommitRequest& req, int64_t
                                 std::to_string(req.generation()) + "; its checkpoint is not registered");
   }
   RETURN_IF_ERROR(checkpoints_.Commit(rec, now_ms));
+  CheckpointLineage lineage;
+  lineage.set_manifest_digest(rec.manifest_digest());
+  lineage.set_job_id(rec.job_id());
+  lineage.set_step(rec.step());
+  lineage.set_generation(req.generation());
+  lineage.set_path(rec.path());
+  lineage.set_signer_key_id(rec.signer_key_id());
+  lineage.set_parent_digest(rec.parent_digest());
+  lineage.set_lineage_digest(rec.lineage_digest());
+  lineage.set_committed_ms(now_ms);
+  lineage.set_ledger_ranges(req.ledger().ranges_size());
+  int64_t samples = 0;
+  for (const LedgerRange& r : req.ledger().ranges()) samples += r.cursor_end() - r.cursor_begin();
+  lineage.set_samples(samples);
+  if (req.ledger().ranges_size() > 0) {
+    lineage.set_epoch(req.ledger().ranges(req.ledger().ranges_size() - 1).epoch());
+    lineage.set_cursor(req.ledger().ranges(req.ledger().ranges_size() - 1).cursor_end());
+  }
+  if (Status s = lineage_.RecordCheckpoint(lineage); !s.ok())
+    SHOAL_LOG_ERROR("cannot record lineage of checkpoint step {}: {}", rec.step(), s.ToString());
+  else
+    EmitLineageEvent(rec.job_id(), "OTHER", now_ms, nullptr, {lineage});
   // The ledger up to the checkpoint: should the job roll back to it, the history it
   // ends is on record even if heartbeats had not carried it yet.
   if (req.ledger().ranges_size() > 0) {
@@ -350,11 +392,24 @@ void Coordinator::FillStatus(const StatusRequest& req, int64_t now_ms, StatusRes
   out->set_now_ms(now_ms);
   for (const auto& [id, job] : jobs_) {
     if (!req.job_id().empty() && id != req.job_id()) continue;
-    *out->add_jobs() = job;
+    Job* shown = out->add_jobs();
+    *shown = job;
     auto ckpts = CheckpointsOf(id);
     if (!ckpts.empty()) *out->add_latest_checkpoints() = ckpts.back();
+    std::vector<const Member*> members;
     for (const auto& [mid, rec] : members_)
-      if (rec.member.job_id() == id) *out->add_members() = rec.member;
+      if (rec.member.job_id() == id) {
+        *out->add_members() = rec.member;
+        members.push_back(&rec.member);
+      }
+    // Cost: every member it ever had, from its first generation to its end (or now).
+    int64_t started_ms = 0;
+    if (auto first = store_->Get("gen/" + id + "/0000000001"); first.ok()) {  // members.cc's GenKey(id, 1)
+      Generation g;
+      if (g.ParseFromString(*first)) started_ms = g.formed_ms();
+    }
+    *shown->mutable_usage() =
+        SumUsage(members, started_ms, IsTerminal(job.state()) ? job.updated_ms() : now_ms, ledgers_.Of(id));
   }
 }
 
@@ -408,6 +463,25 @@ Status Coordinator::Finish(const FinishRequest& req, int64_t now_ms) {
   return OkStatus();
 }
 
+void Coordinator::EmitLineageEvent(const std::string& job_id, const std::string& type, int64_t now_ms,
+                                   const GenerationLineage* generation, const std::vector<CheckpointLineage>& outputs,
+                                   const std::string& error) {
+  if (!lineage_events_) return;
+  auto record = lineage_.Of(job_id);
+  if (!record.ok()) return;  // a job from before lineage was recorded
+  LineageEventInput in;
+  in.event_type = type;
+  in.unix_ms = now_ms;
+  in.job_namespace = lineage_namespace_;
+  in.job = record->job();
+  in.generation = generation;
+  in.outputs = outputs;
+  in.error = error;
+  auto job = jobs_.find(job_id);
+  if (job != jobs_.end() && IsTerminal(job->second.state())) in.final_state = JobStateName(job->second.state());
+  lineage_events_(BuildOpenLineageEvent(in));
+}
+
 void Coordinator::EndJob(Job& job, JobState state, const std::string& reason, int64_t now_ms) {
   job.set_state(state);
   job.set_failure_reason(reason);
@@ -416,6 +490,13 @@ void Coordinator::EndJob(Job& job, JobState state, const std::string& reason, in
   Status s = SaveJob(job);
   if (!s.ok()) SHOAL_LOG_ERROR("cannot persist job {}: {}", job.id(), s.ToString());
   AddEvent(job.id(), JobStateName(state), reason, now_ms);
+  {
+    auto record = lineage_.Of(job.id());
+    std::vector<CheckpointLineage> outputs;
+    if (record.ok()) outputs.assign(record->checkpoints().begin(), record->checkpoints().end());
+    const char* type = state == JOB_COMPLETED ? "COMPLETE" : state == JOB_CANCELLED ? "ABORT" : "FAIL";
+    EmitLineageEvent(job.id(), type, now_ms, nullptr, outputs, state == JOB_COMPLETED ? "" : reason);
+  }
   for (auto& [id, rec] : members_)
     if (rec.member.job_id() == job.id()) AnswerAssignment(rec);
   kv_.DropPrefix(job.id() + "/");

@@ -75,6 +75,7 @@
 
 #include "control.pb.h"
 #include "coordinator/kv_service.h"
+#include "coordinator/lineage_book.h"
 #include "coordinator/registry.h"
 #include "coordinator/store.h"
 
@@ -86,6 +87,14 @@ using Responder = std::function<void(Response)>;
 class Coordinator {
  public:
   explicit Coordinator(std::unique_ptr<StateStore> store);
+  // What the lineage records as the coordinator's code (the server sets its build's).
+  void set_code(const LineageCode& code) { coordinator_code_ = code; }
+  // Where OpenLineage run events go (one JSON document each; coordinator/openlineage_sink.h),
+  // and the namespace their job is named in.
+  void set_lineage_events(std::function<void(const std::string&)> sink, const std::string& job_namespace) {
+    lineage_events_ = std::move(sink);
+    lineage_namespace_ = job_namespace;
+  }
 
   // Reloads jobs, members, generations, kv and the event counter from the store.
   Status Load(int64_t now_ms);
@@ -103,6 +112,7 @@ class Coordinator {
   // The checkpoint registry: committed checkpoints of a job, oldest first.
   std::vector<CheckpointRecord> CheckpointsOf(const std::string& job_id) const { return checkpoints_.Of(job_id); }
   Ledger LedgerOf(const std::string& job_id) const { return ledgers_.Of(job_id); }
+  const LineageBook& lineage() const { return lineage_; }
   size_t kv_waiting() const { return kv_.waiting(); }
 
  private:
@@ -155,6 +165,10 @@ class Coordinator {
 
   Status SaveJob(const Job& job);
   Status SaveMember(const Member& m);
+  // An OpenLineage run event for the job, when a sink is set (coordinator.cc).
+  void EmitLineageEvent(const std::string& job_id, const std::string& type, int64_t now_ms,
+                        const GenerationLineage* generation, const std::vector<CheckpointLineage>& outputs,
+                        const std::string& error = "");
   void AddEvent(const std::string& job_id, const std::string& kind, const std::string& detail, int64_t now_ms,
                 const std::map<std::string, double>& figures = {});
 
@@ -162,11 +176,15 @@ class Coordinator {
   KvService kv_;
   CheckpointRegistry checkpoints_;
   LedgerBook ledgers_;
+  LineageBook lineage_;
   std::map<std::string, Job> jobs_;
   std::map<std::string, MemberRecord> members_;
   std::map<std::string, int> next_member_index_;  // per job
   std::map<std::string, int64_t> first_report_ms_;  // per job: the ending generation's first report
   int64_t next_event_seq_ = 1;
+  LineageCode coordinator_code_;
+  std::function<void(const std::string&)> lineage_events_;
+  std::string lineage_namespace_ = "shoal";  // this binary, recorded with every job it is submitted
 };
 
 bool IsTerminal(JobState state);

@@ -11,6 +11,7 @@
 #include "coordinator/client.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/coordinator_test_util.h"
+#include "coordinator/usage.h"
 #include "coordinator/registry.h"
 #include "coordinator/server.h"
 #include "spec/jobspec_loader.h"
@@ -409,6 +410,122 @@ TEST(LedgerBookTest, LedgerWithOverflowingBatchIsRefused) {
   Ledger negative = l;  // a ledger starting before step 0
   negative.mutable_ranges(0)->set_step_begin(-5);
   EXPECT_EQ(book.Offer("j", negative).code(), StatusCode::kInvalidArgument);
+}
+
+
+// Cost attribution: each job's usage is its members' last cumulative figures, and
+// `usage --by team` sums the jobs of each team (two teams, three jobs).
+TEST_F(CoordinatorCoreTest, UsageSumsMembersPerJobAndJobsPerTeam) {
+  auto run_job = [&](const std::string& id, const std::string& team, std::vector<double> cpu, bool energy_known) {
+    JobSpec spec = TwoWorkerSpec();
+    (*spec.mutable_labels())["team"] = team;
+    Request r;
+    *r.mutable_submit()->mutable_spec() = spec;
+    r.mutable_submit()->set_job_id(id);
+    ASSERT_EQ(Call(r).code(), 0);
+    Inbox inbox;
+    std::vector<std::string> members;
+    for (int i = 0; i < 2; ++i) {
+      members.push_back(Register(id, -1, true, 10 + i).register_().member_id());
+      coord_->Handle(Await(members.back()), now_, inbox.Take());
+    }
+    now_ += 5000;
+    for (int i = 0; i < 2; ++i) {
+      Request hb;
+      hb.mutable_heartbeat()->set_member_id(members[i]);
+      hb.mutable_heartbeat()->set_generation(1);
+      WorkerMetrics* m = hb.mutable_heartbeat()->mutable_metrics();
+      m->set_step(10);
+      m->set_cpu_seconds(cpu[i]);
+      m->set_cpu_energy_joules(energy_known ? 100 * cpu[i] : 0);
+      m->set_cpu_energy_known(energy_known);
+      m->set_gpu_seconds(1);
+      ASSERT_EQ(Call(hb).code(), 0);
+    }
+  };
+  run_job("a1", "vision", {3, 4}, true);
+  run_job("a2", "vision", {10, 20}, true);
+  run_job("b1", "speech", {0.5, 1.5}, false);
+  Request st;
+  st.mutable_status();
+  const StatusResponse status = Call(st).status();
+  ASSERT_EQ(status.jobs_size(), 3);
+  for (const Job& j : status.jobs()) {
+    if (j.id() == "a1") {
+      EXPECT_DOUBLE_EQ(j.usage().cpu_seconds(), 7);
+      EXPECT_DOUBLE_EQ(j.usage().energy_joules(), 700);
+      EXPECT_TRUE(j.usage().energy_known());
+      EXPECT_DOUBLE_EQ(j.usage().gpu_seconds(), 2);
+      EXPECT_GT(j.usage().wall_seconds(), 0);
+    }
+  }
+  const auto rows = GroupUsage(status, "team", 0);
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0].key, "speech");
+  EXPECT_EQ(rows[0].jobs, 1);
+  EXPECT_DOUBLE_EQ(rows[0].usage.cpu_seconds(), 2);
+  EXPECT_FALSE(rows[0].usage.energy_known()) << "a member without RAPL: unknown, not 0";
+  EXPECT_EQ(rows[1].key, "vision");
+  EXPECT_EQ(rows[1].jobs, 2);
+  EXPECT_DOUBLE_EQ(rows[1].usage.cpu_seconds(), 37);
+  EXPECT_DOUBLE_EQ(rows[1].usage.energy_joules(), 3700);
+  EXPECT_TRUE(rows[1].usage.energy_known());
+  EXPECT_EQ(GroupUsage(status, "project", 0)[0].key, "(none)");
+  EXPECT_EQ(GroupUsage(status, "job", 0).size(), 3u);
+  EXPECT_TRUE(GroupUsage(status, "team", now_ + 1).empty()) << "--since after every job";
+}
+
+// The lineage of a job that regrouped: its inputs, one record per generation chained to
+// the last, the chain head in each assignment, and checkpoints found by digest.
+TEST_F(CoordinatorCoreTest, LineageRecordsGenerationsAndCheckpointsAsTheyHappen) {
+  JobSpec spec = TwoWorkerSpec();
+  Request r;
+  *r.mutable_submit()->mutable_spec() = spec;
+  r.mutable_submit()->set_job_id("lj");
+  r.mutable_submit()->mutable_lineage()->mutable_dataset()->set_dir("/data/x");
+  r.mutable_submit()->mutable_lineage()->set_job_id("forged");  // the coordinator's own word wins
+  ASSERT_EQ(Call(r).code(), 0);
+  Inbox inbox;
+  std::vector<std::string> members;
+  for (int i = 0; i < 2; ++i) {
+    members.push_back(Register("lj", -1, true, 20 + i).register_().member_id());
+    coord_->Handle(Await(members.back()), now_, inbox.Take());
+  }
+  ASSERT_EQ(inbox.got.size(), 2u);
+  const std::string head1 = inbox.got[0].assignment().lineage_digest();
+  EXPECT_EQ(head1.size(), 64u);
+  EXPECT_EQ(inbox.got[1].assignment().lineage_digest(), head1);
+
+  Request commit;
+  CheckpointRecord* rec = commit.mutable_checkpoint_commit()->mutable_record();
+  rec->set_job_id("lj");
+  rec->set_step(40);
+  rec->set_path("/ck/lj/step-40");
+  rec->set_manifest_digest(std::string(64, 'a'));
+  rec->set_lineage_digest(head1);
+  commit.mutable_checkpoint_commit()->set_member_id(members[0]);
+  commit.mutable_checkpoint_commit()->set_generation(1);
+  ASSERT_EQ(Call(commit).code(), 0);
+
+  Request ask;
+  ask.mutable_lineage()->set_checkpoint_digest("aaaaaaaa");
+  Response got = Call(ask);
+  ASSERT_EQ(got.code(), 0) << got.error();
+  ASSERT_EQ(got.lineage().jobs_size(), 1);
+  const JobLineageRecord& l = got.lineage().jobs(0);
+  EXPECT_EQ(l.job().job_id(), "lj");
+  EXPECT_EQ(l.job().dataset().dir(), "/data/x");
+  EXPECT_EQ(l.job().spec_digest().size(), 64u);
+  ASSERT_EQ(l.generations_size(), 1);
+  EXPECT_EQ(l.generations(0).members_size(), 2);
+  EXPECT_EQ(l.generations(0).digest(), head1);
+  ASSERT_EQ(l.checkpoints_size(), 1);
+  EXPECT_EQ(l.checkpoints(0).generation(), 1);
+  ask.mutable_lineage()->set_checkpoint_digest("bbbbbbbb");
+  EXPECT_EQ(Call(ask).code(), static_cast<int>(StatusCode::kNotFound));
+  ask.mutable_lineage()->set_checkpoint_digest("aaaaaaaa");
+  ask.mutable_lineage()->set_job_id("other");
+  EXPECT_EQ(Call(ask).code(), static_cast<int>(StatusCode::kInvalidArgument)) << "a digest of another job";
 }
 
 }  // namespace

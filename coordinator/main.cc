@@ -34,6 +34,11 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--max-parked", options.max_parked_per_connection, "long polls one connection may have waiting")
       ->capture_default_str();
+  app.add_option("--openlineage-file", options.openlineage_file,
+                 "append OpenLineage run events (JSON lines) here (default: STATE_DIR/openlineage.jsonl; - for none)");
+  app.add_option("--openlineage-url", options.openlineage_url,
+                 "also POST them to this OpenLineage collector, http://HOST:PORT (default: $OPENLINEAGE_URL; the "
+                 "endpoint path is $OPENLINEAGE_ENDPOINT or api/v1/lineage, a bearer key $OPENLINEAGE_API_KEY)");
   std::string endpoint_file;
   app.add_option("--endpoint-file", endpoint_file, "write the bound endpoint to this file once listening");
   CLI11_PARSE(app, argc, argv);

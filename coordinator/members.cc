@@ -78,6 +78,7 @@ Status Coordinator::Register(const RegisterRequest& req, int64_t now_ms, Registe
   m.set_job_id(job.id());
   m.set_host(req.host());
   m.set_pid(req.pid());
+  m.set_code_version(req.code_version());
   m.set_state(MEMBER_REGISTERED);
   m.set_rank(-1);
   m.set_last_heartbeat_ms(now_ms);
@@ -174,6 +175,25 @@ void Coordinator::FormGeneration(Job& job, const std::vector<MemberRecord*>& mem
   job.set_below_min_since_ms(0);
   batch.emplace_back(GenKey(job.id(), gen.number()), gen.SerializeAsString());
   batch.emplace_back("job/" + job.id(), job.SerializeAsString());
+  GenerationLineage lineage;
+  lineage.set_job_id(job.id());
+  lineage.set_number(gen.number());
+  lineage.set_formed_ms(now_ms);
+  lineage.set_cause(cause);
+  lineage.set_state_source(source);
+  lineage.set_resume_checkpoint(gen.resume_checkpoint());
+  for (size_t r = 0; r < members.size(); ++r) {
+    const Member& m = members[r]->member;
+    LineageMember* lm = lineage.add_members();
+    lm->set_id(m.id());
+    lm->set_host(m.host());
+    lm->set_pid(m.pid());
+    lm->set_rank(static_cast<int>(r));
+    lm->set_code_version(m.code_version());
+  }
+  std::string lineage_digest;
+  batch.push_back(lineage_.GenerationEntry(lineage, &lineage_digest));
+  lineage.set_digest(lineage_digest);
   Status s = store_->PutBatch(batch);  // one atomic write: ranks, generation, job state
   if (!s.ok()) SHOAL_LOG_ERROR("cannot persist generation: {}", s.ToString());
   if (old_generation > 0) kv_.DropPrefix(KvScope(job.id(), old_generation));
@@ -184,6 +204,7 @@ void Coordinator::FormGeneration(Job& job, const std::vector<MemberRecord*>& mem
            std::to_string(gen.number()) + " formed with " + std::to_string(members.size()) + " member(s) [" + ranks +
                "] (" + cause + "); " + state_note,
            now_ms, {{"generation", static_cast<double>(gen.number())}, {"world", static_cast<double>(members.size())}});
+  EmitLineageEvent(job.id(), old_generation == 0 ? "START" : "OTHER", now_ms, &lineage, {});
   for (auto* rec : members) AnswerAssignment(*rec);
 }
 
@@ -253,6 +274,7 @@ void Coordinator::AnswerAssignment(MemberRecord& rec) {
     a->set_world_size(job.world_size());
     *a->mutable_spec() = job.spec();
     a->set_kv_prefix(KvScope(job.id(), m.generation()));
+    a->set_lineage_digest(lineage_.HeadOf(job.id(), m.generation()));
     Generation gen;
     auto stored = store_->Get(GenKey(job.id(), m.generation()));
     if (stored.ok() && gen.ParseFromString(*stored)) {

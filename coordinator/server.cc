@@ -3,6 +3,7 @@
 // limits and the audit log.
 #include "coordinator/server.h"
 
+#include <unistd.h>
 #include <zmq.h>
 
 #include <algorithm>
@@ -17,7 +18,9 @@
 #include "coordinator/access.h"
 #include "coordinator/audit.h"
 #include "coordinator/curve_keys.h"
+#include "coordinator/openlineage_sink.h"
 #include "coordinator/socket_monitor.h"
+#include "lineage/code.h"
 
 namespace shoal {
 
@@ -64,6 +67,7 @@ struct CoordinatorServer::Impl {
   std::unique_ptr<Coordinator> coordinator;
   std::unique_ptr<KeyRegistry> keys;
   std::unique_ptr<AuditLog> audit;
+  std::unique_ptr<OpenLineageSink> openlineage;  // outlives nothing the coordinator calls after Stop
   std::map<std::string, RateBucket> buckets;                    // by key name
   std::map<std::string, std::shared_ptr<int>> parked;           // by connection (routing id)
   std::map<std::string, std::pair<int64_t, int64_t>> refusals;  // what -> (last audited ms, suppressed)
@@ -328,6 +332,20 @@ StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Create(const Ser
   }
   impl.store = store.get();
   impl.coordinator = std::make_unique<Coordinator>(std::move(store));
+  impl.coordinator->set_code(ThisBuildCode());
+  {
+    OpenLineageOptions ol;
+    ol.file = options.openlineage_file == "-" ? ""
+              : !options.openlineage_file.empty() ? options.openlineage_file
+              : options.in_memory ? "" : options.state_dir + "/openlineage.jsonl";
+    ol.url = options.openlineage_url;
+    ol.FillFromEnvironment();
+    ASSIGN_OR_RETURN(impl.openlineage, OpenLineageSink::Create(ol));
+    char host[256] = "localhost";
+    ::gethostname(host, sizeof(host) - 1);
+    impl.coordinator->set_lineage_events([sink = impl.openlineage.get()](const std::string& e) { sink->Emit(e); },
+                                         std::string("shoal://") + host);
+  }
   impl.keys = std::make_unique<KeyRegistry>(impl.store);
   impl.audit = std::make_unique<AuditLog>(impl.store);
   const int64_t now = MonotonicUnixMillis();

@@ -31,6 +31,11 @@ struct ServerOptions {
   double requests_per_second_per_key = 2000;     // sustained; bursts of 4x that pass
   int max_parked_per_connection = 64;            // long polls (await, kv_get) waiting at once
   int64_t max_message_bytes = 16 << 20;
+  // OpenLineage run events (openlineage_sink.h): a JSON-lines file (default
+  // <state_dir>/openlineage.jsonl; "-" for none) and an HTTP collector (default
+  // $OPENLINEAGE_URL; "" for none).
+  std::string openlineage_file;
+  std::string openlineage_url;
 };
 
 // True for endpoints only this machine can reach: tcp://127.x, localhost, [::1], ipc://, inproc://.

@@ -17,6 +17,9 @@ JobSpec DefaultJobSpec() {
   m->set_kind("mlp");
   for (int w : {784, 256, 128, 10}) m->add_layers(w);
   m->set_device("cpu");
+  // Present and off (step_end 0), like every other section: a spec read back from its
+  // YAML, which always writes the section, is then the same message.
+  s.mutable_trace();
 
   DataSpec* d = s.mutable_data();
   d->set_dataset("/usr/share/datasets/fashion-mnist");

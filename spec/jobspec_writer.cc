@@ -7,6 +7,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <algorithm>
 #include <string>
 
 #include "common/sha256.h"
@@ -85,7 +86,21 @@ void WriteMessage(const Message& msg, int indent, std::string* out) {
   for (int i = 0; i < desc->field_count(); ++i) {
     const FieldDescriptor* f = desc->field(i);
     *out += pad + f->name() + ":";
-    if (f->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE && !f->is_repeated()) {
+    if (f->is_map()) {
+      // map<string, string> (labels): sorted by key, since a map has no order of its own
+      // and the digest must not depend on one.
+      std::vector<std::pair<std::string, std::string>> entries;
+      for (int k = 0; k < r->FieldSize(msg, f); ++k) {
+        const Message& e = r->GetRepeatedMessage(msg, f, k);
+        const Reflection* er = e.GetReflection();
+        entries.emplace_back(er->GetString(e, e.GetDescriptor()->map_key()), er->GetString(e, e.GetDescriptor()->map_value()));
+      }
+      std::sort(entries.begin(), entries.end());
+      *out += " {";
+      for (size_t k = 0; k < entries.size(); ++k)
+        *out += (k ? ", " : "") + QuoteYaml(entries[k].first) + ": " + QuoteYaml(entries[k].second);
+      *out += "}\n";
+    } else if (f->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE && !f->is_repeated()) {
       *out += "\n";
       WriteMessage(r->GetMessage(msg, f), indent + 2, out);
     } else if (f->is_repeated()) {

@@ -428,3 +428,29 @@ TEST(SpecLinkEmulation, OffByDefaultSetInTheSpecRefusedWhereItCannotApply) {
 }
 }  // namespace
 }  // namespace shoal
+
+namespace shoal {
+namespace {
+
+// labels: a map of names to values for cost attribution (shoalctl usage --by team).
+TEST(Labels, ReadMergedByOverridesWrittenSortedAndDigestedWithoutOrder) {
+  auto a = ParseJobSpec("labels: {team: vision, project: fm}\n", {"labels.team=speech", "labels.owner=ana"});
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  EXPECT_EQ(a->labels().at("team"), "speech");
+  EXPECT_EQ(a->labels().at("project"), "fm");
+  EXPECT_EQ(a->labels().at("owner"), "ana");
+  EXPECT_EQ(a->labels_size(), 3);
+  const std::string yaml = JobSpecToYaml(*a);
+  EXPECT_NE(yaml.find("labels: {\"owner\": \"ana\", \"project\": \"fm\", \"team\": \"speech\"}"), std::string::npos) << yaml;
+  auto back = ParseJobSpec(yaml);
+  ASSERT_TRUE(back.ok()) << back.status().ToString() << "\n" << yaml;
+  EXPECT_EQ(JobSpecDigest(*back), JobSpecDigest(*a));
+  auto other_order = ParseJobSpec("labels: {owner: ana, team: speech, project: fm}\n");
+  ASSERT_TRUE(other_order.ok());
+  EXPECT_EQ(JobSpecDigest(*other_order), JobSpecDigest(*a));
+  ExpectRefused(ParseJobSpec("labels: {team: [a, b]}\n", {}, "f.yaml"), {"labels", "name: value", "f.yaml line 1"});
+  ExpectRefused(ParseJobSpec("labels: vision\n", {}, "f.yaml"), {"labels", "expected a map"});
+}
+
+}  // namespace
+}  // namespace shoal

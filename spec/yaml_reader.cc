@@ -171,6 +171,7 @@ class Applier {
   Status ApplyField(const YAML::Node& value, Message* msg, const FieldDescriptor* f,
                     const std::string& path, const YAML::Node& key) {
     const Reflection* refl = msg->GetReflection();
+    if (f->is_map()) return ApplyStringMap(value, msg, f, path, key);
     if (f->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
       if (f->is_repeated()) return Internal(path + ": repeated messages are not supported");
       if (!value.IsMap()) {
@@ -197,6 +198,35 @@ class Applier {
   }
 
  private:
+  // map<string, string> fields (labels: {team: vision}): keys merge, as sections do; a
+  // key set again replaces its value.
+  Status ApplyStringMap(const YAML::Node& value, Message* msg, const FieldDescriptor* f, const std::string& path,
+                        const YAML::Node& key) {
+    if (!value.IsMap()) return Error(path, "expected a map of names to values, got " + Describe(value), value, key);
+    const Reflection* refl = msg->GetReflection();
+    const Descriptor* entry = f->message_type();
+    for (auto it = value.begin(); it != value.end(); ++it) {
+      if (!it->first.IsScalar() || !(it->second.IsScalar() || it->second.IsNull()))
+        return Error(path, "each label is name: value, got " + Describe(it->first) + ": " + Describe(it->second),
+                     it->first, key);
+      const std::string name = it->first.Scalar();
+      const std::string v = it->second.IsNull() ? "" : it->second.Scalar();
+      for (int k = 0; k < refl->FieldSize(*msg, f); ++k) {
+        const Message& e = refl->GetRepeatedMessage(*msg, f, k);
+        if (e.GetReflection()->GetString(e, entry->map_key()) == name) {
+          refl->SwapElements(msg, f, k, refl->FieldSize(*msg, f) - 1);
+          refl->RemoveLast(msg, f);
+          break;
+        }
+      }
+      Message* e = refl->AddMessage(msg, f);
+      e->GetReflection()->SetString(e, entry->map_key(), name);
+      e->GetReflection()->SetString(e, entry->map_value(), v);
+      Record(path + "." + name, it->second, it->first);
+    }
+    return OkStatus();
+  }
+
   Status SetScalar(const YAML::Node& n, Message* msg, const FieldDescriptor* f,
                    const std::string& path, const YAML::Node& fallback) {
     Scalar v;
@@ -393,6 +423,18 @@ Status ApplyOverride(const std::string& text, JobSpec* spec, FieldOrigins* origi
   for (;;) {
     const size_t dot = path.find('.', start);
     const std::string part = path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    if (field != nullptr && field->is_map() && dot == std::string::npos) {
+      // labels.team=vision: one entry of a map field.
+      try {
+        const std::string value_text = text.substr(eq + 1);
+        YAML::Node entry(YAML::NodeType::Map);
+        entry[part] = value_text.empty() ? YAML::Node(YAML::NodeType::Null) : YAML::Load(value_text);
+        Applier applier(text, /*override_mode=*/true, origins);
+        return applier.ApplyField(entry, msg, field, walked, YAML::Node());
+      } catch (const std::exception& e) {
+        return InvalidArgument(named + ": malformed value: " + e.what());
+      }
+    }
     if (field != nullptr) {
       if (field->cpp_type() != FieldDescriptor::CPPTYPE_MESSAGE || field->is_repeated()) {
         return InvalidArgument(named + ": '" + walked +

@@ -46,6 +46,8 @@ StatusOr<std::unique_ptr<AsyncCheckpointer>> MakeCheckpointer(const JobSpec& spe
   // KV scope is both.
   o.nonce = setup.kv_prefix.empty() ? "" : Sha256Hex(setup.kv_prefix).substr(0, 12);
   o.parent_digest = setup.parent_digest;
+  o.lineage_digest = setup.lineage_digest;
+  o.spec_digest = setup.spec_digest;
   o.on_commit = setup.on_commit;
   return AsyncCheckpointer::Create(std::move(o));
 }

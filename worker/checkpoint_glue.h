@@ -26,6 +26,8 @@ struct CheckpointerSetup {
   KvStore* kv = nullptr;        // required when world > 1
   std::string kv_prefix;        // the generation's scope
   std::string parent_digest;    // the checkpoint resumed from
+  std::string lineage_digest;   // the generation's (Assignment.lineage_digest)
+  std::string spec_digest;
   CommitCallback on_commit;
 };
 

@@ -21,12 +21,15 @@
 #include "collectives/mpi/mpi_communicator.h"
 #include "common/clock.h"
 #include "common/file_util.h"
+#include "common/host_usage.h"
 #include "common/log.h"
 #include "coordinator/client.h"
 #include "datapipe/scan_check.h"
 #include "datapipe/idx.h"
 #include "datapipe/loader.h"
 #include "shoal/config.h"
+#include "checkpoint/format.h"
+#include "spec/jobspec_loader.h"
 #include "worker/checkpoint_glue.h"
 #include "worker/coordinator_kv.h"
 #include "worker/data_plane.h"
@@ -89,6 +92,8 @@ void RegisterCheckpoint(const std::string& endpoint, const std::string& member_i
   rec->set_path(info.dir);
   rec->set_manifest_digest(info.manifest_digest);
   rec->set_signer_key_id(info.signer_key_id);
+  rec->set_parent_digest(info.parent_digest);
+  rec->set_lineage_digest(info.lineage_digest);
   auto resp = client.Call(r, std::chrono::seconds(5));
   if (!resp.ok()) SHOAL_LOG_WARN("checkpoint registry: {}", resp.status().ToString());
 }
@@ -187,7 +192,13 @@ class Worker {
   bool has_state_ = false;
   std::string parent_digest_;
   std::unique_ptr<AsyncCheckpointer> checkpointer_;
+  double stall_of_earlier_checkpointers_ = 0;  // one checkpointer per generation
   WorkerMetrics last_metrics_;
+  // What this process uses of its host (CPU time, memory, RAPL energy), for the job's
+  // cost; sampled at most twice a second and merged into every heartbeat.
+  std::unique_ptr<RaplMeter> rapl_ = RaplMeter::Open();
+  WorkerMetrics usage_fields_;
+  double last_usage_sample_ = -1;
 
   // What the next AwaitAssignment reports, and the regroup's timings.
   AwaitAssignmentRequest report_;
@@ -208,6 +219,7 @@ StatusOr<std::string> Worker::Register() {
   reg.mutable_register_()->set_launcher_rank(launcher_.rank);
   reg.mutable_register_()->set_launcher_size(launcher_.size);
   reg.mutable_register_()->set_elastic(elastic_);
+  reg.mutable_register_()->set_code_version(CodeVersion());
   ASSIGN_OR_RETURN(Response r, client_.Call(reg, std::chrono::seconds(10)));
   return r.register_().member_id();
 }
@@ -253,6 +265,13 @@ void Worker::ReportFinish(const Status& status, const JobResult* result) {
   f->set_error(status.ToString());
   if (result) *f->mutable_result() = *result;
   if (result && trainer_) *f->mutable_ledger() = trainer_->ledger();
+  // The job's cost counts this process to its end.
+  const ProcessUsage u = ReadProcessUsage();
+  last_metrics_.set_cpu_seconds(u.cpu_seconds);
+  if (rapl_) {
+    last_metrics_.set_cpu_energy_joules(rapl_->Sample(u.cpu_seconds));
+    last_metrics_.set_cpu_energy_known(true);
+  }
   *f->mutable_metrics() = last_metrics_;
   auto resp = client_.Call(r, std::chrono::seconds(10));
   if (!resp.ok()) SHOAL_LOG_WARN("could not report the result: {}", resp.status().ToString());
@@ -342,6 +361,19 @@ TrainerHooks Worker::Hooks(const Assignment& a) {
   hooks.on_metrics = [this, a, first_step](const WorkerMetrics& metrics) {
     last_metrics_ = metrics;
     last_commit_time_ = MonotonicSeconds();
+    if (last_commit_time_ - last_usage_sample_ >= 0.5) {
+      last_usage_sample_ = last_commit_time_;
+      const ProcessUsage u = ReadProcessUsage();
+      usage_fields_.set_cpu_seconds(u.cpu_seconds);
+      usage_fields_.set_rss_bytes(u.rss_bytes);
+      if (rapl_) {
+        usage_fields_.set_cpu_energy_joules(rapl_->Sample(u.cpu_seconds));
+        usage_fields_.set_cpu_energy_known(true);
+      }
+      usage_fields_.set_checkpoint_stall_seconds(stall_of_earlier_checkpointers_ +
+                                                 (checkpointer_ ? checkpointer_->stats().total_stall_s : 0));
+    }
+    last_metrics_.MergeFrom(usage_fields_);
 #if SHOAL_HAVE_CUDA
     // Device health at most twice a second: NVML reads cost tens of microseconds.
     double now = MonotonicSeconds();
@@ -532,12 +564,15 @@ int Worker::Run() {
     ck.kv = &kv_;
     ck.kv_prefix = a.kv_prefix();
     ck.parent_digest = parent_digest_;
+    ck.lineage_digest = a.lineage_digest();
+    ck.spec_digest = JobSpecDigest(a.spec());
     ck.on_commit = [endpoint = endpoint_, member = member_id_, gen = a.generation(), job = a.job_id(),
                     trainer = trainer_.get()](const CommitInfo& info) {
       RegisterCheckpoint(endpoint, member, gen, job, info, trainer->LedgerBeforeStep(info.step));
     };
     auto checkpointer = MakeCheckpointer(spec_, ck);
     if (!checkpointer.ok()) return Fail(checkpointer.status().WithContext("checkpointer"));
+    if (checkpointer_) stall_of_earlier_checkpointers_ += checkpointer_->stats().total_stall_s;
     checkpointer_ = std::move(*checkpointer);
 
     trained_since_ = MonotonicSeconds();
