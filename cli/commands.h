@@ -18,6 +18,7 @@ void RegisterClusterCommands(CLI::App& app, int* exit_code);  // submit, status,
 void RegisterValidateCommand(CLI::App& app, int* exit_code);
 void RegisterElasticCommands(CLI::App& app, int* exit_code);  // ledger, events, scale
 void RegisterAuthCommands(CLI::App& app, int* exit_code);     // auth init|keygen|add|list|revoke, audit
+void RegisterTraceCommand(CLI::App& app, int* exit_code);     // trace: merge a job's timeline trace
 
 // Maps a Status to shoalctl's exit codes and prints it to stderr.
 int ReportError(const Status& status);

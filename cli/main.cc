@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
   shoal::RegisterClusterCommands(app, &exit_code);
   shoal::RegisterElasticCommands(app, &exit_code);
   shoal::RegisterAuthCommands(app, &exit_code);
+  shoal::RegisterTraceCommand(app, &exit_code);
   shoal::RegisterValidateCommand(app, &exit_code);
   shoal::RegisterCheckpointCommands(app, &exit_code, std::cout, std::cerr, shoal::CheckpointDirOfJob);
   shoal::RegisterDataCommands(app, &exit_code);

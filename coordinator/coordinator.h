@@ -74,8 +74,10 @@
 #include <vector>
 
 #include "control.pb.h"
+#include "coordinator/job_history.h"
 #include "coordinator/kv_service.h"
 #include "coordinator/registry.h"
+#include "coordinator/straggler.h"
 #include "coordinator/store.h"
 
 namespace shoal {
@@ -104,6 +106,10 @@ class Coordinator {
   std::vector<CheckpointRecord> CheckpointsOf(const std::string& job_id) const { return checkpoints_.Of(job_id); }
   Ledger LedgerOf(const std::string& job_id) const { return ledgers_.Of(job_id); }
   size_t kv_waiting() const { return kv_.waiting(); }
+  // What the HTTP endpoint serves (observe.cc): every job (or one) with its members,
+  // as a StatusRequest answers, and a job's in-memory history (null before any).
+  StatusResponse Snapshot(const std::string& job_id, int64_t now_ms) const;
+  const JobHistory* HistoryOf(const std::string& job_id) const;
 
  private:
   struct MemberRecord {
@@ -153,6 +159,12 @@ class Coordinator {
   std::vector<MemberRecord*> CurrentMembers(const Job& job);
   int Capacity(const Job& job) const;
 
+  // Observability (observe.cc): a current member's heartbeat feeds the job's history
+  // and the straggler windows; Tick judges stragglers once a second.
+  void ObserveHeartbeat(const Job& job, const MemberRecord& rec, int64_t now_ms);
+  void MarkGenerationFormed(const Job& job, int64_t start_step, const std::string& cause, int64_t now_ms);
+  void CheckStragglers(int64_t now_ms);
+
   Status SaveJob(const Job& job);
   Status SaveMember(const Member& m);
   void AddEvent(const std::string& job_id, const std::string& kind, const std::string& detail, int64_t now_ms,
@@ -167,6 +179,9 @@ class Coordinator {
   std::map<std::string, int> next_member_index_;  // per job
   std::map<std::string, int64_t> first_report_ms_;  // per job: the ending generation's first report
   int64_t next_event_seq_ = 1;
+  std::map<std::string, JobHistory> histories_;  // per job, in memory only
+  StragglerWindows straggler_windows_;
+  int64_t next_straggler_check_ms_ = 0;
 };
 
 bool IsTerminal(JobState state);

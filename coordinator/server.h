@@ -8,6 +8,10 @@
 // (access.h). Every state-changing request and every refusal goes to the hash-chained
 // audit log (audit.h). Bad input is bounded: a message size limit, a bound on parked
 // long polls per connection and a request rate limit per key.
+//
+// With `http` set, the same loop also serves the read-only HTTP endpoint (metrics and
+// dashboard, observe_http.h): its descriptors join the zmq_poll items, so its handlers
+// read the Coordinator on this thread.
 #pragma once
 
 #include <atomic>
@@ -31,6 +35,10 @@ struct ServerOptions {
   double requests_per_second_per_key = 2000;     // sustained; bursts of 4x that pass
   int max_parked_per_connection = 64;            // long polls (await, kv_get) waiting at once
   int64_t max_message_bytes = 16 << 20;
+  // "HOST:PORT" of the read-only HTTP endpoint (metrics, dashboard; observe_http.h),
+  // served on this server's loop; port 0 picks one; empty: none. Unauthenticated:
+  // keep it on loopback or behind a proxy.
+  std::string http;
 };
 
 // True for endpoints only this machine can reach: tcp://127.x, localhost, [::1], ipc://, inproc://.
@@ -47,6 +55,8 @@ class CoordinatorServer {
   // The address clients connect to, with the real port when "*" was asked for.
   const std::string& endpoint() const { return endpoint_; }
   bool secure() const;
+  // "HOST:PORT" the HTTP endpoint listens on, with the real port; empty without one.
+  std::string http_address() const;
 
   void Run();          // blocks until Stop()
   void Start();        // Run() on a background thread

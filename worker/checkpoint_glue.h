@@ -13,6 +13,7 @@
 #include "checkpoint/reader.h"
 #include "collectives/communicator.h"
 #include "jobspec.pb.h"
+#include "worker/trace.h"
 
 namespace shoal {
 
@@ -27,6 +28,8 @@ struct CheckpointerSetup {
   std::string kv_prefix;        // the generation's scope
   std::string parent_digest;    // the checkpoint resumed from
   CommitCallback on_commit;
+  // The writer thread's shard exchange and commit go into the timeline trace (may be null).
+  TraceRecorder* trace = nullptr;
 };
 
 // nullptr (and OK) when the spec has no checkpoint.dir.
