@@ -21,6 +21,7 @@ void RegisterElasticCommands(CLI::App& app, int* exit_code);  // ledger, events,
 void RegisterAuthCommands(CLI::App& app, int* exit_code);     // auth init|keygen|add|list|revoke, audit
 void RegisterLineageCommands(CLI::App& app, int* exit_code);  // lineage show|verify
 void RegisterUsageCommand(CLI::App& app, int* exit_code);     // usage --by team|project
+void RegisterTraceCommand(CLI::App& app, int* exit_code);     // trace: merge a job's timeline trace
 
 // The lineage's answers for `checkpoint export`'s safetensors metadata (lineage_commands.cc).
 std::map<std::string, std::string> LineageMetadataForExport(const std::string& job, const std::string& manifest_digest,

@@ -70,7 +70,10 @@ nlohmann::json JobToJson(const Job& job, const StatusResponse* status, int64_t n
                        {"bytes_sent", w.bytes_sent()},
                        {"cpu_seconds", w.cpu_seconds()},
                        {"rss_bytes", w.rss_bytes()},
-                       {"test_accuracy", w.test_accuracy()}});
+                       {"test_accuracy", w.test_accuracy()},
+                       // Its compute + loader time per step over its peers' (coordinator/straggler.h).
+                       {"straggler", m.straggler()},
+                       {"straggler_ratio", m.straggler_ratio()}});
     if (w.has_gpu())
       members.back()["gpu"] = {{"device", w.gpu_device()},
                                {"utilization_pct", w.gpu_utilization_pct()},
@@ -189,12 +192,15 @@ std::string StatusTable(const StatusResponse& status) {
       const std::string id = m["member"].get<std::string>();
       const std::string short_id = id.substr(id.rfind('/') + 1);
       const std::string rank = m["rank"].get<int>() >= 0 ? std::to_string(m["rank"].get<int>()) : "-";
-      std::snprintf(line, sizeof(line), "  %-4s %-10s %-4lld %-12.12s %-16.16s %-8d %-8lld %-8s %-9s %-9s\n", rank.c_str(),
+      // A straggler's row ends with how much slower its own work is than its peers'.
+      const std::string slow =
+          m.value("straggler", false) ? "  SLOW " + Fixed(m.value("straggler_ratio", 0.0), 1) + "x" : "";
+      std::snprintf(line, sizeof(line), "  %-4s %-10s %-4lld %-12.12s %-16.16s %-8d %-8lld %-8s %-9s %-9s%s\n", rank.c_str(),
                     m["state"].get<std::string>().c_str(), static_cast<long long>(m["generation"].get<int64_t>()),
                     short_id.c_str(), m["host"].get<std::string>().c_str(), m["pid"].get<int>(),
                     static_cast<long long>(m["step"].get<int64_t>()), (Fixed(m["heartbeat_age_s"].get<double>(), 1) + "s").c_str(),
                     Fixed(m["step_seconds"].get<double>() * 1000, 2).c_str(),
-                    Fixed(m["comm_seconds"].get<double>() * 1000, 2).c_str());
+                    Fixed(m["comm_seconds"].get<double>() * 1000, 2).c_str(), slow.c_str());
       out << line;
       if (m.contains("reason") && (m["state"] == "dead" || m["state"] == "left"))
         reasons += "    " + short_id + " " + m["state"].get<std::string>() + ": " + m["reason"].get<std::string>() + "\n";

@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
   shoal::RegisterAuthCommands(app, &exit_code);
   shoal::RegisterLineageCommands(app, &exit_code);
   shoal::RegisterUsageCommand(app, &exit_code);
+  shoal::RegisterTraceCommand(app, &exit_code);
   shoal::RegisterValidateCommand(app, &exit_code);
   shoal::RegisterCheckpointCommands(app, &exit_code, std::cout, std::cerr, shoal::CheckpointDirOfJob,
                                    shoal::LineageMetadataForExport);

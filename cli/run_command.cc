@@ -2,6 +2,7 @@
 // state under ./.shoal/, spawns the workers as child processes, shows progress, prints
 // a summary, and exits 0 only if the job completed.
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -13,6 +14,8 @@
 #include <thread>
 
 #include "cli/commands.h"
+#include "cli/console.h"
+#include "cli/output_pump.h"
 #include "cli/format.h"
 #include "cli/worker_launch.h"
 #include "checkpoint/reader.h"
@@ -46,6 +49,7 @@ struct RunOptions {
   bool allow_rollback = false;
   bool rescan = false;
   std::string auth_dir;  // default: $SHOAL_AUTH_DIR, else <state_dir>/auth
+  std::string http = "127.0.0.1:0";  // the embedded coordinator's dashboard and metrics; "off": none
 };
 
 // The control plane of a run is CurveZMQ with no set-up step: keys are made under the
@@ -183,6 +187,15 @@ struct WorkerPool {
   std::vector<LaunchedProcess> live;
   int restarts_left = 0;
   int started = 0;
+  Console* console = nullptr;  // every line to stderr goes through it
+  OutputPump* pump = nullptr;  // reads the processes' output pipes
+
+  void Adopt(std::vector<LaunchedProcess> got) {
+    for (LaunchedProcess& p : got) {
+      pump->Add(p.output);
+      live.push_back(std::move(p));
+    }
+  }
 
   // Starts one more worker (elastic backends only): it joins at the next boundary.
   Status StartOne(const std::string& why, bool quiet) {
@@ -191,9 +204,9 @@ struct WorkerPool {
     ASSIGN_OR_RETURN(std::vector<LaunchedProcess> got, LaunchWorkers(one));
     for (LaunchedProcess& p : got) {
       p.what = "worker " + std::to_string(started++);
-      if (!quiet) std::fprintf(stderr, "shoalctl: started %s (pid %d): %s\n", p.what.c_str(), p.pid, why.c_str());
-      live.push_back(p);
+      if (!quiet) console->Line("shoalctl: started " + p.what + " (pid " + std::to_string(p.pid) + "): " + why);
     }
+    Adopt(std::move(got));
     return OkStatus();
   }
 };
@@ -205,7 +218,8 @@ struct WorkerPool {
 // mpirun is started again whole once the coordinator has restarted the job. When none is left before the job ended,
 // nothing can finish it, so the job is cancelled and the run fails.
 StatusOr<Job> Watch(ControlClient& client, const std::string& job_id, WorkerPool& pool, bool quiet) {
-  const bool tty = ::isatty(STDERR_FILENO);
+  Console& console = *pool.console;
+  const bool tty = console.tty();
   const bool elastic = pool.launch.backend != "mpi";
   int last_epoch_printed = -1;
   double last_line = 0, restart_wait_since = 0;
@@ -225,17 +239,18 @@ StatusOr<Job> Watch(ControlClient& client, const std::string& job_id, WorkerPool
     if (const Member* m = CurrentRankZero(status, job)) rank0 = m->metrics();
     if (!quiet && job.state() == JOB_RUNNING && rank0.step() > 0) {
       std::string line = ProgressLine(job, rank0) + "  world " + std::to_string(job.world_size());
+      // An epoch's last progress line stays on screen; the next epoch gets a fresh one.
+      if (tty && rank0.epoch() != last_epoch_printed && last_epoch_printed >= 0) console.KeepProgress();
       if (tty) {
-        std::fprintf(stderr, "\r%s\033[K", line.c_str());
+        console.Progress(line);
       } else if (rank0.epoch() != last_epoch_printed || MonotonicSeconds() - last_line > 10) {
-        std::fprintf(stderr, "%s\n", line.c_str());
+        console.Line(line);
         last_line = MonotonicSeconds();
       }
-      if (tty && rank0.epoch() != last_epoch_printed && last_epoch_printed >= 0) std::fprintf(stderr, "\n");
       last_epoch_printed = rank0.epoch();
     }
     if (IsTerminal(job.state())) {
-      if (!quiet && tty) std::fprintf(stderr, "\n");
+      if (!quiet && tty) console.KeepProgress();
       return job;
     }
     std::string last_exit;
@@ -248,12 +263,12 @@ StatusOr<Job> Watch(ControlClient& client, const std::string& job_id, WorkerPool
       }
       last_exit = it->what + " (pid " + std::to_string(it->pid) + ") " + DescribeExit(st);
       if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-        std::fprintf(stderr, "%sshoalctl: %s\n", tty ? "\n" : "", last_exit.c_str());
+        console.Line("shoalctl: " + last_exit);
         ++failed;
         // The coordinator need not wait for the heartbeats to stop (mpirun's pid matches
         // no member: its ranks are found by their heartbeats).
         auto reported = ReportWorkerExit(client, job_id, it->pid, DescribeExit(st));
-        if (!reported.ok()) std::fprintf(stderr, "shoalctl: could not report the exit: %s\n", reported.status().ToString().c_str());
+        if (!reported.ok()) console.Line("shoalctl: could not report the exit: " + reported.status().ToString());
       }
       it = pool.live.erase(it);
     }
@@ -273,10 +288,12 @@ StatusOr<Job> Watch(ControlClient& client, const std::string& job_id, WorkerPool
       // new mpirun starts.
       if (job.regroup() != REGROUP_NONE) {
         --pool.restarts_left;
-        std::fprintf(stderr, "%sshoalctl: restarting all %d worker(s) from the latest checkpoint (%d restart(s) left)\n",
-                     tty ? "\n" : "", pool.launch.workers, pool.restarts_left);
+        console.Line("shoalctl: restarting all " + std::to_string(pool.launch.workers) +
+                     " worker(s) from the latest checkpoint (" + std::to_string(pool.restarts_left) +
+                     " restart(s) left)");
         ASSIGN_OR_RETURN(std::vector<LaunchedProcess> again, LaunchWorkers(pool.launch));
-        pool.live = std::move(again);
+        pool.live.clear();
+        pool.Adopt(std::move(again));
         restart_wait_since = 0;
         continue;
       }
@@ -342,6 +359,7 @@ int DoRun(const RunOptions& o) {
   so.bind = "tcp://127.0.0.1:*";
   so.state_dir = o.state_dir + "/coordinator";
   so.auth_dir = keys->dir;
+  if (o.http != "off") so.http = o.http;
   auto server = CoordinatorServer::Create(so);
   if (!server.ok()) return ReportError(server.status());
   (*server)->Start();
@@ -360,16 +378,28 @@ int DoRun(const RunOptions& o) {
   const std::string job_id = submitted->submit().job_id();
   const int n = spec->workers().initial();
   if (!o.quiet)
-    std::fprintf(stderr, "shoalctl: job %s, %d worker(s), backend %s, coordinator %s\n", job_id.c_str(), n,
-                 spec->collectives().backend().c_str(), endpoint.c_str());
+    std::fprintf(stderr, "shoalctl: job %s, %d worker(s), backend %s, coordinator %s%s\n", job_id.c_str(), n,
+                 spec->collectives().backend().c_str(), endpoint.c_str(),
+                 (*server)->http_address().empty()
+                     ? ""
+                     : (", dashboard http://" + (*server)->http_address() + "/job/" + job_id).c_str());
 
   auto worker_env = AdmitWorkerKey(client, *keys, job_id);
   if (!worker_env.ok()) return ReportError(worker_env.status().WithContext("admitting the workers' key"));
   int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   WorkerLaunch launch{spec->collectives().backend(), n, endpoint, job_id, std::max(1, cores / n), *worker_env};
+  // The workers' output comes through pipes, so that their log lines never land in the
+  // middle of the progress line: one writer prints both (cli/console.h).
+  launch.capture_output = true;
+  winsize ws{};
+  const bool tty = ::isatty(STDERR_FILENO) != 0;
+  const int width = tty && ::ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 ? ws.ws_col : 0;
+  Console console([](std::string_view s) { (void)std::fwrite(s.data(), 1, s.size(), stderr); }, tty, width);
+  OutputPump pump(&console);
   auto launched = LaunchWorkers(launch);
   if (!launched.ok()) return ReportError(launched.status());
-  WorkerPool pool{launch, *launched, spec->workers().max_restarts(), static_cast<int>(launched->size())};
+  WorkerPool pool{launch, {}, spec->workers().max_restarts(), static_cast<int>(launched->size()), &console, &pump};
+  pool.Adopt(std::move(*launched));
 
   auto job = Watch(client, job_id, pool, o.quiet);
   // Workers exit on their own once the job ends; give them a moment, then insist:
@@ -383,6 +413,10 @@ int DoRun(const RunOptions& o) {
     ::kill(p.pid, SIGKILL);
     ::waitpid(p.pid, nullptr, 0);
   }
+  // Every process is gone: what they wrote last (mpirun's own farewell included) is
+  // still in the pipes. A grandchild that outlived them (none should) cannot hold us.
+  pump.Drain(5);
+  console.ClearProgress();
   // The embedded coordinator stops with us: do not point later `status` calls at it.
   std::filesystem::remove(o.state_dir + "/endpoint");
   if (!job.ok()) return ReportError(job.status());
@@ -476,6 +510,10 @@ void RegisterRunCommand(CLI::App& app, int* exit_code) {
                 "filters is refused)");
   run->add_option("--auth-dir", opts->auth_dir,
                   "control-plane keys, made on first use (default: $SHOAL_AUTH_DIR, else STATE_DIR/auth)");
+  run->add_option("--http", opts->http,
+                  "HOST:PORT of the embedded coordinator's read-only dashboard and /metrics (port 0 picks one; "
+                  "\"off\": none)")
+      ->capture_default_str();
   run->add_flag("--json", opts->json, "print the summary as JSON on stdout");
   run->add_flag("--quiet", opts->quiet, "no progress output");
   run->callback([opts, exit_code] {

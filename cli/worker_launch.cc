@@ -101,7 +101,7 @@ std::vector<std::string> WorkerEnvironment(const char* const* env) {
 // shoalctl alone, which cancels the job so that every worker stops at the same step (a
 // worker signalled directly would stop on its own and fail the job). And it is sent
 // SIGTERM if shoalctl dies, so that no worker outlives the run that started it.
-pid_t SpawnProcess(const std::vector<std::string>& argv, const std::vector<std::string>& extra_env) {
+pid_t SpawnProcess(const std::vector<std::string>& argv, const std::vector<std::string>& extra_env, int output_fd) {
   if (argv.empty()) {
     errno = EINVAL;
     return -1;
@@ -126,6 +126,11 @@ pid_t SpawnProcess(const std::vector<std::string>& argv, const std::vector<std::
   if (pid == 0) {
     ::setpgid(0, 0);
     ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (output_fd >= 0) {
+      // dup2 clears close-on-exec on the copies; the original closes at exec.
+      ::dup2(output_fd, STDOUT_FILENO);
+      ::dup2(output_fd, STDERR_FILENO);
+    }
     if (::getppid() != parent) ::_exit(143);  // shoalctl died before prctl took effect
     if (path.empty()) {
       WriteAll(STDERR_FILENO, not_found.c_str());
@@ -186,23 +191,44 @@ StatusOr<std::vector<LaunchedProcess>> LaunchWorkers(const WorkerLaunch& launch)
     for (const LaunchedProcess& p : started) {
       ::kill(p.pid, SIGKILL);
       ::waitpid(p.pid, nullptr, 0);
+      if (p.output >= 0) ::close(p.output);
     }
-    return Internal("cannot start " + what + ": fork failed: " + why);
+    return Internal("cannot start " + what + ": " + why);
+  };
+  // Forks one process, its output into a fresh pipe when asked; -1 (errno set) on failure.
+  auto spawn = [&launch](const std::vector<std::string>& argv, int* read_end) -> pid_t {
+    *read_end = -1;
+    if (!launch.capture_output) return SpawnProcess(argv, launch.env);
+    int fds[2];
+    // Close-on-exec, so that no other child keeps this pipe open past its process's end.
+    if (::pipe2(fds, O_CLOEXEC) != 0) return -1;
+    const pid_t pid = SpawnProcess(argv, launch.env, fds[1]);
+    const int saved = errno;
+    ::close(fds[1]);
+    if (pid < 0) {
+      ::close(fds[0]);
+      errno = saved;
+      return -1;
+    }
+    *read_end = fds[0];
+    return pid;
   };
   if (launch.backend == "mpi") {
     const int cores = static_cast<int>(std::max(1L, ::sysconf(_SC_NPROCESSORS_ONLN)));
     const auto argv = MpirunArgv(launch, MpirunBinary(), worker, ::geteuid() == 0, cores);
-    pid_t pid = SpawnProcess(argv, launch.env);
+    int output = -1;
+    pid_t pid = spawn(argv, &output);
     if (pid < 0) return fail("mpirun");
-    started.push_back({pid, "mpirun (" + std::to_string(launch.workers) + " workers)"});
+    started.push_back({pid, "mpirun (" + std::to_string(launch.workers) + " workers)", output});
     return started;
   }
   const std::vector<std::string> argv = {worker, "--coordinator", launch.endpoint, "--job", launch.job_id,
                                          "--blas-threads", std::to_string(launch.blas_threads)};
   for (int i = 0; i < launch.workers; ++i) {
-    pid_t pid = SpawnProcess(argv, launch.env);
+    int output = -1;
+    pid_t pid = spawn(argv, &output);
     if (pid < 0) return fail("worker " + std::to_string(i));
-    started.push_back({pid, "worker " + std::to_string(i)});
+    started.push_back({pid, "worker " + std::to_string(i), output});
   }
   return started;
 }

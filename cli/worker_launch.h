@@ -20,11 +20,15 @@ struct WorkerLaunch {
   // Added to each worker's environment ("NAME=value"): its control-plane keys
   // (SHOAL_KEY, SHOAL_COORDINATOR_KEY). mpirun passes them on with -x.
   std::vector<std::string> env;
+  // Each process's stdout and stderr go to a pipe of its own (LaunchedProcess::output)
+  // instead of this process's, so that one writer (cli/console.h) prints them whole.
+  bool capture_output = false;
 };
 
 struct LaunchedProcess {
   pid_t pid = -1;
   std::string what;  // for messages: "worker 1" or "mpirun"
+  int output = -1;   // read end of its stdout+stderr pipe (capture_output), else -1
 };
 
 // The worker binary: $SHOAL_WORKER, else shoal-worker next to this executable, else
@@ -59,10 +63,12 @@ std::vector<std::string> WorkerEnvironment(const char* const* env);
 // async-signal-safe calls. Returns the pid, or -1 with errno set if fork failed. A
 // binary that cannot be found or executed shows as the child exiting with 127 after
 // a one-line message on stderr.
-pid_t SpawnProcess(const std::vector<std::string>& argv, const std::vector<std::string>& extra_env = {});
+// `output_fd` >= 0 becomes the child's stdout and stderr.
+pid_t SpawnProcess(const std::vector<std::string>& argv, const std::vector<std::string>& extra_env = {},
+                   int output_fd = -1);
 
 // Starts the workers. If a fork fails, the processes already started are killed and
-// reaped before the error returns. A binary that cannot be executed shows as a process
+// reaped (their pipes closed) before the error returns. A binary that cannot be executed shows as a process
 // exiting with code 127 (its message on stderr).
 StatusOr<std::vector<LaunchedProcess>> LaunchWorkers(const WorkerLaunch& launch);
 

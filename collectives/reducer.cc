@@ -47,6 +47,7 @@ Reducer::Reducer(Communicator* comm, GradientCodec* codec, std::vector<ParamTens
     codec_ = fallback_.get();
   }
   bytes_sent_at_start_ = comm_->bytes_sent();
+  codec_name_ = codec_->name();
   BuildBuckets(params);
   marked_.assign(params.size(), false);
   stats_.num_buckets = buckets_.size();
@@ -169,6 +170,10 @@ Status Reducer::ReduceBucket(size_t b, double* seconds) {
   *seconds = 0;
   if (bucket.count == 0) return OkStatus();
   Stopwatch clock;
+  // Traced steps only: the clock and byte counter reads below are skipped otherwise.
+  SpanSink* trace = options_.trace != nullptr && options_.trace->active() ? options_.trace : nullptr;
+  const int64_t trace_begin_us = trace ? trace->NowMicros() : 0;
+  const int64_t wire_before = trace ? comm_->bytes_sent() : 0;
   float* data = bucket.view;
   if (data == nullptr) {
     data = bucket.staging.data();
@@ -187,6 +192,18 @@ Status Reducer::ReduceBucket(size_t b, double* seconds) {
     }
   }
   *seconds = clock.Seconds();
+  if (trace) {
+    BucketSpan span;
+    span.step = step_;
+    span.bucket = b;
+    span.begin_us = trace_begin_us;
+    span.end_us = trace->NowMicros();
+    span.wire_bytes = comm_->bytes_sent() - wire_before;
+    span.raw_bytes = static_cast<int64_t>(bucket.count * sizeof(float));
+    span.wire_bytes_shared = threads_.size() > 1;
+    span.codec = codec_name_;
+    trace->BucketReduced(span);
+  }
   if (!s.ok()) {
     return s.WithContext("reducing gradient bucket " + std::to_string(b) + " (" +
                          std::to_string(bucket.count) + " floats) at step " +

@@ -8,11 +8,13 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
 #include "collectives/communicator.h"
 #include "collectives/compression/codec.h"
+#include "collectives/span_sink.h"
 #include "collectives/tensor.h"
 #include "common/status.h"
 
@@ -33,6 +35,9 @@ struct ReducerOptions {
   // docs/BENCHMARKS.md); more than 1 is refused (taken as 1) otherwise.
   int max_in_flight = 0;
   CollectiveOptions collective;
+  // Timeline trace of each bucket's reduction (worker/trace.h); null: none. Must outlive
+  // the Reducer.
+  SpanSink* trace = nullptr;
 };
 
 struct ReducerStats {
@@ -121,6 +126,7 @@ class Reducer {
   std::vector<Bucket> buckets_;
   std::vector<size_t> bucket_of_;  // param index -> bucket
   int64_t bytes_sent_at_start_ = 0;
+  std::string codec_name_;  // for trace spans, read once (name() builds a string)
 
   mutable std::mutex mu_;  // guards everything below
   std::condition_variable cv_;

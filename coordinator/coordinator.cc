@@ -507,6 +507,7 @@ void Coordinator::Tick(int64_t now_ms) {
   DetectDeadMembers(now_ms);
   for (auto& [id, job] : jobs_)
     if (job.state() == JOB_RUNNING) MaybeFormNextGeneration(job, now_ms);
+  CheckStragglers(now_ms);
 }
 
 }  // namespace shoal

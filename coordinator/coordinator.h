@@ -74,9 +74,11 @@
 #include <vector>
 
 #include "control.pb.h"
+#include "coordinator/job_history.h"
 #include "coordinator/kv_service.h"
 #include "coordinator/lineage_book.h"
 #include "coordinator/registry.h"
+#include "coordinator/straggler.h"
 #include "coordinator/store.h"
 
 namespace shoal {
@@ -114,6 +116,10 @@ class Coordinator {
   Ledger LedgerOf(const std::string& job_id) const { return ledgers_.Of(job_id); }
   const LineageBook& lineage() const { return lineage_; }
   size_t kv_waiting() const { return kv_.waiting(); }
+  // What the HTTP endpoint serves (observe.cc): every job (or one) with its members,
+  // as a StatusRequest answers, and a job's in-memory history (null before any).
+  StatusResponse Snapshot(const std::string& job_id, int64_t now_ms) const;
+  const JobHistory* HistoryOf(const std::string& job_id) const;
 
  private:
   struct MemberRecord {
@@ -163,6 +169,12 @@ class Coordinator {
   std::vector<MemberRecord*> CurrentMembers(const Job& job);
   int Capacity(const Job& job) const;
 
+  // Observability (observe.cc): a current member's heartbeat feeds the job's history
+  // and the straggler windows; Tick judges stragglers once a second.
+  void ObserveHeartbeat(const Job& job, const MemberRecord& rec, int64_t now_ms);
+  void MarkGenerationFormed(const Job& job, int64_t start_step, const std::string& cause, int64_t now_ms);
+  void CheckStragglers(int64_t now_ms);
+
   Status SaveJob(const Job& job);
   Status SaveMember(const Member& m);
   // An OpenLineage run event for the job, when a sink is set (coordinator.cc).
@@ -182,9 +194,12 @@ class Coordinator {
   std::map<std::string, int> next_member_index_;  // per job
   std::map<std::string, int64_t> first_report_ms_;  // per job: the ending generation's first report
   int64_t next_event_seq_ = 1;
-  LineageCode coordinator_code_;
+  LineageCode coordinator_code_;  // this binary, recorded with every job it is submitted
   std::function<void(const std::string&)> lineage_events_;
-  std::string lineage_namespace_ = "shoal";  // this binary, recorded with every job it is submitted
+  std::string lineage_namespace_ = "shoal";
+  std::map<std::string, JobHistory> histories_;  // per job, in memory only
+  StragglerWindows straggler_windows_;
+  int64_t next_straggler_check_ms_ = 0;
 };
 
 bool IsTerminal(JobState state);

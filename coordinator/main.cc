@@ -39,8 +39,12 @@ int main(int argc, char** argv) {
   app.add_option("--openlineage-url", options.openlineage_url,
                  "also POST them to this OpenLineage collector, http://HOST:PORT (default: $OPENLINEAGE_URL; the "
                  "endpoint path is $OPENLINEAGE_ENDPOINT or api/v1/lineage, a bearer key $OPENLINEAGE_API_KEY)");
-  std::string endpoint_file;
+  std::string endpoint_file, http_file;
   app.add_option("--endpoint-file", endpoint_file, "write the bound endpoint to this file once listening");
+  app.add_option("--http", options.http,
+                 "serve read-only HTTP on HOST:PORT (port 0 picks one): /metrics (Prometheus), / and /job/ID "
+                 "(dashboard), /api/job/ID (JSON). Unauthenticated: keep it on loopback or behind a proxy");
+  app.add_option("--http-address-file", http_file, "write the HTTP endpoint's HOST:PORT to this file once listening");
   CLI11_PARSE(app, argc, argv);
 
   shoal::InitLogging("coordinator");
@@ -55,13 +59,18 @@ int main(int argc, char** argv) {
   SHOAL_LOG_INFO("listening on {} ({}; state in {})", (*server)->endpoint(),
                  (*server)->secure() ? "CurveZMQ, keys from " + options.auth_dir : "no keys: insecure",
                  options.state_dir);
-  if (!endpoint_file.empty()) {
-    FILE* f = std::fopen(endpoint_file.c_str(), "w");
+  if (!(*server)->http_address().empty())
+    SHOAL_LOG_INFO("HTTP (metrics, dashboard) on http://{}/ (read-only, unauthenticated)", (*server)->http_address());
+  auto write_line = [](const std::string& path, const std::string& line) {
+    if (path.empty()) return;
+    FILE* f = std::fopen(path.c_str(), "w");
     if (f) {
-      std::fprintf(f, "%s\n", (*server)->endpoint().c_str());
+      std::fprintf(f, "%s\n", line.c_str());
       std::fclose(f);
     }
-  }
+  };
+  write_line(http_file, (*server)->http_address());  // before the endpoint: tests wait for that one
+  write_line(endpoint_file, (*server)->endpoint());
   (*server)->Run();
   SHOAL_LOG_INFO("stopped");
   return 0;

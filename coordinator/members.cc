@@ -1,6 +1,7 @@
 // Coordinator membership: registration, heartbeats, leaves and scaling, and the
 // generations they end and form (the protocol's steps 2-7 in coordinator.h).
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 
 #include "common/log.h"
@@ -139,13 +140,16 @@ void Coordinator::FormGeneration(Job& job, const std::vector<MemberRecord*>& mem
     }
   }
   std::string state_note;
+  int64_t start_step = 0;  // where the generation trains from
   if (source >= 0) {
+    start_step = best;
     state_note = "state from rank " + std::to_string(source) + " at step " + std::to_string(best);
     (void)ledgers_.TruncateTo(job.id(), best);  // steps past the source's were never committed
   } else if (job.generation() > 0) {
     // Nobody holds state: the job rolls back to its latest checkpoint (or the start).
     auto ckpts = checkpoints_.Of(job.id());
     const int64_t back_to = ckpts.empty() ? 0 : ckpts.back().step();
+    start_step = back_to;
     if (!ckpts.empty()) gen.set_resume_checkpoint(ckpts.back().path());
     (void)ledgers_.TruncateTo(job.id(), back_to);
     state_note = ckpts.empty() ? "no member holds state and there is no checkpoint: starting over from step 0"
@@ -205,6 +209,7 @@ void Coordinator::FormGeneration(Job& job, const std::vector<MemberRecord*>& mem
                "] (" + cause + "); " + state_note,
            now_ms, {{"generation", static_cast<double>(gen.number())}, {"world", static_cast<double>(members.size())}});
   EmitLineageEvent(job.id(), old_generation == 0 ? "START" : "OTHER", now_ms, &lineage, {});
+  MarkGenerationFormed(job, start_step, cause, now_ms);
   for (auto* rec : members) AnswerAssignment(*rec);
 }
 
@@ -442,6 +447,9 @@ Status Coordinator::Heartbeat(const HeartbeatRequest& req, int64_t now_ms, Heart
   Job& job = jobs_.at(m.job_id());
   out->set_job_state(job.state());
   out->set_generation(job.generation());
+  // The real clock, not now_ms (a test's fake one): workers align their trace files to it.
+  out->set_server_unix_us(std::chrono::duration_cast<std::chrono::microseconds>(
+                              std::chrono::system_clock::now().time_since_epoch()).count());
   if (m.state() == MEMBER_DEAD || m.state() == MEMBER_LEFT) {
     // Fenced: a stale member learns it, and nothing it says changes the job.
     out->set_fenced(true);
@@ -451,6 +459,7 @@ Status Coordinator::Heartbeat(const HeartbeatRequest& req, int64_t now_ms, Heart
   m.set_last_heartbeat_ms(now_ms);
   if (req.has_metrics()) *m.mutable_metrics() = req.metrics();
   const bool current = InGeneration(m) && m.generation() == job.generation() && req.generation() == job.generation();
+  if (current) ObserveHeartbeat(job, it->second, now_ms);
   if (current && m.rank() == 0 && req.ledger().ranges_size() > 0) {
     Status s = ledgers_.Offer(job.id(), req.ledger());
     if (!s.ok()) SHOAL_LOG_WARN("ledger from {}: {}", m.id(), s.ToString());

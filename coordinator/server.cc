@@ -18,6 +18,8 @@
 #include "coordinator/access.h"
 #include "coordinator/audit.h"
 #include "coordinator/curve_keys.h"
+#include "coordinator/http_server.h"
+#include "coordinator/observe_http.h"
 #include "coordinator/openlineage_sink.h"
 #include "coordinator/socket_monitor.h"
 #include "lineage/code.h"
@@ -71,6 +73,9 @@ struct CoordinatorServer::Impl {
   std::map<std::string, RateBucket> buckets;                    // by key name
   std::map<std::string, std::shared_ptr<int>> parked;           // by connection (routing id)
   std::map<std::string, std::pair<int64_t, int64_t>> refusals;  // what -> (last audited ms, suppressed)
+  // The read-only HTTP endpoint, polled on this loop with the ZeroMQ sockets: its
+  // handler reads the coordinator on this thread, so no lock and no snapshot copy.
+  std::unique_ptr<HttpServer> http;
 
   void Send(const std::string& identity, const Response& resp) {
     std::string bytes = resp.SerializeAsString();
@@ -404,8 +409,20 @@ StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Create(const Ser
   } catch (const zmq::error_t& e) {
     return Unavailable("cannot bind coordinator to " + options.bind + ": " + e.what());
   }
+  if (!options.http.empty()) {
+    Impl* owner = &impl;
+    ASSIGN_OR_RETURN(impl.http, HttpServer::Listen(options.http, [owner](const HttpRequest& req) {
+                       return ServeObservability(req, *owner->coordinator, MonotonicUnixMillis());
+                     }));
+    if (!impl.http->loopback())
+      SHOAL_LOG_WARN("the HTTP endpoint on {} is reachable from other machines and unauthenticated: anyone who "
+                     "reaches it reads job names, hosts, labels and metrics (keep it on loopback or behind a proxy)",
+                     impl.http->address());
+  }
   return server;
 }
+
+std::string CoordinatorServer::http_address() const { return impl_->http ? impl_->http->address() : ""; }
 
 bool CoordinatorServer::secure() const { return impl_->curve; }
 
@@ -423,13 +440,20 @@ void CoordinatorServer::Stop() { stop_ = true; }
 void CoordinatorServer::Run() {
   auto& impl = *impl_;
   int64_t next_tick = 0;
+  std::vector<zmq::pollitem_t> items;
+  std::vector<HttpPollFd> http_fds;
   while (!stop_) {
-    zmq::pollitem_t items[] = {{impl.socket.handle(), 0, ZMQ_POLLIN, 0},
-                               {impl.zap.handle(), 0, ZMQ_POLLIN, 0},
-                               {impl.monitor.handle(), 0, ZMQ_POLLIN, 0}};
-    const int n = impl.curve ? 3 : 1;
+    items.assign({{impl.socket.handle(), 0, ZMQ_POLLIN, 0},
+                  {impl.zap.handle(), 0, ZMQ_POLLIN, 0},
+                  {impl.monitor.handle(), 0, ZMQ_POLLIN, 0}});
+    const size_t n = impl.curve ? 3 : 1;
+    items.resize(n);
+    http_fds.clear();
+    if (impl.http) http_fds = impl.http->PollFds();
+    for (const HttpPollFd& f : http_fds)
+      items.push_back({nullptr, f.fd, static_cast<short>((f.read ? ZMQ_POLLIN : 0) | (f.write ? ZMQ_POLLOUT : 0)), 0});
     try {
-      zmq::poll(items, n, std::chrono::milliseconds(kTickMs));
+      zmq::poll(items.data(), items.size(), std::chrono::milliseconds(kTickMs));
     } catch (const zmq::error_t& e) {
       if (e.num() == EINTR) continue;
       SHOAL_LOG_ERROR("poll failed: {}", e.what());
@@ -455,6 +479,11 @@ void CoordinatorServer::Run() {
         impl.HandleRequest(identity.to_string(), payload, now);
       }
     }
+    for (size_t i = 0; i < http_fds.size(); ++i) {
+      const short ev = items[n + i].revents;
+      if (ev) impl.http->OnReady(http_fds[i].fd, ev & ZMQ_POLLIN, ev & ZMQ_POLLOUT, ev & ZMQ_POLLERR, now);
+    }
+    if (impl.http) impl.http->Expire(now);
     now = MonotonicUnixMillis();
     if (now >= next_tick) {
       impl.coordinator->Tick(now);

@@ -8,6 +8,10 @@
 // (access.h). Every state-changing request and every refusal goes to the hash-chained
 // audit log (audit.h). Bad input is bounded: a message size limit, a bound on parked
 // long polls per connection and a request rate limit per key.
+//
+// With `http` set, the same loop also serves the read-only HTTP endpoint (metrics and
+// dashboard, observe_http.h): its descriptors join the zmq_poll items, so its handlers
+// read the Coordinator on this thread.
 #pragma once
 
 #include <atomic>
@@ -36,6 +40,10 @@ struct ServerOptions {
   // $OPENLINEAGE_URL; "" for none).
   std::string openlineage_file;
   std::string openlineage_url;
+  // "HOST:PORT" of the read-only HTTP endpoint (metrics, dashboard; observe_http.h),
+  // served on this server's loop; port 0 picks one; empty: none. Unauthenticated:
+  // keep it on loopback or behind a proxy.
+  std::string http;
 };
 
 // True for endpoints only this machine can reach: tcp://127.x, localhost, [::1], ipc://, inproc://.
@@ -52,6 +60,8 @@ class CoordinatorServer {
   // The address clients connect to, with the real port when "*" was asked for.
   const std::string& endpoint() const { return endpoint_; }
   bool secure() const;
+  // "HOST:PORT" the HTTP endpoint listens on, with the real port; empty without one.
+  std::string http_address() const;
 
   void Run();          // blocks until Stop()
   void Start();        // Run() on a background thread

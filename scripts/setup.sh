@@ -29,6 +29,7 @@ PACKAGES=(
   libopenblas-dev
   libyaml-cpp-dev libcli11-dev nlohmann-json3-dev
   dataset-fashion-mnist
+  prometheus chromium   # the observability tests: promtool, a scraping server, a headless browser
 )
 
 missing=()

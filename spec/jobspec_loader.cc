@@ -104,6 +104,7 @@ void ResolvePaths(JobSpec* spec, const std::filesystem::path& base) {
   fix(spec->mutable_checkpoint()->mutable_dir());
   fix(spec->mutable_checkpoint()->mutable_sign_key());
   for (auto& t : *spec->mutable_checkpoint()->mutable_trust()) fix(&t);
+  if (spec->has_trace()) fix(spec->mutable_trace()->mutable_dir());  // mutable_ would make it present
 }
 
 StatusOr<JobSpec> Parse(const std::string& yaml_text, const std::vector<std::string>& overrides,

@@ -193,6 +193,21 @@ void CheckCheckpoint(const CheckpointSpec& k, Checker& c) {
   c.IntAtLeast("checkpoint.keep_every", k.keep_every(), 0);
 }
 
+// trace: {step_begin, step_end, dir}; step_end 0 (the default) is off. A range that
+// is on must hold at least one step.
+void CheckTrace(const TraceSpec& t, Checker& c) {
+  c.IntAtLeast("trace.step_begin", t.step_begin(), 0);
+  c.IntAtLeast("trace.step_end", t.step_end(), 0);
+  const bool off = t.step_end() == 0;
+  c.Check(off || t.step_end() > t.step_begin(), "trace.step_end",
+          "must be greater than trace.step_begin (" + std::to_string(t.step_begin()) +
+              "): the range [step_begin, step_end) traces those steps; step_end 0 turns tracing off",
+          std::to_string(t.step_end()), "trace.step_begin");
+  c.Check(!off || t.step_begin() == 0, "trace.step_end",
+          "must be set (greater than trace.step_begin) when trace.step_begin is; 0 turns tracing off", "0",
+          "trace.step_begin");
+}
+
 }  // namespace
 
 Status Validate(const JobSpec& spec, const FieldOrigins* origins) {
@@ -208,6 +223,7 @@ Status Validate(const JobSpec& spec, const FieldOrigins* origins) {
   CheckWorkers(spec.workers(), c);
   CheckCollectives(spec.collectives(), c);
   CheckCheckpoint(spec.checkpoint(), c);
+  CheckTrace(spec.trace(), c);
   return c.status();
 }
 

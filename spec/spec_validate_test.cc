@@ -92,7 +92,34 @@ INSTANTIATE_TEST_SUITE_P(
         RuleCase{"collectives.backend", "tcp", ""}, RuleCase{"collectives.codec", "zip", ""},
         RuleCase{"collectives.bucket_mib", "0", ""}, RuleCase{"collectives.timeout_s", "-1", ""},
         RuleCase{"collectives.timeout_s", "0", ""}, RuleCase{"checkpoint.every_steps", "-1", ""},
-        RuleCase{"checkpoint.keep_last", "0", ""}, RuleCase{"checkpoint.keep_every", "-1", ""}));
+        RuleCase{"checkpoint.keep_last", "0", ""}, RuleCase{"checkpoint.keep_every", "-1", ""},
+        RuleCase{"trace.step_begin", "-1", ""}, RuleCase{"trace.step_end", "-5", ""},
+        RuleCase{"trace.step_begin", "10", "trace.step_end"}));  // a range with no end
+
+// trace: {step_begin, step_end, dir}: the range [begin, end) is traced; end 0 is off.
+TEST(TraceRange, ReadWrittenAndRefusedWhenEmpty) {
+  auto on = ParseJobSpec("trace: {step_begin: 100, step_end: 120, dir: /tmp/t}\n");
+  ASSERT_TRUE(on.ok()) << on.status().ToString();
+  EXPECT_EQ(on->trace().step_begin(), 100);
+  EXPECT_EQ(on->trace().step_end(), 120);
+  EXPECT_EQ(on->trace().dir(), "/tmp/t");
+  // The normalised form (the spec digest) carries the range.
+  const std::string yaml = JobSpecToYaml(*on);
+  EXPECT_NE(yaml.find("trace:\n  step_begin: 100\n  step_end: 120\n  dir: \"/tmp/t\""), std::string::npos) << yaml;
+  EXPECT_TRUE(ParseJobSpec("trace: {step_begin: 0, step_end: 1}").ok());
+  EXPECT_TRUE(ParseJobSpec("trace: {step_begin: 0, step_end: 0}").ok());  // off
+  auto empty = ParseJobSpec("name: x\ntrace: {step_begin: 120, step_end: 100}\n", {}, "t.yaml");
+  ASSERT_FALSE(empty.ok());
+  EXPECT_EQ(empty.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(empty.status().message().find("trace.step_end: must be greater than trace.step_begin"), std::string::npos)
+      << empty.status().message();
+  EXPECT_NE(empty.status().message().find("line 2"), std::string::npos) << empty.status().message();
+  auto same = ParseJobSpec("trace: {step_begin: 5, step_end: 5}");
+  EXPECT_FALSE(same.ok());
+  auto set = ParseJobSpec("", {"trace.step_begin=3", "trace.step_end=2"});
+  ASSERT_FALSE(set.ok());
+  EXPECT_NE(set.status().message().find("trace.step_end"), std::string::npos) << set.status().message();
+}
 
 // Rules involving two fields, each written on its own line.
 TEST(CrossFieldRules, MinAboveInitialNamesInitial) {

@@ -49,6 +49,22 @@ StatusOr<std::unique_ptr<AsyncCheckpointer>> MakeCheckpointer(const JobSpec& spe
   o.lineage_digest = setup.lineage_digest;
   o.spec_digest = setup.spec_digest;
   o.on_commit = setup.on_commit;
+  if (TraceRecorder* trace = setup.trace) {
+    // Both run on the writer thread, off the training thread's path: the trace shows
+    // how long a save takes to become a checkpoint, beside the stall it cost training.
+    if (o.gather) {
+      o.gather = [trace, gather = std::move(o.gather)](const ShardInfo& mine) {
+        ScopedSpan span(trace, "checkpoint shard exchange", "checkpoint", "checkpoint writer");
+        return gather(mine);
+      };
+    }
+    if (o.on_commit) {
+      o.on_commit = [trace, commit = std::move(o.on_commit)](const CommitInfo& info) {
+        ScopedSpan span(trace, "checkpoint register", "checkpoint", "checkpoint writer");
+        commit(info);
+      };
+    }
+  }
   return AsyncCheckpointer::Create(std::move(o));
 }
 

@@ -13,6 +13,7 @@
 #include "checkpoint/reader.h"
 #include "collectives/communicator.h"
 #include "jobspec.pb.h"
+#include "worker/trace.h"
 
 namespace shoal {
 
@@ -26,9 +27,12 @@ struct CheckpointerSetup {
   KvStore* kv = nullptr;        // required when world > 1
   std::string kv_prefix;        // the generation's scope
   std::string parent_digest;    // the checkpoint resumed from
+  CommitCallback on_commit;
+  // Signed into every manifest (tests set the fields above positionally: add at the end).
   std::string lineage_digest;   // the generation's (Assignment.lineage_digest)
   std::string spec_digest;
-  CommitCallback on_commit;
+  // The writer thread's shard exchange and commit go into the timeline trace (may be null).
+  TraceRecorder* trace = nullptr;
 };
 
 // nullptr (and OK) when the spec has no checkpoint.dir.

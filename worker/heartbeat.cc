@@ -87,6 +87,24 @@ void HeartbeatThread::Apply(const std::string& member, int64_t generation, const
   }
 }
 
+void HeartbeatThread::AddClockSample(int64_t sent_us, int64_t received_us, int64_t server_us) {
+  if (server_us <= 0 || received_us < sent_us) return;  // a coordinator that does not tell its time
+  // The server read its clock somewhere inside the round trip; the midpoint is the best
+  // guess, wrong by at most half the round trip, so the shortest round trip wins.
+  const int64_t rtt = received_us - sent_us;
+  std::lock_guard<std::mutex> l(mu_);
+  ++clock_.samples;
+  if (clock_rtt_us_ >= 0 && rtt >= clock_rtt_us_) return;
+  clock_rtt_us_ = rtt;
+  clock_.offset_us = server_us - (sent_us + received_us) / 2;
+  clock_.uncertainty_us = (rtt + 1) / 2;
+}
+
+ClockOffset HeartbeatThread::clock_offset() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return clock_;
+}
+
 void HeartbeatThread::RequestLeave() {
   {
     std::lock_guard<std::mutex> l(mu_);
@@ -134,14 +152,20 @@ void HeartbeatThread::Loop() {
         leave_sent_ = true;  // not retried: the boundary report says it again
       }
     }
+    const int64_t sent_us = TraceClockMicros();
     auto resp = client.Call(r, call_timeout);
+    const int64_t received_us = TraceClockMicros();
     if (resp.ok()) {
       failures = 0;
-      Apply(member, generation, resp->heartbeat());    } else if (++failures == 3 || failures % 20 == 0) {
+      AddClockSample(sent_us, received_us, resp->heartbeat().server_unix_us());
+      Apply(member, generation, resp->heartbeat());
+    } else if (++failures == 3 || failures % 20 == 0) {
       SHOAL_LOG_WARN("heartbeat: {}", resp.status().ToString());
     }
+    const double wait_s = quick_beats_.load() > 0 ? std::min(interval_s_, 0.02) : interval_s_;
+    if (quick_beats_.load() > 0) --quick_beats_;
     std::unique_lock<std::mutex> l(mu_);
-    cv_.wait_for(l, std::chrono::duration<double>(interval_s_), [this] { return quit_ || (leave_wanted_ && !leave_sent_); });
+    cv_.wait_for(l, std::chrono::duration<double>(wait_s), [this] { return quit_ || (leave_wanted_ && !leave_sent_); });
     if (quit_) return;
   }
 }

@@ -16,6 +16,7 @@
 
 #include "control.pb.h"
 #include "jobspec.pb.h"
+#include "worker/trace.h"
 
 namespace shoal {
 
@@ -55,6 +56,14 @@ class HeartbeatThread {
   // The coordinator refused the leave (a job that cannot regroup): stop instead.
   bool leave_refused() const { return leave_refused_.load(); }
 
+  // The coordinator's clock against this process's trace clock, from the beats so far.
+  ClockOffset clock_offset() const;
+  // The next `beats` beats go 20 ms apart instead of an interval apart: more samples,
+  // so a short round trip among them (a tighter offset) for a timeline trace.
+  void SampleClockSoon(int beats) { quick_beats_ = beats; }
+  // Keeps the sample with the shortest round trip (public for tests).
+  void AddClockSample(int64_t sent_us, int64_t received_us, int64_t server_us);
+
   // What the loop does with the answer to a beat sent for `member` in `generation`
   // (public for tests: the race it guards against is hard to time).
   void Apply(const std::string& member, int64_t generation, const HeartbeatResponse& hb);
@@ -64,8 +73,10 @@ class HeartbeatThread {
 
   std::string endpoint_;
   double interval_s_;
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::condition_variable cv_;
+  ClockOffset clock_;
+  int64_t clock_rtt_us_ = -1;
   std::string member_id_;
   int64_t generation_ = 0;
   WorkerMetrics metrics_;
@@ -76,6 +87,7 @@ class HeartbeatThread {
   std::atomic<bool> boundary_pending_{false};
   std::atomic<bool> fenced_{false};
   std::atomic<bool> leave_refused_{false};
+  std::atomic<int> quick_beats_{0};
   std::atomic<JobState> last_state_{JOB_STATE_UNSPECIFIED};
   std::function<void(int64_t)> abort_generation_;
   std::thread thread_;

@@ -62,5 +62,23 @@ TEST(HeartbeatThreadTest, AnAnswerForAnEarlierMemberIdIsIgnored) {
   EXPECT_TRUE(hb.fenced());
 }
 
+// Trace clock alignment: offset = server time - midpoint of the round trip, from the
+// beat with the shortest round trip; its half is the uncertainty.
+TEST(HeartbeatThreadTest, ClockOffsetComesFromTheShortestRoundTrip) {
+  HeartbeatThread hb("tcp://127.0.0.1:1", "job/m0", 0.05, nullptr);
+  EXPECT_EQ(hb.clock_offset().samples, 0);
+  hb.AddClockSample(1000, 1400, 5000);  // rtt 400: offset 5000 - 1200
+  EXPECT_EQ(hb.clock_offset().offset_us, 3800);
+  EXPECT_EQ(hb.clock_offset().uncertainty_us, 200);
+  hb.AddClockSample(2000, 2100, 5100);  // rtt 100: better, offset 5100 - 2050
+  EXPECT_EQ(hb.clock_offset().offset_us, 3050);
+  EXPECT_EQ(hb.clock_offset().uncertainty_us, 50);
+  hb.AddClockSample(3000, 3900, 9999);  // rtt 900: kept out
+  EXPECT_EQ(hb.clock_offset().offset_us, 3050);
+  hb.AddClockSample(4000, 4010, 0);     // a coordinator that does not say its time
+  EXPECT_EQ(hb.clock_offset().offset_us, 3050);
+  EXPECT_EQ(hb.clock_offset().samples, 3);
+}
+
 }  // namespace
 }  // namespace shoal

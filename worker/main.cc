@@ -30,11 +30,13 @@
 #include "shoal/config.h"
 #include "checkpoint/format.h"
 #include "spec/jobspec_loader.h"
+#include "spec/trace_paths.h"
 #include "worker/checkpoint_glue.h"
 #include "worker/coordinator_kv.h"
 #include "worker/data_plane.h"
 #include "worker/heartbeat.h"
 #include "worker/launcher_env.h"
+#include "worker/trace.h"
 #include "worker/models/mlp.h"
 #include "worker/trainer.h"
 #if SHOAL_HAVE_CUDA
@@ -156,8 +158,13 @@ class Worker {
         listen_flag_(std::move(listen_flag)), client_(endpoint_), kv_(endpoint_) {}
 
   int Run();
+  // Writes the timeline trace if the spec has one and its range did not end yet (the
+  // job ended first, or this worker is leaving).
+  void FlushTrace();
 
  private:
+  // A regroup phase [begin, end] (MonotonicSeconds) on the trace, if it is recording.
+  void TracePhase(const char* name, double begin, double end, int64_t generation);
   StatusOr<std::string> Register();
   StatusOr<Assignment> AwaitAssignment();
   Status Prepare(const JobSpec& spec, const std::string& job_id);
@@ -199,6 +206,7 @@ class Worker {
   std::unique_ptr<RaplMeter> rapl_ = RaplMeter::Open();
   WorkerMetrics usage_fields_;
   double last_usage_sample_ = -1;
+  std::unique_ptr<TraceRecorder> trace_;  // null unless the spec traces a range of steps
 
   // What the next AwaitAssignment reports, and the regroup's timings.
   AwaitAssignmentRequest report_;
@@ -317,6 +325,18 @@ Status Worker::Prepare(const JobSpec& spec, const std::string& job_id) {
   in.loader = data_.loader.get();
   in.test = data_.test ? &*data_.test : nullptr;
   in.job_id = job_id;
+  if (TraceEnabled(spec_)) {
+    TraceOptions to;
+    to.step_begin = spec_.trace().step_begin();
+    to.step_end = spec_.trace().step_end();
+    to.dir = TraceJobDir(spec_, job_id);
+    to.job_id = job_id;
+    to.host = ThisHostName();
+    // Read when the file is written; the heartbeat thread exists by then.
+    to.clock_offset = [this] { return heartbeat_ ? heartbeat_->clock_offset() : ClockOffset{}; };
+    trace_ = std::make_unique<TraceRecorder>(std::move(to));
+    in.trace = trace_.get();
+  }
   ASSIGN_OR_RETURN(trainer_, Trainer::Create(in, model_.get()));
   auto link = LinkEmulationFor(spec_.collectives().emulate_bandwidth_mbps(), spec_.collectives().emulate_latency_us());
   if (!link.ok()) return link.status().WithContext("link emulation");
@@ -353,6 +373,19 @@ Status Worker::Join(const Assignment& a) {
     comm_generation_ = a.generation();
   }
   return OkStatus();
+}
+
+void Worker::TracePhase(const char* name, double begin, double end, int64_t generation) {
+  if (!trace_ || !trace_->active()) return;
+  trace_->Complete(name, "regroup", "training", TraceMicrosFromMonotonic(begin), TraceMicrosFromMonotonic(end),
+                   {{"generation", generation}});
+}
+
+void Worker::FlushTrace() {
+  if (!trace_ || trace_->flushed()) return;
+  Status s = trace_->Finish(trainer_ ? trainer_->position().step : trace_->current_step());
+  if (s.ok()) SHOAL_LOG_INFO("timeline trace written to {}", trace_->path());
+  else SHOAL_LOG_WARN("timeline trace: {}", s.ToString());
 }
 
 TrainerHooks Worker::Hooks(const Assignment& a) {
@@ -470,6 +503,9 @@ int Worker::Run() {
     interval = status->status().jobs(0).spec().workers().heartbeat_interval_s();
   heartbeat_ = std::make_unique<HeartbeatThread>(endpoint_, member_id_, interval,
                                                  [this](int64_t g) { AbortGeneration(g); });
+  // A traced job aligns its ranks' clocks with heartbeats: a burst of them at the start
+  // finds a short round trip (the offset's uncertainty is half of it).
+  if (trace_) heartbeat_->SampleClockSoon(16);
   std::unique_ptr<AsyncCheckpointer> old_checkpointer;
 
   for (;;) {
@@ -509,6 +545,11 @@ int Worker::Run() {
       Status s = Prepare(a.spec(), a.job_id());
       if (!s.ok()) return Fail(s);
     }
+    if (trace_) {
+      trace_->SetIdentity(a.rank(), member_id_);
+      trace_->AtStep(trainer_->position().step);
+      TracePhase("await assignment", report_time_, assigned_at, a.generation());
+    }
 
     Status joined = Join(a);
     rendezvous_seconds_ = MonotonicSeconds() - assigned_at;
@@ -539,6 +580,8 @@ int Worker::Run() {
       }
     }
     sync_seconds_ = MonotonicSeconds() - sync_start;
+    TracePhase("rendezvous", assigned_at, assigned_at + rendezvous_seconds_, a.generation());
+    TracePhase("state sync", sync_start, sync_start + sync_seconds_, a.generation());
     if (!joined.ok()) {
       if (!Regroupable(joined) || !elastic_ || heartbeat_->stop_requested()) return Fail(joined);
       // The generation failed before it trained (a member died during the regroup).
@@ -566,6 +609,7 @@ int Worker::Run() {
     ck.parent_digest = parent_digest_;
     ck.lineage_digest = a.lineage_digest();
     ck.spec_digest = JobSpecDigest(a.spec());
+    ck.trace = trace_.get();
     ck.on_commit = [endpoint = endpoint_, member = member_id_, gen = a.generation(), job = a.job_id(),
                     trainer = trainer_.get()](const CommitInfo& info) {
       RegisterCheckpoint(endpoint, member, gen, job, info, trainer->LedgerBeforeStep(info.step));
@@ -596,6 +640,7 @@ int Worker::Run() {
     }
     const bool failed = outcome->end == GenerationEnd::kCommFailed;
     detect_seconds_ = failed ? MonotonicSeconds() - last_commit_time_ : 0;
+    if (failed) TracePhase("detect failure", last_commit_time_, last_commit_time_ + detect_seconds_, a.generation());
     DropCommunicator();
     if (heartbeat_->stop_requested() || g_signals > 1) return Fail(Cancelled("stopped: " + outcome->error.ToString()));
     if (failed && !elastic_)
@@ -643,5 +688,7 @@ int main(int argc, char** argv) {
   // (a member woken from SIGSTOP writes to connections its old peers closed).
   std::signal(SIGPIPE, SIG_IGN);
   shoal::Worker worker(endpoint, job, blas_threads, listen_host);
-  return worker.Run();
+  const int rc = worker.Run();
+  worker.FlushTrace();
+  return rc;
 }

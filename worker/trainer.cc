@@ -279,8 +279,17 @@ StatusOr<GenerationOutcome> Trainer::RunGeneration(Communicator* comm, int64_t g
   red_opts.first_bucket_mib = std::min(1.0, spec.collectives().bucket_mib());
   red_opts.overlap = spec.collectives().overlap();
   red_opts.collective = opts;
+  TraceRecorder* const trace = in_.trace;  // null unless the spec traces a range of steps
+  red_opts.trace = trace;
   Reducer reducer(comm, codec_.get(), model_->params(), red_opts);
   GradReadyFn on_ready = reducer.ReadyFn();
+  // Traced steps split ForwardBackward where its first gradient is ready: the model has
+  // no hook between the two, so the loss and the last layer's gradient count as forward.
+  int64_t first_ready_us = 0;
+  GradReadyFn traced_ready = [&](size_t i) {
+    if (first_ready_us == 0) first_ready_us = trace->NowMicros();
+    on_ready(i);
+  };
 
   // Steps are counted over the whole run, whatever the world size was before: the
   // remaining samples of this epoch at this generation's global batch, then whole epochs.
@@ -321,6 +330,9 @@ StatusOr<GenerationOutcome> Trainer::RunGeneration(Communicator* comm, int64_t g
   double final_save_seconds = 0;
   auto save = [&](bool final_save) -> Status {
     if (!checkpointer) return OkStatus();
+    // What the training thread waits for: a free buffer and the copy into it (or, for
+    // the final save, the whole synchronous write).
+    ScopedSpan stall_span(trace, final_save ? "checkpoint final save" : "checkpoint stall", "checkpoint");
     ++saves_;
     // One copy, straight into a free buffer; the checkpointer counts that stall.
     if (!final_save) return checkpointer->SaveAsyncWith(fill);
@@ -357,6 +369,8 @@ StatusOr<GenerationOutcome> Trainer::RunGeneration(Communicator* comm, int64_t g
   // (found by the chaos soak: a fault during the last epoch's evaluation lost the job's
   // final accuracy).
   if (t.evaluate() && in_.test && pos_.cursor == 0 && pos_.epoch > 0 && evaluated_epochs_ < pos_.epoch) {
+    if (trace) trace->AtStep(pos_.step);
+    ScopedSpan eval_span(trace, "evaluate", "evaluation");
     auto ev = EvaluateDistributed(model_, *in_.test, comm, opts);
     if (!ev.ok()) {
       finish_generation_totals();
@@ -370,6 +384,9 @@ StatusOr<GenerationOutcome> Trainer::RunGeneration(Communicator* comm, int64_t g
     int64_t cursor = epoch == pos_.epoch ? pos_.cursor : 0;
     for (; cursor < n && step < total_steps; ++step) {
       if (hooks.should_stop && hooks.should_stop()) return Cancelled("training stopped at step " + std::to_string(step));
+      if (trace) trace->AtStep(step);
+      const bool traced = trace && trace->active();
+      const int64_t step_begin_us = traced ? trace->NowMicros() : 0;
       Stopwatch step_clock;
       const int64_t g = StepSamples(cursor, n, global_batch);
       Span span = RankSpan(cursor, n, global_batch, rank, world);
@@ -385,6 +402,9 @@ StatusOr<GenerationOutcome> Trainer::RunGeneration(Communicator* comm, int64_t g
         GatherBatch(*in_.train, order, span, bx, by);
       }
       double loader = step_clock.Seconds();
+      if (traced)
+        trace->Complete("loader wait", "data", "training", step_begin_us, trace->NowMicros(),
+                        {{"samples", static_cast<int64_t>(span.size())}});
 
       // The boundary exchange rides in this step's reduction when it is due: the sum of
       // the ranks' boundary flags, and of each rank's idea of how many steps make
@@ -400,11 +420,22 @@ StatusOr<GenerationOutcome> Trainer::RunGeneration(Communicator* comm, int64_t g
       }
       Stopwatch compute_clock;
       reducer.BeginStep(step, exchange && world > 1 ? ctl : nullptr, 2);
+      first_ready_us = 0;
+      const int64_t forward_begin_us = traced ? trace->NowMicros() : 0;
       double loss_sum = model_->ForwardBackward(Batch{bx.data(), by.data(), static_cast<int>(span.size())},
-                                                1.0f / static_cast<float>(g), on_ready);
+                                                1.0f / static_cast<float>(g), traced ? traced_ready : on_ready);
       double compute = compute_clock.Seconds();
+      if (traced) {
+        const int64_t end_us = trace->NowMicros();
+        const int64_t split_us = first_ready_us > 0 ? first_ready_us : end_us;
+        trace->Complete("forward", "compute", "training", forward_begin_us, split_us,
+                        {{"samples", static_cast<int64_t>(span.size())}});
+        trace->Complete("backward", "compute", "training", split_us, end_us);
+      }
+      const int64_t wait_begin_us = traced ? trace->NowMicros() : 0;
       double sgemm = model_->TakeSgemmSeconds();
       Status reduced = reducer.Wait();
+      if (traced) trace->Complete("reduction wait", "communication", "training", wait_begin_us, trace->NowMicros());
       if (!reduced.ok()) {
         finish_generation_totals();
         return CommFailed(reduced.WithContext("gradient reduction at step " + std::to_string(step)));
@@ -413,7 +444,10 @@ StatusOr<GenerationOutcome> Trainer::RunGeneration(Communicator* comm, int64_t g
 
       double lr = lr_scale *
                   LearningRateAt(step, total_steps, t.learning_rate(), t.warmup_steps(), t.schedule(), t.min_lr_ratio());
-      optimizer_->Step(model_->params(), static_cast<float>(lr));
+      {
+        ScopedSpan optimizer_span(traced ? trace : nullptr, "optimizer", "compute");
+        optimizer_->Step(model_->params(), static_cast<float>(lr));
+      }
       // The step is committed: the model, the position and the ledger move together.
       Stopwatch ledger_clock;
       AppendLedger(step, epoch, cursor, g, global_batch, generation, world);
@@ -421,6 +455,9 @@ StatusOr<GenerationOutcome> Trainer::RunGeneration(Communicator* comm, int64_t g
       pos_ = cursor >= n ? TrainingPosition{step + 1, epoch + 1, 0} : TrainingPosition{step + 1, epoch, cursor};
 
       double step_s = step_clock.Seconds();
+      if (traced)
+        trace->Complete("step", "step", "training", step_begin_us, trace->NowMicros(),
+                        {{"samples", g}, {"world", world}, {"generation", generation}});
       totals_.set_comm_seconds(totals_.comm_seconds() + rs.last_comm_seconds);
       totals_.set_exposed_comm_seconds(totals_.exposed_comm_seconds() + rs.last_exposed_comm_seconds);
       totals_.set_compute_seconds(totals_.compute_seconds() + compute);
@@ -482,6 +519,7 @@ StatusOr<GenerationOutcome> Trainer::RunGeneration(Communicator* comm, int64_t g
     }
     bool epoch_done = cursor >= n || step == total_steps;
     if (t.evaluate() && in_.test && epoch_done) {
+      ScopedSpan eval_span(trace, "evaluate", "evaluation");
       auto ev = EvaluateDistributed(model_, *in_.test, comm, opts);
       if (!ev.ok()) {
         finish_generation_totals();

@@ -21,6 +21,7 @@
 #include "jobspec.pb.h"
 #include "worker/models/model.h"
 #include "worker/optim/sgd.h"
+#include "worker/trace.h"
 #include "worker/trainer_state.h"
 
 namespace shoal {
@@ -48,6 +49,8 @@ struct TrainerInputs {
   const TrainerSnapshot* resume = nullptr;   // Train() only: verified checkpoint state to start from
   AsyncCheckpointer* checkpointer = nullptr; // Train() only: saves every checkpoint.every_steps and at the end
   std::string job_id;
+  // The timeline trace of the spec's `trace` range (null: the job traces nothing).
+  TraceRecorder* trace = nullptr;
 };
 
 enum class GenerationEnd {
