@@ -30,6 +30,7 @@ PACKAGES=(
   libyaml-cpp-dev libcli11-dev nlohmann-json3-dev
   dataset-fashion-mnist
   prometheus chromium   # the observability tests: promtool, a scraping server, a headless browser
+  python3-jsonschema    # lineage_e2e_test validates OpenLineage events against their JSON schema
 )
 
 missing=()
