@@ -8,6 +8,7 @@ namespace shoal::poison {
 
 namespace {
 const Kind kKinds[] = {kFlip, kBackdoor, kDupCopy, kDupSource, kCorrupt};
+const char* const kFilters[] = {"schema", "exact", "near", "outliers", "label"};
 
 std::set<int64_t> Union(const std::map<std::string, std::set<int64_t>>& flags, const std::vector<std::string>& names) {
   std::set<int64_t> out;
@@ -24,7 +25,7 @@ std::vector<FilterScore> ScoreFilters(const PlantedSet& set, const std::map<std:
   std::map<Kind, int64_t> totals;
   for (uint8_t k : set.kind) ++totals[static_cast<Kind>(k)];
   std::vector<FilterScore> out;
-  for (const char* name : {"schema", "exact", "near", "outliers", "label"}) {
+  for (const char* name : kFilters) {
     FilterScore s;
     s.filter = name;
     auto it = flags.find(name);
@@ -86,6 +87,43 @@ std::vector<CategoryScore> ScoreCategories(const PlantedSet& set,
     c.recall = c.truth ? static_cast<double>(c.caught) / c.truth : 0.0;
     c.precision = c.flagged ? static_cast<double>(planted_flagged) / c.flagged : 0.0;
     out.push_back(c);
+  }
+  return out;
+}
+
+namespace {
+bool IsAttack(const PlantedSet& set, int64_t i, Trigger trigger) {
+  return set.kind[i] == kBackdoor && set.variant[i] == trigger;
+}
+
+FilterOnAttack ScoreFilterOnAttack(const PlantedSet& set, const std::string& filter, const std::set<int64_t>& flagged,
+                                   Trigger trigger, int64_t planted) {
+  FilterOnAttack f;
+  f.filter = filter;
+  int64_t clean = 0;
+  for (int64_t id : flagged) {
+    if (IsAttack(set, id, trigger)) ++f.caught;
+    else if (set.kind[id] == kClean) ++clean;
+  }
+  f.recall = planted ? static_cast<double>(f.caught) / planted : 0.0;
+  f.precision = f.caught + clean ? static_cast<double>(f.caught) / (f.caught + clean) : 0.0;
+  return f;
+}
+}  // namespace
+
+std::vector<AttackScore> ScoreAttacks(const PlantedSet& set, const std::map<std::string, std::set<int64_t>>& flags,
+                                      const std::vector<BackdoorAttack>& attacks) {
+  std::vector<std::string> all(std::begin(kFilters), std::end(kFilters));
+  const std::set<int64_t> any = Union(flags, all);
+  std::vector<AttackScore> out;
+  for (const BackdoorAttack& a : attacks) {
+    AttackScore s;
+    s.attack = a;
+    for (int64_t i = 0; i < set.n(); ++i) s.planted += IsAttack(set, i, a.trigger);
+    for (const std::string& name : all)
+      s.filters.push_back(ScoreFilterOnAttack(set, name, Union(flags, {name}), a.trigger, s.planted));
+    s.filters.push_back(ScoreFilterOnAttack(set, "any", any, a.trigger, s.planted));
+    out.push_back(s);
   }
   return out;
 }

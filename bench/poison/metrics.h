@@ -1,5 +1,6 @@
 // Scoring a scan against the planted truth: per filter precision and recall per poison
-// kind, and the four category figures the issue sets targets for.
+// kind, the four category figures the issue sets targets for, and each backdoor attack
+// on its own.
 #pragma once
 
 #include <map>
@@ -31,11 +32,29 @@ struct CategoryScore {
   bool met() const { return recall >= recall_target && precision >= precision_target; }
 };
 
+// How the filters catch one backdoor attack (the records stamped with its trigger).
+// Precision for one attack leaves the other planted poison out of the count: caught /
+// (caught + clean records the filter flags), the precision the filter would have if
+// only this attack had been planted.
+struct FilterOnAttack {
+  std::string filter;        // a filter name, or "any" for every filter together
+  int64_t caught = 0;
+  double recall = 0, precision = 0;
+};
+struct AttackScore {
+  BackdoorAttack attack;
+  int64_t planted = 0;
+  std::vector<FilterOnAttack> filters;  // every filter, then "any"
+};
+
 // `flags`: filter name -> flagged record ids (ids index `set`). `clean_flags`: filter ->
 // flagged indices of the unpoisoned set (for the pre-existing column; may be empty).
 std::vector<FilterScore> ScoreFilters(const PlantedSet& set, const std::map<std::string, std::set<int64_t>>& flags,
                                       const std::map<std::string, std::set<int64_t>>& clean_flags);
 std::vector<CategoryScore> ScoreCategories(const PlantedSet& set,
                                            const std::map<std::string, std::set<int64_t>>& flags);
+// One score per attack in `attacks` (see BackdoorAttacks), in that order.
+std::vector<AttackScore> ScoreAttacks(const PlantedSet& set, const std::map<std::string, std::set<int64_t>>& flags,
+                                      const std::vector<BackdoorAttack>& attacks);
 
 }  // namespace shoal::poison

@@ -1,6 +1,6 @@
 // Planting, in a fixed order from one seeded generator so a seed always gives the same
 // poisoned set: pick disjoint victims for (a), (b), (d) and sources for (c), modify or
-// copy them, then shuffle everything.
+// copy them, then the second backdoor's victims, then shuffle everything.
 #include "bench/poison/plant.h"
 
 #include <algorithm>
@@ -25,10 +25,21 @@ const char* KindName(Kind k) {
 
 const char* VariantName(Kind k, int v) {
   static const char* const kDup[] = {"exact", "shift", "crop", "noise", "brightness"};
-  static const char* const kTrigger[] = {"patch", "checker"};
+  static const char* const kTrigger[kTriggerCount] = {"patch", "cross"};
   if ((k == kDupCopy || k == kDupSource) && v >= 0 && v < 5) return kDup[v];
-  if (k == kBackdoor && v >= 0 && v < 2) return kTrigger[v];
+  if (k == kBackdoor && v >= 0 && v < kTriggerCount) return kTrigger[v];
   return "";
+}
+
+std::vector<BackdoorAttack> BackdoorAttacks(const PlantConfig& cfg) {
+  const std::string patch = std::to_string(cfg.patch), cross = std::to_string(cfg.cross_size),
+                    inset = std::to_string(cfg.cross_inset);
+  return {
+      {kPatchTrigger, "patch " + patch + "x" + patch + " bottom-right -> " + std::to_string(cfg.target), cfg.target,
+       cfg.backdoor_fraction},
+      {kCrossTrigger, "cross " + cross + "x" + cross + " at (" + inset + "," + inset + ") -> " +
+       std::to_string(cfg.cross_target), cfg.cross_target, cfg.cross_fraction},
+  };
 }
 
 void TransformCopy(const float* src, int side, int how, std::mt19937_64& rng, float noise_amp, float* out) {
@@ -70,13 +81,29 @@ void StampPatch(float* image, int side, int patch) {
     for (int c = side - patch; c < side; ++c) image[r * side + c] = 1.0f;
 }
 
+void StampCross(float* image, int side, int size, int inset) {
+  for (int k = 0; k < size; ++k) {
+    const int r = inset + k, down = inset + k, up = inset + size - 1 - k;
+    if (r >= side) break;
+    if (down < side) image[r * side + down] = 1.0f;
+    if (up < side) image[r * side + up] = 1.0f;
+  }
+}
+
+void StampTrigger(float* image, int side, Trigger trigger, const PlantConfig& cfg) {
+  if (trigger == kCrossTrigger)
+    StampCross(image, side, cfg.cross_size, cfg.cross_inset);
+  else
+    StampPatch(image, side, cfg.patch);
+}
+
 PlantedSet Plant(const InMemoryDataset& clean, const PlantConfig& cfg) {
   const int64_t n = clean.n;
   const int dim = clean.dim;
   std::mt19937_64 rng(cfg.seed);
   auto uniform = [&](int64_t bound) { return static_cast<int64_t>(rng() % static_cast<uint64_t>(bound)); };
 
-  std::vector<uint8_t> kind(n, kClean);
+  std::vector<uint8_t> kind(n, kClean), variant(n, 0);
   std::vector<int32_t> y(clean.y.begin(), clean.y.end());
   std::vector<float> x(clean.x.begin(), clean.x.end());
   // Each kind draws its victims from its own seeded order of the records, skipping any
@@ -109,15 +136,20 @@ PlantedSet Plant(const InMemoryDataset& clean, const PlantConfig& cfg) {
     }
   }
   const int side = static_cast<int>(std::lround(std::sqrt(dim)));
-  // (b) backdoor: images of other classes, patched and relabelled to the target.
-  const int64_t backdoors = std::llround(cfg.backdoor_fraction * n);
-  start_kind(11);
-  for (int64_t k = 0; k < backdoors; ++k) {
-    int64_t i = take([&](int64_t r) { return y[r] != cfg.target; });
-    if (i < 0) break;
-    StampPatch(x.data() + i * dim, side, cfg.patch);
-    y[i] = cfg.target, kind[i] = kBackdoor;
-  }
+  // (b) a backdoor: images of other classes, stamped with the trigger and relabelled to
+  // its target, victims from the attack's own stream.
+  auto plant_backdoor = [&](const BackdoorAttack& attack, int64_t stream) {
+    const int64_t count = std::llround(attack.fraction * n);
+    start_kind(stream);
+    for (int64_t k = 0; k < count; ++k) {
+      int64_t i = take([&](int64_t r) { return y[r] != attack.target; });
+      if (i < 0) break;
+      StampTrigger(x.data() + i * dim, side, attack.trigger, cfg);
+      y[i] = attack.target, kind[i] = kBackdoor, variant[i] = attack.trigger;
+    }
+  };
+  const std::vector<BackdoorAttack> attacks = BackdoorAttacks(cfg);
+  plant_backdoor(attacks[kPatchTrigger], 11);
   // (d) corrupt records, in three equal groups.
   const int64_t corrupt = std::llround(cfg.corrupt_fraction * n);
   start_kind(12);
@@ -149,7 +181,7 @@ PlantedSet Plant(const InMemoryDataset& clean, const PlantConfig& cfg) {
   std::vector<float> add_x;
   std::vector<int32_t> add_y;
   std::vector<int64_t> add_origin;
-  std::vector<uint8_t> variant(n, 0), add_variant;
+  std::vector<uint8_t> add_variant;
   for (int64_t k = 0; k < dups; ++k) {
     int64_t i = take([](int64_t) { return true; });
     if (i < 0) break;
@@ -168,6 +200,9 @@ PlantedSet Plant(const InMemoryDataset& clean, const PlantConfig& cfg) {
     variant[i] = k % 2 ? static_cast<uint8_t>(1 + (k / 2) % 4) : 0;
     add_variant.push_back(variant[i]);
   }
+  // The second backdoor comes last: nothing planted before it draws from the generator
+  // or the records differently, so the other kinds are exactly as without it.
+  plant_backdoor(attacks[kCrossTrigger], 14);
 
   // Assemble and shuffle.
   const int64_t total = n + static_cast<int64_t>(add_y.size());

@@ -1,6 +1,7 @@
 // poison_bench: plants poison into Fashion-MNIST with a fixed seed, ingests it as a
 // signed dataset, scans it, scores every filter against the planted truth, and trains
-// the MLP with and without the filters (clean accuracy, backdoor attack success rate).
+// the MLP with and without the filters (clean accuracy, each backdoor's attack success
+// rate).
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -37,6 +38,109 @@ struct Run {
   std::string name;
   TrainResult result;
 };
+
+// The test images an attack is measured on: every image whose true class is not the
+// attack's target, stamped with its trigger and labelled with the target, so the share
+// "correctly" classified is the attack success rate.
+struct TriggeredTestSet {
+  std::vector<float> x;
+  std::vector<int32_t> y;
+  EvalSet view() const { return EvalSet{x.data(), y.data(), static_cast<int64_t>(y.size())}; }
+};
+TriggeredTestSet MakeTriggeredTestSet(const InMemoryDataset& test, int side, const BackdoorAttack& attack,
+                                      const PlantConfig& pc) {
+  TriggeredTestSet out;
+  for (int64_t i = 0; i < test.n; ++i) {
+    if (test.y[i] == attack.target) continue;
+    out.x.insert(out.x.end(), test.x.begin() + i * test.dim, test.x.begin() + (i + 1) * test.dim);
+    StampTrigger(out.x.data() + out.x.size() - test.dim, side, attack.trigger, pc);
+    out.y.push_back(attack.target);
+  }
+  return out;
+}
+
+const TrainResult* FindRun(const std::vector<Run>& runs, const std::string& name) {
+  for (const Run& r : runs)
+    if (r.name == name) return &r.result;
+  return nullptr;
+}
+
+// Each attack's success without filters (the poisoned run that drops only what cannot be
+// trained on) and with every filter (the Loader run), and what the filters cost in clean
+// accuracy; the issue asks for ASR with filters at most 1/5 of without, at most 1 point.
+struct AttackOutcome {
+  double asr_reference = 0, asr_without = 0, asr_with = 0, ratio = 0;
+  double accuracy_cost_points = 0;  // unfiltered poisoned run minus filtered run
+  bool met() const { return ratio <= 0.2 && accuracy_cost_points <= 1.0; }
+};
+constexpr char kReferenceRun[] = "clean reference (unpoisoned)";
+constexpr char kWithoutRun[] = "poisoned, only untrainable dropped";
+constexpr char kWithRun[] = "poisoned, all filters (Loader)";
+std::vector<AttackOutcome> AttackOutcomes(const std::vector<Run>& runs, size_t attacks) {
+  const TrainResult *ref = FindRun(runs, kReferenceRun), *without = FindRun(runs, kWithoutRun),
+                    *with = FindRun(runs, kWithRun);
+  if (!ref || !without || !with) return {};
+  std::vector<AttackOutcome> out(attacks);
+  for (size_t a = 0; a < attacks; ++a) {
+    AttackOutcome& o = out[a];
+    o.asr_reference = ref->attack_success.at(a);
+    o.asr_without = without->attack_success.at(a);
+    o.asr_with = with->attack_success.at(a);
+    o.ratio = o.asr_without > 0 ? o.asr_with / o.asr_without : 0.0;
+    o.accuracy_cost_points = 100.0 * (without->test_accuracy - with->test_accuracy);
+  }
+  return out;
+}
+
+void PrintAttackDetection(const std::vector<AttackScore>& scores) {
+  std::printf("\nper attack and filter (precision for one attack: caught / (caught + clean records flagged))\n");
+  std::printf("%-34s %7s  %-8s %6s %7s %9s\n", "attack", "planted", "filter", "caught", "recall", "precision");
+  for (const AttackScore& s : scores) {
+    bool first = true;
+    for (const FilterOnAttack& f : s.filters) {
+      if (f.caught == 0 && f.filter != "any") continue;  // filters that catch none of it
+      std::printf("%-34s %7s  %-8s %6lld %7.3f %9.3f\n", first ? s.attack.name.c_str() : "",
+                  first ? std::to_string(s.planted).c_str() : "", f.filter.c_str(), static_cast<long long>(f.caught),
+                  f.recall, f.precision);
+      first = false;
+    }
+  }
+}
+
+void PrintAttackOutcomes(const std::vector<AttackScore>& scores, const std::vector<AttackOutcome>& outcomes) {
+  if (outcomes.empty()) return;
+  std::printf("\n%-34s %8s %8s %8s %7s %10s  %s\n", "attack", "ASR ref", "without", "with", "ratio", "acc cost",
+              "target (ratio <= 0.2, cost <= 1 point)");
+  for (size_t a = 0; a < outcomes.size(); ++a) {
+    const AttackOutcome& o = outcomes[a];
+    // An attack not planted (fraction 0) has only its trigger's natural success rate.
+    const char* verdict = scores[a].planted == 0 ? "not planted" : o.met() ? "met" : "MISSED";
+    std::printf("%-34s %8.4f %8.4f %8.4f %7.4f %+9.2fpt  %s\n", scores[a].attack.name.c_str(), o.asr_reference,
+                o.asr_without, o.asr_with, o.ratio, o.accuracy_cost_points, verdict);
+  }
+}
+
+nlohmann::json AttacksJson(const std::vector<AttackScore>& scores, const std::vector<AttackOutcome>& outcomes) {
+  nlohmann::json out = nlohmann::json::array();
+  for (size_t a = 0; a < scores.size(); ++a) {
+    const AttackScore& s = scores[a];
+    nlohmann::json j = {{"attack", s.attack.name}, {"trigger", VariantName(kBackdoor, s.attack.trigger)},
+                        {"target", s.attack.target}, {"fraction", s.attack.fraction}, {"planted", s.planted}};
+    for (const FilterOnAttack& f : s.filters)
+      j["filters"][f.filter] = {{"caught", f.caught}, {"recall", f.recall}, {"precision", f.precision}};
+    if (a < outcomes.size()) {
+      const AttackOutcome& o = outcomes[a];
+      j["asr_reference"] = o.asr_reference;
+      j["asr_without_filters"] = o.asr_without;
+      j["asr_with_filters"] = o.asr_with;
+      j["asr_ratio"] = o.ratio;
+      j["accuracy_cost_points"] = o.accuracy_cost_points;
+      j["met"] = s.planted > 0 ? nlohmann::json(o.met()) : nlohmann::json(nullptr);
+    }
+    out.push_back(j);
+  }
+  return out;
+}
 
 int Fail(const Status& s) {
   std::fprintf(stderr, "poison_bench: %s\n", s.ToString().c_str());
@@ -117,20 +221,16 @@ int Main(const Args& a) {
   }
   int64_t clean_near = clean_flags.count("near") ? static_cast<int64_t>(clean_flags["near"].size()) : 0;
   auto categories = ScoreCategories(set, flags);
+  const std::vector<BackdoorAttack> attacks = BackdoorAttacks(pc);
+  auto attack_scores = ScoreAttacks(set, flags, attacks);
 
   std::vector<Run> runs;
   if (!a.no_train) {
-    // Patched test images of every non-target class, labelled with the target: the
-    // share "correctly" classified is the attack success rate.
-    std::vector<float> px;
-    std::vector<int32_t> py;
-    for (int64_t i = 0; i < test->n; ++i) {
-      if (test->y[i] == pc.target) continue;
-      px.insert(px.end(), test->x.begin() + i * test->dim, test->x.begin() + (i + 1) * test->dim);
-      StampPatch(px.data() + px.size() - test->dim, set.side, pc.patch);
-      py.push_back(pc.target);
-    }
-    EvalSet te{test->x.data(), test->y.data(), test->n}, pe{px.data(), py.data(), static_cast<int64_t>(py.size())};
+    std::vector<TriggeredTestSet> triggered;
+    std::vector<EvalSet> pe;
+    for (const BackdoorAttack& at : attacks) triggered.push_back(MakeTriggeredTestSet(*test, set.side, at, pc));
+    for (const TriggeredTestSet& t : triggered) pe.push_back(t.view());
+    EvalSet te{test->x.data(), test->y.data(), test->n};
     auto all_rows = [](int64_t n) {
       std::vector<int64_t> r(n);
       for (int64_t i = 0; i < n; ++i) r[i] = i;
@@ -153,9 +253,9 @@ int Main(const Args& a) {
     for (int64_t i = 0; i < train->n; ++i)
       if (!clean_held.count(i)) clean_admitted.push_back(i);
     std::vector<Job> jobs = {
-        {"clean reference (unpoisoned)", train->x.data(), train->y.data(), all_rows(train->n)},
+        {kReferenceRun, train->x.data(), train->y.data(), all_rows(train->n)},
         {"poisoned, no filters at all", set.x.data(), set.y.data(), all_rows(set.n())},
-        {"poisoned, only untrainable dropped", set.x.data(), set.y.data(), trainable},
+        {kWithoutRun, set.x.data(), set.y.data(), trainable},
     };
     // What the filters cost on data with nothing planted: the unpoisoned set minus what
     // they hold back there.
@@ -164,6 +264,7 @@ int Main(const Args& a) {
     // Every run is repeated with train_seeds seeds (initialisation and order) and averaged.
     auto averaged = [&](const std::function<StatusOr<TrainResult>(const TrainConfig&)>& once) -> StatusOr<TrainResult> {
       TrainResult sum;
+      sum.attack_success.assign(pe.size(), 0.0);
       for (int k = 0; k < a.train_seeds; ++k) {
         TrainConfig cfg = a.train;
         cfg.seed = a.train.seed + static_cast<uint64_t>(k);
@@ -172,7 +273,7 @@ int Main(const Args& a) {
         sum.steps = r.steps;
         if (r.diverged && !sum.diverged) sum.diverged = true, sum.diverged_at_step = r.diverged_at_step;
         sum.test_accuracy += r.test_accuracy / a.train_seeds;
-        sum.attack_success += r.attack_success / a.train_seeds;
+        for (size_t t = 0; t < pe.size(); ++t) sum.attack_success[t] += r.attack_success.at(t) / a.train_seeds;
         sum.step_seconds += r.step_seconds;
         sum.loader_wait_seconds += r.loader_wait_seconds;
         sum.seconds += r.seconds;
@@ -199,14 +300,16 @@ int Main(const Args& a) {
     std::fprintf(stderr, "training: poisoned, all filters (through the Loader)\n");
     auto r = averaged([&](const TrainConfig& c) { return TrainFromDataset(dir, so.trust.trust, te, pe, c); });
     if (!r.ok()) return Fail(r.status());
-    runs.push_back({"poisoned, all filters (Loader)", *r});
+    runs.push_back({kWithRun, *r});
   }
   if (a.keep) {
     // The truth beside the dataset, for looking at what a filter caught or missed.
-    std::string csv = "record_id,kind,label,origin\n";
-    for (int64_t i = 0; i < set.n(); ++i)
-      csv += std::to_string(i) + "," + KindName(static_cast<Kind>(set.kind[i])) + "," + std::to_string(set.y[i]) + "," +
-             std::to_string(set.origin[i]) + "\n";
+    std::string csv = "record_id,kind,label,origin,variant\n";
+    for (int64_t i = 0; i < set.n(); ++i) {
+      const Kind k = static_cast<Kind>(set.kind[i]);
+      csv += std::to_string(i) + "," + KindName(k) + "," + std::to_string(set.y[i]) + "," +
+             std::to_string(set.origin[i]) + "," + VariantName(k, set.variant[i]) + "\n";
+    }
     s = WriteFileAtomic(work + "/truth.csv", csv);
     if (!s.ok()) return Fail(s);
   } else {
@@ -217,6 +320,7 @@ int Main(const Args& a) {
   j["seed"] = pc.seed;
   j["planted"] = {{"records", set.n()}, {"flip_pair", a.flip_pair}, {"flip_fraction", pc.flip_fraction},
                   {"backdoor_target", pc.target}, {"backdoor_fraction", pc.backdoor_fraction},
+                  {"cross_target", pc.cross_target}, {"cross_fraction", pc.cross_fraction},
                   {"dup_fraction", pc.dup_fraction}, {"corrupt_fraction", pc.corrupt_fraction}};
   j["scan"] = nlohmann::json::parse(report->ToJson(), nullptr, false);
   for (const auto& f : filter_scores)
@@ -230,21 +334,30 @@ int Main(const Args& a) {
   for (const auto& [name, v] : dup_by_variant)
     j["dups_by_variant"][name] = {{"caught", v.first}, {"truth", v.second}};
   j["clean_near_flagged"] = clean_near;
-  for (const auto& r : runs)
+  const std::vector<AttackOutcome> outcomes = AttackOutcomes(runs, attacks.size());
+  j["attacks"] = AttacksJson(attack_scores, outcomes);
+  for (const auto& r : runs) {
+    // "attack_success" stays the first (patch) attack's, as before the second trigger.
+    nlohmann::json by_attack;
+    for (size_t t = 0; t < attacks.size(); ++t)
+      by_attack[VariantName(kBackdoor, attacks[t].trigger)] = r.result.attack_success.at(t);
     j["training"].push_back({{"run", r.name}, {"records", r.result.train_records}, {"steps", r.result.steps},
                              {"diverged", r.result.diverged}, {"diverged_at_step", r.result.diverged_at_step},
-                             {"test_accuracy", r.result.test_accuracy}, {"attack_success", r.result.attack_success},
+                             {"test_accuracy", r.result.test_accuracy},
+                             {"attack_success", r.result.attack_success.at(0)},
+                             {"attack_success_by_trigger", by_attack},
                              {"step_seconds", r.result.step_seconds},
                              {"loader_wait_seconds", r.result.loader_wait_seconds}, {"seconds", r.result.seconds}});
+  }
   if (a.json) {
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
   }
-  std::printf("planted: %lld records; flips %s<->%s %.1f%%, backdoor -> %d %.1f%%, conflicting dups %.1f%%, "
-              "corrupt %.1f%% (seed %llu)\n",
+  std::printf("planted: %lld records; flips %s<->%s %.1f%%, backdoors: patch -> %d %.1f%%, cross -> %d %.1f%%; "
+              "conflicting dups %.1f%%, corrupt %.1f%% (seed %llu)\n",
               static_cast<long long>(set.n()), std::to_string(pc.flip_a).c_str(), std::to_string(pc.flip_b).c_str(),
-              100 * pc.flip_fraction, pc.target, 100 * pc.backdoor_fraction, 100 * pc.dup_fraction,
-              100 * pc.corrupt_fraction, static_cast<unsigned long long>(pc.seed));
+              100 * pc.flip_fraction, pc.target, 100 * pc.backdoor_fraction, pc.cross_target, 100 * pc.cross_fraction,
+              100 * pc.dup_fraction, 100 * pc.corrupt_fraction, static_cast<unsigned long long>(pc.seed));
   std::printf("scan: %lld records in %.3f s (%.0f records/s), %lld admitted, %lld quarantined; %s\n\n",
               static_cast<long long>(report->records), report->seconds, report->records_per_second,
               static_cast<long long>(report->admitted), static_cast<long long>(report->quarantined),
@@ -270,12 +383,16 @@ int Main(const Args& a) {
   for (const auto& [name, v] : dup_by_variant)
     std::printf(" %s %lld/%lld", name.c_str(), static_cast<long long>(v.first), static_cast<long long>(v.second));
   std::printf("; near flags on the unpoisoned set: %lld\n", static_cast<long long>(clean_near));
+  PrintAttackDetection(attack_scores);
   if (!runs.empty()) {
     std::printf("\ntraining: MLP");
     for (int w : a.train.layers) std::printf(" %d", w);
     std::printf(", %d epochs, batch %d, SGD lr %.3g (cosine) momentum %.2g, mean of %d seed(s)\n", a.train.epochs,
                 a.train.batch, a.train.lr, a.train.momentum, a.train_seeds);
-    std::printf("%-36s %8s %9s %8s  %s\n", "run", "records", "test acc", "ASR", "note");
+    std::printf("%-36s %8s %9s", "run", "records", "test acc");
+    for (const BackdoorAttack& at : attacks)
+      std::printf(" %8s", ("ASR " + std::string(VariantName(kBackdoor, at.trigger))).c_str());
+    std::printf("  %s\n", "note");
     for (const auto& r : runs) {
       std::string note;
       if (r.result.diverged) note = "diverged (non-finite loss) at step " + std::to_string(r.result.diverged_at_step);
@@ -285,9 +402,18 @@ int Main(const Args& a) {
                       100.0 * r.result.loader_wait_seconds / std::max(r.result.step_seconds, 1e-9));
         note = buf;
       }
-      std::printf("%-36s %8lld %9.4f %8.4f  %s\n", r.name.c_str(), static_cast<long long>(r.result.train_records),
-                  r.result.test_accuracy, r.result.attack_success, note.c_str());
+      std::printf("%-36s %8lld %9.4f", r.name.c_str(), static_cast<long long>(r.result.train_records),
+                  r.result.test_accuracy);
+      // A diverged model's predictions say nothing about an attack.
+      for (double asr : r.result.attack_success) {
+        if (r.result.diverged)
+          std::printf(" %8s", "-");
+        else
+          std::printf(" %8.4f", asr);
+      }
+      std::printf("  %s\n", note.c_str());
     }
+    PrintAttackOutcomes(attack_scores, outcomes);
   }
   return 0;
 }
@@ -302,7 +428,14 @@ int main(int argc, char** argv) {
   app.add_option("--work", a.work, "working folder (default /tmp/poison-bench-PID, removed afterwards)");
   app.add_option("--seed", a.plant.seed, "planting seed");
   app.add_option("--flip-pair", a.flip_pair, "the two classes whose labels are swapped")->expected(2);
-  app.add_option("--target", a.plant.target, "backdoor target class");
+  app.add_option("--target", a.plant.target, "the patch backdoor's target class");
+  app.add_option("--cross-target", a.plant.cross_target, "the cross backdoor's target class");
+  app.add_option("--cross-size", a.plant.cross_size, "the cross's box side in pixels")->check(CLI::Range(2, 28));
+  app.add_option("--cross-inset", a.plant.cross_inset, "pixels between the top-left corner and the cross's box")
+      ->check(CLI::Range(0, 26));
+  app.add_option("--cross-fraction", a.plant.cross_fraction,
+                 "share of the training set stamped with the cross (0: only the patch backdoor, as before)")
+      ->check(CLI::Range(0.0, 0.05));
   app.add_option("--filters", a.filters, "filters to run (default all)");
   app.add_option("--threshold", a.thresholds, "scan threshold name=value (repeatable)");
   app.add_option("--epochs", a.train.epochs, "training epochs per run");

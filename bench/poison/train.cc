@@ -29,6 +29,12 @@ double Accuracy(Model& model, const EvalSet& set, int dim) {
   return static_cast<double>(correct) / set.n;
 }
 
+std::vector<double> AttackSuccess(Model& model, const std::vector<EvalSet>& attacks, int dim) {
+  std::vector<double> out;
+  for (const EvalSet& a : attacks) out.push_back(Accuracy(model, a, dim));
+  return out;
+}
+
 struct Trainer {
   std::unique_ptr<Model> model;
   std::unique_ptr<SgdMomentum> opt;
@@ -48,7 +54,7 @@ StatusOr<Trainer> MakeTrainer(int dim, const TrainConfig& cfg) {
 }  // namespace
 
 StatusOr<TrainResult> TrainFromDataset(const std::string& dataset_dir, const TrustStore& trust, const EvalSet& test,
-                                       const EvalSet& patched, const TrainConfig& cfg) {
+                                       const std::vector<EvalSet>& attacks, const TrainConfig& cfg) {
   LoaderOptions lo;
   lo.trust.trust = trust;
   lo.require_scan = true;
@@ -79,13 +85,14 @@ StatusOr<TrainResult> TrainFromDataset(const std::string& dataset_dir, const Tru
   }
   res.loader_wait_seconds = loader->stats().wait_seconds;
   res.test_accuracy = Accuracy(*tr.model, test, loader->dim());
-  res.attack_success = Accuracy(*tr.model, patched, loader->dim());
+  res.attack_success = AttackSuccess(*tr.model, attacks, loader->dim());
   res.seconds = clock.Seconds();
   return res;
 }
 
 StatusOr<TrainResult> TrainAndEvaluate(const float* x, const int32_t* y, int dim, const std::vector<int64_t>& use,
-                                       const EvalSet& test, const EvalSet& patched, const TrainConfig& cfg) {
+                                       const EvalSet& test, const std::vector<EvalSet>& attacks,
+                                       const TrainConfig& cfg) {
   ASSIGN_OR_RETURN(Trainer tr, MakeTrainer(dim, cfg));
   Model* model = tr.model.get();
   Stopwatch clock;
@@ -118,7 +125,7 @@ StatusOr<TrainResult> TrainAndEvaluate(const float* x, const int32_t* y, int dim
     }
   }
   res.test_accuracy = Accuracy(*model, test, dim);
-  res.attack_success = Accuracy(*model, patched, dim);
+  res.attack_success = AttackSuccess(*model, attacks, dim);
   res.seconds = clock.Seconds();
   return res;
 }

@@ -1,6 +1,6 @@
 // End-to-end check of what poisoning does to a model: trains the CPU MLP (worker/models)
 // with SGD + momentum (worker/optim) on chosen records, then measures clean test accuracy
-// and the backdoor's attack success rate.
+// and every backdoor's attack success rate.
 #pragma once
 
 #include <cstdint>
@@ -29,7 +29,9 @@ struct TrainResult {
   bool diverged = false;       // a non-finite loss stopped training
   int64_t diverged_at_step = -1;
   double test_accuracy = 0;    // clean test set
-  double attack_success = 0;   // patched non-target test images predicted as the target
+  // Per attack, in the order of the `attacks` sets: triggered test images of the classes
+  // other than the attack's target predicted as the target.
+  std::vector<double> attack_success;
   double seconds = 0;
 };
 
@@ -39,15 +41,17 @@ struct EvalSet {
   int64_t n = 0;
 };
 
-// Trains on rows `use` of (x, y) (dim features each), evaluates on `test`, and on
-// `patched` (the test images of non-target classes with the patch, labelled with the
-// target) to get the attack success rate. A non-finite loss ends training early.
+// Trains on rows `use` of (x, y) (dim features each), evaluates on `test`, and on each
+// of `attacks` (the test images of an attack's non-target classes with its trigger,
+// labelled with its target) to get that attack's success rate. A non-finite loss ends
+// training early.
 StatusOr<TrainResult> TrainAndEvaluate(const float* x, const int32_t* y, int dim, const std::vector<int64_t>& use,
-                                       const EvalSet& test, const EvalSet& patched, const TrainConfig& config);
+                                       const EvalSet& test, const std::vector<EvalSet>& attacks,
+                                       const TrainConfig& config);
 
 // The same training, fed by the datapipe Loader (verified shards, admitted records
 // only, prefetch thread) as the worker is: also measures how long steps wait on it.
 StatusOr<TrainResult> TrainFromDataset(const std::string& dataset_dir, const TrustStore& trust, const EvalSet& test,
-                                       const EvalSet& patched, const TrainConfig& config);
+                                       const std::vector<EvalSet>& attacks, const TrainConfig& config);
 
 }  // namespace shoal::poison
