@@ -30,19 +30,6 @@ namespace {
 
 constexpr int kWorld = 2, kWarmupSteps = 50;
 
-InMemoryDataset Synthetic(int n, int dim, int classes) {
-  InMemoryDataset ds;
-  ds.n = n;
-  ds.dim = dim;
-  ds.num_classes = classes;
-  std::mt19937_64 rng(7);
-  std::uniform_real_distribution<float> u(0, 1);
-  ds.x.resize(static_cast<size_t>(n) * dim);
-  for (auto& v : ds.x) v = u(rng);
-  ds.y.resize(n);
-  for (int i = 0; i < n; ++i) ds.y[i] = static_cast<int32_t>(rng() % classes);
-  return ds;
-}
 
 struct RunResult {
   double step_ms = 0;
@@ -144,7 +131,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   SetBlasThreads(1);
-  const InMemoryDataset train = Synthetic(60000, 784, 10);
+  const InMemoryDataset train = RandomDataset(60000, 784, 10, 7);
   const std::vector<std::string> modes = {"off", "idle", "on"};
   std::map<std::string, std::vector<double>> ms;
   size_t events_on = 0;

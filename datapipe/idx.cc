@@ -3,6 +3,8 @@
 
 #include <zlib.h>
 
+#include <random>
+
 #include "common/file_util.h"
 
 namespace shoal {
@@ -84,6 +86,20 @@ StatusOr<InMemoryDataset> LoadFashionMnist(const std::string& dir, const std::st
     return PathExists(gz) ? gz : dir + "/" + stem;
   };
   return LoadIdxPair(pick(split + "-images-idx3-ubyte"), pick(split + "-labels-idx1-ubyte"));
+}
+
+InMemoryDataset RandomDataset(int64_t n, int dim, int classes, uint64_t seed) {
+  InMemoryDataset ds;
+  ds.n = n;
+  ds.dim = dim;
+  ds.num_classes = classes;
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> u(0, 1);
+  ds.x.resize(static_cast<size_t>(n) * dim);
+  for (auto& v : ds.x) v = u(rng);
+  ds.y.resize(n);
+  for (int64_t i = 0; i < n; ++i) ds.y[i] = static_cast<int32_t>(rng() % classes);
+  return ds;
 }
 
 }  // namespace shoal

@@ -30,4 +30,8 @@ StatusOr<InMemoryDataset> LoadIdxPair(const std::string& images_path, const std:
 // split: "train" or "t10k"; finds <dir>/<split>-images-idx3-ubyte[.gz] and the labels.
 StatusOr<InMemoryDataset> LoadFashionMnist(const std::string& dir, const std::string& split);
 
+// Uniform features in [0, 1) and uniform labels from a seeded mt19937_64: a dataset for
+// tests and benchmarks whose content does not matter, the same for the same seed.
+InMemoryDataset RandomDataset(int64_t n, int dim, int classes, uint64_t seed);
+
 }  // namespace shoal

@@ -24,19 +24,6 @@ using nccl::NcclCommunicator;
 using nccl::NcclOptions;
 using nccl::testing::FakeNcclApi;
 
-InMemoryDataset Synthetic(int n, int dim, int classes) {
-  InMemoryDataset ds;
-  ds.n = n;
-  ds.dim = dim;
-  ds.num_classes = classes;
-  std::mt19937_64 rng(7);
-  std::uniform_real_distribution<float> u(0, 1);
-  ds.x.resize(static_cast<size_t>(n) * dim);
-  for (auto& v : ds.x) v = u(rng);
-  ds.y.resize(n);
-  for (int i = 0; i < n; ++i) ds.y[i] = static_cast<int32_t>(rng() % classes);
-  return ds;
-}
 
 std::unique_ptr<NcclCommunicator> Build(const std::shared_ptr<FakeNcclApi>& api, KvStore* kv, const std::string& prefix,
                                         int rank, int size) {
@@ -68,7 +55,7 @@ void ExpectExactlyOnce(const Ledger& l, int64_t n, int epochs) {
 
 TEST(TrainerOverNcclFake, RegroupAbortsThenRebuildsWithANewUniqueIdAndFinishes) {
   SetBlasThreads(1);
-  const InMemoryDataset train = Synthetic(600, 8, 4);
+  const InMemoryDataset train = RandomDataset(600, 8, 4, 7);
   JobSpec spec = DefaultJobSpec();
   spec.mutable_model()->clear_layers();
   for (int w : {8, 16, 4}) spec.mutable_model()->add_layers(w);

@@ -23,19 +23,6 @@
 namespace shoal {
 namespace {
 
-InMemoryDataset Synthetic(int n, int dim, int classes, uint64_t seed) {
-  InMemoryDataset ds;
-  ds.n = n;
-  ds.dim = dim;
-  ds.num_classes = classes;
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<float> u(0, 1);
-  ds.x.resize(static_cast<size_t>(n) * dim);
-  for (auto& v : ds.x) v = u(rng);
-  ds.y.resize(n);
-  for (int i = 0; i < n; ++i) ds.y[i] = static_cast<int32_t>(rng() % classes);
-  return ds;
-}
 
 // Trains `world` ranks as threads; returns rank 0's final parameters and results.
 struct RunOutput {
@@ -83,7 +70,7 @@ RunOutput RunThreads(const JobSpec& spec, int world, const InMemoryDataset& trai
 
 TEST(Trainer, OneWorkerBatch128EqualsTwoWorkersBatch64) {
   SetBlasThreads(1);
-  InMemoryDataset train = Synthetic(1000, 20, 4, 1);
+  InMemoryDataset train = RandomDataset(1000, 20, 4, 1);
   JobSpec spec = DefaultJobSpec();
   spec.mutable_model()->clear_layers();
   for (int w : {20, 16, 4}) spec.mutable_model()->add_layers(w);
@@ -131,7 +118,7 @@ TEST(Trainer, LearnsFashionMnistAboveChance) {
 }
 
 TEST(Trainer, RefusesModelThatDoesNotFitTheData) {
-  InMemoryDataset train = Synthetic(10, 5, 3, 2);
+  InMemoryDataset train = RandomDataset(10, 5, 3, 2);
   JobSpec spec = DefaultJobSpec();  // layers start at 784
   MemoryKvStore kv;
   auto comm = MakeCommunicator(CommunicatorConfig{"gloo", 0, 1, &kv, "refuse/", std::chrono::seconds(5)});
@@ -177,7 +164,7 @@ class TrainerCheckpointTest : public ::testing::Test {
 // Uncompressed, and top-k with momentum correction, whose codec state (residuals and
 // each rank's momentum) must travel in the checkpoint for the resumed run to match.
 TEST_F(TrainerCheckpointTest, ResumeReproducesTheUninterruptedRunBitForBit) {
-  InMemoryDataset train = Synthetic(1000, 20, 4, 5);
+  InMemoryDataset train = RandomDataset(1000, 20, 4, 5);
   for (const std::string codec : {"none", "topk"}) {
     SCOPED_TRACE(codec);
     JobSpec spec = spec_;
@@ -258,7 +245,7 @@ TEST(TrainerState, RestoreRefusesAnotherModelAndChangesNothing) {
 }
 
 TEST_F(TrainerCheckpointTest, ResumesAtAnotherWorldSizeAndRefusesAnUntrustedCheckpoint) {
-  InMemoryDataset train = Synthetic(1000, 20, 4, 6);
+  InMemoryDataset train = RandomDataset(1000, 20, 4, 6);
   RunThreads(spec_, 2, train, nullptr, nullptr, "two");
   JobSpec resume = spec_;
   resume.mutable_checkpoint()->set_resume(dir_ + "/ckpt/two");  // the job dir: follows `latest`
@@ -301,7 +288,7 @@ class DroppableKv : public KvStore {
 // step left to train, writes the final checkpoint (found by the chaos soak: a partition
 // at the last step failed the whole job).
 TEST_F(TrainerCheckpointTest, AFailureDuringTheFinalCheckpointEndsTheGenerationNotTheJob) {
-  InMemoryDataset train = Synthetic(600, 20, 4, 7);
+  InMemoryDataset train = RandomDataset(600, 20, 4, 7);
   spec_.mutable_checkpoint()->set_every_steps(0);  // only the final save
   MemoryKvStore kv;
   DroppableKv scope(&kv);
