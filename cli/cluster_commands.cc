@@ -38,6 +38,13 @@ std::string DefaultCoordinator() {
   return "tcp://127.0.0.1:7400";
 }
 
+std::string StoppedRunStateDir(const std::string& coordinator, const std::string& state_dir) {
+  if (!state_dir.empty()) return state_dir;
+  const char* env = std::getenv("SHOAL_COORDINATOR");
+  if (!coordinator.empty() || (env && *env) || PathExists(".shoal/endpoint")) return "";
+  return PathExists(".shoal/coordinator") ? ".shoal/coordinator" : "";
+}
+
 StatusOr<std::string> CheckpointDirOfJob(const std::string& job, const std::string& coordinator) {
   ControlClient client(coordinator.empty() ? DefaultCoordinator() : coordinator);
   Request r;

@@ -35,6 +35,11 @@ int ReportError(const Status& status);
 // The coordinator to talk to: --coordinator, else $SHOAL_COORDINATOR, else the
 // endpoint a `shoalctl run` in this directory wrote to .shoal/endpoint, else :7400.
 std::string DefaultCoordinator();
+// The store to read without a coordinator: `state_dir` when given, else a stopped
+// `shoalctl run`'s .shoal/coordinator when no coordinator is named anywhere (no
+// --coordinator, no $SHOAL_COORDINATOR, no running run's .shoal/endpoint); "" : ask the
+// coordinator. For the commands that read what a finished run left (lineage, usage).
+std::string StoppedRunStateDir(const std::string& coordinator, const std::string& state_dir);
 // The checkpoint job directory of `job`, from the coordinator's registry (its latest
 // committed checkpoint's parent directory); for `checkpoint list JOB`.
 StatusOr<std::string> CheckpointDirOfJob(const std::string& job, const std::string& coordinator);

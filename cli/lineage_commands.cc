@@ -25,8 +25,6 @@ namespace shoal {
 
 namespace {
 
-// A stopped `shoalctl run` leaves its coordinator's store here (run_command.cc).
-constexpr char kRunStateDir[] = ".shoal/coordinator";
 
 struct LineageOptions {
   std::string target, coordinator, state_dir;
@@ -62,14 +60,7 @@ StatusOr<Target> ResolveTarget(const std::string& t) {
   return out;
 }
 
-// The store to read without a coordinator: --state-dir, or a stopped `shoalctl run`'s
-// in this directory when no coordinator is named anywhere ("" : ask the coordinator).
-std::string OfflineStateDir(const LineageOptions& o) {
-  if (!o.state_dir.empty()) return o.state_dir;
-  const char* env = std::getenv("SHOAL_COORDINATOR");
-  if (!o.coordinator.empty() || (env && *env) || PathExists(".shoal/endpoint")) return "";
-  return PathExists(kRunStateDir) ? kRunStateDir : "";
-}
+std::string OfflineStateDir(const LineageOptions& o) { return StoppedRunStateDir(o.coordinator, o.state_dir); }
 
 StatusOr<LineageResponse> AskLineage(const LineageOptions& o, const LineageRequest& req, std::string* source) {
   const std::string offline = OfflineStateDir(o);

@@ -7,14 +7,17 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "common/clock.h"
 #include "coordinator/client.h"
+#include "coordinator/coordinator.h"
+#include "coordinator/store.h"
 #include "coordinator/usage.h"
 
 namespace shoal {
 
 namespace {
 struct UsageOptions {
-  std::string coordinator, by = "team", since;
+  std::string coordinator, state_dir, by = "team", since;
   bool json = false;
 };
 
@@ -29,10 +32,21 @@ std::string Energy(const JobUsage& u) {
 int DoUsage(const UsageOptions& o) {
   auto since = ParseSinceTime(o.since);
   if (!since.ok()) return ReportError(since.status());
-  ControlClient client(o.coordinator.empty() ? DefaultCoordinator() : o.coordinator);
   Request r;
   r.mutable_status();
-  auto resp = client.Call(r, std::chrono::seconds(10));
+  StatusOr<Response> resp = Response();
+  if (const std::string offline = StoppedRunStateDir(o.coordinator, o.state_dir); !offline.empty()) {
+    // A stopped coordinator's store: the same sums, computed by a coordinator loaded from it.
+    auto store = OpenRocksStore(offline);
+    if (!store.ok()) return ReportError(store.status());
+    Coordinator c(std::move(*store));
+    const int64_t now = UnixMillis();
+    if (Status s = c.Load(now); !s.ok()) return ReportError(s.WithContext(offline));
+    c.Handle(r, now, [&](Response got) { *resp = std::move(got); });
+  } else {
+    ControlClient client(o.coordinator.empty() ? DefaultCoordinator() : o.coordinator);
+    resp = client.Call(r, std::chrono::seconds(10));
+  }
   if (!resp.ok()) return ReportError(resp.status());
   const auto rows = GroupUsage(resp->status(), o.by, *since);
   if (o.json) {
@@ -75,6 +89,9 @@ void RegisterUsageCommand(CLI::App& app, int* exit_code) {
       ->capture_default_str();
   usage->add_option("--since", o->since, "only jobs created since: a local time (2026-12-07T10:00), unix ms, or -2h / -7d");
   usage->add_option("--coordinator", o->coordinator, "coordinator endpoint (default: as shoalctl status)");
+  usage->add_option("--state-dir", o->state_dir,
+                    "read a stopped coordinator's store instead (default when no coordinator is named: a finished "
+                    "`shoalctl run`'s .shoal/coordinator)");
   usage->add_flag("--json", o->json, "print JSON for scripts");
   usage->callback([o, exit_code] { *exit_code = DoUsage(*o); });
 }

@@ -56,7 +56,7 @@ void DescribeScan(const std::string& dir, LineageDataset* d) {
 }
 }  // namespace
 
-StatusOr<LineageDataset> DescribeDataset(const std::string& dir, const DataSpec& data) {
+StatusOr<LineageDataset> DescribeDataset(const std::string& dir, const DataSpec& data, const std::string& split) {
   LineageDataset d;
   d.set_dir(dir);
   if (dir.empty()) return d;
@@ -97,8 +97,9 @@ StatusOr<LineageDataset> DescribeDataset(const std::string& dir, const DataSpec&
   std::vector<std::string> files;
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(dir, ec))
-    if (e.is_regular_file() && e.path().filename().string().find("idx") != std::string::npos)
-      files.push_back(e.path().filename().string());
+    if (const std::string name = e.path().filename().string();
+        e.is_regular_file() && name.find("idx") != std::string::npos && name.rfind(split + "-", 0) == 0)
+      files.push_back(name);
   if (ec) return NotFound("dataset " + dir + ": " + ec.message());
   std::sort(files.begin(), files.end());
   for (const std::string& f : files) {
@@ -112,14 +113,14 @@ StatusOr<LineageDataset> DescribeDataset(const std::string& dir, const DataSpec&
 
 JobLineage SubmitterLineage(const JobSpec& spec) {
   JobLineage j;
-  auto train = DescribeDataset(spec.data().dataset(), spec.data());
+  auto train = DescribeDataset(spec.data().dataset(), spec.data(), "train");
   if (train.ok()) *j.mutable_dataset() = std::move(*train);
   else {
     SHOAL_LOG_WARN("lineage: cannot describe dataset {}: {}", spec.data().dataset(), train.status().ToString());
     j.mutable_dataset()->set_dir(spec.data().dataset());
   }
   if (!spec.data().test_dataset().empty()) {
-    auto test = DescribeDataset(spec.data().test_dataset(), spec.data());
+    auto test = DescribeDataset(spec.data().test_dataset(), spec.data(), "t10k");
     if (test.ok()) *j.mutable_test_dataset() = std::move(*test);
     else j.mutable_test_dataset()->set_dir(spec.data().test_dataset());
   }

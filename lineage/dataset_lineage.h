@@ -13,7 +13,9 @@
 
 namespace shoal {
 
-StatusOr<LineageDataset> DescribeDataset(const std::string& dir, const DataSpec& data);
+// `split` picks an IDX folder's files ("train" or "t10k": the files whose names start
+// with it, as the loader reads them); a signed dataset is whole.
+StatusOr<LineageDataset> DescribeDataset(const std::string& dir, const DataSpec& data, const std::string& split);
 
 // The job's inputs for SubmitRequest.lineage: the training and test datasets and this
 // binary's code. A dataset that cannot be described is logged and left with its dir

@@ -131,6 +131,25 @@ TEST(ShoalctlRun, TrainsTwoWorkersAndWritesTheSummary) {
   EXPECT_EQ(s["world_size"], 2);
   EXPECT_GT(s["final_test_accuracy"].get<double>(), 0.5);
   EXPECT_TRUE(std::filesystem::exists(dir + "/.shoal/coordinator")) << "state under ./.shoal/";
+
+  // After the run, in its directory, the stopped run's store answers usage and lineage
+  // (no coordinator is named or running).
+  auto usage = RunCommand({kBin + "/shoalctl", "usage", "--by", "job", "--json"}, 30, dir);
+  ASSERT_EQ(usage.exit_code, 0) << usage.err;
+  auto rows = nlohmann::json::parse(usage.out, nullptr, false);
+  ASSERT_EQ(rows.size(), 1u) << usage.out;
+  EXPECT_EQ(rows[0]["job"], s["job"]);
+  EXPECT_GT(rows[0]["cpu_seconds"].get<double>(), 0);
+  EXPECT_EQ(rows[0]["samples"], 150 * 2 * 64);
+  auto lineage = RunCommand({kBin + "/shoalctl", "lineage", "show", s["job"].get<std::string>(), "--json"}, 30, dir);
+  ASSERT_EQ(lineage.exit_code, 0) << lineage.err;
+  auto l = nlohmann::json::parse(lineage.out, nullptr, false);
+  ASSERT_FALSE(l.is_discarded()) << lineage.out;
+  std::vector<std::string> test_files;
+  for (const auto& f : l["jobs"][0]["job"]["test_dataset"]["shards"]) test_files.push_back(f["file"]);
+  EXPECT_EQ(test_files, (std::vector<std::string>{"t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"}))
+      << "the test set is the t10k split, not every file of its folder";
+  EXPECT_EQ(l["jobs"][0]["generations"][0]["members"].size(), 2u);
 }
 
 // collectives.backend=mpi: `run` starts its workers through one mpirun, and they reduce
