@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "common/clock.h"
 #include "common/file_util.h"
 #include "common/signing.h"
 #include "coordinator/access.h"
@@ -31,15 +32,6 @@ struct AuthOptions {
   std::string Endpoint() const { return coordinator.empty() ? DefaultCoordinator() : coordinator; }
   std::string Dir() const { return dir.empty() ? DefaultAuthDir() : dir; }
 };
-
-std::string LocalTime(int64_t unix_ms) {
-  time_t t = unix_ms / 1000;
-  struct tm tm;
-  localtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S", &tm);
-  return buf;
-}
 
 StatusOr<Response> Call(const AuthOptions& o, Request r) {
   ControlClient client(o.Endpoint());
@@ -110,9 +102,9 @@ int DoList(const AuthOptions& o) {
   for (const AuthKey& k : resp->auth_list().keys()) {
     std::string jobs;
     for (const auto& j : k.jobs()) jobs += (jobs.empty() ? "" : ",") + j;
-    if (k.revoked()) jobs += std::string(jobs.empty() ? "" : " ") + "REVOKED " + LocalTime(k.revoked_ms());
+    if (k.revoked()) jobs += std::string(jobs.empty() ? "" : " ") + "REVOKED " + LocalTimeText(k.revoked_ms());
     std::printf("%-20s %-10s %-14s %-20s %s\n", k.name().c_str(), RoleName(k.role()).c_str(),
-                CurveKeyFingerprint(k.public_key()).c_str(), LocalTime(k.created_ms()).c_str(), jobs.c_str());
+                CurveKeyFingerprint(k.public_key()).c_str(), LocalTimeText(k.created_ms()).c_str(), jobs.c_str());
   }
   return kExitOk;
 }
@@ -201,7 +193,7 @@ int DoAudit(const AuthOptions& o) {
   std::printf("%-6s %-19s %-16s %-10s %-18s %-22s %s\n", "SEQ", "TIME", "KEY", "ROLE", "ACTION", "JOB", "OUTCOME");
   for (const AuditEntry& e : resp->audit().entries())
     std::printf("%-6lld %-19s %-16s %-10s %-18s %-22s %s%s\n", static_cast<long long>(e.seq()),
-                LocalTime(e.unix_ms()).c_str(), e.key().c_str(), e.role().c_str(), e.action().c_str(),
+                LocalTimeText(e.unix_ms()).c_str(), e.key().c_str(), e.role().c_str(), e.action().c_str(),
                 e.job_id().empty() ? "-" : e.job_id().c_str(), e.outcome().c_str(),
                 e.detail().empty() ? "" : ("  (" + e.detail() + ")").c_str());
   return kExitOk;

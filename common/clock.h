@@ -5,6 +5,8 @@
 
 #include <chrono>
 #include <cstdint>
+#include <ctime>
+#include <string>
 
 namespace shoal {
 
@@ -21,6 +23,16 @@ inline int64_t MonotonicUnixMillis() {
   using namespace std::chrono;
   static const int64_t anchor = UnixMillis() - duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count();
   return anchor + duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count();
+}
+
+// "2026-12-07 14:00:00" in the local time zone, for people reading records.
+inline std::string LocalTimeText(int64_t unix_ms) {
+  const time_t t = static_cast<time_t>(unix_ms / 1000);
+  struct tm tm;
+  localtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S", &tm);
+  return buf;
 }
 
 inline double MonotonicSeconds() {

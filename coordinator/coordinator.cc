@@ -76,6 +76,12 @@ int StoredMemberIndex(const std::string& job_id, const std::string& id) {
 }
 }  // namespace
 
+std::string GenKey(const std::string& job, int64_t n) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%010lld", static_cast<long long>(n));
+  return "gen/" + job + "/" + buf;
+}
+
 bool IsTerminal(JobState s) { return s == JOB_COMPLETED || s == JOB_FAILED || s == JOB_CANCELLED; }
 
 std::string JobStateName(JobState s) {
@@ -134,9 +140,7 @@ Status Coordinator::Load(int64_t now_ms) {
   for (auto& [k, v] : gens) {
     ASSIGN_OR_RETURN(Generation g, ParseProto<Generation>(v, k));
     auto job = jobs_.find(g.job_id());
-    char number[32];  // the key members.cc's GenKey makes
-    std::snprintf(number, sizeof(number), "%010lld", static_cast<long long>(g.number()));
-    if (job == jobs_.end() || k != "gen/" + g.job_id() + "/" + number || g.number() < 1 ||
+    if (job == jobs_.end() || k != GenKey(g.job_id(), g.number()) || g.number() < 1 ||
         g.number() > job->second.generation())
       return Corrupt(k, "generation " + std::to_string(g.number()) + " of job '" + g.job_id() + "'");
     for (const std::string& id : g.member_ids()) {
@@ -404,7 +408,7 @@ void Coordinator::FillStatus(const StatusRequest& req, int64_t now_ms, StatusRes
       }
     // Cost: every member it ever had, from its first generation to its end (or now).
     int64_t started_ms = 0;
-    if (auto first = store_->Get("gen/" + id + "/0000000001"); first.ok()) {  // members.cc's GenKey(id, 1)
+    if (auto first = store_->Get(GenKey(id, 1)); first.ok()) {
       Generation g;
       if (g.ParseFromString(*first)) started_ms = g.formed_ms();
     }
@@ -467,13 +471,13 @@ void Coordinator::EmitLineageEvent(const std::string& job_id, const std::string&
                                    const GenerationLineage* generation, const std::vector<CheckpointLineage>& outputs,
                                    const std::string& error) {
   if (!lineage_events_) return;
-  auto record = lineage_.Of(job_id);
-  if (!record.ok()) return;  // a job from before lineage was recorded
+  auto job_lineage = lineage_.JobOf(job_id);
+  if (!job_lineage.ok()) return;  // a job from before lineage was recorded
   LineageEventInput in;
   in.event_type = type;
   in.unix_ms = now_ms;
   in.job_namespace = lineage_namespace_;
-  in.job = record->job();
+  in.job = std::move(*job_lineage);
   in.generation = generation;
   in.outputs = outputs;
   in.error = error;
@@ -490,8 +494,8 @@ void Coordinator::EndJob(Job& job, JobState state, const std::string& reason, in
   Status s = SaveJob(job);
   if (!s.ok()) SHOAL_LOG_ERROR("cannot persist job {}: {}", job.id(), s.ToString());
   AddEvent(job.id(), JobStateName(state), reason, now_ms);
-  {
-    auto record = lineage_.Of(job.id());
+  if (lineage_events_) {
+    auto record = lineage_.Of(job.id());  // every checkpoint: the run's outputs
     std::vector<CheckpointLineage> outputs;
     if (record.ok()) outputs.assign(record->checkpoints().begin(), record->checkpoints().end());
     const char* type = state == JOB_COMPLETED ? "COMPLETE" : state == JOB_CANCELLED ? "ABORT" : "FAIL";

@@ -203,6 +203,8 @@ class Coordinator {
 };
 
 bool IsTerminal(JobState state);
+// The store key of a job's generation n: "gen/<job>/<n in 10 digits>" (ordered by n).
+std::string GenKey(const std::string& job, int64_t n);
 std::string JobStateName(JobState state);
 std::string MemberStateName(MemberState state);
 

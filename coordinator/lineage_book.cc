@@ -55,11 +55,15 @@ Status LineageBook::RecordCheckpoint(const CheckpointLineage& c) {
                            {DigestKey(c.manifest_digest()), c.job_id() + "/" + Padded(c.step(), 12)}});
 }
 
-StatusOr<JobLineageRecord> LineageBook::Of(const std::string& job_id) const {
-  JobLineageRecord r;
+StatusOr<JobLineage> LineageBook::JobOf(const std::string& job_id) const {
   auto job = store_->Get(JobKey(job_id));
   if (!job.ok()) return NotFound("no lineage recorded for job '" + job_id + "'");
-  ASSIGN_OR_RETURN(*r.mutable_job(), Parsed<JobLineage>(JobKey(job_id), *job));
+  return Parsed<JobLineage>(JobKey(job_id), *job);
+}
+
+StatusOr<JobLineageRecord> LineageBook::Of(const std::string& job_id) const {
+  JobLineageRecord r;
+  ASSIGN_OR_RETURN(*r.mutable_job(), JobOf(job_id));
   ASSIGN_OR_RETURN(auto gens, store_->Scan("lineage/gen/" + job_id + "/"));
   for (auto& [k, v] : gens) {
     ASSIGN_OR_RETURN(*r.add_generations(), Parsed<GenerationLineage>(k, v));

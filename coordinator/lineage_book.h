@@ -31,6 +31,8 @@ class LineageBook {
   std::string HeadOf(const std::string& job_id, int64_t number) const;
   Status RecordCheckpoint(const CheckpointLineage& c);
 
+  // The job's own record (its inputs); kNotFound when it has none.
+  StatusOr<JobLineage> JobOf(const std::string& job_id) const;
   // Everything recorded for one job, in order; kNotFound when it has no record.
   StatusOr<JobLineageRecord> Of(const std::string& job_id) const;
   // A job's lineage, or that of the job that saved a checkpoint (digest or a unique

@@ -14,12 +14,6 @@ namespace {
 // Heartbeats persist a member's metrics at most this often (Heartbeat says why).
 constexpr int64_t kHeartbeatPersistMs = 10000;
 
-std::string GenKey(const std::string& job, int64_t n) {
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), "%010lld", static_cast<long long>(n));
-  return "gen/" + job + "/" + buf;
-}
-
 std::string KvScope(const std::string& job, int64_t generation) {
   return job + "/gen-" + std::to_string(generation) + "/";
 }

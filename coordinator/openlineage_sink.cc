@@ -92,15 +92,6 @@ void OpenLineageSink::Emit(const std::string& event) {
   cv_.notify_one();
 }
 
-int64_t OpenLineageSink::posted() const {
-  std::lock_guard<std::mutex> l(mu_);
-  return posted_;
-}
-int64_t OpenLineageSink::failed() const {
-  std::lock_guard<std::mutex> l(mu_);
-  return failed_;
-}
-
 void OpenLineageSink::PostLoop() {
   const auto drain_deadline_after_stop = std::chrono::seconds(5);
   std::chrono::steady_clock::time_point stop_deadline{};
@@ -120,11 +111,7 @@ void OpenLineageSink::PostLoop() {
     }
     Status s = Post(body);
     std::lock_guard<std::mutex> l(mu_);
-    if (s.ok()) {
-      ++posted_;
-    } else {
-      if (failed_++ % 100 == 0) SHOAL_LOG_WARN("OpenLineage: {}", s.ToString());
-    }
+    if (!s.ok() && failed_++ % 100 == 0) SHOAL_LOG_WARN("OpenLineage: {}", s.ToString());
   }
 }
 

@@ -36,9 +36,6 @@ class OpenLineageSink {
 
   void Emit(const std::string& event_json);
 
-  int64_t posted() const;
-  int64_t failed() const;  // HTTP posts that failed or were dropped (queue full)
-
  private:
   explicit OpenLineageSink(const OpenLineageOptions& options) : options_(options) {}
   void PostLoop();
@@ -47,11 +44,11 @@ class OpenLineageSink {
   OpenLineageOptions options_;
   std::string host_, path_;
   int port_ = 80;
-  mutable std::mutex mu_;
+  std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::string> queue_;
   bool stopping_ = false;
-  int64_t posted_ = 0, failed_ = 0;
+  int64_t failed_ = 0;  // posts that failed or were dropped (queue full): every 100th is logged
   std::thread poster_;
 };
 

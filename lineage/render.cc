@@ -1,27 +1,18 @@
 // Lineage rendering (render.h).
 #include "lineage/render.h"
 
-#include <time.h>
-
 #include <google/protobuf/util/json_util.h>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
 
+#include "common/clock.h"
+
 namespace shoal {
 
 namespace {
 std::string Short(const std::string& digest) { return digest.size() > 12 ? digest.substr(0, 12) : digest; }
-
-std::string LocalTime(int64_t unix_ms) {
-  time_t t = unix_ms / 1000;
-  struct tm tm;
-  localtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S", &tm);
-  return buf;
-}
 
 std::map<std::string, const CheckpointLineage*> ByDigest(const LineageResponse& l) {
   std::map<std::string, const CheckpointLineage*> out;
@@ -104,7 +95,7 @@ std::string LineageText(const LineageResponse& l) {
         << (i == 0 ? "  " : "    ") << "job " << c.job_id() << ", step " << c.step() << ", generation "
         << c.generation() << ", " << c.samples() << " samples trained, "
         << (c.signer_key_id().empty() ? "unsigned" : "signed by " + c.signer_key_id()) << ", committed "
-        << LocalTime(c.committed_ms()) << "\n";
+        << LocalTimeText(c.committed_ms()) << "\n";
       if (i == 0) o << "  path " << c.path() << "\n  lineage digest " << c.lineage_digest() << "\n";
     }
     if (!chain.empty() && !chain.back().parent_digest().empty())
@@ -113,7 +104,7 @@ std::string LineageText(const LineageResponse& l) {
   }
   for (const JobLineageRecord& r : l.jobs()) {
     const JobLineage& j = r.job();
-    o << "job " << j.job_id() << " (" << j.name() << "), submitted " << LocalTime(j.submitted_ms())
+    o << "job " << j.job_id() << " (" << j.name() << "), submitted " << LocalTimeText(j.submitted_ms())
       << (j.owner().empty() ? "" : " by " + j.owner()) << "\n";
     o << "  spec sha256 " << j.spec_digest() << "\n";
     for (const auto& [k, v] : j.labels()) o << "  label " << k << "=" << v << "\n";
@@ -127,7 +118,7 @@ std::string LineageText(const LineageResponse& l) {
     for (const std::string& v : worker_code) o << "  code (workers): shoal " << (v.empty() ? "unknown" : v) << "\n";
     o << "  generations:\n";
     for (const GenerationLineage& g : r.generations()) {
-      o << "    " << g.number() << " formed " << LocalTime(g.formed_ms()) << " (" << g.cause() << "), "
+      o << "    " << g.number() << " formed " << LocalTimeText(g.formed_ms()) << " (" << g.cause() << "), "
         << g.members_size() << " member(s):";
       for (const LineageMember& m : g.members())
         o << " rank " << m.rank() << " " << m.id() << "@" << m.host() << " pid " << m.pid() << ";";
