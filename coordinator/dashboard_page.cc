@@ -162,10 +162,15 @@ function render(d) {
                 label: (s.flagged ? "slow r" : "ok r") + s.rank + " " + s.ratio.toFixed(1) + "x"});
   const steps = {xMin: p.step.length ? p.step[0] : undefined, xMax: p.step.length ? p.step[p.step.length - 1] : undefined};
   drawChart(document.getElementById("loss"), [{xs: p.step, ys: p.loss, color: COLORS[0]}], marks, steps);
+  // Every point repeats the last evaluation: a new one shows as a higher count (two epochs
+  // may score the same) or, from workers that do not count, a new value.
   const ax = [], ay = [];
+  let lastCount = -1;
   p.step.forEach((s, i) => {
-    const a = p.test_accuracy[i];
-    if (a >= 0 && (ay.length === 0 || ay[ay.length - 1] !== a)) { ax.push(s); ay.push(a); }
+    const a = p.test_accuracy[i], e = p.evaluations[i];
+    if (a >= 0 && (ay.length === 0 || e !== lastCount || ay[ay.length - 1] !== a)) {
+      ax.push(s); ay.push(a); lastCount = e;
+    }
   });
   drawChart(document.getElementById("accuracy"), [{xs: ax, ys: ay, color: COLORS[1], dots: true}], marks, steps);
   drawChart(document.getElementById("throughput"), [{xs: p.step, ys: p.samples_per_second, color: COLORS[3]}], marks,

@@ -7,18 +7,20 @@ void JobHistory::AddProgress(int64_t generation, int32_t world, const WorkerMetr
   // Before its first reporting window a worker has steps but no loss or throughput yet
   // (both 0): such a point would draw a false dive to zero.
   if (m.samples_per_second() <= 0) return;
-  if (m.step() == last_step_ && m.test_accuracy() == last_accuracy_) return;
+  if (m.step() == last_step_ && m.test_accuracy() == last_accuracy_ && m.evaluations() == last_evaluations_) return;
   ProgressPoint p;
   p.step = m.step();
   p.unix_ms = unix_ms;
   p.generation = generation;
   p.world = world;
+  p.evaluations = m.evaluations();
   p.loss = m.loss();
   p.test_accuracy = m.test_accuracy();
   p.samples_per_second = m.samples_per_second();
   progress_.Add(p);
   last_step_ = m.step();
   last_accuracy_ = m.test_accuracy();
+  last_evaluations_ = m.evaluations();
 }
 
 void JobHistory::AddWork(const std::string& member, const WorkerMetrics& m) {

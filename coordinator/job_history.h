@@ -65,6 +65,7 @@ struct ProgressPoint {
   int64_t unix_ms = 0;
   int64_t generation = 0;
   int32_t world = 0;
+  int32_t evaluations = 0;  // rank 0's evaluations so far: two that score the same are still two
   double loss = 0;
   double test_accuracy = -1;  // < 0: no evaluation yet
   double samples_per_second = 0;
@@ -125,6 +126,7 @@ class JobHistory {
   DecimatedSeries<ProgressPoint> progress_{kProgressPoints};
   int64_t last_step_ = -1;
   double last_accuracy_ = -1;
+  int32_t last_evaluations_ = 0;
   std::map<std::string, WorkerSeries> work_;
   std::vector<GenerationMark> generations_;
   std::vector<StragglerMark> stragglers_;

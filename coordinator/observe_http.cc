@@ -135,7 +135,8 @@ nlohmann::json JobDashboardJson(const StatusResponse& status, const JobHistory* 
   nlohmann::json j = {{"job", JobSummary(job, status)}, {"now_ms", status.now_ms()}};
   nlohmann::json progress = {{"step", nlohmann::json::array()},         {"unix_ms", nlohmann::json::array()},
                              {"loss", nlohmann::json::array()},         {"test_accuracy", nlohmann::json::array()},
-                             {"samples_per_second", nlohmann::json::array()}, {"generation", nlohmann::json::array()}};
+                             {"samples_per_second", nlohmann::json::array()}, {"generation", nlohmann::json::array()},
+                             {"evaluations", nlohmann::json::array()}};
   nlohmann::json work = nlohmann::json::array(), generations = nlohmann::json::array(),
                  stragglers = nlohmann::json::array();
   std::map<std::string, const Member*> members;
@@ -149,6 +150,7 @@ nlohmann::json JobDashboardJson(const StatusResponse& status, const JobHistory* 
       progress["test_accuracy"].push_back(p.test_accuracy);
       progress["samples_per_second"].push_back(p.samples_per_second);
       progress["generation"].push_back(p.generation);
+      progress["evaluations"].push_back(p.evaluations);
     }
     for (const auto& [member, points] : history->work()) {
       nlohmann::json w = {{"member", member}, {"step", nlohmann::json::array()},
@@ -176,13 +178,15 @@ nlohmann::json JobDashboardJson(const StatusResponse& status, const JobHistory* 
   const auto& steps = progress["step"];
   if (job.state() == JOB_COMPLETED && result.steps() > 0 &&
       (steps.empty() || steps.back().get<int64_t>() < result.steps() ||
-       progress["test_accuracy"].back().get<double>() != result.final_test_accuracy())) {
+       progress["test_accuracy"].back().get<double>() != result.final_test_accuracy() ||
+       progress["evaluations"].back().get<int32_t>() < result.epoch_test_accuracy_size())) {
     progress["step"].push_back(result.steps());
     progress["unix_ms"].push_back(job.updated_ms());
     progress["loss"].push_back(result.final_loss());
     progress["test_accuracy"].push_back(result.final_test_accuracy());
     progress["samples_per_second"].push_back(result.samples_per_second());
     progress["generation"].push_back(job.generation());
+    progress["evaluations"].push_back(result.epoch_test_accuracy_size());
   }
   if (generations.empty()) {
     // A coordinator restarted since the job ran has no history: its events still say

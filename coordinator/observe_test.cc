@@ -117,7 +117,7 @@ class StragglerCoreTest : public coordinator_test::CoordinatorCoreTest {
     EXPECT_EQ(coord_->FindJob(job_)->state(), JOB_RUNNING);
     return ids;
   }
-  void Beat(const std::string& member, int64_t step, double compute_s) {
+  void Beat(const std::string& member, int64_t step, double compute_s, double accuracy = -1, int evaluations = 0) {
     Request r;
     r.mutable_heartbeat()->set_member_id(member);
     r.mutable_heartbeat()->set_generation(coord_->FindJob(job_)->generation());
@@ -127,7 +127,8 @@ class StragglerCoreTest : public coordinator_test::CoordinatorCoreTest {
     m->set_loader_wait_seconds(0.0001);
     m->set_loss(2.0 / (1 + step));
     m->set_samples_per_second(1000);
-    m->set_test_accuracy(-1);
+    m->set_test_accuracy(accuracy);
+    m->set_evaluations(evaluations);
     EXPECT_EQ(Call(r).code(), 0);
   }
   // Heartbeats every 0.5 s for `seconds`, member i working compute[i] per step.
@@ -211,6 +212,23 @@ TEST_F(StragglerCoreTest, HistoryRecordsProgressGenerationsAndWork) {
   EXPECT_EQ(j["work"].size(), 2u);
   EXPECT_EQ(j["members"].size(), 2u);
   EXPECT_EQ(j["generations"][0]["cause"], "start");
+}
+
+// Two epochs that score the same are two evaluations: the count, not the value, says so
+// (the dashboard draws a point per evaluation from it).
+TEST_F(StragglerCoreTest, HistoryKeepsTwoEvaluationsThatScoreTheSame) {
+  auto ids = StartJob(1);
+  const int64_t steps[] = {10, 20, 30, 40};
+  const int evaluations[] = {0, 1, 1, 2};
+  for (int i = 0; i < 4; ++i) {
+    now_ += 500;
+    Beat(ids[0], steps[i], 0.01, evaluations[i] ? 0.8125 : -1, evaluations[i]);
+  }
+  const JobHistory* h = coord_->HistoryOf(job_);
+  ASSERT_NE(h, nullptr);
+  nlohmann::json j = JobDashboardJson(coord_->Snapshot(job_, now_), h, coord_->EventsOf(job_));
+  EXPECT_EQ(j["progress"]["evaluations"], nlohmann::json::parse("[0, 1, 1, 2]"));
+  EXPECT_EQ(j["progress"]["test_accuracy"], nlohmann::json::parse("[-1, 0.8125, 0.8125, 0.8125]"));
 }
 
 TEST(DecimatedSeries, StaysBoundedAndSpansTheRun) {

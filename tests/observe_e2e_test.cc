@@ -368,7 +368,9 @@ TEST(ObserveE2E, DashboardDrawsChartsInHeadlessChromium) {
   ASSERT_TRUE(std::regex_search(dom.out, m, std::regex("id=\"loss\"[^>]* data-marks=\"([0-9]+)\"")));
   EXPECT_EQ(std::stoi(m[1]), 1) << "the second generation's line";
   ASSERT_TRUE(std::regex_search(dom.out, m, std::regex("id=\"accuracy\"[^>]* data-points=\"([0-9]+)\"")));
-  EXPECT_EQ(std::stoi(m[1]), 3);  // one evaluation per epoch, the last from the job's result
+  EXPECT_EQ(std::stoi(m[1]), 3) << "one evaluation per epoch, the last from the job's result; the API gave "
+                                << data["progress"]["test_accuracy"].dump() << " at steps " << data["progress"]["step"].dump()
+                                << ", generations " << data["generations"].dump();
   ASSERT_TRUE(std::regex_search(dom.out, m, std::regex("id=\"work\"[^>]* data-points=\"([0-9]+)\"")));
   EXPECT_GT(std::stoi(m[1]), 10);
   EXPECT_NE(dom.out.find("data-drawn=\"" + std::to_string(points) + "\""), std::string::npos);

@@ -170,6 +170,7 @@ void Trainer::RecordAccuracy(int64_t epoch, double acc, WorkerMetrics& m, const 
   last_accuracy_ = acc;
   evaluated_epochs_ = epoch + 1;
   m.set_test_accuracy(acc);
+  m.set_evaluations(static_cast<int32_t>(epoch_accuracy_.size()));
   if (hooks.on_metrics) hooks.on_metrics(m);
   if (hooks.on_epoch) hooks.on_epoch(static_cast<int>(epoch), acc);
 }
@@ -303,6 +304,7 @@ StatusOr<GenerationOutcome> Trainer::RunGeneration(Communicator* comm, int64_t g
   WorkerMetrics m;
   m.set_total_steps(total_steps);
   m.set_test_accuracy(last_accuracy_);
+  m.set_evaluations(static_cast<int32_t>(epoch_accuracy_.size()));
   m.set_step(pos_.step);
   m.set_epoch(static_cast<int32_t>(pos_.epoch));
   m.set_cursor(pos_.cursor);

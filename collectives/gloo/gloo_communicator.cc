@@ -4,10 +4,12 @@
 #include "collectives/gloo/gloo_communicator.h"
 
 #include <net/if.h>
+#include <signal.h>
 
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <utility>
 #include <vector>
 
@@ -25,6 +27,17 @@
 
 namespace shoal {
 namespace {
+// Gloo writes to its sockets with writev, which raises SIGPIPE once a peer has gone: by
+// default that kills the whole process instead of failing the collective. A handler the
+// embedding program installed itself is left alone.
+void IgnoreSigpipeUnlessHandled() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction old {};
+    if (::sigaction(SIGPIPE, nullptr, &old) == 0 && !(old.sa_flags & SA_SIGINFO) && old.sa_handler == SIG_DFL)
+      ::signal(SIGPIPE, SIG_IGN);
+  });
+}
 
 // Slot prefixes (top byte of the 64-bit slot) above Gloo's own 0x01-0x08, so a
 // benchmark running gloo::allreduce on raw_context() cannot match our messages.
@@ -305,6 +318,7 @@ StatusOr<std::unique_ptr<Communicator>> MakeGlooCommunicator(
       fmt::format("gloo rendezvous of rank {} of {} under '{}'", rank, size, prefix);
   const auto deadline = Clock::now() + timeout;
   KvStoreAdapter store(kv, prefix, timeout);
+  IgnoreSigpipeUnlessHandled();
   try {
     gloo::transport::tcp::attr attr;
     if (!interface_or_host.empty() && if_nametoindex(interface_or_host.c_str()) != 0) {

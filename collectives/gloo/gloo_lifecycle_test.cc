@@ -2,6 +2,8 @@
 // generation, built under a fresh prefix and destroyed when the generation ends. A
 // hundred generations in one process must leave no threads or file descriptors behind.
 #include <dirent.h>
+#include <signal.h>
+#include <unistd.h>
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -138,6 +140,26 @@ TEST(GlooLifecycleTest, HundredGenerationsLeakNoThreadsOrDescriptors) {
   EXPECT_LE(after.fds, before.fds + kSlack)
       << "descriptors before " << before.fds << ", after " << kRounds << " generations "
       << after.fds;
+}
+
+
+// Gloo writes with writev, so a peer that is gone raises SIGPIPE, whose default action
+// kills the process (a test binary, a tool embedding the trainer) instead of failing the
+// collective. Making a communicator ignores it unless the program handles it itself. In a
+// fresh process (threadsafe death tests re-run the binary), so nothing earlier set it.
+TEST(GlooLifecycleTest, APeerThatIsGoneIsAnErrorNotSigpipe) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        ::signal(SIGPIPE, SIG_DFL);
+        MemoryKvStore kv;
+        auto comms = Generation(&kv, 2);
+        struct sigaction now {};
+        ::sigaction(SIGPIPE, nullptr, &now);
+        ::raise(SIGPIPE);  // what a write to a closed peer delivers
+        ::_exit(now.sa_handler == SIG_IGN && comms[0] && comms[1] ? 0 : 3);
+      },
+      ::testing::ExitedWithCode(0), "");
 }
 
 }  // namespace
