@@ -56,7 +56,7 @@ TEST_F(ScanCheckTest, ReportRecordsSwitchThresholdAndVersion) {
     EXPECT_EQ(r->filters[i].version, kFilterVersions[i]);
   }
   EXPECT_DOUBLE_EQ(r->filters[3].threshold, 4.5);
-  EXPECT_DOUBLE_EQ(r->filters[4].threshold, 0.5);  // spec 0: the default, recorded as resolved
+  EXPECT_DOUBLE_EQ(r->filters[4].threshold, ScanOptions().LabelMargin());  // spec 0: the default, as resolved
   EXPECT_TRUE(CheckDatasetScanMatchesSpec(dir_, f).ok());
 }
 

@@ -363,7 +363,7 @@ TEST(ScanOptions, FromSpecListsAndThresholds) {
   EXPECT_FALSE(o.exact);
   EXPECT_FALSE(o.label);
   EXPECT_DOUBLE_EQ(o.OutlierZ(), 2.5);
-  EXPECT_DOUBLE_EQ(o.LabelMargin(), 0.5);  // threshold 0: the default
+  EXPECT_DOUBLE_EQ(o.LabelMargin(), 0.3);  // threshold 0: the default
   ASSERT_TRUE(SetFilterList("near,label", &o).ok());
   EXPECT_TRUE(o.near && o.label && !o.schema && !o.outliers);
   EXPECT_FALSE(SetFilterList("near,bogus", &o).ok());
