@@ -107,6 +107,28 @@ void PrintAttackDetection(const std::vector<AttackScore>& scores) {
   }
 }
 
+// What the filters cost on clean data, seed by seed: the same seeds train the reference
+// and the filtered unpoisoned set, so their differences say more than the two means.
+void PrintCleanCost(const std::vector<Run>& runs) {
+  const Run* ref = nullptr;
+  const Run* filtered = nullptr;
+  for (const Run& r : runs) {
+    if (r.name == kReferenceRun) ref = &r;
+    if (r.name == "unpoisoned, all filters") filtered = &r;
+  }
+  if (!ref || !filtered || ref->result.seed_accuracy.size() != filtered->result.seed_accuracy.size()) return;
+  const size_t k = ref->result.seed_accuracy.size();
+  std::vector<double> diff(k);
+  double mean = 0;
+  for (size_t i = 0; i < k; ++i) mean += (diff[i] = 100 * (filtered->result.seed_accuracy[i] - ref->result.seed_accuracy[i])) / k;
+  double var = 0;
+  for (double d : diff) var += (d - mean) * (d - mean);
+  const double se = k > 1 ? std::sqrt(var / (k - 1) / k) : 0;
+  std::printf("\nfilters on the unpoisoned set, paired by seed (points of test accuracy):");
+  for (double d : diff) std::printf(" %+.2f", d);
+  std::printf("; mean %+.2f, standard error %.2f (target >= -0.10)\n", mean, se);
+}
+
 void PrintAttackOutcomes(const std::vector<AttackScore>& scores, const std::vector<AttackOutcome>& outcomes) {
   if (outcomes.empty()) return;
   std::printf("\n%-34s %8s %8s %8s %7s %10s  %s\n", "attack", "ASR ref", "without", "with", "ratio", "acc cost",
@@ -273,6 +295,7 @@ int Main(const Args& a) {
         sum.steps = r.steps;
         if (r.diverged && !sum.diverged) sum.diverged = true, sum.diverged_at_step = r.diverged_at_step;
         sum.test_accuracy += r.test_accuracy / a.train_seeds;
+        sum.seed_accuracy.push_back(r.test_accuracy);
         for (size_t t = 0; t < pe.size(); ++t) sum.attack_success[t] += r.attack_success.at(t) / a.train_seeds;
         sum.step_seconds += r.step_seconds;
         sum.loader_wait_seconds += r.loader_wait_seconds;
@@ -344,6 +367,7 @@ int Main(const Args& a) {
     j["training"].push_back({{"run", r.name}, {"records", r.result.train_records}, {"steps", r.result.steps},
                              {"diverged", r.result.diverged}, {"diverged_at_step", r.result.diverged_at_step},
                              {"test_accuracy", r.result.test_accuracy},
+                             {"seed_accuracies", r.result.seed_accuracy},
                              {"attack_success", r.result.attack_success.at(0)},
                              {"attack_success_by_trigger", by_attack},
                              {"step_seconds", r.result.step_seconds},
@@ -413,6 +437,7 @@ int Main(const Args& a) {
       }
       std::printf("  %s\n", note.c_str());
     }
+    PrintCleanCost(runs);
     PrintAttackOutcomes(attack_scores, outcomes);
   }
   return 0;

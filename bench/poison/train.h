@@ -29,6 +29,7 @@ struct TrainResult {
   bool diverged = false;       // a non-finite loss stopped training
   int64_t diverged_at_step = -1;
   double test_accuracy = 0;    // clean test set
+  std::vector<double> seed_accuracy;  // averaged runs: each training seed's, in seed order
   // Per attack, in the order of the `attacks` sets: triggered test images of the classes
   // other than the attack's target predicted as the target.
   std::vector<double> attack_success;
