@@ -64,18 +64,20 @@ Projection ProjectRows(const RecordTable& t, const std::vector<int64_t>& rows, i
 
 // Near duplicates with conflicting labels, exact or transformed (shifted, cropped and
 // resized, noised, brightness/contrast changed): candidates are each row's `neighbours`
-// nearest rows in a shift/zoom/gain-tolerant image descriptor (filter_near.cc); a pair
-// with different labels is a duplicate when, after the best alignment and gain/offset
-// fit (image_align.h), the RMS pixel residual is at most `max_rms` and at most
-// `max_relative` of the image's own standard deviation (smooth, low-contrast images
-// align with almost anything to a small absolute residual). Both rows are
-// flagged. Tables without a 2-D image shape are compared feature for feature (gain and
-// offset still fitted). With skip_identical, byte-identical pairs are left to the
-// exact-duplicate filter.
+// nearest rows in a gain-tolerant image descriptor that follows shifts of content
+// inside the frame, plus the nearest row to each of its shifted descriptions (along an
+// axis the content fills, where a shift cuts content off) and magnified ones (crops)
+// (filter_near.cc); a pair with different labels is a duplicate when, after the best
+// alignment and gain/offset fit (image_align.h), the RMS pixel residual is at most
+// `max_rms` and at most `max_relative` of the image's own standard deviation (smooth,
+// low-contrast images align with almost anything to a small absolute residual). Both
+// rows are flagged. Tables without a 2-D image shape are compared feature for feature
+// (gain and offset still fitted). With skip_identical, byte-identical pairs are left to
+// the exact-duplicate filter.
 struct NearDuplicateParams {
   double max_rms = 0.04;
   double max_relative = 0.2;
-  int neighbours = 6;
+  int neighbours = 3;
   bool skip_identical = true;
 };
 struct NearDuplicateStats {

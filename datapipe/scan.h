@@ -20,9 +20,10 @@ namespace shoal {
 inline constexpr const char* kFilterNames[] = {"schema", "exact", "near", "outliers", "label"};
 // Each filter's algorithm version, recorded in the scan report: a scan made by another
 // version is refused by CheckScanMatchesFilters (scan_check.h) until DIR is re-scanned.
-// near 2: aligned comparison of descriptor neighbours (1 was SimHash + raw RMS);
-// label 2: confident learning with a similar-class guard (1 was a neighbour vote).
-inline constexpr int kFilterVersions[] = {1, 1, 2, 1, 2};
+// near 3: candidates from shift and zoom probes of one view per image (2 searched four
+// views; 1 was SimHash + raw RMS); label 2: confident learning with a similar-class
+// guard (1 was a neighbour vote).
+inline constexpr int kFilterVersions[] = {1, 1, 3, 1, 2};
 // The job spec's names for the same filters (data.filters.<name>).
 inline constexpr const char* kFilterSpecNames[] = {"schema", "exact_duplicates", "near_duplicates", "outliers",
                                                    "label_consistency"};
