@@ -110,6 +110,15 @@ TEST_F(FilterTest, NearDuplicatesWithConflictingLabels) {
   EXPECT_EQ(Rows(flags), (std::set<int64_t>{30, 600}));
 }
 
+// Seeded uniform values in [0, 1) for synthetic images (an LCG: the same on every platform).
+struct Uniform01 {
+  uint64_t state;
+  float operator()() {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    return static_cast<float>((state >> 33) & 0xFFFFFF) / 16777216.0f;
+  }
+};
+
 // 28x28 textured images of random blobs; transformed copies under another label are caught
 // (shifted, cropped and resized back, brightness/contrast changed), both rows of each
 // pair, while a shifted copy under the same label and the rest pass.
@@ -117,11 +126,7 @@ TEST(NearDuplicates, TransformedImageCopiesWithConflictingLabels) {
   constexpr int kSide = 28, kDim = kSide * kSide, kImages = 300;
   std::vector<float> x(static_cast<size_t>(kImages + 4) * kDim, 0.0f);
   std::vector<int32_t> y(kImages + 4);
-  uint64_t state = 7;
-  auto rnd = [&] {
-    state = state * 6364136223846793005ull + 1442695040888963407ull;
-    return static_cast<float>((state >> 33) & 0xFFFFFF) / 16777216.0f;
-  };
+  Uniform01 rnd{7};
   for (int i = 0; i < kImages; ++i) {
     y[i] = i % 4;
     float* im = x.data() + static_cast<size_t>(i) * kDim;
@@ -186,11 +191,7 @@ TEST(NearDuplicates, ShiftedCopiesOfFrameFillingImages) {
   constexpr int kSide = 28, kDim = kSide * kSide, kImages = 300;
   std::vector<float> x(static_cast<size_t>(kImages + 4) * kDim, 0.0f);
   std::vector<int32_t> y(kImages + 4);
-  uint64_t state = 11;
-  auto rnd = [&] {
-    state = state * 6364136223846793005ull + 1442695040888963407ull;
-    return static_cast<float>((state >> 33) & 0xFFFFFF) / 16777216.0f;
-  };
+  Uniform01 rnd{11};
   for (int i = 0; i < kImages; ++i) {
     y[i] = i % 4;
     float* im = x.data() + static_cast<size_t>(i) * kDim;
