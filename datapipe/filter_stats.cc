@@ -41,18 +41,18 @@ std::vector<double> RobustZ(const std::vector<double>& v, double* med_out) {
 }  // namespace
 
 std::vector<ClassFeatureStats> ComputeClassFeatureStats(const RecordTable& t, const std::vector<int64_t>& rows,
-                                                        double floor) {
+                                                        double floor, int threads) {
   const int f = t.dim();
   std::vector<std::vector<int64_t>> by_class(std::max(t.num_classes, 0));
   for (int64_t r : rows)
     if (t.labels[r] >= 0 && t.labels[r] < t.num_classes) by_class[t.labels[r]].push_back(r);
   std::vector<ClassFeatureStats> out(by_class.size());
-  std::vector<float> sample;
-  for (size_t c = 0; c < by_class.size(); ++c) {
+  // Classes on the threads: each class's result depends only on its own sample.
+  ParallelForEach(static_cast<int64_t>(by_class.size()), threads, [&](int64_t c, int) {
     const int64_t m = static_cast<int64_t>(by_class[c].size());
-    if (m < 8) continue;
+    if (m < 8) return;
     const int64_t ns = std::min<int64_t>(m, 500);
-    sample.resize(static_cast<size_t>(ns) * f);
+    std::vector<float> sample(static_cast<size_t>(ns) * f);
     for (int64_t i = 0; i < ns; ++i) t.ReadRow(by_class[c][i * m / ns], sample.data() + i * f);
     out[c].median.resize(f);
     out[c].inv_scale.resize(f);
@@ -64,7 +64,7 @@ std::vector<ClassFeatureStats> ComputeClassFeatureStats(const RecordTable& t, co
       out[c].median[j] = static_cast<float>(md);
       out[c].inv_scale[j] = static_cast<float>(1.0 / std::max(1.4826 * MedianInPlace(col), floor));
     }
-  }
+  });
   return out;
 }
 

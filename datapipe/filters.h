@@ -114,7 +114,7 @@ struct ClassFeatureStats {
   std::vector<float> median, inv_scale;  // per feature; empty for a class too small
 };
 std::vector<ClassFeatureStats> ComputeClassFeatureStats(const RecordTable& t, const std::vector<int64_t>& rows,
-                                                        double floor);
+                                                        double floor, int threads = 1);
 // The projection as if every feature value that no class ever takes (further than `cut`
 // robust sd from the median of every class) were its class's median: a trigger stamped
 // into a few features is removed from the view, while content typical of some other

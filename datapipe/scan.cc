@@ -154,7 +154,7 @@ std::vector<Flag> LabelFlags(const RecordTable& t, const std::vector<int64_t>& r
   kw.Reset();
   const double floor = 0.1 * std::max(t.value_max - t.value_min, 1e-6);
   std::vector<int32_t> moved, moved_counts, changed, counts;
-  Projection neutral = NeutralizeExtremes(t, rows, proj, ComputeClassFeatureStats(t, rows, floor), kNeutralCut,
+  Projection neutral = NeutralizeExtremes(t, rows, proj, ComputeClassFeatureStats(t, rows, floor, threads), kNeutralCut,
                                           threads, &moved, &moved_counts);
   for (size_t i = 0; i < moved.size(); ++i)
     if (moved_counts[i] >= kResearchFeatures) changed.push_back(moved[i]), counts.push_back(moved_counts[i]);
