@@ -119,6 +119,19 @@ struct Uniform01 {
   }
 };
 
+// Adds a Gaussian blob (centre cy, cx; spread s; height a) to columns [c0, c1) of a
+// side x side image.
+void AddBlob(float* im, int side, float cy, float cx, float s, float a, int c0, int c1) {
+  for (int r = 0; r < side; ++r)
+    for (int c = c0; c < c1; ++c)
+      im[r * side + c] += a * std::exp(-((r - cy) * (r - cy) + (c - cx) * (c - cx)) / (2 * s * s));
+}
+
+// Pixel (r, c) of image i of side x side images stored one after another; 0 off the frame.
+float PixelOrZero(const std::vector<float>& x, int side, int i, int r, int c) {
+  return r < 0 || c < 0 || r >= side || c >= side ? 0.0f : x[static_cast<size_t>(i) * side * side + r * side + c];
+}
+
 // 28x28 textured images of random blobs; transformed copies under another label are caught
 // (shifted, cropped and resized back, brightness/contrast changed), both rows of each
 // pair, while a shifted copy under the same label and the rest pass.
@@ -132,17 +145,13 @@ TEST(NearDuplicates, TransformedImageCopiesWithConflictingLabels) {
     float* im = x.data() + static_cast<size_t>(i) * kDim;
     for (int b = 0; b < 4; ++b) {
       const float cy = 6 + 16 * rnd(), cx = 6 + 16 * rnd(), s = 2 + 3 * rnd(), a = 0.3f + 0.5f * rnd();
-      for (int r = 0; r < kSide; ++r)
-        for (int c = 0; c < kSide; ++c)
-          im[r * kSide + c] += a * std::exp(-((r - cy) * (r - cy) + (c - cx) * (c - cx)) / (2 * s * s));
+      AddBlob(im, kSide, cy, cx, s, a, 0, kSide);
     }
     // Texture, as photographs have: smooth blobs alone align with one another to within
     // the default residual once gain, scale and offset are free.
     for (int j = 0; j < kDim; ++j) im[j] = std::clamp(im[j] + 0.2f * (rnd() - 0.5f), 0.0f, 1.0f);
   }
-  auto src = [&](int i, int r, int c) {
-    return r < 0 || c < 0 || r >= kSide || c >= kSide ? 0.0f : x[static_cast<size_t>(i) * kDim + r * kSide + c];
-  };
+  auto src = [&](int i, int r, int c) { return PixelOrZero(x, kSide, i, r, c); };
   float* shifted = x.data() + static_cast<size_t>(kImages) * kDim;
   float* cropped = shifted + kDim;
   float* bright = cropped + kDim;
@@ -202,17 +211,13 @@ TEST(NearDuplicates, ShiftedCopiesOfFrameFillingImages) {
       for (int c = 14 - half; c < 14 + half; ++c) im[r * kSide + c] = base;
     for (int b = 0; b < 3; ++b) {
       const float cy = 28 * rnd(), cx = 14 + (2 * rnd() - 1) * half, s = 2 + 2 * rnd(), a = 0.3f * rnd();
-      for (int r = 0; r < kSide; ++r)
-        for (int c = 14 - half; c < 14 + half; ++c)
-          im[r * kSide + c] += a * std::exp(-((r - cy) * (r - cy) + (c - cx) * (c - cx)) / (2 * s * s));
+      AddBlob(im, kSide, cy, cx, s, a, 14 - half, 14 + half);
     }
     for (int r = 0; r < kSide; ++r)
       for (int c = 14 - half; c < 14 + half; ++c)
         im[r * kSide + c] = std::clamp(im[r * kSide + c] + 0.2f * (rnd() - 0.5f), 0.0f, 1.0f);
   }
-  auto src = [&](int i, int r, int c) {
-    return r < 0 || c < 0 || r >= kSide || c >= kSide ? 0.0f : x[static_cast<size_t>(i) * kDim + r * kSide + c];
-  };
+  auto src = [&](int i, int r, int c) { return PixelOrZero(x, kSide, i, r, c); };
   // (source, down, right, label offset): the last keeps its label.
   const int copies[4][4] = {{3, 2, 0, 1}, {17, -1, 2, 2}, {40, 1, -2, 3}, {23, -2, 0, 0}};
   for (int k = 0; k < 4; ++k) {

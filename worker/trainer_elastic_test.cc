@@ -13,11 +13,11 @@
 #include <map>
 #include <memory>
 #include <mutex>
-#include <random>
 #include <thread>
 
 #include "collectives/factory.h"
 #include "collectives/memory_kv_store.h"
+#include "datapipe/idx.h"
 #include "datapipe/partition.h"
 #include "spec/jobspec_loader.h"
 #include "worker/models/mlp.h"
@@ -41,17 +41,8 @@ constexpr std::chrono::microseconds kSlowStep = 4ms;
 constexpr double kCollectiveTimeoutS = 10;
 
 InMemoryDataset IndexedData(uint64_t seed) {
-  InMemoryDataset ds;
-  ds.n = kN;
-  ds.dim = kDim;
-  ds.num_classes = kClasses;
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<float> u(0, 1);
-  ds.x.resize(size_t{kN} * kDim);
-  for (auto& v : ds.x) v = u(rng);
+  InMemoryDataset ds = RandomDataset(kN, kDim, kClasses, seed);
   for (int i = 0; i < kN; ++i) ds.x[size_t(i) * kDim] = static_cast<float>(i) / kIndexScale;
-  ds.y.resize(kN);
-  for (int i = 0; i < kN; ++i) ds.y[i] = static_cast<int32_t>(rng() % kClasses);
   return ds;
 }
 

@@ -76,6 +76,7 @@ struct AttackOutcome {
 constexpr char kReferenceRun[] = "clean reference (unpoisoned)";
 constexpr char kWithoutRun[] = "poisoned, only untrainable dropped";
 constexpr char kWithRun[] = "poisoned, all filters (Loader)";
+constexpr char kCleanFilteredRun[] = "unpoisoned, all filters";
 std::vector<AttackOutcome> AttackOutcomes(const std::vector<Run>& runs, size_t attacks) {
   const TrainResult *ref = FindRun(runs, kReferenceRun), *without = FindRun(runs, kWithoutRun),
                     *with = FindRun(runs, kWithRun);
@@ -110,17 +111,12 @@ void PrintAttackDetection(const std::vector<AttackScore>& scores) {
 // What the filters cost on clean data, seed by seed: the same seeds train the reference
 // and the filtered unpoisoned set, so their differences say more than the two means.
 void PrintCleanCost(const std::vector<Run>& runs) {
-  const Run* ref = nullptr;
-  const Run* filtered = nullptr;
-  for (const Run& r : runs) {
-    if (r.name == kReferenceRun) ref = &r;
-    if (r.name == "unpoisoned, all filters") filtered = &r;
-  }
-  if (!ref || !filtered || ref->result.seed_accuracy.size() != filtered->result.seed_accuracy.size()) return;
-  const size_t k = ref->result.seed_accuracy.size();
+  const TrainResult *ref = FindRun(runs, kReferenceRun), *filtered = FindRun(runs, kCleanFilteredRun);
+  if (!ref || !filtered || ref->seed_accuracy.size() != filtered->seed_accuracy.size()) return;
+  const size_t k = ref->seed_accuracy.size();
   std::vector<double> diff(k);
   double mean = 0;
-  for (size_t i = 0; i < k; ++i) mean += (diff[i] = 100 * (filtered->result.seed_accuracy[i] - ref->result.seed_accuracy[i])) / k;
+  for (size_t i = 0; i < k; ++i) mean += (diff[i] = 100 * (filtered->seed_accuracy[i] - ref->seed_accuracy[i])) / k;
   double var = 0;
   for (double d : diff) var += (d - mean) * (d - mean);
   const double se = k > 1 ? std::sqrt(var / (k - 1) / k) : 0;
@@ -282,7 +278,7 @@ int Main(const Args& a) {
     // What the filters cost on data with nothing planted: the unpoisoned set minus what
     // they hold back there.
     if (!a.no_clean_scan)
-      jobs.insert(jobs.begin() + 1, Job{"unpoisoned, all filters", train->x.data(), train->y.data(), clean_admitted});
+      jobs.insert(jobs.begin() + 1, Job{kCleanFilteredRun, train->x.data(), train->y.data(), clean_admitted});
     // Every run is repeated with train_seeds seeds (initialisation and order) and averaged.
     auto averaged = [&](const std::function<StatusOr<TrainResult>(const TrainConfig&)>& once) -> StatusOr<TrainResult> {
       TrainResult sum;
