@@ -10,6 +10,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <mutex>
+#include <thread>
 #include <nlohmann/json.hpp>
 
 #include "common/clock.h"
@@ -201,23 +203,23 @@ TableScan ScanTable(const RecordTable& t, const ScanOptions& o) {
   Stopwatch total;
   const int threads = o.threads > 0 ? o.threads : DefaultThreads();
   SingleThreadedBlas blas_guard(threads > 1);
+  std::mutex note_mu;  // the near-duplicate filter reports from its own thread
   auto note = [&](const std::string& s) {
+    std::lock_guard<std::mutex> lock(note_mu);
     if (o.progress) o.progress(s);
   };
   TableScan out;
   std::vector<std::vector<Flag>> flags(5);
-  const std::vector<FilterReport> resolved = ResolvedFilters(o);
+  out.filters = ResolvedFilters(o);
   auto run = [&](int i, const std::function<std::vector<Flag>()>& fn) {
-    FilterReport r = resolved[i];
-    if (r.enabled) {
-      Stopwatch w;
-      flags[i] = fn();
-      r.seconds = w.Seconds();
-      r.flagged = static_cast<int64_t>(flags[i].size());
-      note(std::string(kFilterNames[i]) + ": " + std::to_string(r.flagged) + " flagged in " +
-           std::to_string(r.seconds) + " s");
-    }
-    out.filters.push_back(r);
+    FilterReport& r = out.filters[i];
+    if (!r.enabled) return;
+    Stopwatch w;
+    flags[i] = fn();
+    r.seconds = w.Seconds();
+    r.flagged = static_cast<int64_t>(flags[i].size());
+    note(std::string(kFilterNames[i]) + ": " + std::to_string(r.flagged) + " flagged in " + std::to_string(r.seconds) +
+         " s");
   };
 
   // The schema check always runs: with the filter off its rejects are not quarantined,
@@ -235,6 +237,17 @@ TableScan ScanTable(const RecordTable& t, const ScanOptions& o) {
   if (o.schema) out.filters[0].seconds = schema_s;
 
   run(1, [&] { return ExactDuplicateFilter(t, rows, threads); });
+  // The near-duplicate filter shares nothing with the projection-based ones and neither
+  // keeps every core busy all the time (serial phases, uneven chunks), so with more than
+  // one thread it runs beside them (OpenBLAS is single-threaded then, so concurrent sgemm
+  // calls are safe). Each filter's result is deterministic: the overlap changes timings only.
+  NearDuplicateParams np;
+  np.max_rms = o.NearMaxRms();
+  np.skip_identical = o.exact;
+  auto near = [&] { run(2, [&] { return NearDuplicateFilter(t, rows, np, o.seed, threads); }); };
+  std::thread near_thread;
+  if (threads > 1) near_thread = std::thread(near);
+  else near();
   Projection proj;
   if (o.outliers || o.label) {
     Stopwatch pw;
@@ -242,12 +255,9 @@ TableScan ScanTable(const RecordTable& t, const ScanOptions& o) {
     out.project_seconds = pw.Seconds();
     note("projection to " + std::to_string(o.projection_dims) + " dims in " + std::to_string(out.project_seconds) + " s");
   }
-  NearDuplicateParams np;
-  np.max_rms = o.NearMaxRms();
-  np.skip_identical = o.exact;
-  run(2, [&] { return NearDuplicateFilter(t, rows, np, o.seed, threads); });
   run(3, [&] { return OutlierFilter(t, rows, proj, o.OutlierZ()); });
   run(4, [&] { return LabelFlags(t, rows, proj, o, threads, &out, note); });
+  if (near_thread.joinable()) near_thread.join();
 
   // Quarantine entries in record order, then filter order; admitted = flagged by none.
   std::vector<std::pair<int64_t, int>> order;
