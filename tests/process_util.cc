@@ -7,8 +7,10 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 #include <thread>
 
@@ -48,12 +50,38 @@ std::string ReadText(const std::string& path) {
   return ss.str();
 }
 
+namespace {
+// Every folder TempDir made in this process. They hold logs, checkpoints and datasets (a
+// chaos run leaves 0.3-6 GB), so they go when the process exits; SHOAL_KEEP_TEST_DIRS=1
+// keeps them for a post-mortem. Only the process that made them removes them: a forked
+// child that exits through exit() rather than _exit() must not pull them from under it.
+std::mutex made_mu;
+std::vector<std::string>* made_dirs = nullptr;
+pid_t made_by = 0;
+
+void RemoveMadeDirs() {
+  std::lock_guard<std::mutex> lock(made_mu);
+  if (!made_dirs || ::getpid() != made_by || std::getenv("SHOAL_KEEP_TEST_DIRS")) return;
+  for (const auto& d : *made_dirs) {
+    std::error_code ec;  // a process still writing there must not turn exit into a crash
+    std::filesystem::remove_all(d, ec);
+  }
+}
+}  // namespace
+
 std::string TempDir(const std::string& tag) {
   static int counter = 0;
   auto dir = std::filesystem::temp_directory_path() /
              ("shoal-" + tag + "-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
+  std::lock_guard<std::mutex> lock(made_mu);
+  if (!made_dirs) {
+    made_dirs = new std::vector<std::string>();  // never freed: the exit handler reads it
+    made_by = ::getpid();
+    std::atexit(RemoveMadeDirs);
+  }
+  made_dirs->push_back(dir.string());
   return dir.string();
 }
 

@@ -32,7 +32,7 @@ class BackgroundProcess {
   int status_ = 0;
 };
 
-std::string TempDir(const std::string& tag);  // fresh, empty
+std::string TempDir(const std::string& tag);  // fresh, empty; removed at exit (SHOAL_KEEP_TEST_DIRS=1 keeps it)
 std::string ReadText(const std::string& path);
 
 }  // namespace shoal::testing
