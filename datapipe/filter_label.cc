@@ -153,6 +153,17 @@ std::vector<float> ClassThresholds(const RecordTable& t, const std::vector<int64
   return th;
 }
 
+int32_t LikelyOtherClass(const float* p, const std::vector<float>& th, int32_t y, double margin) {
+  // The confident joint's column: the most likely class among those the record reaches
+  // the threshold of. Off the diagonal and clear of the given label by the margin: a
+  // label error.
+  int32_t best = -1;
+  for (int c = 0; c < static_cast<int>(th.size()); ++c)
+    if (p[c] >= th[c] && (best < 0 || p[c] > p[best])) best = c;
+  if (best < 0 || best == y || p[best] - p[y] < margin) return -1;
+  return best;
+}
+
 std::vector<Flag> ConfidentLabelFilter(const RecordTable& t, const std::vector<int64_t>& rows, const Neighbours& nb,
                                        const LabelParams& params, int threads, std::vector<float>* thresholds,
                                        const Projection* proj) {
@@ -178,15 +189,8 @@ std::vector<Flag> ConfidentLabelFilter(const RecordTable& t, const std::vector<i
         flagged[i] = 0;
         const int32_t y = t.labels[rows[i]];
         if (lp.votes[i] == 0 || y < 0 || y >= lp.classes) continue;
-        const float* p = lp.row(i);
-        // The confident joint's column: the most likely class among those the record
-        // reaches the threshold of. Off the diagonal and clear of the given label by
-        // the margin: a label error.
-        int32_t best = -1;
-        for (int c = 0; c < lp.classes; ++c)
-          if (p[c] >= th[c] && (best < 0 || p[c] > p[best])) best = c;
-        if (best < 0 || best == y) continue;
-        if (p[best] - p[y] < params.margin) continue;
+        const int32_t best = LikelyOtherClass(lp.row(i), th, y, params.margin);
+        if (best < 0) continue;
         // Between classes that overlap (shirt and T-shirt) content says little about
         // which label is right: a record must also be clearly more typical of the
         // likely class than of its own under the robust per-class model.

@@ -167,6 +167,11 @@ RobustClassModel FitRobustClassModel(const RecordTable& t, const std::vector<int
 std::vector<float> ClassThresholds(const RecordTable& t, const std::vector<int64_t>& rows, const LabelProbabilities& lp,
                                    const std::vector<uint8_t>* excluded);
 
+// Confident learning's decision for one row labelled y with probabilities p: the most
+// likely class among those whose threshold p reaches, when it is not y and beats y by
+// `margin`; else -1.
+int32_t LikelyOtherClass(const float* p, const std::vector<float>& thresholds, int32_t y, double margin);
+
 // Label errors by confident learning: a row labelled y is flagged when the most likely
 // class c among those whose threshold it reaches is not y, and p(c) - p(y) >= margin.
 // `rounds` rounds in which the previous round's flagged rows do not vote (nb should
@@ -185,6 +190,52 @@ struct LabelParams {
 std::vector<Flag> ConfidentLabelFilter(const RecordTable& t, const std::vector<int64_t>& rows, const Neighbours& nb,
                                        const LabelParams& params, int threads, std::vector<float>* thresholds = nullptr,
                                        const Projection* proj = nullptr);
+
+// Out-of-fold class probabilities from a quick model (filter_model.cc), as confident
+// learning gets them: rows are dealt into `folds` seeded folds, and for each a
+// one-hidden-layer MLP (ReLU, softmax) is trained on up to `max_train` rows of the other
+// folds (an even spread) for `epochs`, on the projection at unit variance per
+// coordinate, and predicts the fold. Rows marked in `exclude` are predicted, never
+// trained on. Too few rows: every row gets votes 0 (no probabilities).
+struct ModelParams {
+  int folds = 2;
+  int hidden = 64;
+  int epochs = 4;
+  int batch = 128;
+  double lr = 0.05;
+  int max_train = 10000;  // per fold; 0: every row of the other folds
+};
+LabelProbabilities OutOfFoldProbabilities(const RecordTable& t, const std::vector<int64_t>& rows, const Projection& proj,
+                                          const ModelParams& params, uint64_t seed, int threads,
+                                          const std::vector<uint8_t>* exclude = nullptr);
+
+// Label-flip campaigns: labels moved wholesale from one class to another, which the
+// neighbour vote cannot tell from ambiguity between look-alike classes. Up to `rounds`
+// rounds of out-of-fold probabilities, each trained without the previous round's
+// suspects (LikelyOtherClass with `margin` under per-class thresholds). A round in which
+// no ordered pair (label y, likely c) holds suspects from at least `pair_rate` of the
+// rows labelled y ends the search with nothing flagged (one round on clean data). After
+// the last round, a pair is a campaign when at least `pair_rate` of the rows labelled y
+// are class c with probability >= kConfidentProbability; its suspects are flagged.
+inline constexpr float kConfidentProbability = 0.9f;
+struct FlipCampaignParams {
+  ModelParams model;
+  int rounds = 3;
+  double margin = 0.3;
+  double pair_rate = 0.1;
+};
+struct FlipCampaignReport {
+  int rounds = 0;  // model rounds trained
+  struct Pair {
+    int label = 0, likely = 0;
+    double share = 0;  // of the rows labelled `label`, confidently `likely`
+    int64_t flagged = 0;
+  };
+  std::vector<Pair> pairs;  // the campaigns found
+};
+std::vector<Flag> FlipCampaignFilter(const RecordTable& t, const std::vector<int64_t>& rows, const Projection& proj,
+                                     const FlipCampaignParams& params, uint64_t seed, int threads,
+                                     FlipCampaignReport* report = nullptr);
 
 // Deterministic N(0, 1) values from a seed (SplitMix64 + Box-Muller), identical on
 // every platform, unlike std::normal_distribution.

@@ -96,6 +96,13 @@ Status SetThreshold(const std::string& a, ScanOptions* o) {
   } else if (name == "label_views") {
     if (v < 1 || v > 2) return InvalidArgument("label_views must be 1 or 2");
     o->label_views = static_cast<int>(v);
+  } else if (name == "label_campaign_rounds") {
+    if (v < 0 || v > 10 || v != std::floor(v))
+      return InvalidArgument("label_campaign_rounds must be a whole number in [0, 10]");
+    o->label_campaign_rounds = static_cast<int>(v);
+  } else if (name == "label_pair_rate") {
+    if (v <= 0 || v > 1) return InvalidArgument("label_pair_rate is a share of a class in (0, 1]");
+    o->label_pair_rate = v;
   } else if (name == "label_llr") {
     o->label_min_llr = v;
   } else if (name == "label_similar_llr") {
@@ -107,7 +114,7 @@ Status SetThreshold(const std::string& a, ScanOptions* o) {
   } else {
     return InvalidArgument("unknown threshold '" + name +
                            "' (known: schema, near, outliers, label, label_k, label_rounds, label_views, label_llr, "
-                           "label_similar_llr, dims, pca)");
+                           "label_similar_llr, label_campaign_rounds, label_pair_rate, dims, pca)");
   }
   return OkStatus();
 }
@@ -152,6 +159,31 @@ std::vector<Flag> LabelFlags(const RecordTable& t, const std::vector<int64_t>& r
   lp.similar_llr = o.label_similar_llr;
   std::vector<float> thresholds;
   std::vector<Flag> flags = ConfidentLabelFilter(t, rows, nb, lp, threads, &thresholds, &proj);
+  if (o.label_campaign_rounds > 0) {
+    Stopwatch cw;
+    FlipCampaignParams cp;
+    cp.rounds = o.label_campaign_rounds;
+    cp.margin = lp.margin;
+    cp.pair_rate = o.label_pair_rate;
+    FlipCampaignReport report;
+    std::vector<uint8_t> have(t.size(), 0);
+    for (const Flag& f : flags) have[f.row] = 1;
+    int64_t added = 0;
+    for (Flag& f : FlipCampaignFilter(t, rows, proj, cp, o.seed, threads, &report)) {
+      if (have[f.row]) continue;
+      flags.push_back(std::move(f));
+      ++added;
+    }
+    std::sort(flags.begin(), flags.end(), [](const Flag& a, const Flag& b) { return a.row < b.row; });
+    std::string pairs;
+    for (const auto& p : report.pairs) {
+      char buf[64];
+      std::snprintf(buf, sizeof(buf), " %d->%d (%.1f%%)", p.likely, p.label, 100 * p.share);
+      pairs += buf;
+    }
+    note("label-flip campaigns:" + (pairs.empty() ? std::string(" none") : pairs) + ", " + std::to_string(added) +
+         " more flagged, " + std::to_string(report.rounds) + " model rounds in " + std::to_string(cw.Seconds()) + " s");
+  }
   if (o.label_views < 2 || proj.basis.empty()) return flags;
   kw.Reset();
   const double floor = 0.1 * std::max(t.value_max - t.value_min, 1e-6);

@@ -433,6 +433,15 @@ TEST(ScanOptions, FromSpecListsAndThresholds) {
   EXPECT_FALSE(SetThreshold("near", &o).ok());
   EXPECT_FALSE(SetThreshold("outliers=abc", &o).ok());
   EXPECT_FALSE(SetThreshold("nope=1", &o).ok());
+  EXPECT_EQ(o.label_campaign_rounds, 3);
+  ASSERT_TRUE(SetThreshold("label_campaign_rounds=0", &o).ok());
+  EXPECT_EQ(o.label_campaign_rounds, 0);
+  EXPECT_FALSE(SetThreshold("label_campaign_rounds=1.5", &o).ok());
+  EXPECT_FALSE(SetThreshold("label_campaign_rounds=11", &o).ok());
+  ASSERT_TRUE(SetThreshold("label_pair_rate=0.2", &o).ok());
+  EXPECT_DOUBLE_EQ(o.label_pair_rate, 0.2);
+  EXPECT_FALSE(SetThreshold("label_pair_rate=0", &o).ok());
+  EXPECT_FALSE(SetThreshold("label_pair_rate=1.5", &o).ok());
 }
 
 }  // namespace
