@@ -183,7 +183,8 @@ std::vector<Flag> FlipCampaignFilter(const RecordTable& t, const std::vector<int
   std::vector<uint8_t> suspect;
   const int rounds = std::max(params.rounds, 1);
   for (int round = 0; round < rounds; ++round) {
-    lp = OutOfFoldProbabilities(t, rows, proj, params.model, seed + round, threads, round ? &suspect : nullptr);
+    lp = round ? OutOfFoldProbabilities(t, rows, proj, params.refine, seed + round, threads, &suspect)
+               : OutOfFoldProbabilities(t, rows, proj, params.model, seed, threads);
     ++rep.rounds;
     th = ClassThresholds(t, rows, lp, nullptr);
     std::vector<int64_t> suspects(static_cast<size_t>(classes) * classes, 0);
