@@ -449,6 +449,9 @@ int main(int argc, char** argv) {
   app.add_option("--work", a.work, "working folder (default /tmp/poison-bench-PID, removed afterwards)");
   app.add_option("--seed", a.plant.seed, "planting seed");
   app.add_option("--flip-pair", a.flip_pair, "the two classes whose labels are swapped")->expected(2);
+  app.add_option("--flip-fraction", a.plant.flip_fraction,
+                 "share of the training set flipped, half from each class of the pair (default 0.05)")
+      ->check(CLI::Range(0.0, 0.2));
   app.add_option("--target", a.plant.target, "the patch backdoor's target class");
   app.add_option("--cross-target", a.plant.cross_target, "the cross backdoor's target class");
   app.add_option("--cross-size", a.plant.cross_size, "the cross's box side in pixels")->check(CLI::Range(2, 28));
