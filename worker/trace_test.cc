@@ -8,15 +8,28 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
+#include <vector>
 
 #include "common/file_util.h"
 
 namespace shoal {
 namespace {
 
+// The folders FreshDir named, removed when the test binary exits.
+struct MadeDirs {
+  std::vector<std::string> dirs;
+  ~MadeDirs() {
+    for (const auto& d : dirs) {
+      std::error_code ec;
+      std::filesystem::remove_all(d, ec);
+    }
+  }
+} made_dirs;
+
 std::string FreshDir(const std::string& tag) {
   auto dir = std::filesystem::temp_directory_path() / ("shoal-trace-test-" + tag + "-" + std::to_string(::getpid()));
   std::filesystem::remove_all(dir);
+  made_dirs.dirs.push_back(dir.string());
   return dir.string();
 }
 
