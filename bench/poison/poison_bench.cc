@@ -453,6 +453,9 @@ int main(int argc, char** argv) {
                  "share of the training set flipped, half from each class of the pair (default 0.05)")
       ->check(CLI::Range(0.0, 0.2));
   app.add_option("--target", a.plant.target, "the patch backdoor's target class");
+  app.add_option("--patch-fraction", a.plant.backdoor_fraction,
+                 "share of the training set stamped with the patch (default 0.01)")
+      ->check(CLI::Range(0.0, 0.05));
   app.add_option("--cross-target", a.plant.cross_target, "the cross backdoor's target class");
   app.add_option("--cross-size", a.plant.cross_size, "the cross's box side in pixels")->check(CLI::Range(2, 28));
   app.add_option("--cross-inset", a.plant.cross_inset, "pixels between the top-left corner and the cross's box")
