@@ -119,11 +119,30 @@ Status SetThreshold(const std::string& a, ScanOptions* o) {
   return OkStatus();
 }
 
+namespace {
+std::string Setting(const char* name, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%s=%.6g", name, v);
+  return buf;
+}
+}  // namespace
+
 std::vector<FilterReport> ResolvedFilters(const ScanOptions& o) {
   const bool on[] = {o.schema, o.exact, o.near, o.outliers, o.label};
   const double th[] = {o.SchemaTolerance(), 0, o.NearMaxRms(), o.OutlierZ(), o.LabelMargin()};
+  // Recorded so that a scan made with, say, the backdoor view or the flip-campaign search
+  // turned off cannot pass for one made with the defaults a job spec implies.
+  const std::string view = Setting("dims", o.projection_dims) + " " +
+                           Setting("pca", o.projection == ProjectionKind::kPca ? 1 : 0);
+  const std::string label = view + " " + Setting("label_k", o.label_k) + " " + Setting("label_rounds", o.label_rounds) +
+                            " " + Setting("label_views", o.label_views) + " " + Setting("label_llr", o.label_min_llr) +
+                            " " + Setting("label_similar_llr", o.label_similar_llr) + " " +
+                            Setting("label_campaign_rounds", o.label_campaign_rounds) + " " +
+                            Setting("label_pair_rate", o.label_pair_rate);
+  const std::string settings[] = {"", "", "", view, label};
   std::vector<FilterReport> out;
-  for (int i = 0; i < 5; ++i) out.push_back(FilterReport{kFilterNames[i], on[i], th[i], kFilterVersions[i]});
+  for (int i = 0; i < 5; ++i)
+    out.push_back(FilterReport{kFilterNames[i], on[i], th[i], kFilterVersions[i], settings[i]});
   return out;
 }
 
@@ -314,7 +333,7 @@ std::string ScanReport::ToJson() const {
   nlohmann::json fl = nlohmann::json::array();
   for (const auto& f : filters)
     fl.push_back({{"name", f.name}, {"enabled", f.enabled}, {"threshold", f.threshold}, {"version", f.version},
-                  {"flagged", f.flagged}, {"seconds", f.seconds}});
+                  {"settings", f.settings}, {"flagged", f.flagged}, {"seconds", f.seconds}});
   nlohmann::json j = {{"dir", dir},
                       {"dataset", dataset},
                       {"manifest_sha256", manifest_sha256},

@@ -70,6 +70,10 @@ struct FilterReport {
   bool enabled = false;
   double threshold = 0;  // as resolved (defaults applied)
   int version = 0;
+  // The filter's other settings, which a job spec cannot name and so expects at their
+  // defaults: "name=value" pairs separated by spaces, as --threshold takes them, e.g.
+  // "dims=32 pca=1 label_k=10 ... label_views=2". Empty for filters without any.
+  std::string settings;
   int64_t flagged = 0;
   double seconds = 0;
 };

@@ -6,6 +6,8 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <map>
+#include <sstream>
 #include <nlohmann/json.hpp>
 
 #include "common/file_util.h"
@@ -24,6 +26,33 @@ std::string Num(double v) {
 }
 
 bool SameThreshold(double a, double b) { return std::abs(a - b) <= 1e-9 * std::max({1.0, std::abs(a), std::abs(b)}); }
+
+// "a=1 b=2" -> {a: "1", b: "2"}.
+std::map<std::string, std::string> ParseSettings(const std::string& settings) {
+  std::map<std::string, std::string> out;
+  std::istringstream in(settings);
+  std::string pair;
+  while (in >> pair) {
+    const size_t eq = pair.find('=');
+    out[pair.substr(0, eq)] = eq == std::string::npos ? "" : pair.substr(eq + 1);
+  }
+  return out;
+}
+
+// Each setting the scan ran differently from what the job expects, "label_views=1 (the
+// job expects 2)"; a setting the scan did not record counts as different.
+std::vector<std::string> SettingDiffs(const std::string& got, const std::string& want) {
+  const auto g = ParseSettings(got), w = ParseSettings(want);
+  std::vector<std::string> out;
+  for (const auto& [key, value] : w) {
+    auto it = g.find(key);
+    if (it == g.end()) out.push_back(key + " unrecorded (the job expects " + value + ")");
+    else if (it->second != value) out.push_back(key + "=" + it->second + " (the job expects " + value + ")");
+  }
+  for (const auto& [key, value] : g)
+    if (!w.count(key)) out.push_back(key + "=" + value + " (unknown to this build)");
+  return out;
+}
 }  // namespace
 
 StatusOr<ScanReport> ReadScanReport(const std::string& dir) {
@@ -58,6 +87,7 @@ StatusOr<ScanReport> ReadScanReport(const std::string& dir) {
     // Reports written before versions were recorded came from version 1 of every filter.
     fr.version = f.contains("version") && f["version"].is_number_integer() ? f["version"].get<int>() : 1;
     if (f.contains("flagged") && f["flagged"].is_number_integer()) fr.flagged = f["flagged"].get<int64_t>();
+    if (f.contains("settings") && f["settings"].is_string()) fr.settings = f["settings"].get<std::string>();
     r.filters.push_back(std::move(fr));
   }
   return r;
@@ -100,6 +130,8 @@ Status CheckScanMatchesFilters(const ScanReport& report, const DataFilters& filt
     if (got->version != w.version)
       diffs.push_back(field + " ran at filter version " + std::to_string(got->version) + " but this build runs version " +
                       std::to_string(w.version));
+    for (const std::string& d : SettingDiffs(got->settings, w.settings))
+      diffs.push_back(field + " ran with " + d + "; the job spec cannot set it, so only its default is accepted");
   }
   if (diffs.empty()) return OkStatus();
   std::string msg = "the scan of " + report.dir + " does not match the job's data.filters: ";

@@ -20,8 +20,9 @@ StatusOr<ScanReport> ReadScanReport(const std::string& dataset_dir);
 std::string ScanCommandFor(const std::string& dataset_dir, const DataFilters& filters);
 
 // OK when every filter is switched the same way in the spec and the scan, each enabled
-// filter ran with the threshold the spec resolves to (0: the default) and at the version
-// this build runs. Otherwise FailedPrecondition naming each difference, e.g.
+// filter ran with the threshold the spec resolves to (0: the default), at the version
+// this build runs, and with every other setting (FilterReport::settings, which a spec
+// cannot name) at its default. Otherwise FailedPrecondition naming each difference, e.g.
 // "data.filters.label_consistency.threshold is 0.7 in the job spec but the scan of DIR
 // ran 0.5", followed by the ScanCommandFor() to run.
 Status CheckScanMatchesFilters(const ScanReport& report, const DataFilters& filters);

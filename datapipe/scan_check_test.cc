@@ -84,6 +84,42 @@ TEST_F(ScanCheckTest, DifferentSwitchOrThresholdIsRefusedWithTheFix) {
   EXPECT_FALSE(CheckDatasetScanMatchesSpec(dir_, AllOn()).ok());
 }
 
+// A job spec cannot name the label filter's inner settings, so a scan made with any of
+// them changed (here the backdoor view and the flip-campaign search turned off) must not
+// pass for the default scan the spec implies, and a report that does not record them
+// (written before they were) must not either.
+TEST_F(ScanCheckTest, SettingsTheSpecCannotNameMustBeAtTheirDefaults) {
+  ScanOptions o = ScanOptionsFromSpec(AllOn());
+  o.threads = 2;
+  o.label_views = 1;
+  o.label_campaign_rounds = 0;
+  ASSERT_TRUE(ScanDataset(dir_, o).ok());
+  auto r = ReadScanReport(dir_);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_NE(r->filters[4].settings.find("label_views=1"), std::string::npos) << r->filters[4].settings;
+  Status s = CheckDatasetScanMatchesSpec(dir_, AllOn());
+  EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(s.message().find("data.filters.label_consistency ran with label_views=1 (the job expects 2)"),
+            std::string::npos)
+      << s.message();
+  EXPECT_NE(s.message().find("label_campaign_rounds=0 (the job expects 3)"), std::string::npos) << s.message();
+  EXPECT_EQ(s.message().find("data.filters.outliers"), std::string::npos) << s.message();  // its view is the default
+  // The command it names (no inner settings: their defaults) makes the spec pass.
+  EXPECT_NE(s.message().find("shoalctl data scan " + dir_ + " --filters schema,exact,near,outliers,label"),
+            std::string::npos)
+      << s.message();
+  ASSERT_TRUE(Scan(AllOn()).ok());
+  EXPECT_TRUE(CheckDatasetScanMatchesSpec(dir_, AllOn()).ok());
+
+  r = ReadScanReport(dir_);
+  ASSERT_TRUE(r.ok());
+  r->filters[3].settings.clear();  // a report from before settings were recorded
+  s = CheckScanMatchesFilters(*r, AllOn());
+  EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(s.message().find("data.filters.outliers ran with dims unrecorded (the job expects 32)"), std::string::npos)
+      << s.message();
+}
+
 TEST_F(ScanCheckTest, OlderFilterVersionUnscannedAndDamagedAreRefused) {
   DataFilters f = AllOn();
   EXPECT_EQ(CheckDatasetScanMatchesSpec(dir_, f).code(), StatusCode::kNotFound);
