@@ -45,6 +45,7 @@ void DescribeScan(const std::string& dir, LineageDataset* d) {
     lf->set_threshold(f.threshold);
     lf->set_version(std::to_string(f.version));
     lf->set_flagged(f.flagged);
+    lf->set_settings(f.settings);
   }
   if (PathExists(ReviewPath(dir))) {
     if (auto h = Sha256FileHex(ReviewPath(dir)); h.ok()) s->set_review_overlay_digest(*h);

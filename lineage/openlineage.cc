@@ -94,7 +94,7 @@ json DatasetJson(const LineageDataset& d, const std::string& producer, bool trai
     scan["filters"] = json::array();
     for (const LineageFilter& f : s.filters())
       scan["filters"].push_back({{"name", f.name()}, {"enabled", f.enabled()}, {"threshold", f.threshold()},
-                                 {"version", f.version()}, {"flagged", f.flagged()}});
+                                 {"version", f.version()}, {"settings", f.settings()}, {"flagged", f.flagged()}});
     input_facets["shoal_scan"] = scan;
     out["inputFacets"] = input_facets;
   }

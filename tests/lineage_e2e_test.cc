@@ -175,6 +175,10 @@ TEST(Lineage, ShowAndVerifyACheckpointOfAResumedRegroupedJobAndOpenLineageEvents
   EXPECT_FALSE(ds["signer"].get<std::string>().empty()) << "the example dataset is signed";
   ASSERT_TRUE(ds.contains("scan"));
   EXPECT_EQ(ds["scan"]["filters"].size(), 5u);
+  // The label filter's inner settings, so a reader can tell the flip-campaign search ran.
+  EXPECT_NE(ds["scan"]["filters"][4].value("settings", std::string()).find("label_campaign_rounds=3"),
+            std::string::npos)
+      << ds["scan"].dump(2);
   EXPECT_EQ(child["job"]["spec_digest"].get<std::string>().size(), 64u);
   EXPECT_FALSE(child["job"]["submitter_code"]["version"].get<std::string>().empty());
   EXPECT_FALSE(child["job"]["coordinator_code"]["version"].get<std::string>().empty());
