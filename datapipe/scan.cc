@@ -178,6 +178,19 @@ std::vector<Flag> LabelFlags(const RecordTable& t, const std::vector<int64_t>& r
   lp.similar_llr = o.label_similar_llr;
   std::vector<float> thresholds;
   std::vector<Flag> flags = ConfidentLabelFilter(t, rows, nb, lp, threads, &thresholds, &proj);
+  // The rules below add only rows no earlier rule flagged; flags leave in row order.
+  std::vector<uint8_t> have(t.size(), 0);
+  for (const Flag& f : flags) have[f.row] = 1;
+  auto add = [&](Flag f) {
+    if (have[f.row]) return false;
+    have[f.row] = 1;
+    flags.push_back(std::move(f));
+    return true;
+  };
+  auto by_row = [&] {
+    std::sort(flags.begin(), flags.end(), [](const Flag& a, const Flag& b) { return a.row < b.row; });
+    return std::move(flags);
+  };
   if (o.label_campaign_rounds > 0) {
     Stopwatch cw;
     FlipCampaignParams cp;
@@ -185,15 +198,8 @@ std::vector<Flag> LabelFlags(const RecordTable& t, const std::vector<int64_t>& r
     cp.margin = lp.margin;
     cp.pair_rate = o.label_pair_rate;
     FlipCampaignReport report;
-    std::vector<uint8_t> have(t.size(), 0);
-    for (const Flag& f : flags) have[f.row] = 1;
     int64_t added = 0;
-    for (Flag& f : FlipCampaignFilter(t, rows, proj, cp, o.seed, threads, &report)) {
-      if (have[f.row]) continue;
-      flags.push_back(std::move(f));
-      ++added;
-    }
-    std::sort(flags.begin(), flags.end(), [](const Flag& a, const Flag& b) { return a.row < b.row; });
+    for (Flag& f : FlipCampaignFilter(t, rows, proj, cp, o.seed, threads, &report)) added += add(std::move(f));
     std::string pairs;
     for (const auto& p : report.pairs) {
       char buf[64];
@@ -203,7 +209,7 @@ std::vector<Flag> LabelFlags(const RecordTable& t, const std::vector<int64_t>& r
     note("label-flip campaigns:" + (pairs.empty() ? std::string(" none") : pairs) + ", " + std::to_string(added) +
          " more flagged, " + std::to_string(report.rounds) + " model rounds in " + std::to_string(cw.Seconds()) + " s");
   }
-  if (o.label_views < 2 || proj.basis.empty()) return flags;
+  if (o.label_views < 2 || proj.basis.empty()) return by_row();
   kw.Reset();
   const double floor = 0.1 * std::max(t.value_max - t.value_min, 1e-6);
   std::vector<int32_t> moved, moved_counts, changed, counts;
@@ -213,15 +219,11 @@ std::vector<Flag> LabelFlags(const RecordTable& t, const std::vector<int64_t>& r
     if (moved_counts[i] >= kResearchFeatures) changed.push_back(moved[i]), counts.push_back(moved_counts[i]);
   if (!changed.empty()) {
     Neighbours nb2 = FindNeighbours(neutral, kp, o.seed, threads, &changed, &cells);
-    std::vector<uint8_t> have(t.size(), 0);
-    for (const Flag& f : flags) have[f.row] = 1;
     // The first view's class thresholds: in this one only the moved rows have neighbours.
     // No similar-class guard: a trigger relabels look-alikes too (pullover -> T-shirt).
     for (Flag& f : ConfidentLabelFilter(t, rows, nb2, lp, threads, &thresholds)) {
-      if (have[f.row]) continue;
-      have[f.row] = 1;
       f.reason += " with trigger-like feature values neutralised";
-      flags.push_back(std::move(f));
+      add(std::move(f));
     }
     for (size_t c = 0; c < changed.size(); ++c) {
       const int64_t row = rows[changed[c]];
@@ -239,14 +241,13 @@ std::vector<Flag> LabelFlags(const RecordTable& t, const std::vector<int64_t>& r
                     "%d feature values outside every class's range (trigger-like) and only %d of %d nearest "
                     "neighbours share label %d once they are neutralised",
                     counts[c], same, found, t.labels[row]);
-      flags.push_back({row, 1.0 - static_cast<double>(same) / found, buf});
+      add({row, 1.0 - static_cast<double>(same) / found, buf});
     }
-    std::sort(flags.begin(), flags.end(), [](const Flag& a, const Flag& b) { return a.row < b.row; });
   }
   out->knn_seconds += kw.Seconds();
   note("neutralised view: " + std::to_string(changed.size()) + " rows re-searched in " + std::to_string(kw.Seconds()) +
        " s");
-  return flags;
+  return by_row();
 }
 }  // namespace
 
