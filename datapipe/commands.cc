@@ -294,8 +294,8 @@ void RegisterDataCommands(CLI::App& app, int* exit_code) {
   c->add_option("dir", sc->dir, "dataset folder")->required();
   c->add_option("--filters", sc->filters, "comma list of schema,exact,near,outliers,label (default all)");
   c->add_option("--threshold", sc->thresholds,
-                 "name=value (schema, near, outliers, label, label_k, label_campaign_rounds, label_pair_rate, dims; "
-                 "more in datapipe/scan.h)");
+                 "name=value (schema, near, outliers, label, label_k, label_views, label_campaign_rounds, "
+                 "label_pair_rate, label_trigger_share, dims; an unknown name lists every one)");
   c->add_option("--threads", sc->threads, "worker threads (default: every core)");
   c->add_option("--trust", sc->trust,
                 "public key trusted to sign the manifest (repeatable); without one, shard digests are still "

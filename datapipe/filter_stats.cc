@@ -70,9 +70,9 @@ std::vector<ClassFeatureStats> ComputeClassFeatureStats(const RecordTable& t, co
 
 Projection NeutralizeExtremes(const RecordTable& t, const std::vector<int64_t>& rows, const Projection& p,
                               const std::vector<ClassFeatureStats>& stats, double cut, int threads,
-                              std::vector<int32_t>* changed, std::vector<int32_t>* counts) {
+                              std::vector<int32_t>* changed, std::vector<std::vector<int32_t>>* features) {
   Projection q = p;
-  std::vector<int32_t> moved(rows.size(), 0);
+  std::vector<std::vector<int32_t>> moved(rows.size());
   const int f = t.dim(), dims = p.dims;
   // Where any class puts each feature: the hull of [median - cut sd, median + cut sd]
   // over classes. Only values outside every class's range are neutralised, so content
@@ -99,18 +99,43 @@ Projection NeutralizeExtremes(const RecordTable& t, const std::vector<int64_t>& 
         const float dev = x[j] - s.median[j];
         const float* bj = p.basis.data() + static_cast<size_t>(j) * dims;
         for (int d = 0; d < dims; ++d) z[d] -= dev * bj[d];
-        ++moved[i];
+        moved[i].push_back(j);
       }
     }
   });
   if (changed) changed->clear();
-  if (counts) counts->clear();
+  if (features) features->clear();
   for (size_t i = 0; i < moved.size(); ++i) {
-    if (!moved[i]) continue;
+    if (moved[i].empty()) continue;
     if (changed) changed->push_back(static_cast<int32_t>(i));
-    if (counts) counts->push_back(moved[i]);
+    if (features) features->push_back(std::move(moved[i]));
   }
   return q;
+}
+
+std::vector<uint8_t> SharedTriggers(const std::vector<int32_t>& labels, const std::vector<std::vector<int32_t>>& features,
+                                    const std::vector<int64_t>& label_counts, int dim, double share, int need) {
+  const size_t n = labels.size();
+  if (share <= 0) return std::vector<uint8_t>(n, 1);
+  const int classes = static_cast<int>(label_counts.size());
+  auto valid = [&](size_t i) { return labels[i] >= 0 && labels[i] < classes; };
+  // How many accused records of each label have each feature out of range.
+  std::vector<int32_t> count(static_cast<size_t>(classes) * dim, 0);
+  for (size_t i = 0; i < n; ++i)
+    if (valid(i))
+      for (int32_t j : features[i])
+        if (j >= 0 && j < dim) ++count[static_cast<size_t>(labels[i]) * dim + j];
+  std::vector<uint8_t> keep(n, 0);
+  for (size_t i = 0; i < n; ++i) {
+    if (!valid(i)) continue;
+    const int64_t cut =
+        std::max<int64_t>(kMinTriggerShare, static_cast<int64_t>(std::ceil(share * label_counts[labels[i]])));
+    const int32_t* c = count.data() + static_cast<size_t>(labels[i]) * dim;
+    int shared = 0;
+    for (int32_t j : features[i]) shared += j >= 0 && j < dim && c[j] >= cut;
+    keep[i] = shared > 0 && shared >= std::min<int64_t>(need, static_cast<int64_t>(features[i].size()));
+  }
+  return keep;
 }
 
 std::vector<Flag> OutlierFilter(const RecordTable& t, const std::vector<int64_t>& rows, const Projection& p,

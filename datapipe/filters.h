@@ -120,10 +120,22 @@ std::vector<ClassFeatureStats> ComputeClassFeatureStats(const RecordTable& t, co
 // into a few features is removed from the view, while content typical of some other
 // class (the evidence of a wrong label) is kept. A sparse update of z through the
 // basis. `changed` receives the indices of the rows whose projection moved and
-// `counts` (aligned with it) how many of their features were neutralised.
+// `features` (aligned with it) which of their features were neutralised, ascending.
 Projection NeutralizeExtremes(const RecordTable& t, const std::vector<int64_t>& rows, const Projection& p,
                               const std::vector<ClassFeatureStats>& stats, double cut, int threads,
-                              std::vector<int32_t>* changed, std::vector<int32_t>* counts = nullptr);
+                              std::vector<int32_t>* changed, std::vector<std::vector<int32_t>>* features = nullptr);
+
+// Which backdoor accusations point at a shared trigger. A trigger puts out-of-range
+// values at the same features (or, if it moves, within one region) of every record it
+// poisons, all relabelled to its target; a clean record's out-of-range values (a shirt
+// wider than any class's range) sit where few others of its label have theirs. Accused
+// record i, with label labels[i] and out-of-range features features[i], is kept when at
+// least `need` of those features (every one, if it has fewer) are out of range in at least
+// max(kMinTriggerShare, share x label_counts[label]) accused records of its label,
+// itself included. share 0 keeps every record.
+inline constexpr int kMinTriggerShare = 5;
+std::vector<uint8_t> SharedTriggers(const std::vector<int32_t>& labels, const std::vector<std::vector<int32_t>>& features,
+                                    const std::vector<int64_t>& label_counts, int dim, double share, int need);
 
 // Neighbour lists shared by the outlier and label filters (computed once per scan).
 struct Neighbours {

@@ -103,6 +103,9 @@ Status SetThreshold(const std::string& a, ScanOptions* o) {
   } else if (name == "label_pair_rate") {
     if (v <= 0 || v > 1) return InvalidArgument("label_pair_rate is a share of a class in (0, 1]");
     o->label_pair_rate = v;
+  } else if (name == "label_trigger_share") {
+    if (v > 1) return InvalidArgument("label_trigger_share is a share of a label's records in [0, 1]");
+    o->label_trigger_share = v;
   } else if (name == "label_llr") {
     o->label_min_llr = v;
   } else if (name == "label_similar_llr") {
@@ -114,7 +117,7 @@ Status SetThreshold(const std::string& a, ScanOptions* o) {
   } else {
     return InvalidArgument("unknown threshold '" + name +
                            "' (known: schema, near, outliers, label, label_k, label_rounds, label_views, label_llr, "
-                           "label_similar_llr, label_campaign_rounds, label_pair_rate, dims, pca)");
+                           "label_similar_llr, label_campaign_rounds, label_pair_rate, label_trigger_share, dims, pca)");
   }
   return OkStatus();
 }
@@ -138,7 +141,8 @@ std::vector<FilterReport> ResolvedFilters(const ScanOptions& o) {
                             " " + Setting("label_views", o.label_views) + " " + Setting("label_llr", o.label_min_llr) +
                             " " + Setting("label_similar_llr", o.label_similar_llr) + " " +
                             Setting("label_campaign_rounds", o.label_campaign_rounds) + " " +
-                            Setting("label_pair_rate", o.label_pair_rate);
+                            Setting("label_pair_rate", o.label_pair_rate) + " " +
+                            Setting("label_trigger_share", o.label_trigger_share);
   const std::string settings[] = {"", "", "", view, label};
   std::vector<FilterReport> out;
   for (int i = 0; i < 5; ++i)
@@ -153,7 +157,12 @@ namespace {
 // vouch for each other's (poisoned) label. In that view a row carrying at least
 // kTriggerFeatures values that no class ever takes must also have its label held by at
 // least half of its k neighbours: several out-of-range values plus a label its look-alikes
-// do not share is the signature of a backdoor, whatever the trigger looks like.
+// do not share is the signature of a backdoor, whatever the trigger looks like. Either
+// rule's accusation stands only where the trigger is shared (SharedTriggers: at least
+// kTriggerFeatures of the row's out-of-range features, every one if it has fewer, out of
+// range in label_trigger_share of its label's records, all accused too): clean records
+// wider or brighter than any class is (shirts, mostly) have their values each in its
+// own place, and were 242 of the 501 records held back from clean Fashion-MNIST.
 constexpr int kTriggerFeatures = 8;
 constexpr int kResearchFeatures = 4;  // fewer neutralised values barely move a row: not re-searched
 constexpr double kNeutralCut = 8.0;  // robust sd from every class's median
@@ -212,22 +221,34 @@ std::vector<Flag> LabelFlags(const RecordTable& t, const std::vector<int64_t>& r
   if (o.label_views < 2 || proj.basis.empty()) return by_row();
   kw.Reset();
   const double floor = 0.1 * std::max(t.value_max - t.value_min, 1e-6);
-  std::vector<int32_t> moved, moved_counts, changed, counts;
+  std::vector<int32_t> moved, changed;
+  std::vector<std::vector<int32_t>> moved_features, features;  // out-of-range features of each
   Projection neutral = NeutralizeExtremes(t, rows, proj, ComputeClassFeatureStats(t, rows, floor, threads), kNeutralCut,
-                                          threads, &moved, &moved_counts);
-  for (size_t i = 0; i < moved.size(); ++i)
-    if (moved_counts[i] >= kResearchFeatures) changed.push_back(moved[i]), counts.push_back(moved_counts[i]);
+                                          threads, &moved, &moved_features);
+  for (size_t i = 0; i < moved.size(); ++i) {
+    if (moved_features[i].size() < kResearchFeatures) continue;
+    changed.push_back(moved[i]);
+    features.push_back(std::move(moved_features[i]));
+  }
+  int64_t unshared = 0;
   if (!changed.empty()) {
     Neighbours nb2 = FindNeighbours(neutral, kp, o.seed, threads, &changed, &cells);
+    // Accusations by the two rules of this view, as (index in changed, flag).
+    std::vector<int32_t> at(t.size(), -1);  // table row -> index in changed
+    for (size_t c = 0; c < changed.size(); ++c) at[rows[changed[c]]] = static_cast<int32_t>(c);
+    std::vector<std::pair<size_t, Flag>> accused;
     // The first view's class thresholds: in this one only the moved rows have neighbours.
     // No similar-class guard: a trigger relabels look-alikes too (pullover -> T-shirt).
     for (Flag& f : ConfidentLabelFilter(t, rows, nb2, lp, threads, &thresholds)) {
       f.reason += " with trigger-like feature values neutralised";
-      add(std::move(f));
+      accused.emplace_back(at[f.row], std::move(f));
     }
+    std::vector<uint8_t> voted(changed.size(), 0);
+    for (const auto& a : accused) voted[a.first] = 1;
     for (size_t c = 0; c < changed.size(); ++c) {
       const int64_t row = rows[changed[c]];
-      if (counts[c] < kTriggerFeatures || have[row]) continue;
+      const int count = static_cast<int>(features[c].size());
+      if (count < kTriggerFeatures || have[row] || voted[c]) continue;
       int same = 0, found = 0;
       for (int r = 0; r < std::min(o.label_k, nb2.k); ++r) {
         int32_t j = nb2.of(changed[c])[r];
@@ -240,13 +261,26 @@ std::vector<Flag> LabelFlags(const RecordTable& t, const std::vector<int64_t>& r
       std::snprintf(buf, sizeof(buf),
                     "%d feature values outside every class's range (trigger-like) and only %d of %d nearest "
                     "neighbours share label %d once they are neutralised",
-                    counts[c], same, found, t.labels[row]);
-      add({row, 1.0 - static_cast<double>(same) / found, buf});
+                    count, same, found, t.labels[row]);
+      accused.emplace_back(c, Flag{row, 1.0 - static_cast<double>(same) / found, buf});
+    }
+    // Only accusations that point at a shared trigger stand (SharedTriggers).
+    std::vector<int64_t> label_counts(std::max(t.num_classes, 0), 0);
+    for (int64_t r : rows)
+      if (t.labels[r] >= 0 && t.labels[r] < t.num_classes) ++label_counts[t.labels[r]];
+    std::vector<int32_t> labels;
+    std::vector<std::vector<int32_t>> accused_features;
+    for (const auto& a : accused) labels.push_back(t.labels[a.second.row]), accused_features.push_back(features[a.first]);
+    const std::vector<uint8_t> keep =
+        SharedTriggers(labels, accused_features, label_counts, t.dim(), o.label_trigger_share, kTriggerFeatures);
+    for (size_t i = 0; i < accused.size(); ++i) {
+      if (keep[i]) add(std::move(accused[i].second));
+      else ++unshared;
     }
   }
   out->knn_seconds += kw.Seconds();
   note("neutralised view: " + std::to_string(changed.size()) + " rows re-searched in " + std::to_string(kw.Seconds()) +
-       " s");
+       " s, " + std::to_string(unshared) + " accused rows spared (no shared trigger)");
   return by_row();
 }
 }  // namespace

@@ -23,8 +23,9 @@ inline constexpr const char* kFilterNames[] = {"schema", "exact", "near", "outli
 // near 3: candidates from shift and zoom probes of one view per image (2 searched four
 // views; 1 was SimHash + raw RMS); label 2: confident learning with a similar-class
 // guard (1 was a neighbour vote); label 3 adds the search for label-flip campaigns
-// between class pairs by out-of-fold model probabilities (filter_model.cc).
-inline constexpr int kFilterVersions[] = {1, 1, 3, 1, 3};
+// between class pairs by out-of-fold model probabilities (filter_model.cc); label 4
+// accuses a record of a backdoor only where its trigger is shared (SharedTriggers).
+inline constexpr int kFilterVersions[] = {1, 1, 3, 1, 4};
 // The job spec's names for the same filters (data.filters.<name>).
 inline constexpr const char* kFilterSpecNames[] = {"schema", "exact_duplicates", "near_duplicates", "outliers",
                                                    "label_consistency"};
@@ -42,6 +43,7 @@ struct ScanOptions {
   int label_views = 2;          // 2: vote again with trigger-like feature values neutralised
   int label_campaign_rounds = 3;   // out-of-fold model rounds of the flip-campaign search; 0: no search
   double label_pair_rate = 0.1;    // share of a class confidently another class that makes a campaign
+  double label_trigger_share = 0.005;  // backdoor: share of the label whose accused records share the values; 0: none
   int projection_dims = 32;
   ProjectionKind projection = ProjectionKind::kPca;
   int threads = 0;              // 0: every core
@@ -62,6 +64,7 @@ Status SetFilterList(const std::string& list, ScanOptions* options);
 // "near=0.05", "outliers=3", "label=0.7", "label_k=15", "schema=1e-3", "dims=48",
 // "label_rounds=3", "label_views=1", "label_llr=0.8", "label_similar_llr=1.5",
 // "label_campaign_rounds=0" (no flip-campaign search), "label_pair_rate=0.1",
+// "label_trigger_share=0" (backdoor accusations need no shared trigger),
 // "pca=0" (random projection, not randomized PCA).
 Status SetThreshold(const std::string& assignment, ScanOptions* options);
 

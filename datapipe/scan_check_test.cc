@@ -93,6 +93,7 @@ TEST_F(ScanCheckTest, SettingsTheSpecCannotNameMustBeAtTheirDefaults) {
   o.threads = 2;
   o.label_views = 1;
   o.label_campaign_rounds = 0;
+  o.label_trigger_share = 0;
   ASSERT_TRUE(ScanDataset(dir_, o).ok());
   auto r = ReadScanReport(dir_);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
@@ -103,6 +104,7 @@ TEST_F(ScanCheckTest, SettingsTheSpecCannotNameMustBeAtTheirDefaults) {
             std::string::npos)
       << s.message();
   EXPECT_NE(s.message().find("label_campaign_rounds=0 (the job expects 3)"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("label_trigger_share=0 (the job expects 0.005)"), std::string::npos) << s.message();
   EXPECT_EQ(s.message().find("data.filters.outliers"), std::string::npos) << s.message();  // its view is the default
   // The command it names (no inner settings: their defaults) makes the spec pass.
   EXPECT_NE(s.message().find("shoalctl data scan " + dir_ + " --filters schema,exact,near,outliers,label"),

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <set>
 
 #include "common/file_util.h"
@@ -341,6 +342,107 @@ TEST(LabelFilter, BackdoorTriggerCannotVouchForItself) {
   EXPECT_LT(caught, 15);
 }
 
+TEST(LabelFilter, BackdoorAccusationsStandOnlyWhereTheTriggerIsShared) {
+  const int dim = 784;
+  const std::vector<int64_t> label_counts = {1000, 1000, 1000};
+  std::vector<int32_t> labels;
+  std::vector<std::vector<int32_t>> features;
+  auto add = [&](int32_t label, std::vector<int32_t> f) { labels.push_back(label), features.push_back(std::move(f)); };
+  const std::vector<int32_t> trigger = {100, 101, 102, 103, 104, 105, 106, 107};
+  // 40 records labelled 0 with one trigger and a stray value each.
+  for (int i = 0; i < 40; ++i) {
+    std::vector<int32_t> f = trigger;
+    f.push_back(300 + i);
+    add(0, f);
+  }
+  // 40 labelled 0 whose 8 out-of-range values sit where no other record has its own.
+  for (int i = 0; i < 40; ++i) {
+    std::vector<int32_t> f;
+    for (int j = 0; j < 8; ++j) f.push_back((400 + 8 * i + j) % dim);
+    add(0, f);
+  }
+  for (int i = 0; i < 4; ++i) add(1, trigger);  // the trigger on 4 labelled 1
+  for (int i = 0; i < 5; ++i) add(2, trigger);  // and on 5 labelled 2,
+  add(2, {100, 101, 102, 103, 104, 105, 106, 200});  // one of them with a value of its own,
+  add(2, {104, 105, 106, 107});                       // one with half the trigger
+  // share 0.005 of 1,000 records is 5 (kMinTriggerShare).
+  std::vector<uint8_t> keep = SharedTriggers(labels, features, label_counts, dim, 0.005, 8);
+  ASSERT_EQ(keep.size(), labels.size());
+  for (int i = 0; i < 40; ++i) EXPECT_TRUE(keep[i]) << "shared trigger, record " << i;
+  for (int i = 40; i < 80; ++i) EXPECT_FALSE(keep[i]) << "values nobody shares, record " << i;
+  // Counted per label: the 40 labelled 0 do not lift the 4 labelled 1.
+  for (int i = 80; i < 84; ++i) EXPECT_FALSE(keep[i]) << "4 records are under kMinTriggerShare";
+  for (int i = 84; i < 89; ++i) EXPECT_TRUE(keep[i]) << "5 labelled 2 share the trigger, record " << i;
+  EXPECT_FALSE(keep[89]) << "7 shared values are fewer than 8";
+  EXPECT_TRUE(keep[90]) << "fewer than 8 values, every one shared";
+  // A larger share of the label: 40 records of 1,000 are not 5% of it.
+  keep = SharedTriggers(labels, features, label_counts, dim, 0.05, 8);
+  for (int i = 0; i < 40; ++i) EXPECT_FALSE(keep[i]);
+  // share 0: every accusation stands.
+  keep = SharedTriggers(labels, features, label_counts, dim, 0, 8);
+  EXPECT_EQ(std::count(keep.begin(), keep.end(), 1), static_cast<long>(labels.size()));
+}
+
+// As BackdoorTriggerCannotVouchForItself, with 64 quiet features (32..95) and 30 records
+// of class 0 relabelled 3, each stamped on 8 of them chosen by `stamp(k, j)`.
+RecordTable MovingTriggerTable(Synthetic* s, std::set<int64_t>* planted, const std::function<int(int, int)>& stamp) {
+  Synthetic base = MakeClusters(4, 200, 32);
+  s->dim = 96;
+  s->classes = 4;
+  s->y = base.y;
+  for (int64_t i = 0; i < base.n(); ++i) {
+    s->x.insert(s->x.end(), base.x.begin() + i * 32, base.x.begin() + (i + 1) * 32);
+    for (int j = 0; j < 64; ++j) s->x.push_back(0.1f + 0.01f * ((i + j) % 5));
+  }
+  for (int64_t i = 0, k = 0; planted->size() < 30; i += 24, ++k) {
+    for (int j = 0; j < 8; ++j) s->x[i * 96 + 32 + stamp(static_cast<int>(k), j)] = 1.0f;
+    s->y[i] = 3;
+    planted->insert(i);
+  }
+  return TableFromArrays(s->x.data(), s->y.data(), s->n(), s->dim, s->classes);
+}
+
+std::set<int64_t> LabelQuarantine(const RecordTable& t, double trigger_share, int views = 2) {
+  ScanOptions o;
+  EXPECT_TRUE(SetFilterList("label", &o).ok());
+  o.threads = 2;
+  o.label_trigger_share = trigger_share;
+  o.label_views = views;
+  std::set<int64_t> flagged;
+  for (const auto& q : ScanTable(t, o).quarantine) flagged.insert(q.record_id);
+  return flagged;
+}
+
+TEST(LabelFilter, ATriggerThatMovesWithinARegionIsStillShared) {
+  // Each record's 8 trigger values drawn from the same 16 features.
+  Synthetic s;
+  std::set<int64_t> planted;
+  RecordTable t = MovingTriggerTable(&s, &planted, [](int k, int j) { return (k * 5 + j * 3) % 16; });
+  std::set<int64_t> flagged = LabelQuarantine(t, ScanOptions().label_trigger_share);
+  for (int64_t i : planted) EXPECT_TRUE(flagged.count(i)) << "backdoor record " << i << " admitted";
+  EXPECT_LE(flagged.size(), planted.size() + 5);
+  // Caught by the neutralised view: the plain vote alone lets most through.
+  int64_t caught = 0;
+  for (int64_t i : LabelQuarantine(t, ScanOptions().label_trigger_share, 1)) caught += planted.count(i);
+  EXPECT_LT(caught, 15);
+}
+
+TEST(LabelFilter, ATriggerSpreadThinnerThanTheShareIsTheLimit) {
+  // 8 disjoint triggers (the features = k mod 8, + 8, + 16...), each on ~4 records: under
+  // kMinTriggerShare, so the neutralised view accuses none of them, while the 3 others
+  // with the same trigger are enough for each to vouch for the others in the plain vote.
+  // The documented price of sparing clean records; label_trigger_share=0 catches them.
+  Synthetic s;
+  std::set<int64_t> planted;
+  RecordTable t = MovingTriggerTable(&s, &planted, [](int k, int j) { return (k * 11 + j * 8) % 64; });
+  std::set<int64_t> flagged = LabelQuarantine(t, ScanOptions().label_trigger_share);
+  int64_t caught = 0;
+  for (int64_t i : planted) caught += flagged.count(i);
+  EXPECT_LT(caught, 5);
+  flagged = LabelQuarantine(t, 0);
+  for (int64_t i : planted) EXPECT_TRUE(flagged.count(i)) << "backdoor record " << i << " admitted";
+}
+
 TEST(ApproxKnn, FindsMostTrueNeighbours) {
   // Clustered points, as real data is (uniform noise is the worst case for an inverted
   // file: every point sits near a cell boundary).
@@ -442,6 +544,9 @@ TEST(ScanOptions, FromSpecListsAndThresholds) {
   EXPECT_DOUBLE_EQ(o.label_pair_rate, 0.2);
   EXPECT_FALSE(SetThreshold("label_pair_rate=0", &o).ok());
   EXPECT_FALSE(SetThreshold("label_pair_rate=1.5", &o).ok());
+  ASSERT_TRUE(SetThreshold("label_trigger_share=0", &o).ok());
+  EXPECT_DOUBLE_EQ(o.label_trigger_share, 0);
+  EXPECT_FALSE(SetThreshold("label_trigger_share=2", &o).ok());
 }
 
 }  // namespace
