@@ -167,6 +167,73 @@ constexpr int kTriggerFeatures = 8;
 constexpr int kResearchFeatures = 4;  // fewer neutralised values barely move a row: not re-searched
 constexpr double kNeutralCut = 8.0;  // robust sd from every class's median
 
+// The neutralised view's accusations, by both rules, that point at a shared trigger.
+// `flagged`: rows an earlier rule flagged, which the signature rule leaves alone.
+std::vector<Flag> BackdoorFlags(const RecordTable& t, const std::vector<int64_t>& rows, const Projection& proj,
+                                const ScanOptions& o, const KnnParams& kp, const LabelParams& lp, int threads,
+                                const std::vector<uint8_t>& flagged, std::vector<float>* thresholds, KnnCells* cells,
+                                int64_t* re_searched, int64_t* spared) {
+  const double floor = 0.1 * std::max(t.value_max - t.value_min, 1e-6);
+  std::vector<int32_t> moved, changed;
+  std::vector<std::vector<int32_t>> moved_features, features;  // out-of-range features of each
+  Projection neutral = NeutralizeExtremes(t, rows, proj, ComputeClassFeatureStats(t, rows, floor, threads), kNeutralCut,
+                                          threads, &moved, &moved_features);
+  for (size_t i = 0; i < moved.size(); ++i) {
+    if (moved_features[i].size() < kResearchFeatures) continue;
+    changed.push_back(moved[i]);
+    features.push_back(std::move(moved_features[i]));
+  }
+  *re_searched = static_cast<int64_t>(changed.size());
+  std::vector<Flag> out;
+  if (changed.empty()) return out;
+  Neighbours nb2 = FindNeighbours(neutral, kp, o.seed, threads, &changed, cells);
+  // Accusations by the two rules of this view, as (index in changed, flag).
+  std::vector<int32_t> at(t.size(), -1);  // table row -> index in changed
+  for (size_t c = 0; c < changed.size(); ++c) at[rows[changed[c]]] = static_cast<int32_t>(c);
+  std::vector<std::pair<size_t, Flag>> accused;
+  // The first view's class thresholds: in this one only the moved rows have neighbours.
+  // No similar-class guard: a trigger relabels look-alikes too (pullover -> T-shirt).
+  for (Flag& f : ConfidentLabelFilter(t, rows, nb2, lp, threads, thresholds)) {
+    f.reason += " with trigger-like feature values neutralised";
+    accused.emplace_back(at[f.row], std::move(f));
+  }
+  std::vector<uint8_t> voted(changed.size(), 0);
+  for (const auto& a : accused) voted[a.first] = 1;
+  for (size_t c = 0; c < changed.size(); ++c) {
+    const int64_t row = rows[changed[c]];
+    const int count = static_cast<int>(features[c].size());
+    if (count < kTriggerFeatures || flagged[row] || voted[c]) continue;
+    int same = 0, found = 0;
+    for (int r = 0; r < std::min(o.label_k, nb2.k); ++r) {
+      int32_t j = nb2.of(changed[c])[r];
+      if (j < 0) continue;
+      ++found;
+      same += t.labels[rows[j]] == t.labels[row];
+    }
+    if (found == 0 || 2 * same >= found) continue;
+    char buf[200];
+    std::snprintf(buf, sizeof(buf),
+                  "%d feature values outside every class's range (trigger-like) and only %d of %d nearest "
+                  "neighbours share label %d once they are neutralised",
+                  count, same, found, t.labels[row]);
+    accused.emplace_back(c, Flag{row, 1.0 - static_cast<double>(same) / found, buf});
+  }
+  // Only accusations that point at a shared trigger stand (SharedTriggers).
+  std::vector<int64_t> label_counts(std::max(t.num_classes, 0), 0);
+  for (int64_t r : rows)
+    if (t.labels[r] >= 0 && t.labels[r] < t.num_classes) ++label_counts[t.labels[r]];
+  std::vector<int32_t> labels;
+  std::vector<std::vector<int32_t>> accused_features;
+  for (const auto& a : accused) labels.push_back(t.labels[a.second.row]), accused_features.push_back(features[a.first]);
+  const std::vector<uint8_t> keep =
+      SharedTriggers(labels, accused_features, label_counts, t.dim(), o.label_trigger_share, kTriggerFeatures);
+  for (size_t i = 0; i < accused.size(); ++i) {
+    if (keep[i]) out.push_back(std::move(accused[i].second));
+    else ++*spared;
+  }
+  return out;
+}
+
 std::vector<Flag> LabelFlags(const RecordTable& t, const std::vector<int64_t>& rows, const Projection& proj,
                              const ScanOptions& o, int threads, TableScan* out,
                              const std::function<void(const std::string&)>& note) {
@@ -220,67 +287,12 @@ std::vector<Flag> LabelFlags(const RecordTable& t, const std::vector<int64_t>& r
   }
   if (o.label_views < 2 || proj.basis.empty()) return by_row();
   kw.Reset();
-  const double floor = 0.1 * std::max(t.value_max - t.value_min, 1e-6);
-  std::vector<int32_t> moved, changed;
-  std::vector<std::vector<int32_t>> moved_features, features;  // out-of-range features of each
-  Projection neutral = NeutralizeExtremes(t, rows, proj, ComputeClassFeatureStats(t, rows, floor, threads), kNeutralCut,
-                                          threads, &moved, &moved_features);
-  for (size_t i = 0; i < moved.size(); ++i) {
-    if (moved_features[i].size() < kResearchFeatures) continue;
-    changed.push_back(moved[i]);
-    features.push_back(std::move(moved_features[i]));
-  }
-  int64_t unshared = 0;
-  if (!changed.empty()) {
-    Neighbours nb2 = FindNeighbours(neutral, kp, o.seed, threads, &changed, &cells);
-    // Accusations by the two rules of this view, as (index in changed, flag).
-    std::vector<int32_t> at(t.size(), -1);  // table row -> index in changed
-    for (size_t c = 0; c < changed.size(); ++c) at[rows[changed[c]]] = static_cast<int32_t>(c);
-    std::vector<std::pair<size_t, Flag>> accused;
-    // The first view's class thresholds: in this one only the moved rows have neighbours.
-    // No similar-class guard: a trigger relabels look-alikes too (pullover -> T-shirt).
-    for (Flag& f : ConfidentLabelFilter(t, rows, nb2, lp, threads, &thresholds)) {
-      f.reason += " with trigger-like feature values neutralised";
-      accused.emplace_back(at[f.row], std::move(f));
-    }
-    std::vector<uint8_t> voted(changed.size(), 0);
-    for (const auto& a : accused) voted[a.first] = 1;
-    for (size_t c = 0; c < changed.size(); ++c) {
-      const int64_t row = rows[changed[c]];
-      const int count = static_cast<int>(features[c].size());
-      if (count < kTriggerFeatures || have[row] || voted[c]) continue;
-      int same = 0, found = 0;
-      for (int r = 0; r < std::min(o.label_k, nb2.k); ++r) {
-        int32_t j = nb2.of(changed[c])[r];
-        if (j < 0) continue;
-        ++found;
-        same += t.labels[rows[j]] == t.labels[row];
-      }
-      if (found == 0 || 2 * same >= found) continue;
-      char buf[200];
-      std::snprintf(buf, sizeof(buf),
-                    "%d feature values outside every class's range (trigger-like) and only %d of %d nearest "
-                    "neighbours share label %d once they are neutralised",
-                    count, same, found, t.labels[row]);
-      accused.emplace_back(c, Flag{row, 1.0 - static_cast<double>(same) / found, buf});
-    }
-    // Only accusations that point at a shared trigger stand (SharedTriggers).
-    std::vector<int64_t> label_counts(std::max(t.num_classes, 0), 0);
-    for (int64_t r : rows)
-      if (t.labels[r] >= 0 && t.labels[r] < t.num_classes) ++label_counts[t.labels[r]];
-    std::vector<int32_t> labels;
-    std::vector<std::vector<int32_t>> accused_features;
-    for (const auto& a : accused) labels.push_back(t.labels[a.second.row]), accused_features.push_back(features[a.first]);
-    const std::vector<uint8_t> keep =
-        SharedTriggers(labels, accused_features, label_counts, t.dim(), o.label_trigger_share, kTriggerFeatures);
-    for (size_t i = 0; i < accused.size(); ++i) {
-      if (keep[i]) add(std::move(accused[i].second));
-      else ++unshared;
-    }
-  }
+  int64_t re_searched = 0, spared = 0;
+  for (Flag& f : BackdoorFlags(t, rows, proj, o, kp, lp, threads, have, &thresholds, &cells, &re_searched, &spared))
+    add(std::move(f));
   out->knn_seconds += kw.Seconds();
-  note("neutralised view: " + std::to_string(changed.size()) + " rows re-searched in " + std::to_string(kw.Seconds()) +
-       " s, " + std::to_string(unshared) + " accused rows spared (no shared trigger)");
+  note("neutralised view: " + std::to_string(re_searched) + " rows re-searched in " + std::to_string(kw.Seconds()) +
+       " s, " + std::to_string(spared) + " accused rows spared (no shared trigger)");
   return by_row();
 }
 }  // namespace
