@@ -162,7 +162,7 @@ namespace {
 // kTriggerFeatures of the row's out-of-range features, every one if it has fewer, out of
 // range in label_trigger_share of its label's records, all accused too): clean records
 // wider or brighter than any class is (shirts, mostly) have their values each in its
-// own place, and were 242 of the 501 records held back from clean Fashion-MNIST.
+// own place, and were most of what clean Fashion-MNIST lost before (docs/BENCHMARKS.md).
 constexpr int kTriggerFeatures = 8;
 constexpr int kResearchFeatures = 4;  // fewer neutralised values barely move a row: not re-searched
 constexpr double kNeutralCut = 8.0;  // robust sd from every class's median
@@ -187,22 +187,31 @@ std::vector<Flag> BackdoorFlags(const RecordTable& t, const std::vector<int64_t>
   std::vector<Flag> out;
   if (changed.empty()) return out;
   Neighbours nb2 = FindNeighbours(neutral, kp, o.seed, threads, &changed, cells);
-  // Accusations by the two rules of this view, as (index in changed, flag).
+  // Accusations by the two rules of this view, each with its label and out-of-range
+  // features (moved out of `features`: a row is accused at most once).
+  std::vector<Flag> accused;
+  std::vector<int32_t> labels;
+  std::vector<std::vector<int32_t>> accused_features;
+  std::vector<uint8_t> voted(changed.size(), 0);
+  auto accuse = [&](size_t c, Flag f) {
+    voted[c] = 1;
+    labels.push_back(t.labels[f.row]);
+    accused_features.push_back(std::move(features[c]));
+    accused.push_back(std::move(f));
+  };
   std::vector<int32_t> at(t.size(), -1);  // table row -> index in changed
   for (size_t c = 0; c < changed.size(); ++c) at[rows[changed[c]]] = static_cast<int32_t>(c);
-  std::vector<std::pair<size_t, Flag>> accused;
   // The first view's class thresholds: in this one only the moved rows have neighbours.
   // No similar-class guard: a trigger relabels look-alikes too (pullover -> T-shirt).
   for (Flag& f : ConfidentLabelFilter(t, rows, nb2, lp, threads, thresholds)) {
     f.reason += " with trigger-like feature values neutralised";
-    accused.emplace_back(at[f.row], std::move(f));
+    accuse(at[f.row], std::move(f));
   }
-  std::vector<uint8_t> voted(changed.size(), 0);
-  for (const auto& a : accused) voted[a.first] = 1;
   for (size_t c = 0; c < changed.size(); ++c) {
     const int64_t row = rows[changed[c]];
+    if (voted[c] || flagged[row]) continue;
     const int count = static_cast<int>(features[c].size());
-    if (count < kTriggerFeatures || flagged[row] || voted[c]) continue;
+    if (count < kTriggerFeatures) continue;
     int same = 0, found = 0;
     for (int r = 0; r < std::min(o.label_k, nb2.k); ++r) {
       int32_t j = nb2.of(changed[c])[r];
@@ -216,19 +225,16 @@ std::vector<Flag> BackdoorFlags(const RecordTable& t, const std::vector<int64_t>
                   "%d feature values outside every class's range (trigger-like) and only %d of %d nearest "
                   "neighbours share label %d once they are neutralised",
                   count, same, found, t.labels[row]);
-    accused.emplace_back(c, Flag{row, 1.0 - static_cast<double>(same) / found, buf});
+    accuse(c, Flag{row, 1.0 - static_cast<double>(same) / found, buf});
   }
   // Only accusations that point at a shared trigger stand (SharedTriggers).
   std::vector<int64_t> label_counts(std::max(t.num_classes, 0), 0);
   for (int64_t r : rows)
     if (t.labels[r] >= 0 && t.labels[r] < t.num_classes) ++label_counts[t.labels[r]];
-  std::vector<int32_t> labels;
-  std::vector<std::vector<int32_t>> accused_features;
-  for (const auto& a : accused) labels.push_back(t.labels[a.second.row]), accused_features.push_back(features[a.first]);
   const std::vector<uint8_t> keep =
       SharedTriggers(labels, accused_features, label_counts, t.dim(), o.label_trigger_share, kTriggerFeatures);
   for (size_t i = 0; i < accused.size(); ++i) {
-    if (keep[i]) out.push_back(std::move(accused[i].second));
+    if (keep[i]) out.push_back(std::move(accused[i]));
     else ++*spared;
   }
   return out;
